@@ -1,0 +1,51 @@
+# Builds every data-path program natively on this host (x86_64, aarch64, ...): no arch-specific flags.
+#   make                 -> build/sb-*
+#   make BUILD=/some/dir -> /some/dir/sb-*   (the orchestrator builds into a content-hashed directory)
+# Naming: servers/echo_naive.c -> sb-echo-naive; bpf/echo_sockmap.c (loader) + bpf/echo_sockmap.bpf.c
+# (kernel side, embedded into the loader as a bpftool skeleton) -> sb-echo-sockmap.
+
+BUILD ?= build
+CC ?= gcc
+CLANG ?= clang
+BPFTOOL ?= bpftool
+CFLAGS ?= -O2 -g
+WARN := -Wall -Wextra -Werror
+TRIPLE := $(shell $(CC) -dumpmachine)
+
+SERVER_SRCS := $(filter-out servers/net.c,$(wildcard servers/*.c))
+BPF_LOADERS := $(filter-out %.bpf.c,$(wildcard bpf/*.c))
+name = $(BUILD)/sb-$(subst _,-,$(basename $(notdir $(1))))
+SERVER_BINS := $(foreach s,$(SERVER_SRCS),$(call name,$(s)))
+BPF_BINS := $(foreach s,$(BPF_LOADERS),$(call name,$(s)))
+
+all: $(SERVER_BINS) $(BPF_BINS)
+
+$(BUILD):
+	mkdir -p $@
+
+$(BUILD)/net.o: servers/net.c servers/net.h | $(BUILD)
+	$(CC) $(CFLAGS) $(WARN) -c $< -o $@
+
+define server_rule
+$(call name,$(1)): $(1) $(BUILD)/net.o servers/net.h | $(BUILD)
+	$$(CC) $$(CFLAGS) $$(WARN) -Iservers $$< $$(BUILD)/net.o -o $$@ -lm
+endef
+$(foreach s,$(SERVER_SRCS),$(eval $(call server_rule,$(s))))
+
+$(BUILD)/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) | $(BUILD)
+	$(CLANG) -O2 -g -target bpf -Wall -Werror -I/usr/include/$(TRIPLE) -Ibpf -c $< -o $@
+
+$(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
+	$(BPFTOOL) gen skeleton $< > $@.tmp && mv $@.tmp $@
+
+define bpf_rule
+$(call name,$(1)): $(1) $(BUILD)/$(basename $(notdir $(1))).skel.h $(BUILD)/net.o servers/net.h | $(BUILD)
+	$$(CC) $$(CFLAGS) $$(WARN) -Iservers -Ibpf -I$$(BUILD) $$< $$(BUILD)/net.o -o $$@ -lbpf -lelf -lz
+endef
+$(foreach s,$(BPF_LOADERS),$(eval $(call bpf_rule,$(s))))
+
+clean:
+	rm -rf $(BUILD)
+
+.PHONY: all clean
+.DELETE_ON_ERROR:
