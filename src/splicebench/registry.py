@@ -1,0 +1,161 @@
+"""What can be run: the echo servers, their options, and the load client's workloads (pure).
+
+A table, not code paths: adding a server is adding one `ServerKind` to `SERVERS` (a proxy or an
+off-the-shelf daemon can subclass ServerKind and override `argv`). Scenario validation, the JSON
+Schema and plan building all read these tables, so they cannot disagree.
+
+Program contract: docs/programs.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .units import format_size
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a program: how a scenario spells its value and how argv receives it."""
+
+    flag: str
+    kind: str  # 'size' | 'int' | 'bool' | 'choice'
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: int = 0
+
+    def to_args(self, value: Any) -> list[str]:
+        """argv words for a validated value (sizes and ints as plain integers)."""
+        if self.kind == "bool":
+            return [self.flag] if value else []
+        return [self.flag, str(value)]
+
+    def describe_allowed(self) -> str:
+        """What a scenario may write here, for error messages and the schema."""
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
+        if self.kind == "size":
+            return f"a size >= {format_size(self.minimum)} like '64KiB'" if self.minimum else "a size like '64KiB'"
+        return f"an integer >= {self.minimum}"
+
+
+COMMON_SERVER_OPTIONS: dict[str, Option] = {
+    "sndbuf": Option("--sndbuf", "size", "SO_SNDBUF on accepted sockets (0 = kernel default)"),
+    "rcvbuf": Option("--rcvbuf", "size", "SO_RCVBUF on accepted sockets (0 = kernel default)"),
+}
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    """A server program: its name in scenarios, its binary and its own options."""
+
+    name: str
+    program: str
+    description: str
+    options: Mapping[str, Option] = field(default_factory=dict)
+    built: bool = True  # True: `program` is a file in the build directory; False: found on PATH
+
+    def all_options(self) -> dict[str, Option]:
+        return {**COMMON_SERVER_OPTIONS, **self.options}
+
+    def argv(self, program_path: str, listen: str, options: Mapping[str, Any]) -> list[str]:
+        """Full argv for this server listening on `listen` ('ADDR:PORT') with validated options."""
+        args = [program_path, "--listen", listen]
+        known = self.all_options()
+        for key in sorted(options):
+            args += known[key].to_args(options[key])
+        return args
+
+
+SERVERS: dict[str, ServerKind] = {
+    s.name: s
+    for s in (
+        ServerKind(
+            "naive",
+            "sb-echo-naive",
+            "read()/write() echo, epoll, one thread",
+            {"buf": Option("--buf", "size", "read buffer size", minimum=1)},
+        ),
+        ServerKind(
+            "splice",
+            "sb-echo-splice",
+            "socket -> pipe -> same socket with splice(), epoll, one thread",
+            {"pipe_size": Option("--pipe-size", "size", "pipe size (capped to fs.pipe-max-size)", minimum=4096)},
+        ),
+        ServerKind(
+            "sockmap",
+            "sb-echo-sockmap",
+            "eBPF SOCKMAP: sk_skb stream_verdict redirects each socket's data back to itself",
+            {
+                "map": Option("--map", "choice", "map type", choices=("sockhash", "sockmap")),
+                "parser": Option("--parser", "bool", "add a stream_parser program"),
+                "max_conns": Option("--max-conns", "int", "map size", minimum=1),
+            },
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class WorkloadField:
+    """One parameter of the load client."""
+
+    name: str
+    flag: str
+    kind: str  # 'size' | 'int'
+    default: int
+    minimum: int
+    help: str
+
+    def describe_allowed(self) -> str:
+        if self.kind == "size":
+            return f"a size >= {format_size(self.minimum)} like '64KiB'"
+        return f"an integer >= {self.minimum}"
+
+
+CLIENT_PROGRAM = "sb-client"
+
+WORKLOAD_FIELDS: dict[str, WorkloadField] = {
+    f.name: f
+    for f in (
+        WorkloadField("conns", "--conns", "int", 1, 1, "concurrent connections per client"),
+        WorkloadField("bytes", "--bytes", "size", 100 << 20, 1, "stream: bytes per connection"),
+        WorkloadField("chunk", "--chunk", "size", 128 << 10, 1, "stream: write size"),
+        WorkloadField("msg_size", "--msg-size", "size", 64, 1, "pingpong: message size"),
+        WorkloadField("round_trips", "--round-trips", "int", 1000, 1, "pingpong: round trips per connection"),
+        WorkloadField("burst_size", "--burst-size", "size", 1 << 20, 1, "burst: bytes per burst"),
+        WorkloadField("bursts", "--bursts", "int", 10, 1, "burst: bursts per connection"),
+    )
+}
+
+# Which client parameters apply to which workload type (conns applies to all).
+WORKLOADS: dict[str, tuple[str, ...]] = {
+    "stream": ("conns", "bytes", "chunk"),
+    "pingpong": ("conns", "msg_size", "round_trips"),
+    "burst": ("conns", "burst_size", "bursts"),
+}
+
+
+def client_args(workload: str, params: Mapping[str, int], seed: int, timeout_s: float) -> list[str]:
+    """sb-client arguments after `--connect ADDR:PORT`, for validated parameters."""
+    args = ["--workload", workload]
+    for name in WORKLOADS[workload]:
+        args += [WORKLOAD_FIELDS[name].flag, str(params[name])]
+    args += ["--seed", str(seed), "--timeout", _num(timeout_s)]
+    return args
+
+
+def payload_bytes(workload: str, params: Mapping[str, int]) -> int:
+    """Bytes each connection sends (and expects back)."""
+    if workload == "stream":
+        return params["bytes"]
+    if workload == "pingpong":
+        return params["msg_size"] * params["round_trips"]
+    return params["burst_size"] * params["bursts"]
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
