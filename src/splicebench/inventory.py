@@ -16,6 +16,8 @@ Format (version 1)::
     hosts:
       web1:
         host: 10.0.0.5              # SSH target; default: the name itself (looked up in ssh_config)
+        address: 192.168.7.5        # where clients on other hosts connect to servers on this one
+                                    # (default: the SSH target's HostName)
         user: bench                 # default: ssh_config User, else the local user name
         port: 22                    # default: ssh_config Port, else 22
         key: ~/.ssh/id_ed25519      # or a list; default: ssh_config IdentityFile, else agent/defaults
@@ -45,6 +47,8 @@ from typing import Any
 import paramiko
 import yaml
 
+from .errors import UserError
+
 FORMAT_VERSION = 1
 
 #: sudo modes: ``root`` runs commands as the login user without sudo (the login user is root, or the
@@ -67,13 +71,13 @@ DEFAULT_WORKDIR = "~/.cache/splicebench"
 DEFAULT_TIMEOUTS = {"connect_timeout": 10.0, "command_timeout": 120.0, "io_timeout": 20.0,
                     "keepalive": 5.0}
 
-_HOST_FIELDS = {"host", "user", "port", "key", "sudo", "labels", "workdir", "jump",
+_HOST_FIELDS = {"host", "address", "user", "port", "key", "sudo", "labels", "workdir", "jump",
                 *DEFAULT_TIMEOUTS}
-_DEFAULT_FIELDS = _HOST_FIELDS - {"host", "labels", "jump"}
+_DEFAULT_FIELDS = _HOST_FIELDS - {"host", "address", "labels", "jump"}
 _TOP_FIELDS = {"version", "known_hosts", "ssh_config", "defaults", "hosts"}
 
 
-class InventoryError(Exception):
+class InventoryError(UserError):
     """A problem in an inventory file that the user can fix; the message names file and field."""
 
 
@@ -107,6 +111,7 @@ class HostSpec:
     jump: str | None = None  # name of another inventory host
     proxy_jump: tuple[Hop, ...] = ()  # from ssh_config ProxyJump, outermost first
     proxy_command: str | None = None  # from ssh_config ProxyCommand (the user's own file)
+    address: str | None = None  # data-path address for clients on other hosts
 
     @property
     def target(self) -> str:
@@ -323,6 +328,10 @@ def _host_spec(name: str, merged: dict, own: dict, where: str, base: Path,
             raise InventoryError(f"{where}.{k}: must be > 0 and at most 86400 s (got {v})")
         timeouts[k] = v
 
+    address = own.get("address")
+    if address is not None:
+        _check_str(address, HOSTNAME_RE, f"{where}.address", "a DNS name or IP address")
+
     jump = own.get("jump")
     if jump is not None:
         _check_str(jump, NAME_RE, f"{where}.jump", "the name of another inventory host")
@@ -344,7 +353,7 @@ def _host_spec(name: str, merged: dict, own: dict, where: str, base: Path,
                     connect_timeout=timeouts["connect_timeout"],
                     command_timeout=timeouts["command_timeout"],
                     io_timeout=timeouts["io_timeout"], keepalive=timeouts["keepalive"],
-                    jump=jump, proxy_jump=hops, proxy_command=proxy_command)
+                    jump=jump, proxy_jump=hops, proxy_command=proxy_command, address=address)
 
 
 def _hop(text: str, cfg: paramiko.SSHConfig, user0: str, base: Path, where: str) -> Hop:
