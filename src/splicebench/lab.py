@@ -323,12 +323,17 @@ def _healthy(lab: Lab) -> bool:
 
 def _check_subnet_free(cfg: LabConfig) -> None:
     """Refuse a subnet that overlaps any address or route of this machine (root namespace)."""
-    mine = cfg.network
+    conflict = subnet_conflict(cfg.network)
+    if conflict:
+        raise LabError(f"lab subnet {cfg.network} overlaps {conflict}; choose another with --subnet")
+
+
+def subnet_conflict(net: ipaddress.IPv4Network) -> str | None:
+    """What on this machine (root namespace) overlaps net: an address or a route; None if free."""
     out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
     for m in re.finditer(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", out, re.M):
-        if ipaddress.ip_interface(m.group(2)).network.overlaps(mine):
-            raise LabError(f"lab subnet {mine} overlaps {m.group(2)} on {m.group(1)}; "
-                           "choose another with --subnet")
+        if ipaddress.ip_interface(m.group(2)).network.overlaps(net):
+            return f"{m.group(2)} on {m.group(1)}"
     out = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True,
                          text=True).stdout
     for line in out.splitlines():
@@ -338,9 +343,23 @@ def _check_subnet_free(cfg: LabConfig) -> None:
         dest = words[1] if words[0] in ("local", "broadcast", "unicast", "blackhole") else words[0]
         if dest == "default" or not re.match(r"^\d+\.\d+\.\d+\.\d+(/\d+)?$", dest):
             continue
-        if ipaddress.ip_network(dest, strict=False).overlaps(mine):
-            raise LabError(f"lab subnet {mine} overlaps the route '{line.strip()}'; "
-                           "choose another with --subnet")
+        if ipaddress.ip_network(dest, strict=False).overlaps(net):
+            return f"the route '{line.strip()}'"
+    return None
+
+
+def free_subnet(pool: str = "10.203.0.0/16", *, avoid_first: bool = True) -> str:
+    """A /24 of pool that nothing on this machine uses (tests use it to run beside a user's lab).
+
+    avoid_first skips the pool's first /24, the default lab subnet."""
+    import random
+
+    nets = list(ipaddress.ip_network(pool).subnets(new_prefix=24))[1 if avoid_first else 0:]
+    random.shuffle(nets)
+    for net in nets[:64]:
+        if subnet_conflict(net) is None:
+            return str(net)
+    raise LabError(f"no free /24 in {pool}")
 
 
 def _require_root_tools() -> None:
