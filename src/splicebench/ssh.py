@@ -336,6 +336,10 @@ class SSHHost(Host):
                 return fn(s)
             except (socket.timeout, TimeoutError, EOFError, paramiko.SSHException) as e:
                 raise self._unreachable(what, e) from None
+            except OSError as e:
+                if e.errno is None:  # "Socket is closed" from a dead channel, not an SFTP status
+                    raise self._unreachable(what, e) from None
+                raise
             finally:
                 if self._sftp is s:
                     s.get_channel().settimeout(self.spec.io_timeout)
@@ -390,7 +394,7 @@ class SSHHost(Host):
                     select.select([chan], [], [], 0.05)
             code = chan.recv_exit_status() if chan.exit_status_ready() else -1
             return code, _dec(out), _dec(err)
-        except (socket.timeout, TimeoutError, EOFError, paramiko.SSHException) as e:
+        except (socket.timeout, TimeoutError, EOFError, OSError, paramiko.SSHException) as e:
             raise self._unreachable(f"`{shlex.join(argv)}` failed", e) from None
         finally:
             chan.close()
