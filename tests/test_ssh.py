@@ -354,6 +354,12 @@ def test_host_that_dies_fails_within_bounded_time(tmp_path):
             pd.wait_json_event("summary", 60)
         with pytest.raises(HostUnreachable, match="host lab2"):
             doomed.run(["true"])
+        # What was received stays available; cleanup calls neither raise nor wait.
+        assert pd.stdout() == '{"event":"ready"}\n'
+        assert "host lab2" in pd.stderr()
+        assert pd.poll() is None
+        pd.kill()
+        pd.signal(signal.SIGTERM)
         doomed.close()  # must not hang either
         assert alive.tagged_pids() != []
         alive.close()

@@ -279,6 +279,9 @@ class SSHHost(Host):
         self._procs: list[SSHProc] = []
         self._ids = itertools.count(1)
         self._session = f"{os.getpid()}-{secrets.token_hex(3)}"
+        # After the host stopped answering: (monotonic time until which connect() fails at once,
+        # message), so that cleanup after a dead host does not wait a timeout per operation.
+        self._down: tuple[float, str] | None = None
 
     # connection management
     def connect(self) -> fabric.Connection:
@@ -288,8 +291,18 @@ class SSHHost(Host):
             if c is not None and c.transport is not None and c.transport.is_active():
                 return c
             self._drop()
-            self._conn = open_connection(self.spec, self._inventory)
+            if self._down is not None and time.monotonic() < self._down[0]:
+                raise HostUnreachable(self._down[1])
+            try:
+                self._conn = open_connection(self.spec, self._inventory)
+            except HostUnreachable as e:
+                self._mark_down(str(e))
+                raise
+            self._down = None
             return self._conn
+
+    def _mark_down(self, message: str) -> None:
+        self._down = (time.monotonic() + max(10.0, self.spec.connect_timeout), message)
 
     def _drop(self) -> None:
         c, self._conn, self._sftp = self._conn, None, None
@@ -307,10 +320,11 @@ class SSHHost(Host):
                 gw = gw.gateway
 
     def _unreachable(self, what: str, e: BaseException) -> HostUnreachable:
+        msg = f"host {self.name} ({self.spec.target}): {what}: {e or type(e).__name__}"
         with self._lock:
             self._drop()
-        return HostUnreachable(f"host {self.name} ({self.spec.target}): {what}: "
-                               f"{e or type(e).__name__}")
+            self._mark_down(msg)
+        return HostUnreachable(msg)
 
     def sftp(self) -> paramiko.SFTPClient:
         with self._lock:
@@ -550,6 +564,9 @@ class SSHProc(Proc):
         self._rc: int | None = None
         self._times: tuple[float, float] | None = None
         self._gone = False  # group vanished without an exit code (killed with SIGKILL)
+        self._lost: str | None = None  # the host stopped answering: why
+        self._err = b""
+        self._cpu = (0.0, 0.0)
 
     # polling
     def _poll_out(self) -> None:
@@ -574,12 +591,29 @@ class SSHProc(Proc):
                           timeout=self.host.spec.io_timeout)
         return r.stdout.strip() == "alive"
 
+    def _lose(self, e: HostUnreachable) -> None:
+        self._lost = str(e)
+
     def read_stdout_lines(self) -> list[str]:
-        self._poll_out()
+        if self._lost is None:
+            try:
+                self._poll_out()
+            except HostUnreachable as e:
+                self._lose(e)
+                raise
         with self._lock:
             return list(self._lines)
 
     def wait_json_event(self, event: str, timeout: float) -> dict:
+        if self._lost is not None:
+            raise HostUnreachable(self._lost)
+        try:
+            return self._wait_json_event(event, timeout)
+        except HostUnreachable as e:
+            self._lose(e)
+            raise
+
+    def _wait_json_event(self, event: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         delay = 0.01
         while True:
@@ -605,12 +639,38 @@ class SSHProc(Proc):
             delay = min(delay * 2, 0.2)
 
     def signal(self, sig: int) -> None:
-        if self._poll_exit() is None and not self._gone:
-            name = _signal.Signals(sig).name.removeprefix("SIG")
-            self.host.run(["kill", "-s", name, "--", f"-{self.pid}"], check=False,
-                          timeout=self.host.spec.io_timeout)
+        """Signal the group; a no-op once exited or once the host stopped answering."""
+        if self._lost is not None:
+            return
+        try:
+            if self._poll_exit() is None and not self._gone:
+                name = _signal.Signals(sig).name.removeprefix("SIG")
+                self.host.run(["kill", "-s", name, "--", f"-{self.pid}"], check=False,
+                              timeout=self.host.spec.io_timeout)
+        except HostUnreachable as e:
+            self._lose(e)
 
     def wait(self, timeout: float) -> int | None:
+        """Exit code, or None if still running after timeout.
+
+        If the host stops answering, the first wait raises HostUnreachable (so the caller learns
+        why); from then on wait/poll return None (state unknown: the deadman ends the program)."""
+        if self._lost is not None:
+            return None
+        try:
+            return self._wait(timeout)
+        except HostUnreachable as e:
+            self._lose(e)
+            raise
+
+    def poll(self) -> int | None:
+        """Like wait(0), but never raises: an unreachable host gives None (used in cleanup)."""
+        try:
+            return self.wait(0)
+        except HostUnreachable:
+            return None
+
+    def _wait(self, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
         delay = 0.01
         checks = 0
@@ -634,18 +694,41 @@ class SSHProc(Proc):
             delay = min(delay * 2, 0.2)
 
     def stdout(self) -> str:
-        self._poll_out()
+        """Everything printed so far; once the host is lost, what was received before."""
+        if self._lost is None:
+            try:
+                self._poll_out()
+            except HostUnreachable as e:
+                self._lose(e)
         with self._lock:
             return self._out.decode("utf-8", "replace")
 
     def stderr(self) -> str:
-        data = self.host.read_bytes_from(f"{self.dir}/err", 0)
-        return (data or b"").decode("utf-8", "replace")
+        """Everything printed to stderr; once the host is lost, what was read before and why."""
+        if self._lost is None:
+            try:
+                self._err = self.host.read_bytes_from(f"{self.dir}/err", 0) or b""
+            except HostUnreachable as e:
+                self._lose(e)
+        text = self._err.decode("utf-8", "replace")
+        if self._lost is not None:
+            text += f"[splicebench: {self._lost}]\n"
+        return text
 
     def cpu_times(self) -> tuple[float, float]:
         """(user, sys) seconds of the program; from the wrapper's `times` once it has exited."""
         if self._times is not None:
             return self._times
+        if self._lost is not None:
+            return self._cpu
+        try:
+            self._cpu = self._cpu_times()
+        except HostUnreachable as e:
+            self._lose(e)
+            raise
+        return self._cpu
+
+    def _cpu_times(self) -> tuple[float, float]:
         if self._poll_exit() is not None:
             text = (self.host.read_bytes_from(f"{self.dir}/times", 0) or b"").decode()
             rows = text.split("\n")
@@ -668,11 +751,17 @@ class SSHProc(Proc):
         return (user / hz, sys_ / hz)
 
     def kill(self) -> None:
-        if self._poll_exit() is not None or self._gone:
+        """SIGKILL the group and wait for it; a no-op once exited or the host is lost."""
+        if self._lost is not None:
             return
-        self.host.run(["kill", "-s", "KILL", "--", f"-{self.pid}"], check=False,
-                      timeout=self.host.spec.io_timeout)
-        self.wait(5)
+        try:
+            if self._poll_exit() is not None or self._gone:
+                return
+            self.host.run(["kill", "-s", "KILL", "--", f"-{self.pid}"], check=False,
+                          timeout=self.host.spec.io_timeout)
+            self._wait(5)
+        except HostUnreachable as e:
+            self._lose(e)
 
     @property
     def deadman_fired(self) -> bool:
@@ -683,10 +772,7 @@ class SSHProc(Proc):
         return f"{posixpath.basename(self.argv[0])} on {self.host.name} (pgid {self.pid})"
 
     def _stderr_suffix(self) -> str:
-        try:
-            tail = _tail(self.stderr(), 5)
-        except HostError:
-            return ""
+        tail = _tail(self.stderr(), 5)
         return f"; stderr: {tail}" if tail else ""
 
     def __repr__(self) -> str:
