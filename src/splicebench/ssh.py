@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import fabric
 import paramiko
@@ -46,6 +47,8 @@ import paramiko
 from .errors import CommandFailed, HostError, ProcError, _tail
 from .hosts import Host, Proc, RunResult, _describe_exit, _json_object
 from .inventory import Hop, HostSpec, Inventory, known_hosts_name
+
+T = TypeVar("T")
 
 DEFAULT_DEADMAN_S = 3600.0
 KILL_AFTER_S = 5
@@ -527,6 +530,36 @@ class SSHHost(Host):
 
     def __repr__(self) -> str:
         return f"<SSHHost {self.name} {self.spec.target}>"
+
+
+def open_host(name: str, inventory: Inventory) -> Host:
+    """The Host for a scenario host name: `LocalHost` for "local", else an `SSHHost` (lazy)."""
+    from .hosts import LOCAL, LocalHost
+
+    if name == LOCAL:
+        return LocalHost()
+    return SSHHost(inventory.get(name), inventory)
+
+
+def for_each_host(hosts: list[Host], fn: Callable[[Host], T], *,
+                  max_workers: int = 8) -> dict[str, T | HostError | Exception]:
+    """fn(host) for every host in parallel; name -> result, or the exception that host raised.
+
+    One failed host is a value next to the others' results, not an exception that hides them.
+    Errors the user can fix (UserError) and lost hosts come back as values; a bug still raises.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .errors import UserError
+
+    def one(h: Host):
+        try:
+            return fn(h)
+        except UserError as e:
+            return e
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(hosts)))) as pool:
+        futures = {h.name: pool.submit(one, h) for h in hosts}
+        return {name: f.result() for name, f in futures.items()}
 
 
 def _sftp_makedirs(s: paramiko.SFTPClient, path: str) -> None:
