@@ -59,12 +59,16 @@ TAG_VAR = "SPLICEBENCH_TAG"
 # survives a group signal and still records the program's exit code; caught signals revert to
 # their default in the exec'd program. --foreground keeps timeout in the wrapper's process group.
 _WRAPPER = (
-    'd=$1; shift; echo $$ >"$d/pid.tmp" && mv "$d/pid.tmp" "$d/pid"; trap : TERM INT HUP; '
-    f'timeout --foreground --signal=TERM --kill-after={KILL_AFTER_S} "$@"; '
-    'echo $? >"$d/rc.tmp"; times >"$d/times"; mv "$d/rc.tmp" "$d/rc"'
+    'd=$1; g=$2; shift 2; echo $$ >"$d/pid.tmp" && mv "$d/pid.tmp" "$d/pid"; trap : TERM INT HUP; '
+    # A gated start waits (at most ~30 s) for the file "go": see start_together().
+    'n=0; while [ "$g" = 1 ] && [ ! -e "$d/go" ] && [ $n -lt 6000 ]; do sleep 0.005; n=$((n+1)); '
+    'done; if [ "$g" = 1 ] && [ ! -e "$d/go" ]; then echo "start gate never opened" >&2; rc=125; '
+    f'else timeout --foreground --signal=TERM --kill-after={KILL_AFTER_S} "$@"; rc=$?; fi; '
+    'echo $rc >"$d/rc.tmp"; times >"$d/times"; mv "$d/rc.tmp" "$d/rc"'
 )
 
 # Launches the wrapper detached and prints its pid once it has written it (bounded wait).
+# Positional: procdir, cwd, gate (0/1), deadman seconds, argv...
 _LAUNCH = (
     'd=$1; shift; mkdir -p -- "$d" && cd -- "$1" || exit 1; shift; '
     f'setsid sh -c \'{_WRAPPER}\' sb-proc "$d" "$@" </dev/null >"$d/out" 2>"$d/err" & '
@@ -473,12 +477,14 @@ class SSHHost(Host):
             return self._workdir
 
     def start(self, argv: list[str], *, cwd: str | None = None,
-              deadman_s: float | None = None) -> SSHProc:
+              deadman_s: float | None = None, gated: bool = False) -> SSHProc:
+        """Start argv in the background; gated: it waits for `SSHProc.release` before running."""
         argv = [str(a) for a in argv]
         wd = self.workdir()
         pdir = f"{wd}/procs/{self._session}-{next(self._ids)}"
         deadman = max(1, int(deadman_s if deadman_s is not None else DEFAULT_DEADMAN_S))
-        launch = ["sh", "-c", _LAUNCH, "sb-launch", pdir, cwd or wd, str(deadman), *argv]
+        launch = ["sh", "-c", _LAUNCH, "sb-launch", pdir, cwd or wd, "1" if gated else "0",
+                  str(deadman), *argv]
         cmd = remote_command(launch, sudo=self.spec.sudo == "sudo", env={TAG_VAR: wd})
         code, out, err = self._exec(cmd, self.spec.io_timeout + 15, launch)
         if code != 0 or not out.strip().isdigit():
@@ -539,6 +545,42 @@ def open_host(name: str, inventory: Inventory) -> Host:
     if name == LOCAL:
         return LocalHost()
     return SSHHost(inventory.get(name), inventory)
+
+
+def start_together(starts: list[tuple[Host, list[str], dict]]) -> list[Proc]:
+    """Start programs on several hosts so that they begin within milliseconds of each other.
+
+    starts: (host, argv, keyword arguments of Host.start). Programs on SSH hosts are launched
+    gated, in parallel, and released together once all are ready; local ones start in this thread
+    (they must be started by the thread that outlives them). If one start fails, the programs
+    already started are killed and the error is raised.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    remote = [(i, h, a, kw) for i, (h, a, kw) in enumerate(starts) if isinstance(h, SSHHost)]
+    procs: dict[int, Proc] = {}
+    try:
+        if remote:
+            with ThreadPoolExecutor(max_workers=min(16, len(remote))) as pool:
+                futs = {i: pool.submit(h.start, a, gated=True, **kw) for i, h, a, kw in remote}
+                errors = []
+                for i, f in futs.items():
+                    try:
+                        procs[i] = f.result()
+                    except Exception as e:  # noqa: BLE001 - re-raised below after cleanup
+                        errors.append(e)
+                if errors:
+                    raise errors[0]
+                for f in [pool.submit(procs[i].release) for i, *_ in remote]:
+                    f.result()
+        for i, (h, a, kw) in enumerate(starts):
+            if i not in procs:
+                procs[i] = h.start(a, **kw)
+    except BaseException:
+        for p in procs.values():
+            p.kill()
+        raise
+    return [procs[i] for i in range(len(starts))]
 
 
 def for_each_host(hosts: list[Host], fn: Callable[[Host], T], *,
@@ -795,6 +837,12 @@ class SSHProc(Proc):
             self._wait(5)
         except HostUnreachable as e:
             self._lose(e)
+
+    def release(self) -> None:
+        """Open the start gate of a program started with gated=True."""
+        def do(s: paramiko.SFTPClient):
+            s.open(f"{self.dir}/go", "w").close()
+        self.host._sftp_op("release", do)
 
     @property
     def deadman_fired(self) -> bool:
