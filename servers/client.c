@@ -312,7 +312,7 @@ static bool do_recv(struct conn *c)
 	}
 	if (r == 0) {
 		if (c->recvd == c->total) {
-			if (o.wl == W_STREAM)
+			if (o.wl == W_STREAM && c->total == 0)
 				add_sample(net_now_ns() - c->start_ns);
 			finish(c, C_DONE);
 		} else {
@@ -344,6 +344,8 @@ static bool do_recv(struct conn *c)
 		fail(c, c->recvd, "extra bytes");
 		return false;
 	}
+	if (o.wl == W_STREAM && c->recvd == c->total)
+		add_sample(net_now_ns() - c->start_ns); /* last byte verified; EOF comes next */
 	if (o.wl != W_STREAM && c->recvd == c->limit) {
 		add_sample(net_now_ns() - c->unit_start_ns);
 		if (c->limit < c->total) {
