@@ -51,7 +51,8 @@ def build(build_dir: Path) -> None:
             text=True,
         )
     if proc.returncode != 0:
-        print(f"make failed (exit {proc.returncode}); benchmarking what was built:", file=sys.stderr)
+        print(f"make failed (exit {proc.returncode}); benchmarking what was built:",
+              file=sys.stderr)
         print("\n".join(proc.stdout.splitlines()[-15:]), file=sys.stderr)
 
 
@@ -91,7 +92,8 @@ class Server:
             raise RuntimeError(f"{name}: no ready line ({self.stderr.strip() or 'timeout'})")
         self.ready = json.loads(line)
         addr = self.ready["addr"]
-        self.connect = f"[{addr}]:{self.ready['port']}" if ":" in addr else f"{addr}:{self.ready['port']}"
+        host = f"[{addr}]" if ":" in addr else addr
+        self.connect = f"{host}:{self.ready['port']}"
 
     def stop(self) -> None:
         if self.proc.returncode is not None:
@@ -206,7 +208,8 @@ def table(rows: list[Row], header: list[str]) -> str:
     widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
     lines = list(header)
     for c in cells:
-        lines.append("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(c, widths))))
+        padded = [v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(c, widths))]
+        lines.append("  ".join(padded))
     for r in rows:
         if r.error:
             lines.append(f"{r.server}: {r.error}")

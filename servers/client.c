@@ -8,10 +8,10 @@
  * says so ("ok": false) and the exit code is 1.
  *
  * Payload: byte o of connection c is P[o mod 256 KiB] ^ K(c, o / 256 KiB), where P is a 256 KiB
- * pattern drawn from splitmix64(seed) and K a 64-bit splitmix64 value per (connection, 256 KiB block),
- * applied a word at a time. It is position dependent (any loss, duplication, reordering between or
- * within blocks or corruption shows), differs between connections and seeds, and is generated and
- * checked in one pass at memory speed without storing what was sent. */
+ * pattern drawn from splitmix64(seed) and K a 64-bit splitmix64 value per (connection, 256 KiB
+ * block), applied a word at a time. It is position dependent (any loss, duplication, reordering
+ * between or within blocks or corruption shows), differs between connections and seeds, and is
+ * generated and checked in one pass at memory speed without storing what was sent. */
 #define _GNU_SOURCE
 #include "net.h"
 
@@ -35,7 +35,7 @@
 #define MAX_LISTED_ERRORS 100
 
 enum workload { W_STREAM, W_PINGPONG, W_BURST };
-static const char *const workload_names[] = { "stream", "pingpong", "burst" };
+static const char *const workload_names[] = {"stream", "pingpong", "burst"};
 
 struct opts {
 	const char *connect;
@@ -50,12 +50,12 @@ struct conn {
 	int fd;
 	uint32_t id;
 	enum cstate state;
-	uint32_t events;	/* current epoll interest */
-	uint64_t total;		/* bytes this connection sends and expects back */
-	uint64_t sent;		/* bytes written */
-	uint64_t recvd;		/* bytes received and verified */
-	uint64_t limit;		/* may send up to this offset now (end of the current message/burst) */
-	uint64_t unit;		/* message or burst size (stream: total) */
+	uint32_t events; /* current epoll interest */
+	uint64_t total;	 /* bytes this connection sends and expects back */
+	uint64_t sent;	 /* bytes written */
+	uint64_t recvd;	 /* bytes received and verified */
+	uint64_t limit;	 /* may send up to this offset now (end of the current message/burst) */
+	uint64_t unit;	 /* message or burst size (stream: total) */
 	uint64_t unit_start_ns; /* first byte of the current message/burst written */
 	uint64_t start_ns;	/* connect completed */
 	bool shut_wr;
@@ -99,10 +99,7 @@ static uint64_t splitmix64(uint64_t *state)
 }
 
 /* A stateless 64-bit mix of x (one splitmix64 step from state x). */
-static uint64_t mix64(uint64_t x)
-{
-	return splitmix64(&x);
-}
+static uint64_t mix64(uint64_t x) { return splitmix64(&x); }
 
 /* Fill the pattern and the key seed from the --seed value. */
 static void payload_init(uint64_t seed)
@@ -161,7 +158,8 @@ static size_t payload_check(uint32_t conn, uint64_t off, const uint8_t *src, siz
 		for (; i < n && ((in + i) & 7); i++)
 			if (s[i] != (pb[in + i] ^ kb[(in + i) & 7]))
 				goto slow;
-		/* Fast path: OR the differences of 64 words, look closer only if any is non-zero. */
+		/* Fast path: OR the differences of 64 words, look closer only if any is non-zero.
+		 */
 		for (; i + 512 <= n; i += 512) {
 			const uint64_t *pw = pattern + (in + i) / 8;
 			uint64_t d = 0;
@@ -204,7 +202,7 @@ static void set_events(struct conn *c, uint32_t ev)
 {
 	if (c->events == ev)
 		return;
-	struct epoll_event e = { .events = ev, .data.ptr = c };
+	struct epoll_event e = {.events = ev, .data.ptr = c};
 	if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e) < 0)
 		net_die("epoll_ctl(MOD): %s", strerror(errno));
 	c->events = ev;
@@ -226,7 +224,7 @@ static void finish(struct conn *c, enum cstate st)
 
 /* Record an error for conn at stream offset off and fail the connection. */
 static void fail(struct conn *c, uint64_t off, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void fail(struct conn *c, uint64_t off, const char *fmt, ...)
 {
 	if (errors_total < MAX_LISTED_ERRORS) {
@@ -277,7 +275,7 @@ static bool do_send(struct conn *c)
 		}
 		if (n > room)
 			n = (size_t)room;
-		if (c->sent % c->unit == 0 && o.wl != W_STREAM)
+		if (o.wl != W_STREAM && c->sent % c->unit == 0)
 			c->unit_start_ns = net_now_ns();
 		ssize_t w = write(c->fd, p, n);
 		if (w < 0) {
@@ -406,7 +404,9 @@ static void open_conns(const struct sockaddr_storage *ss, socklen_t sslen)
 		struct conn *c = &conns[i];
 		c->id = (uint32_t)i;
 		c->state = C_CONNECTING;
-		c->unit = o.wl == W_PINGPONG ? o.msg_size : o.wl == W_BURST ? o.burst_size : o.bytes;
+		c->unit = o.wl == W_PINGPONG ? o.msg_size
+			  : o.wl == W_BURST  ? o.burst_size
+					     : o.bytes;
 		c->total = o.wl == W_PINGPONG ? o.msg_size * o.round_trips
 			   : o.wl == W_BURST  ? o.burst_size * o.bursts
 					      : o.bytes;
@@ -419,14 +419,16 @@ static void open_conns(const struct sockaddr_storage *ss, socklen_t sslen)
 			fail(c, 0, "socket: %s", strerror(errno));
 			continue;
 		}
-		/* Messages go out when written: no Nagle delay on ping-pong requests or burst tails. */
+		/* Messages go out when written: no Nagle delay on ping-pong requests or burst
+		 * tails. */
 		int one = 1;
 		(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		struct epoll_event e = { .events = EPOLLOUT, .data.ptr = c };
+		struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
 		c->events = EPOLLOUT;
 		if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e) < 0)
 			net_die("epoll_ctl(ADD): %s", strerror(errno));
-		if (connect(c->fd, (const struct sockaddr *)ss, sslen) < 0 && errno != EINPROGRESS) {
+		if (connect(c->fd, (const struct sockaddr *)ss, sslen) < 0 &&
+		    errno != EINPROGRESS) {
 			fail(c, 0, "connect: %s", strerror(errno));
 			continue;
 		}
@@ -497,7 +499,7 @@ static void print_result(bool ok, double wall_s)
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	bool st = o.wl == W_STREAM, pp = o.wl == W_PINGPONG, bu = o.wl == W_BURST;
-	uint64_t expected = o.conns * (pp ? o.msg_size * o.round_trips
+	uint64_t expected = o.conns * (pp   ? o.msg_size * o.round_trips
 				       : bu ? o.burst_size * o.bursts
 					    : o.bytes);
 
@@ -535,7 +537,7 @@ static void print_result(bool ok, double wall_s)
 		static const struct {
 			const char *k;
 			double p;
-		} ps[] = { { "p50", 50 }, { "p90", 90 }, { "p99", 99 }, { "p999", 99.9 } };
+		} ps[] = {{"p50", 50}, {"p90", 90}, {"p99", 99}, {"p999", 99.9}};
 		for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++)
 			printf(",\"%s\":%llu", ps[i].k,
 			       (unsigned long long)percentile(samples, nsamples, ps[i].p));
@@ -578,53 +580,75 @@ static void print_result(bool ok, double wall_s)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: sb-client --connect ADDR:PORT --workload stream|pingpong|burst [options]\n"
-		"  --conns N            concurrent connections (default 1)\n"
-		"  --bytes B            stream: bytes per connection (default 104857600)\n"
-		"  --chunk C            stream, burst: write size (default 131072)\n"
-		"  --msg-size M         pingpong: message size (default 64)\n"
-		"  --round-trips K      pingpong: round trips per connection (default 1000)\n"
-		"  --burst-size S       burst: bytes per burst (default 1048576)\n"
-		"  --bursts R           burst: bursts per connection (default 10)\n"
-		"  --seed X             payload seed (default 1)\n"
-		"  --timeout SECONDS    whole-run deadline (default 120)\n"
-		"Prints one JSON object (docs/programs.md); exit 0 when every byte came back intact,\n"
-		"1 on any error, 2 on bad arguments.\n");
+	fprintf(
+	    f,
+	    "usage: sb-client --connect ADDR:PORT --workload stream|pingpong|burst [options]\n"
+	    "  --conns N            concurrent connections (default 1)\n"
+	    "  --bytes B            stream: bytes per connection (default 104857600)\n"
+	    "  --chunk C            stream, burst: write size (default 131072)\n"
+	    "  --msg-size M         pingpong: message size (default 64)\n"
+	    "  --round-trips K      pingpong: round trips per connection (default 1000)\n"
+	    "  --burst-size S       burst: bytes per burst (default 1048576)\n"
+	    "  --bursts R           burst: bursts per connection (default 10)\n"
+	    "  --seed X             payload seed (default 1)\n"
+	    "  --timeout SECONDS    whole-run deadline (default 120)\n"
+	    "Prints one JSON object (docs/programs.md); exit 0 when every byte came back intact,\n"
+	    "1 on any error, 2 on bad arguments.\n");
 }
 
-enum { O_CONNECT = 256, O_WORKLOAD, O_CONNS, O_BYTES, O_CHUNK, O_MSG, O_RT, O_BSIZE, O_BURSTS,
-       O_SEED, O_TIMEOUT, O_HELP };
+enum {
+	O_CONNECT = 256,
+	O_WORKLOAD,
+	O_CONNS,
+	O_BYTES,
+	O_CHUNK,
+	O_MSG,
+	O_RT,
+	O_BSIZE,
+	O_BURSTS,
+	O_SEED,
+	O_TIMEOUT,
+	O_HELP
+};
 
 /* Parse the command line into o; bad arguments end with exit 2. */
 static void parse_args(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "connect", required_argument, 0, O_CONNECT },
-		{ "workload", required_argument, 0, O_WORKLOAD },
-		{ "conns", required_argument, 0, O_CONNS },
-		{ "bytes", required_argument, 0, O_BYTES },
-		{ "chunk", required_argument, 0, O_CHUNK },
-		{ "msg-size", required_argument, 0, O_MSG },
-		{ "round-trips", required_argument, 0, O_RT },
-		{ "burst-size", required_argument, 0, O_BSIZE },
-		{ "bursts", required_argument, 0, O_BURSTS },
-		{ "seed", required_argument, 0, O_SEED },
-		{ "timeout", required_argument, 0, O_TIMEOUT },
-		{ "help", no_argument, 0, O_HELP },
-		{ 0, 0, 0, 0 },
+	    {"connect", required_argument, 0, O_CONNECT},
+	    {"workload", required_argument, 0, O_WORKLOAD},
+	    {"conns", required_argument, 0, O_CONNS},
+	    {"bytes", required_argument, 0, O_BYTES},
+	    {"chunk", required_argument, 0, O_CHUNK},
+	    {"msg-size", required_argument, 0, O_MSG},
+	    {"round-trips", required_argument, 0, O_RT},
+	    {"burst-size", required_argument, 0, O_BSIZE},
+	    {"bursts", required_argument, 0, O_BURSTS},
+	    {"seed", required_argument, 0, O_SEED},
+	    {"timeout", required_argument, 0, O_TIMEOUT},
+	    {"help", no_argument, 0, O_HELP},
+	    {0, 0, 0, 0},
 	};
-	o = (struct opts){ .wl = -1, .conns = 1, .bytes = 104857600, .chunk = 131072,
-			   .msg_size = 64, .round_trips = 1000, .burst_size = 1048576,
-			   .bursts = 10, .seed = 1, .timeout_s = 120 };
-	bool given[O_HELP + 1] = { 0 };
+	o = (struct opts){.wl = -1,
+			  .conns = 1,
+			  .bytes = 104857600,
+			  .chunk = 131072,
+			  .msg_size = 64,
+			  .round_trips = 1000,
+			  .burst_size = 1048576,
+			  .bursts = 10,
+			  .seed = 1,
+			  .timeout_s = 120};
+	bool given[O_HELP + 1] = {0};
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
 		if (c >= O_CONNECT && c <= O_HELP)
 			given[c] = true;
 		switch (c) {
-		case O_CONNECT: o.connect = optarg; break;
+		case O_CONNECT:
+			o.connect = optarg;
+			break;
 		case O_WORKLOAD:
 			if (!strcmp(optarg, "stream"))
 				o.wl = W_STREAM;
@@ -633,29 +657,50 @@ static void parse_args(int argc, char **argv)
 			else if (!strcmp(optarg, "burst"))
 				o.wl = W_BURST;
 			else
-				net_usage_error("--workload: expected stream, pingpong or burst, got '%s'",
-						optarg);
+				net_usage_error(
+				    "--workload: expected stream, pingpong or burst, got '%s'",
+				    optarg);
 			break;
-		case O_CONNS: o.conns = net_parse_u64("--conns", optarg, 1000000); break;
-		case O_BYTES: o.bytes = net_parse_u64("--bytes", optarg, 1ull << 50); break;
-		case O_CHUNK: o.chunk = net_parse_u64("--chunk", optarg, 64u << 20); break;
-		case O_MSG: o.msg_size = net_parse_u64("--msg-size", optarg, 1u << 30); break;
-		case O_RT: o.round_trips = net_parse_u64("--round-trips", optarg, 1ull << 40); break;
-		case O_BSIZE: o.burst_size = net_parse_u64("--burst-size", optarg, 1ull << 40); break;
-		case O_BURSTS: o.bursts = net_parse_u64("--bursts", optarg, 1ull << 40); break;
-		case O_SEED: o.seed = net_parse_u64("--seed", optarg, UINT64_MAX); break;
+		case O_CONNS:
+			o.conns = net_parse_u64("--conns", optarg, 1000000);
+			break;
+		case O_BYTES:
+			o.bytes = net_parse_u64("--bytes", optarg, 1ull << 50);
+			break;
+		case O_CHUNK:
+			o.chunk = net_parse_u64("--chunk", optarg, 64u << 20);
+			break;
+		case O_MSG:
+			o.msg_size = net_parse_u64("--msg-size", optarg, 1u << 30);
+			break;
+		case O_RT:
+			o.round_trips = net_parse_u64("--round-trips", optarg, 1ull << 40);
+			break;
+		case O_BSIZE:
+			o.burst_size = net_parse_u64("--burst-size", optarg, 1ull << 40);
+			break;
+		case O_BURSTS:
+			o.bursts = net_parse_u64("--bursts", optarg, 1ull << 40);
+			break;
+		case O_SEED:
+			o.seed = net_parse_u64("--seed", optarg, UINT64_MAX);
+			break;
 		case O_TIMEOUT: {
 			char *end;
 			errno = 0;
 			o.timeout_s = strtod(optarg, &end);
 			if (errno || *end || end == optarg || !(o.timeout_s > 0) ||
 			    o.timeout_s > 1e7)
-				net_usage_error("--timeout: expected a number of seconds > 0, got '%s'",
-						optarg);
+				net_usage_error(
+				    "--timeout: expected a number of seconds > 0, got '%s'",
+				    optarg);
 			break;
 		}
-		case O_HELP: usage(stdout); exit(0);
-		case ':': net_usage_error("%s needs a value", argv[optind - 1]);
+		case O_HELP:
+			usage(stdout);
+			exit(0);
+		case ':':
+			net_usage_error("%s needs a value", argv[optind - 1]);
 		default:
 			net_usage_error("unknown option '%s'", argv[optind - 1]);
 		}
@@ -670,9 +715,9 @@ static void parse_args(int argc, char **argv)
 		int opt;
 		const char *name;
 		unsigned mask; /* workloads it applies to: 1 stream, 2 pingpong, 4 burst */
-	} scope[] = { { O_BYTES, "--bytes", 1 },      { O_CHUNK, "--chunk", 5 },
-		      { O_MSG, "--msg-size", 2 },      { O_RT, "--round-trips", 2 },
-		      { O_BSIZE, "--burst-size", 4 }, { O_BURSTS, "--bursts", 4 } };
+	} scope[] = {{O_BYTES, "--bytes", 1},	   {O_CHUNK, "--chunk", 5},
+		     {O_MSG, "--msg-size", 2},	   {O_RT, "--round-trips", 2},
+		     {O_BSIZE, "--burst-size", 4}, {O_BURSTS, "--bursts", 4}};
 	for (size_t i = 0; i < sizeof(scope) / sizeof(scope[0]); i++)
 		if (given[scope[i].opt] && !(scope[i].mask & (1u << o.wl)))
 			net_usage_error("%s does not apply to the %s workload", scope[i].name,
@@ -680,9 +725,9 @@ static void parse_args(int argc, char **argv)
 	struct {
 		const char *name;
 		uint64_t v;
-	} pos[] = { { "--conns", o.conns },	    { "--chunk", o.chunk },
-		    { "--msg-size", o.msg_size },   { "--round-trips", o.round_trips },
-		    { "--burst-size", o.burst_size }, { "--bursts", o.bursts } };
+	} pos[] = {{"--conns", o.conns},	   {"--chunk", o.chunk},
+		   {"--msg-size", o.msg_size},	   {"--round-trips", o.round_trips},
+		   {"--burst-size", o.burst_size}, {"--bursts", o.bursts}};
 	for (size_t i = 0; i < sizeof(pos) / sizeof(pos[0]); i++)
 		if (pos[i].v == 0)
 			net_usage_error("%s must be at least 1", pos[i].name);
@@ -707,15 +752,15 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	net_raise_nofile();
 	payload_init(o.seed);
-	wbuf_size = o.wl == W_PINGPONG ? (o.msg_size < (1u << 20) ? o.msg_size : (1u << 20))
-				       : o.chunk;
+	wbuf_size =
+	    o.wl == W_PINGPONG ? (o.msg_size < (1u << 20) ? o.msg_size : (1u << 20)) : o.chunk;
 	wbuf = malloc(wbuf_size);
 	rbuf = malloc(RBUF_BYTES);
 	conns = calloc(o.conns, sizeof(*conns));
 	if (!wbuf || !rbuf || !conns)
 		net_die("out of memory");
 	size_t want_samples = o.wl == W_PINGPONG ? o.conns * o.round_trips
-			      : o.wl == W_BURST  ? o.conns * o.bursts
+			      : o.wl == W_BURST	 ? o.conns * o.bursts
 						 : o.conns;
 	samples_cap = want_samples < (1u << 20) ? want_samples : (1u << 20);
 	samples = malloc((samples_cap ? samples_cap : 1) * sizeof(*samples));
@@ -758,9 +803,10 @@ int main(int argc, char **argv)
 	print_result(ok, wall_s);
 	if (!ok) {
 		const struct error_rec *e = &errs[0];
-		fprintf(stderr, "%s: %llu of %llu connections failed (first: conn %u: %s at offset %llu)\n",
-			net_prog, (unsigned long long)conns_failed, (unsigned long long)o.conns, e->conn,
-			e->what, (unsigned long long)e->offset);
+		fprintf(stderr,
+			"%s: %llu of %llu connections failed (first: conn %u: %s at offset %llu)\n",
+			net_prog, (unsigned long long)conns_failed, (unsigned long long)o.conns,
+			e->conn, e->what, (unsigned long long)e->offset);
 		return 1;
 	}
 	return 0;

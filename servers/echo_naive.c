@@ -45,7 +45,7 @@ static int listen_tag, signal_tag;
 /* Stop (EPOLL_CTL_MOD to no events) or resume accepting. */
 static void pause_accept(bool pause)
 {
-	struct epoll_event e = { .events = pause ? 0u : EPOLLIN, .data.ptr = &listen_tag };
+	struct epoll_event e = {.events = pause ? 0u : EPOLLIN, .data.ptr = &listen_tag};
 	if (epoll_ctl(ep, EPOLL_CTL_MOD, lfd, &e) < 0)
 		net_die("epoll_ctl(MOD): %s", strerror(errno));
 	accept_paused = pause;
@@ -69,7 +69,7 @@ static void set_events(struct conn *c, uint32_t ev)
 {
 	if (c->events == ev)
 		return;
-	struct epoll_event e = { .events = ev, .data.ptr = c };
+	struct epoll_event e = {.events = ev, .data.ptr = c};
 	if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e) < 0)
 		net_die("epoll_ctl(MOD): %s", strerror(errno));
 	c->events = ev;
@@ -139,9 +139,11 @@ static void on_listen(void)
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return;
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
 				/* Out of descriptors or memory: the connection waits in the backlog
-				 * until one of ours closes (level-triggered, it would spin otherwise). */
+				 * until one of ours closes (level-triggered, it would spin
+				 * otherwise). */
 				if (!accept_warned)
 					fprintf(stderr, "%s: warning: accept: %s\n", net_prog,
 						strerror(errno));
@@ -161,7 +163,7 @@ static void on_listen(void)
 			net_die("out of memory");
 		c->fd = fd;
 		c->events = EPOLLIN;
-		struct epoll_event e = { .events = EPOLLIN, .data.ptr = c };
+		struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
 		if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) < 0)
 			net_die("epoll_ctl(ADD): %s", strerror(errno));
 		st.connections++;
@@ -171,21 +173,24 @@ static void on_listen(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: sb-echo-naive [--listen ADDR:PORT] [--buf BYTES] [--sndbuf BYTES] "
-		   "[--rcvbuf BYTES]\n"
-		   "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
-		   "  --buf BYTES          read/write buffer per connection (default 131072)\n"
-		   "  --sndbuf BYTES       SO_SNDBUF on accepted sockets (0 = kernel default)\n"
-		   "  --rcvbuf BYTES       SO_RCVBUF on accepted sockets (0 = kernel default)\n"
-		   "Prints a ready line, then a summary line on SIGTERM/SIGINT (JSON, docs/programs.md).\n");
+	fprintf(
+	    f,
+	    "usage: sb-echo-naive [--listen ADDR:PORT] [--buf BYTES] [--sndbuf BYTES] "
+	    "[--rcvbuf BYTES]\n"
+	    "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
+	    "  --buf BYTES          read/write buffer per connection (default 131072)\n"
+	    "  --sndbuf BYTES       SO_SNDBUF on accepted sockets (0 = kernel default)\n"
+	    "  --rcvbuf BYTES       SO_RCVBUF on accepted sockets (0 = kernel default)\n"
+	    "Prints a ready line, then a summary line on SIGTERM/SIGINT (JSON, "
+	    "docs/programs.md).\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "listen", required_argument, 0, 'l' }, { "buf", required_argument, 0, 'b' },
-		{ "sndbuf", required_argument, 0, 's' }, { "rcvbuf", required_argument, 0, 'r' },
-		{ "help", no_argument, 0, 'h' },	 { 0, 0, 0, 0 },
+	    {"listen", required_argument, 0, 'l'}, {"buf", required_argument, 0, 'b'},
+	    {"sndbuf", required_argument, 0, 's'}, {"rcvbuf", required_argument, 0, 'r'},
+	    {"help", no_argument, 0, 'h'},	   {0, 0, 0, 0},
 	};
 	const char *listen_addr = "127.0.0.1:0";
 	int c;
@@ -193,13 +198,25 @@ int main(int argc, char **argv)
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
 		switch (c) {
-		case 'l': listen_addr = optarg; break;
-		case 'b': bufsize = net_parse_u64("--buf", optarg, 1u << 30); break;
-		case 's': sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT_MAX); break;
-		case 'r': rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT_MAX); break;
-		case 'h': usage(stdout); return 0;
-		case ':': net_usage_error("%s needs a value", argv[optind - 1]);
-		default: net_usage_error("unknown option '%s'", argv[optind - 1]);
+		case 'l':
+			listen_addr = optarg;
+			break;
+		case 'b':
+			bufsize = net_parse_u64("--buf", optarg, 1u << 30);
+			break;
+		case 's':
+			sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT_MAX);
+			break;
+		case 'r':
+			rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT_MAX);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case ':':
+			net_usage_error("%s needs a value", argv[optind - 1]);
+		default:
+			net_usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
@@ -213,7 +230,7 @@ int main(int argc, char **argv)
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0)
 		net_die("epoll_create1: %s", strerror(errno));
-	struct epoll_event e = { .events = EPOLLIN, .data.ptr = &listen_tag };
+	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &listen_tag};
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &e) < 0)
 		net_die("epoll_ctl(ADD): %s", strerror(errno));
 	e.data.ptr = &signal_tag;

@@ -30,12 +30,12 @@
 
 struct conn {
 	int fd;
-	int pr, pw;	  /* the connection's pipe: read end, write end */
-	uint32_t events;  /* current epoll interest */
-	bool eof;	  /* client half-closed */
-	bool pipe_full;	  /* the last socket -> pipe splice found no room */
-	size_t cap;	  /* pipe capacity in bytes */
-	size_t inpipe;	  /* bytes in the pipe */
+	int pr, pw;	 /* the connection's pipe: read end, write end */
+	uint32_t events; /* current epoll interest */
+	bool eof;	 /* client half-closed */
+	bool pipe_full;	 /* the last socket -> pipe splice found no room */
+	size_t cap;	 /* pipe capacity in bytes */
+	size_t inpipe;	 /* bytes in the pipe */
 };
 
 static struct net_stats st;
@@ -50,7 +50,7 @@ static int listen_tag, signal_tag;
 /* Stop (EPOLL_CTL_MOD to no events) or resume accepting. */
 static void pause_accept(bool pause)
 {
-	struct epoll_event e = { .events = pause ? 0u : EPOLLIN, .data.ptr = &listen_tag };
+	struct epoll_event e = {.events = pause ? 0u : EPOLLIN, .data.ptr = &listen_tag};
 	if (epoll_ctl(ep, EPOLL_CTL_MOD, lfd, &e) < 0)
 		net_die("epoll_ctl(MOD): %s", strerror(errno));
 	accept_paused = pause;
@@ -75,7 +75,7 @@ static void set_events(struct conn *c, uint32_t ev)
 {
 	if (c->events == ev)
 		return;
-	struct epoll_event e = { .events = ev, .data.ptr = c };
+	struct epoll_event e = {.events = ev, .data.ptr = c};
 	if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e) < 0)
 		net_die("epoll_ctl(MOD): %s", strerror(errno));
 	c->events = ev;
@@ -120,7 +120,7 @@ static void on_conn(struct conn *c, uint32_t ev)
 		return;
 	}
 	set_events(c, (!c->eof && !c->pipe_full && c->inpipe < c->cap ? EPOLLIN : 0u) |
-			      (c->inpipe > 0 ? EPOLLOUT : 0u));
+			  (c->inpipe > 0 ? EPOLLOUT : 0u));
 }
 
 /* Create conn's pipe and size it; returns false when no pipe could be made. */
@@ -136,7 +136,8 @@ static bool make_pipe(struct conn *c)
 		/* Usually EPERM: this user's pipes exceed fs.pipe-user-pages-soft. The pipe still
 		 * works at its default size; count it and say so once now and once at exit. */
 		if (pipes_default++ == 0)
-			fprintf(stderr, "%s: warning: F_SETPIPE_SZ %zu: %s; using the default size\n",
+			fprintf(stderr,
+				"%s: warning: F_SETPIPE_SZ %zu: %s; using the default size\n",
 				net_prog, pipe_size, strerror(errno));
 		got = fcntl(c->pw, F_GETPIPE_SZ);
 		if (got <= 0)
@@ -154,9 +155,11 @@ static void on_listen(void)
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return;
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
 				/* Out of descriptors or memory: the connection waits in the backlog
-				 * until one of ours closes (level-triggered, it would spin otherwise). */
+				 * until one of ours closes (level-triggered, it would spin
+				 * otherwise). */
 				if (!accept_warned)
 					fprintf(stderr, "%s: warning: accept: %s\n", net_prog,
 						strerror(errno));
@@ -174,7 +177,8 @@ static void on_listen(void)
 		st.connections++;
 		if (!make_pipe(c)) {
 			if (!accept_warned)
-				fprintf(stderr, "%s: warning: pipe2: %s\n", net_prog, strerror(errno));
+				fprintf(stderr, "%s: warning: pipe2: %s\n", net_prog,
+					strerror(errno));
 			accept_warned = true;
 			close(fd);
 			free(c);
@@ -186,7 +190,7 @@ static void on_listen(void)
 		int one = 1;
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->events = EPOLLIN;
-		struct epoll_event e = { .events = EPOLLIN, .data.ptr = c };
+		struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
 		if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) < 0)
 			net_die("epoll_ctl(ADD): %s", strerror(errno));
 		st.active++;
@@ -208,22 +212,25 @@ static size_t pipe_max_size(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: sb-echo-splice [--listen ADDR:PORT] [--pipe-size BYTES] [--sndbuf BYTES] "
-		   "[--rcvbuf BYTES]\n"
-		   "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
-		   "  --pipe-size BYTES    pipe per connection (default 1048576, capped to\n"
-		   "                       /proc/sys/fs/pipe-max-size)\n"
-		   "  --sndbuf BYTES       SO_SNDBUF on accepted sockets (0 = kernel default)\n"
-		   "  --rcvbuf BYTES       SO_RCVBUF on accepted sockets (0 = kernel default)\n"
-		   "Prints a ready line, then a summary line on SIGTERM/SIGINT (JSON, docs/programs.md).\n");
+	fprintf(
+	    f,
+	    "usage: sb-echo-splice [--listen ADDR:PORT] [--pipe-size BYTES] [--sndbuf BYTES] "
+	    "[--rcvbuf BYTES]\n"
+	    "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
+	    "  --pipe-size BYTES    pipe per connection (default 1048576, capped to\n"
+	    "                       /proc/sys/fs/pipe-max-size)\n"
+	    "  --sndbuf BYTES       SO_SNDBUF on accepted sockets (0 = kernel default)\n"
+	    "  --rcvbuf BYTES       SO_RCVBUF on accepted sockets (0 = kernel default)\n"
+	    "Prints a ready line, then a summary line on SIGTERM/SIGINT (JSON, "
+	    "docs/programs.md).\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "listen", required_argument, 0, 'l' }, { "pipe-size", required_argument, 0, 'p' },
-		{ "sndbuf", required_argument, 0, 's' }, { "rcvbuf", required_argument, 0, 'r' },
-		{ "help", no_argument, 0, 'h' },	 { 0, 0, 0, 0 },
+	    {"listen", required_argument, 0, 'l'}, {"pipe-size", required_argument, 0, 'p'},
+	    {"sndbuf", required_argument, 0, 's'}, {"rcvbuf", required_argument, 0, 'r'},
+	    {"help", no_argument, 0, 'h'},	   {0, 0, 0, 0},
 	};
 	const char *listen_addr = "127.0.0.1:0";
 	int c;
@@ -231,13 +238,25 @@ int main(int argc, char **argv)
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
 		switch (c) {
-		case 'l': listen_addr = optarg; break;
-		case 'p': pipe_size = net_parse_u64("--pipe-size", optarg, 1u << 30); break;
-		case 's': sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT_MAX); break;
-		case 'r': rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT_MAX); break;
-		case 'h': usage(stdout); return 0;
-		case ':': net_usage_error("%s needs a value", argv[optind - 1]);
-		default: net_usage_error("unknown option '%s'", argv[optind - 1]);
+		case 'l':
+			listen_addr = optarg;
+			break;
+		case 'p':
+			pipe_size = net_parse_u64("--pipe-size", optarg, 1u << 30);
+			break;
+		case 's':
+			sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT_MAX);
+			break;
+		case 'r':
+			rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT_MAX);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case ':':
+			net_usage_error("%s needs a value", argv[optind - 1]);
+		default:
+			net_usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
@@ -254,7 +273,7 @@ int main(int argc, char **argv)
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0)
 		net_die("epoll_create1: %s", strerror(errno));
-	struct epoll_event e = { .events = EPOLLIN, .data.ptr = &listen_tag };
+	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &listen_tag};
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &e) < 0)
 		net_die("epoll_ctl(ADD): %s", strerror(errno));
 	e.data.ptr = &signal_tag;
@@ -278,10 +297,11 @@ int main(int argc, char **argv)
 				struct signalfd_siginfo si;
 				if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 					if (pipes_default)
-						fprintf(stderr,
-							"%s: warning: %llu pipes kept the default size "
-							"(F_SETPIPE_SZ refused)\n",
-							net_prog, (unsigned long long)pipes_default);
+						fprintf(
+						    stderr,
+						    "%s: warning: %llu pipes kept the default size "
+						    "(F_SETPIPE_SZ refused)\n",
+						    net_prog, (unsigned long long)pipes_default);
 					net_print_summary("splice", &st);
 					return 0;
 				}

@@ -1,7 +1,7 @@
-"""The data-path programs on loopback: every echo server x every client workload, byte-exact.
+"""The data-path programs on loopback: every echo server x every client workload, byte exact.
 
-Real binaries (built by `make` through tests/progs.py), real sockets, no mocks. The SOCKMAP server is
-in every parametrization: its cases fail, not skip, while build/sb-echo-sockmap does not build.
+Real binaries (built by `make` through tests/progs.py), real sockets, no mocks. The SOCKMAP server
+is in every parametrization: its cases fail, not skip, while build/sb-echo-sockmap does not build.
 """
 
 from __future__ import annotations
@@ -195,6 +195,14 @@ def test_half_close_echoes_everything_then_closes(server: str) -> None:
         assert_summary(srv, connections=3, bytes_echoed=total)
 
 
+@pytest.mark.parametrize("server", SERVERS)
+def test_stream_of_zero_bytes_is_only_a_half_close(server: str) -> None:
+    with running_server(server) as srv:
+        res = run_client(srv.connect, "stream", conns=3, bytes=0, timeout=30)
+        assert_clean(res, conns=3, per_conn=0, samples=3)
+        assert_summary(srv, connections=3, bytes_echoed=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # signals: clean exit, nothing left behind
 
@@ -247,7 +255,10 @@ COMMON_BAD = [
 ]
 SERVER_BAD = {
     "naive": [(["--buf", "0"], "--buf must be at least 1"), (["--buf", "1e6"], "--buf")],
-    "splice": [(["--pipe-size", "0"], "--pipe-size must be at least 1"), (["--pipe-size", ""], "--pipe-size")],
+    "splice": [
+        (["--pipe-size", "0"], "--pipe-size must be at least 1"),
+        (["--pipe-size", ""], "--pipe-size"),
+    ],
     "sockmap": [(["--map", "array"], "--map"), (["--max-conns", "x"], "--max-conns")],
 }
 
@@ -265,28 +276,34 @@ def test_server_bad_arguments_are_usage_errors(server: str, argv: list[str], exp
     assert proc.stdout == ""  # no ready line: it never listened
 
 
+TO = ["--connect", "127.0.0.1:1"]
+STREAM = [*TO, "--workload", "stream"]
 CLIENT_BAD = [
     ([], "--connect ADDR:PORT is required"),
-    (["--connect", "127.0.0.1:1"], "--workload stream|pingpong|burst is required"),
-    (["--connect", "127.0.0.1:1", "--workload", "flood"], "--workload: expected stream, pingpong or burst, got 'flood'"),
+    (TO, "--workload stream|pingpong|burst is required"),
+    ([*TO, "--workload", "flood"], "--workload: expected stream, pingpong or burst, got 'flood'"),
     (["--connect", "nonsense", "--workload", "stream"], "--connect: expected ADDR:PORT"),
-    (["--connect", "127.0.0.1:1", "--workload", "stream", "--conns", "0"], "--conns must be at least 1"),
-    (["--connect", "127.0.0.1:1", "--workload", "stream", "--conns", "-1"], "--conns: expected a non-negative integer"),
-    (["--connect", "127.0.0.1:1", "--workload", "stream", "--bytes", "1e6"], "--bytes: expected a non-negative integer, got '1e6'"),
-    (["--connect", "127.0.0.1:1", "--workload", "stream", "--chunk", "0"], "--chunk must be at least 1"),
-    (["--connect", "127.0.0.1:1", "--workload", "stream", "--msg-size", "64"], "--msg-size does not apply to the stream workload"),
-    (["--connect", "127.0.0.1:1", "--workload", "pingpong", "--bytes", "64"], "--bytes does not apply to the pingpong workload"),
-    (["--connect", "127.0.0.1:1", "--workload", "burst", "--bursts", "0"], "--bursts must be at least 1"),
-    (["--connect", "127.0.0.1:1", "--workload", "pingpong", "--msg-size", "1073741824", "--round-trips", "1099511627776"], "bytes per connection too large"),
-    (["--connect", "127.0.0.1:1", "--workload", "stream", "--timeout", "0"], "--timeout: expected a number of seconds > 0, got '0'"),
-    (["--connect", "127.0.0.1:1", "--workload", "stream", "--seed"], "--seed needs a value"),
-    (["--connect", "127.0.0.1:1", "--workload", "stream", "extra"], "unexpected argument 'extra'"),
+    ([*STREAM, "--conns", "0"], "--conns must be at least 1"),
+    ([*STREAM, "--conns", "-1"], "--conns: expected a non-negative integer"),
+    ([*STREAM, "--bytes", "1e6"], "--bytes: expected a non-negative integer, got '1e6'"),
+    ([*STREAM, "--chunk", "0"], "--chunk must be at least 1"),
+    ([*STREAM, "--msg-size", "64"], "--msg-size does not apply to the stream workload"),
+    ([*TO, "--workload", "pingpong", "--bytes", "64"], "--bytes does not apply to the pingpong"),
+    ([*TO, "--workload", "burst", "--bursts", "0"], "--bursts must be at least 1"),
+    (
+        [*TO, "--workload", "pingpong", "--msg-size", str(GiB), "--round-trips", str(1 << 40)],
+        "bytes per connection too large",
+    ),
+    ([*STREAM, "--timeout", "0"], "--timeout: expected a number of seconds > 0, got '0'"),
+    ([*STREAM, "--seed"], "--seed needs a value"),
+    ([*STREAM, "extra"], "unexpected argument 'extra'"),
 ]
 
 
 @pytest.mark.parametrize("argv,expected", CLIENT_BAD, ids=[e for _, e in CLIENT_BAD])
 def test_client_bad_arguments_are_usage_errors(argv: list[str], expected: str) -> None:
-    proc = subprocess.run([str(binary("client")), *argv], capture_output=True, text=True, timeout=30)
+    argv = [str(binary("client")), *argv]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert f"sb-client: {expected}" in proc.stderr
     assert proc.stdout == ""
@@ -338,12 +355,16 @@ FLIP_AT = 1_000_003
 MISBEHAVIOUR = [
     # (server options, workload options, error, offset the error is reported at)
     (["--flip", str(FLIP_AT)], {"workload": "stream", "bytes": 4_000_000}, "mismatch", FLIP_AT),
-    (["--flip", "6400"], {"workload": "pingpong", "msg_size": 64, "round_trips": 200}, "mismatch", 6400),
-    (["--flip", "3000000"], {"workload": "burst", "burst_size": 1_000_000, "bursts": 4}, "mismatch", 3_000_000),
-    (["--truncate", "123457"], {"workload": "stream", "bytes": 1_000_000}, "short read (EOF at offset 123457)", 123_457),
+    (["--flip", "6400"], {"workload": "pingpong", "msg_size": 64, "round_trips": 200}, "mismatch",
+     6400),
+    (["--flip", "3000000"], {"workload": "burst", "burst_size": 1_000_000, "bursts": 4},
+     "mismatch", 3_000_000),
+    (["--truncate", "123457"], {"workload": "stream", "bytes": 1_000_000},
+     "short read (EOF at offset 123457)", 123_457),
     (["--reset", "500000"], {"workload": "stream", "bytes": 2_000_000}, "reset", None),
     (["--extra", "10"], {"workload": "stream", "bytes": 100_000}, "extra bytes", 100_000),
-    (["--extra", "1"], {"workload": "pingpong", "msg_size": 64, "round_trips": 5}, "extra bytes", 320),
+    (["--extra", "1"], {"workload": "pingpong", "msg_size": 64, "round_trips": 5}, "extra bytes",
+     320),
     (["--stall"], {"workload": "stream", "bytes": 10_000, "timeout": 1}, "timeout", 0),
 ]
 
