@@ -1,0 +1,682 @@
+// SPDX-License-Identifier: MIT
+/* sb-echo-sockmap: TCP echo server whose data path never leaves the kernel. A libbpf loader for
+ * bpf/echo_sockmap.bpf.c: an sk_skb stream_verdict program, attached to a SOCKHASH keyed by socket
+ * cookie (or a SOCKMAP keyed by slot), redirects every received skb to the egress of the socket
+ * it came from. User space only accepts, inserts, watches for half-close and closes.
+ * Command line and JSON lines: docs/programs.md.
+ *
+ * Early data, and why no byte is lost whatever the client's timing
+ * ----------------------------------------------------------------
+ * A client may write the moment connect() returns, long before accept(). Those bytes wait in the
+ * socket's sk_receive_queue. Two naive designs lose them:
+ *  - Insert after accept() and do nothing else: the verdict runs from the psock's data_ready
+ *    callback (sk_psock_verdict_data_ready -> tcp_read_skb), which fires only when a new segment
+ *    arrives. Bytes queued before the insertion stay queued until then; a client that sent its
+ *    whole request and waits for the echo hangs forever.
+ *  - Insert earlier, from a sockops program at PASSIVE_ESTABLISHED: the socket then has no
+ *    struct socket until accept(). sk_psock_verdict_data_ready returns early without one, and an
+ *    skb redirected to it makes skb_send_sock() fail with -EINVAL in the psock backlog worker,
+ *    which treats that as a hard error: it drops the skb and clears TX_ENABLED, so every later
+ *    byte of that connection is dropped as well.
+ * Design: insert right after accept() (the socket now has its struct socket), then kick the
+ * verdict once with setsockopt(SO_RCVLOWAT, 1). sk_setsockopt() holds the socket lock around
+ * tcp_set_rcvlowat(), which calls tcp_data_ready(); with data queued (or a FIN seen) that calls
+ * sk->sk_data_ready, by now the psock's, and tcp_read_skb() hands every queued skb to the verdict
+ * from the head of the queue, in sequence order. While we hold the socket lock, segments arriving
+ * in softirq go to the socket backlog and are processed at release_sock(), after the queue has
+ * been drained, so there is exactly one reader and the order holds. If a segment arrives between
+ * the insertion and the kick, its own data_ready drains the whole queue first and the kick finds
+ * nothing to do. The map update itself also runs under the socket lock.
+ * The kernel's own fallback for this case, recv() on the socket (tcp_bpf_recvmsg_parser() calls
+ * tcp_data_ready() when sk_receive_queue is not empty), works too but then writes back the
+ * copied_seq it read before the verdict advanced it; SO_RCVLOWAT leaves TCP state consistent.
+ * The verdict never returns SK_PASS (see the BPF side), so no byte waits in user space while later
+ * bytes overtake it. tests/test_sockmap.py checks this with clients that write at once.
+ *
+ * Half-close: the verdict echoes until the client's FIN. On EPOLLRDHUP the connection is polled
+ * with TCP_INFO on a 1 ms timerfd tick (armed only while such connections exist) until every
+ * received byte was echoed and acknowledged (tcpi_bytes_acked), then closed; close() also removes
+ * the socket from the map.
+ *
+ * Summary: bytes_in/bytes_out are the bytes the verdict redirected (summed per-CPU counters);
+ * errors counts connections that ended with an error plus skbs the verdict had to drop. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <linux/capability.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "echo_sockmap.h"
+#include "echo_sockmap.skel.h"
+#include "net.h"
+
+#define SERVER "sockmap"
+#ifndef CAP_BPF
+#define CAP_BPF 39
+#endif
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
+
+/* Defaults. Send buffer: the psock backlog worker sends only while the socket is writeable; when
+ * it is not, it retries one jiffy later (4 ms at HZ=250) and write-space wakeups do not advance
+ * that delayed retry. Throughput is then about sndbuf/2 per jiffy, so a large fixed send buffer
+ * is the single setting that matters (measured; see the report in the repository history). */
+#define DEFAULT_SNDBUF (32u << 20)
+#define DEFAULT_RCVBUF 0u
+#define DEFAULT_MAX_CONNS 65536u
+#define TCP_STATE_CLOSE 7 /* tcpi_state value; the kernel enum is not in the uapi headers */
+#define DRAIN_TICK_NS 1000000ll           /* TCP_INFO poll period for half-closed connections */
+#define USER_BUF 65536                    /* buffer of a connection echoed in user space */
+#define DRAIN_STALL_NS 30000000000ull     /* no echo progress for this long: give up */
+
+enum tag { TAG_LISTEN, TAG_SIGNAL, TAG_TIMER, TAG_CONN };
+
+struct conn {
+	enum tag tag; /* TAG_CONN; first member so that epoll data can point to any tagged object */
+	int fd;
+	uint64_t cookie;
+	uint32_t slot;        /* --map sockmap only */
+	bool in_map;          /* false: echoed in user space (see conn_open) */
+	bool eof;             /* user-space echo: the client's FIN was read */
+	uint8_t *buf;         /* user-space echo: bytes read and not yet written back */
+	size_t have, sent;
+	bool draining;        /* client half-closed; waiting until everything is echoed */
+	uint64_t last_acked;  /* tcpi_bytes_acked at the last progress */
+	uint64_t last_progress_ns;
+	struct conn *prev, *next;             /* all connections */
+	struct conn *drain_prev, *drain_next; /* draining connections */
+};
+
+static struct {
+	struct echo_sockmap_bpf *skel;
+	int map_fd;          /* sock_hash or sock_map */
+	int slot_of_fd;      /* --map sockmap: cookie -> slot */
+	int kind;            /* enum echo_map_kind */
+	bool parser;
+	int sndbuf, rcvbuf;
+	uint32_t max_conns;
+	int ep, lfd, sfd, tfd;
+	int spare_fd;        /* reserved descriptor for shedding connections at EMFILE */
+	bool timer_armed;
+	uint32_t *free_slots; /* --map sockmap: stack of free slots */
+	uint32_t nfree;
+	struct conn *conns, *drains;
+	struct net_stats st;
+} g = { .map_fd = -1, .slot_of_fd = -1, .ep = -1, .lfd = -1, .sfd = -1, .tfd = -1, .spare_fd = -1 };
+
+static enum tag tag_listen = TAG_LISTEN, tag_signal = TAG_SIGNAL, tag_timer = TAG_TIMER;
+
+static void usage(void)
+{
+	printf("usage: sb-echo-sockmap [options]\n"
+	       "  --listen ADDR:PORT     listen address (default 127.0.0.1:0; port 0 = pick one)\n"
+	       "  --sndbuf BYTES         send buffer of accepted sockets (default %u; 0 = kernel default)\n"
+	       "  --rcvbuf BYTES         receive buffer of accepted sockets (default 0 = kernel default)\n"
+	       "  --map sockhash|sockmap map holding the connections (default sockhash)\n"
+	       "  --parser               add a stream_parser (default: verdict only)\n"
+	       "  --max-conns N          map size = most concurrent connections (default %u)\n"
+	       "  --help\n"
+	       "Prints a ready JSON line once listening and a summary JSON line on SIGTERM/SIGINT.\n"
+	       "Needs CAP_BPF and CAP_NET_ADMIN (or root).\n",
+	       DEFAULT_SNDBUF, DEFAULT_MAX_CONNS);
+}
+
+/* libbpf messages: warnings and errors only; debug output would break the one-line contract. */
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+/* True when the effective capability set holds cap. */
+static bool have_cap(int cap)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return false;
+	return data[cap / 32].effective & (1u << (cap % 32));
+}
+
+#define NEED_PRIVS "run as root or grant CAP_BPF and CAP_NET_ADMIN (setcap cap_bpf,cap_net_admin+ep)"
+
+/* Exit with one line unless this process may load sk_skb programs and this kernel has SOCKMAP. */
+static void check_environment(void)
+{
+	if (!have_cap(CAP_NET_ADMIN) || !(have_cap(CAP_BPF) || have_cap(CAP_SYS_ADMIN)))
+		net_die("missing CAP_BPF/CAP_NET_ADMIN: " NEED_PRIVS);
+	int prog = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SK_SKB, NULL);
+	enum bpf_map_type mt = g.kind == ECHO_MAP_SOCKMAP ? BPF_MAP_TYPE_SOCKMAP : BPF_MAP_TYPE_SOCKHASH;
+	int map = libbpf_probe_bpf_map_type(mt, NULL);
+	if (prog < 0 || map < 0) {
+		int err = prog < 0 ? -prog : -map;
+		if (err == EPERM || err == EACCES)
+			net_die("bpf() not permitted: " NEED_PRIVS);
+		net_die("cannot probe BPF support: bpf(): %s", strerror(err));
+	}
+	if (!prog || !map)
+		net_die("this kernel has no SOCKMAP support (needs CONFIG_BPF_SYSCALL and "
+			"CONFIG_NET_SOCK_MSG%s)",
+			g.parser ? " and CONFIG_BPF_STREAM_PARSER" : "");
+}
+
+/* Open, configure, load and attach the BPF side; exits with one line naming the step on failure. */
+static void bpf_setup(void)
+{
+	libbpf_set_print(libbpf_print);
+	struct echo_sockmap_bpf *s = echo_sockmap_bpf__open();
+	if (!s)
+		net_die("open BPF object: %s", strerror(errno));
+	g.skel = s;
+	s->rodata->map_kind = (uint32_t)g.kind;
+	/* The map that is not used still exists (the program references both); keep it tiny. */
+	bool hash = g.kind == ECHO_MAP_SOCKHASH;
+	if (bpf_map__set_max_entries(s->maps.sock_hash, hash ? g.max_conns : 1) ||
+	    bpf_map__set_max_entries(s->maps.sock_map, hash ? 1 : g.max_conns) ||
+	    bpf_map__set_max_entries(s->maps.slot_of, hash ? 1 : g.max_conns))
+		net_die("configure BPF maps: %s", strerror(errno));
+	bpf_program__set_autoload(s->progs.echo_parser, g.parser);
+	int err = echo_sockmap_bpf__load(s);
+	if (err) {
+		if (err == -EPERM || err == -EACCES)
+			net_die("load BPF programs: %s: " NEED_PRIVS, strerror(-err));
+		net_die("load BPF programs: %s", strerror(-err));
+	}
+	g.map_fd = bpf_map__fd(hash ? s->maps.sock_hash : s->maps.sock_map);
+	g.slot_of_fd = bpf_map__fd(s->maps.slot_of);
+	/* libbpf 1.1 has no bpf_program__attach_sockmap: attach to the map with the raw command. */
+	if (g.parser &&
+	    bpf_prog_attach(bpf_program__fd(s->progs.echo_parser), g.map_fd,
+			    BPF_SK_SKB_STREAM_PARSER, 0) < 0)
+		net_die("attach stream_parser: %s%s", strerror(errno),
+			errno == EOPNOTSUPP ? " (kernel without CONFIG_BPF_STREAM_PARSER)" : "");
+	if (bpf_prog_attach(bpf_program__fd(s->progs.echo_verdict), g.map_fd,
+			    BPF_SK_SKB_STREAM_VERDICT, 0) < 0)
+		net_die("attach stream_verdict: %s", strerror(errno));
+}
+
+/* Detach the programs and free every BPF object this process created (nothing is pinned: the
+ * kernel frees maps and programs with their last descriptor). */
+static void bpf_teardown(void)
+{
+	if (!g.skel)
+		return;
+	(void)bpf_prog_detach2(bpf_program__fd(g.skel->progs.echo_verdict), g.map_fd,
+			       BPF_SK_SKB_STREAM_VERDICT);
+	if (g.parser)
+		(void)bpf_prog_detach2(bpf_program__fd(g.skel->progs.echo_parser), g.map_fd,
+				       BPF_SK_SKB_STREAM_PARSER);
+	echo_sockmap_bpf__destroy(g.skel);
+	g.skel = NULL;
+}
+
+/* Sum one counter slot over all possible CPUs. */
+static uint64_t read_counter(uint32_t slot)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	if (ncpu <= 0)
+		return 0;
+	uint64_t *v = calloc((size_t)ncpu, sizeof(*v));
+	uint64_t sum = 0;
+	if (v && bpf_map_lookup_elem(bpf_map__fd(g.skel->maps.counters), &slot, v) == 0)
+		for (int i = 0; i < ncpu; i++)
+			sum += v[i];
+	free(v);
+	return sum;
+}
+
+/* Buffer sizes above net.core.{w,r}mem_max need the FORCE variants (CAP_NET_ADMIN, which this
+ * server has anyway); fall back to the plain options. 0 = leave the kernel's autotuning alone. */
+static void set_bufs(int fd)
+{
+	if (g.sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &g.sndbuf, sizeof(int)) < 0)
+		net_set_bufs(fd, g.sndbuf, 0);
+	if (g.rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &g.rcvbuf, sizeof(int)) < 0)
+		net_set_bufs(fd, 0, g.rcvbuf);
+}
+
+static void timer_set(bool on)
+{
+	if (on == g.timer_armed)
+		return;
+	struct itimerspec its = { 0 };
+	if (on) {
+		its.it_interval.tv_nsec = DRAIN_TICK_NS;
+		its.it_value.tv_nsec = DRAIN_TICK_NS;
+	}
+	if (timerfd_settime(g.tfd, 0, &its, NULL) < 0)
+		net_die("timerfd_settime: %s", strerror(errno));
+	g.timer_armed = on;
+}
+
+/* Close c, forget it, and count an error when failed. Closing removes the socket from the map. */
+static void conn_close(struct conn *c, bool failed)
+{
+	if (c->draining) {
+		if (c->drain_prev)
+			c->drain_prev->drain_next = c->drain_next;
+		else
+			g.drains = c->drain_next;
+		if (c->drain_next)
+			c->drain_next->drain_prev = c->drain_prev;
+		if (!g.drains)
+			timer_set(false);
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		g.conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	close(c->fd);
+	if (c->in_map && g.kind == ECHO_MAP_SOCKMAP) {
+		/* The sock_map entry went with close(); the slot is free once slot_of forgets it. */
+		(void)bpf_map_delete_elem(g.slot_of_fd, &c->cookie);
+		g.free_slots[g.nfree++] = c->slot;
+	}
+	g.st.active--;
+	if (failed)
+		g.st.errors++;
+	free(c->buf);
+	free(c);
+}
+
+/* User-space echo for a connection that could not enter the map: read, write back in order,
+ * close after the client's FIN once everything is written. */
+static void user_io(struct conn *c)
+{
+	bool want_out = false;
+	for (;;) {
+		if (c->sent < c->have) {
+			ssize_t n = write(c->fd, c->buf + c->sent, c->have - c->sent);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && errno == EAGAIN) {
+				want_out = true;
+				break;
+			}
+			if (n < 0) {
+				conn_close(c, true);
+				return;
+			}
+			c->sent += (size_t)n;
+			g.st.bytes_out += (uint64_t)n;
+			continue;
+		}
+		c->have = c->sent = 0;
+		if (c->eof) {
+			conn_close(c, false);
+			return;
+		}
+		ssize_t n = read(c->fd, c->buf, USER_BUF);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n < 0) {
+			conn_close(c, true);
+			return;
+		}
+		if (n == 0)
+			c->eof = true;
+		c->have = (size_t)n;
+		g.st.bytes_in += (uint64_t)n;
+	}
+	struct epoll_event ev = { .events = want_out ? EPOLLOUT : EPOLLIN, .data.ptr = c };
+	if (epoll_ctl(g.ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+		net_die("epoll_ctl(MOD): %s", strerror(errno));
+}
+
+/* Put a freshly accepted socket into the map and start echoing, including bytes it already holds. */
+static void conn_open(int fd)
+{
+	g.st.connections++;
+	set_bufs(fd);
+	uint64_t cookie = 0;
+	socklen_t len = sizeof(cookie);
+	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) < 0) {
+		g.st.errors++;
+		close(fd);
+		return;
+	}
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		net_die("out of memory");
+	c->tag = TAG_CONN;
+	c->fd = fd;
+	c->cookie = cookie;
+	uint32_t val = (uint32_t)fd;
+	int err;
+	if (g.kind == ECHO_MAP_SOCKMAP) {
+		if (!g.nfree) {
+			errno = ENOSPC;
+			err = -1;
+		} else {
+			c->slot = g.free_slots[--g.nfree];
+			/* slot_of first: once the socket is in sock_map the verdict may run at once. */
+			err = bpf_map_update_elem(g.slot_of_fd, &cookie, &c->slot, BPF_NOEXIST);
+			if (!err)
+				err = bpf_map_update_elem(g.map_fd, &c->slot, &val, BPF_NOEXIST);
+			if (err) {
+				(void)bpf_map_delete_elem(g.slot_of_fd, &cookie);
+				g.free_slots[g.nfree++] = c->slot;
+			}
+		}
+	} else {
+		err = bpf_map_update_elem(g.map_fd, &cookie, &val, BPF_NOEXIST);
+	}
+	if (err && errno != EOPNOTSUPP) {
+		/* Map full (--max-conns) or the socket cannot be added: refuse this connection only. */
+		g.st.errors++;
+		close(fd);
+		free(c);
+		return;
+	}
+	c->next = g.conns;
+	if (g.conns)
+		g.conns->prev = c;
+	g.conns = c;
+	g.st.active++;
+	if (err) {
+		/* EOPNOTSUPP: the map takes only ESTABLISHED sockets, and this client sent its FIN
+		 * before we got here (CLOSE_WAIT). Nothing of it went through the verdict, so user
+		 * space echoes what is queued, in order, and closes. */
+		c->buf = malloc(USER_BUF);
+		if (!c->buf)
+			net_die("out of memory");
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+		if (epoll_ctl(g.ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+			net_die("epoll_ctl(ADD): %s", strerror(errno));
+		user_io(c);
+		return;
+	}
+	c->in_map = true;
+	/* The kick (see the comment at the top): hands already queued bytes to the verdict. */
+	int one = 1;
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)) < 0) {
+		conn_close(c, true);
+		return;
+	}
+	/* No EPOLLIN: the verdict consumes all data, and psock wakeups after every skb would only
+	 * cost wakeups. EPOLLRDHUP reports the client's FIN; EPOLLERR/EPOLLHUP come regardless. */
+	struct epoll_event ev = { .events = EPOLLRDHUP, .data.ptr = c };
+	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+		net_die("epoll_ctl(ADD): %s", strerror(errno));
+}
+
+static void accept_all(void)
+{
+	for (;;) {
+		int fd = accept4(g.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			conn_open(fd);
+			continue;
+		}
+		switch (errno) {
+		case EINTR:
+		case ECONNABORTED:
+		case EPROTO:
+			continue;
+		case EAGAIN:
+			return;
+		case EMFILE:
+		case ENFILE:
+			/* Out of descriptors: accept with the spare one and shed the connection, so the
+			 * listener does not stay readable forever. */
+			g.st.errors++;
+			close(g.spare_fd);
+			fd = accept(g.lfd, NULL, NULL);
+			if (fd >= 0)
+				close(fd);
+			g.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+			return;
+		default:
+			net_die("accept: %s", strerror(errno));
+		}
+	}
+}
+
+/* TCP_INFO of fd, or -1 on error. */
+static int tcp_info(int fd, struct tcp_info *ti)
+{
+	socklen_t len = sizeof(*ti);
+	memset(ti, 0, sizeof(*ti));
+	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len);
+}
+
+/* Echoed everything the client sent? The client's FIN counts one in bytes_received. Returns
+ * 1 when done, 0 while bytes are still on the way, -1 on a broken connection. */
+static int drain_state(struct conn *c, uint64_t now)
+{
+	struct tcp_info ti;
+	if (tcp_info(c->fd, &ti) < 0 || ti.tcpi_state == TCP_STATE_CLOSE)
+		return -1;
+	uint64_t want = ti.tcpi_bytes_received ? ti.tcpi_bytes_received - 1 : 0;
+	if (ti.tcpi_bytes_acked >= want)
+		return 1;
+	if (ti.tcpi_bytes_acked != c->last_acked) {
+		c->last_acked = ti.tcpi_bytes_acked;
+		c->last_progress_ns = now;
+	} else if (now - c->last_progress_ns > DRAIN_STALL_NS) {
+		return -1;
+	}
+	return 0;
+}
+
+/* The client half-closed: finish the echo, then close (from the timer tick if not done yet). */
+static void conn_rdhup(struct conn *c)
+{
+	uint64_t now = net_now_ns();
+	c->last_progress_ns = now;
+	int st = drain_state(c, now);
+	if (st != 0) {
+		conn_close(c, st < 0);
+		return;
+	}
+	/* Stop the level-triggered RDHUP; errors and hangups are still reported. */
+	struct epoll_event ev = { .events = 0, .data.ptr = c };
+	if (epoll_ctl(g.ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+		net_die("epoll_ctl(MOD): %s", strerror(errno));
+	c->draining = true;
+	c->drain_prev = NULL;
+	c->drain_next = g.drains;
+	if (g.drains)
+		g.drains->drain_prev = c;
+	g.drains = c;
+	timer_set(true);
+}
+
+static void drain_tick(void)
+{
+	uint64_t ticks;
+	if (read(g.tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		net_die("read(timerfd): %s", strerror(errno));
+	uint64_t now = net_now_ns();
+	for (struct conn *c = g.drains, *next; c; c = next) {
+		next = c->drain_next;
+		int st = drain_state(c, now);
+		if (st != 0)
+			conn_close(c, st < 0);
+	}
+}
+
+static void conn_event(struct conn *c, uint32_t events)
+{
+	if (!c->in_map) {
+		if (events & EPOLLERR)
+			conn_close(c, true);
+		else
+			user_io(c);
+		return;
+	}
+	if (events & EPOLLERR) {
+		conn_close(c, true);
+	} else if (events & EPOLLHUP) {
+		/* Both directions shut without error: only when the peer reset or everything ended. */
+		struct tcp_info ti;
+		conn_close(c, tcp_info(c->fd, &ti) < 0 || ti.tcpi_state == TCP_STATE_CLOSE);
+	} else if ((events & EPOLLRDHUP) && !c->draining) {
+		conn_rdhup(c);
+	}
+}
+
+static void parse_args(int argc, char **argv, const char **listen_addr)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "sndbuf", required_argument, NULL, 's' },
+		{ "rcvbuf", required_argument, NULL, 'r' },
+		{ "map", required_argument, NULL, 'm' },
+		{ "parser", no_argument, NULL, 'p' },
+		{ "max-conns", required_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	opterr = 0;
+	int o;
+	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (o) {
+		case 'l':
+			*listen_addr = optarg;
+			break;
+		case 's':
+			g.sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT32_MAX / 2);
+			break;
+		case 'r':
+			g.rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT32_MAX / 2);
+			break;
+		case 'm':
+			if (!strcmp(optarg, "sockhash"))
+				g.kind = ECHO_MAP_SOCKHASH;
+			else if (!strcmp(optarg, "sockmap"))
+				g.kind = ECHO_MAP_SOCKMAP;
+			else
+				net_usage_error("--map: expected sockhash or sockmap, got '%s'", optarg);
+			break;
+		case 'p':
+			g.parser = true;
+			break;
+		case 'n':
+			g.max_conns = (uint32_t)net_parse_u64("--max-conns", optarg, 1u << 24);
+			if (!g.max_conns)
+				net_usage_error("--max-conns: must be at least 1");
+			break;
+		case 'h':
+			usage();
+			exit(0);
+		default:
+			net_usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		net_usage_error("unexpected argument '%s'", argv[optind]);
+}
+
+int main(int argc, char **argv)
+{
+	net_prog = "sb-echo-sockmap";
+	const char *listen_addr = "127.0.0.1:0";
+	g.sndbuf = DEFAULT_SNDBUF;
+	g.rcvbuf = DEFAULT_RCVBUF;
+	g.max_conns = DEFAULT_MAX_CONNS;
+	g.kind = ECHO_MAP_SOCKHASH;
+	parse_args(argc, argv, &listen_addr);
+
+	check_environment();
+	net_raise_nofile();
+	g.sfd = net_signalfd(); /* before anything needs cleaning up: signals then wait in the fd */
+	bpf_setup();
+	if (g.kind == ECHO_MAP_SOCKMAP) {
+		g.free_slots = malloc(sizeof(*g.free_slots) * g.max_conns);
+		if (!g.free_slots)
+			net_die("out of memory");
+		for (uint32_t i = 0; i < g.max_conns; i++)
+			g.free_slots[g.nfree++] = g.max_conns - 1 - i;
+	}
+	g.lfd = net_listen(listen_addr);
+	g.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	g.ep = epoll_create1(EPOLL_CLOEXEC);
+	g.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (g.ep < 0 || g.tfd < 0)
+		net_die("epoll/timerfd: %s", strerror(errno));
+	struct epoll_event ev = { .events = EPOLLIN };
+	ev.data.ptr = &tag_listen;
+	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.lfd, &ev) < 0)
+		net_die("epoll_ctl: %s", strerror(errno));
+	ev.data.ptr = &tag_signal;
+	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.sfd, &ev) < 0)
+		net_die("epoll_ctl: %s", strerror(errno));
+	ev.data.ptr = &tag_timer;
+	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.tfd, &ev) < 0)
+		net_die("epoll_ctl: %s", strerror(errno));
+	net_print_ready(SERVER, g.lfd);
+
+	struct epoll_event evs[256];
+	for (bool running = true; running;) {
+		int n = epoll_wait(g.ep, evs, 256, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			net_die("epoll_wait: %s", strerror(errno));
+		}
+		/* A connection appears at most once per batch and may be freed while handled, so
+		 * its pointer is not looked at again; accepts and ticks run after the batch. */
+		bool do_accept = false, do_tick = false;
+		for (int i = 0; i < n; i++) {
+			switch (*(enum tag *)evs[i].data.ptr) {
+			case TAG_SIGNAL: {
+				struct signalfd_siginfo si;
+				while (read(g.sfd, &si, sizeof(si)) == sizeof(si))
+					;
+				running = false;
+				break;
+			}
+			case TAG_LISTEN:
+				do_accept = true;
+				break;
+			case TAG_TIMER:
+				do_tick = true;
+				break;
+			case TAG_CONN:
+				conn_event(evs[i].data.ptr, evs[i].events);
+				break;
+			}
+		}
+		if (do_tick)
+			drain_tick();
+		if (do_accept && running)
+			accept_all();
+	}
+
+	/* Counters first (the maps go with the skeleton), then the connections, then the programs. */
+	struct net_stats st = g.st;
+	uint64_t redirected = read_counter(ECHO_CNT_REDIR_BYTES);
+	st.bytes_in += redirected;
+	st.bytes_out += redirected;
+	st.errors += read_counter(ECHO_CNT_DROP_SKBS);
+	while (g.conns)
+		conn_close(g.conns, false);
+	close(g.lfd);
+	bpf_teardown();
+	net_print_summary(SERVER, &st);
+	return 0;
+}
