@@ -16,10 +16,11 @@ from splicebench.ssh import SSHHost
 pytestmark = [pytest.mark.privileged]
 
 
-def make_config(tmp_path: Path) -> lab.LabConfig:
+def make_config() -> lab.LabConfig:
     """A lab with its own names and subnet, beside any lab a user has running."""
-    return lab.LabConfig(prefix="sbt" + secrets.token_hex(2), subnet=lab.free_subnet(),
-                         state_dir=tmp_path / "lab")
+    # State in /tmp/<prefix> (removed by lab.down), not in pytest's tmp_path: another pytest
+    # session may prune that while this one still runs.
+    return lab.LabConfig(prefix="sbt" + secrets.token_hex(2), subnet=lab.free_subnet())
 
 
 def leftovers(cfg: lab.LabConfig) -> list[str]:
@@ -32,8 +33,8 @@ def leftovers(cfg: lab.LabConfig) -> list[str]:
 
 
 @pytest.fixture
-def cfg(tmp_path):
-    c = make_config(tmp_path)
+def cfg():
+    c = make_config()
     yield c
     lab.down(c)
     assert leftovers(c) == []
@@ -94,8 +95,7 @@ def test_down_works_without_state_after_a_crash(cfg):
 
 def test_subnet_in_use_is_refused(cfg, tmp_path):
     lab.up(1, cfg)
-    other = lab.LabConfig(prefix="sbt" + secrets.token_hex(2), subnet=cfg.subnet,
-                          state_dir=tmp_path / "other")
+    other = lab.LabConfig(prefix="sbt" + secrets.token_hex(2), subnet=cfg.subnet)
     with pytest.raises(lab.LabError, match=f"lab subnet {cfg.subnet} overlaps .* on {cfg.bridge}"):
         lab.up(1, other)
     assert leftovers(other) == []

@@ -26,14 +26,14 @@ from splicebench.ssh import (
 pytestmark = [pytest.mark.privileged]
 
 
-def _cfg(tmp: Path) -> lab.LabConfig:
-    return lab.LabConfig(prefix="sbt" + secrets.token_hex(2), subnet=lab.free_subnet(),
-                         state_dir=tmp / "lab")
+def _cfg() -> lab.LabConfig:
+    # State in /tmp/<prefix> (removed by lab.down), not in pytest's tmp_path.
+    return lab.LabConfig(prefix="sbt" + secrets.token_hex(2), subnet=lab.free_subnet())
 
 
 @pytest.fixture(scope="module")
-def labenv(tmp_path_factory):
-    cfg = _cfg(tmp_path_factory.mktemp("ssh"))
+def labenv():
+    cfg = _cfg()
     lb = lab.up(3, cfg)
     yield lb
     lab.down(cfg)
@@ -338,7 +338,7 @@ def test_pids_with_exe_under_sees_only_this_host(inv):
 
 
 def test_host_that_dies_fails_within_bounded_time(tmp_path):
-    cfg = _cfg(tmp_path)
+    cfg = _cfg()
     try:
         lb = lab.up(2, cfg)
         inv = load_inventory(lb.inventory)
