@@ -1,0 +1,711 @@
+// SPDX-License-Identifier: MIT
+/* sb-proxy-sockmap: TCP reverse proxy whose data path never leaves the kernel. A libbpf loader for
+ * bpf/proxy_sockmap.bpf.c. User space accepts a client, connects to the upstream (--upstream),
+ * then hands both sockets to sk_skb stream_verdict programs that redirect every received skb to
+ * the egress of the other leg. After that user space only watches for half-close and errors.
+ * Command line and JSON lines: docs/programs.md ("Proxies").
+ *
+ * Maps (all SOCKHASH, keyed by socket cookie, SO_COOKIE here, bpf_get_socket_cookie() there):
+ * `clients` and `upstreams` hold the legs and carry the verdict programs; `peer_of` maps the cookie
+ * of one leg to the socket of the OTHER leg and carries no program: it is only the redirect target.
+ * A socket may sit in several sockmaps; it has one psock, whose programs come from the maps that
+ * have programs.
+ *
+ * Early data in either direction, and why no byte is lost or reordered
+ * --------------------------------------------------------------------
+ * The client may write the moment connect() returns, long before accept(), and the upstream may
+ * write (a greeting) the moment our connect completes. Until a socket is in a map with a verdict,
+ * its bytes simply wait in its sk_receive_queue. Two things could go wrong when the verdicts take
+ * over, and the order of the steps in pair() rules out both:
+ *  1. A verdict runs before its target is in a map: bpf_sk_redirect_hash() fails and the bytes
+ *     would be dropped (or, with SK_PASS, wait in user space while later bytes overtake them in
+ *     the kernel). So both sockets go into peer_of FIRST. Inserting into a map without programs
+ *     creates the psock but leaves sk_data_ready alone: bytes keep waiting in the receive queue.
+ *     Only then are the legs added to `upstreams` and `clients`, which installs the verdict
+ *     (sk_psock_start_verdict). From the first verdict on, its target is already in peer_of, so
+ *     there is no window in which a redirect can fail, whichever side speaks first.
+ *  2. Bytes queued before the verdict was installed are only handed to it when the next segment
+ *     arrives (the psock's data_ready runs on arrival); a peer that sent everything and waits
+ *     would hang. So each leg is kicked once with setsockopt(SO_RCVLOWAT, 1): tcp_set_rcvlowat()
+ *     calls tcp_data_ready() under the socket lock, which calls the now-psock sk_data_ready, and
+ *     tcp_read_skb() hands every queued skb to the verdict from the head of the queue, in order.
+ *     Segments arriving meanwhile wait in the socket backlog until release_sock(); a segment that
+ *     arrived before the kick drained the queue itself. (The same design as sb-echo-sockmap.)
+ * Both sockets are established and accept()ed/connect()ed, so they have their struct socket: the
+ * psock backlog's skb_send_sock() never meets the -EINVAL that made early designs drop data.
+ *
+ * Half-close: a FIN arrives as EPOLLRDHUP on its leg. That direction is then polled on a 1 ms
+ * timerfd tick (armed only while some direction is draining) until the other leg has taken every
+ * byte the first one received: tcpi_bytes_acked (minus its value at pairing: a connect()ed socket
+ * counts its SYN) plus SIOCOUTQ (queued, not yet acked) of the other leg reaches tcpi_bytes_received
+ * minus one (the FIN counts one) of this leg. Bytes still in the psock's backlog are in neither, so
+ * the FIN is never forwarded ahead of data. Then shutdown(SHUT_WR) forwards the FIN; when both
+ * directions ended, both sockets are closed (close() removes them from every map). A direction that
+ * makes no progress for 30 s ends the connection as failed. When one leg fails (upstream refuses, a
+ * reset) the other is closed with a reset so that its peer sees the failure.
+ *
+ * Send buffers: the psock backlog worker sends only while the target socket is writeable and
+ * retries one jiffy later otherwise, so throughput is bounded by sndbuf per jiffy; like
+ * sb-echo-sockmap this proxy defaults to a 32 MiB SO_SNDBUF (SO_SNDBUFFORCE) on both legs.
+ *
+ * Summary: bytes_in/bytes_out are the bytes the verdicts redirected client -> upstream and
+ * upstream -> client (summed per-CPU counters); verdict_drops counts skbs dropped because the
+ * other leg was already gone, which happens only while a connection is torn down. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <linux/capability.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "net.h"
+#include "proxy.h"
+#include "proxy_sockmap.h"
+#include "proxy_sockmap.skel.h"
+
+#define SERVER "proxy-sockmap"
+#ifndef CAP_BPF
+#define CAP_BPF 39
+#endif
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
+
+#define CLIENT 0
+#define UPSTREAM 1
+#define DEFAULT_SNDBUF (32u << 20)
+#define DEFAULT_MAX_CONNS 65536u
+#define TCP_STATE_CLOSE 7		       /* tcpi_state value; not in the uapi headers */
+#define DRAIN_TICK_NS 1000000ll		       /* poll period for draining directions */
+#define DRAIN_STALL_NS 30000000000ull	       /* no progress for this long: give up */
+#define NEED_PRIVS "run as root or grant CAP_BPF and CAP_NET_ADMIN (setcap cap_bpf,cap_net_admin+ep)"
+
+enum tag { TAG_LISTEN, TAG_SIGNAL, TAG_TIMER, TAG_LEG };
+
+struct conn;
+
+/* One socket of a proxied connection. */
+struct leg {
+	enum tag tag; /* TAG_LEG; first member so that epoll data can point to any tagged object */
+	struct conn *c;
+	int fd;
+	uint64_t cookie;
+	uint64_t acked_base; /* tcpi_bytes_acked at pairing (1 for the connect()ed leg: its SYN) */
+	uint32_t events;     /* current epoll interest */
+	bool registered;     /* in the epoll set */
+};
+
+struct conn {
+	struct leg leg[2];	 /* CLIENT, UPSTREAM */
+	bool connecting;	 /* upstream connect in progress */
+	bool eof[2];		 /* leg s sent FIN */
+	bool shut[2];		 /* FIN forwarded to leg s */
+	uint64_t fwd[2];	 /* direction s: bytes the other leg had taken at the last check */
+	uint64_t progress_ns[2]; /* direction s: when fwd[s] last changed */
+	bool draining;		 /* in the drain list */
+	bool dead;		 /* ended; freed after the current batch of events */
+	struct conn *prev, *next;	      /* all live connections */
+	struct conn *drain_prev, *drain_next; /* connections with a draining direction */
+	struct conn *next_dead;
+};
+
+static struct {
+	struct proxy_sockmap_bpf *skel;
+	int clients_fd, upstreams_fd, peer_of_fd;
+	bool parser;
+	int sndbuf, rcvbuf;
+	uint32_t max_conns;
+	struct proxy_upstream up;
+	int ep, lfd, sfd, tfd;
+	bool timer_armed, accept_warned, accept_paused;
+	struct conn *conns, *drains, *dead;
+	struct net_stats st;
+	uint64_t upstream_errors;
+} g = { .ep = -1, .lfd = -1, .sfd = -1, .tfd = -1 };
+
+static enum tag tag_listen = TAG_LISTEN, tag_signal = TAG_SIGNAL, tag_timer = TAG_TIMER;
+
+static void usage(void)
+{
+	printf("usage: sb-proxy-sockmap --upstream ADDR:PORT [options]\n"
+	       "  --upstream ADDR:PORT   where every accepted connection is forwarded (required)\n"
+	       "  --listen ADDR:PORT     listen address (default 127.0.0.1:0; port 0 = pick one)\n"
+	       "  --sndbuf BYTES         SO_SNDBUF on both legs (default %u; 0 = kernel default)\n"
+	       "  --rcvbuf BYTES         SO_RCVBUF on both legs (default 0 = kernel default)\n"
+	       "  --parser               add a stream_parser (default: verdict only)\n"
+	       "  --max-conns N          most concurrent proxied connections (map size, default %u)\n"
+	       "  --help\n"
+	       "Prints a ready JSON line once listening and a summary JSON line on SIGTERM/SIGINT.\n"
+	       "Needs CAP_BPF and CAP_NET_ADMIN (or root).\n",
+	       DEFAULT_SNDBUF, DEFAULT_MAX_CONNS);
+}
+
+/* libbpf messages: warnings and errors only; debug output would break the one-line contract. */
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+/* True when the effective capability set holds cap. */
+static bool have_cap(int cap)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return false;
+	return data[cap / 32].effective & (1u << (cap % 32));
+}
+
+/* Exit with one line unless this process may load sk_skb programs and this kernel has SOCKHASH. */
+static void check_environment(void)
+{
+	if (!have_cap(CAP_NET_ADMIN) || !(have_cap(CAP_BPF) || have_cap(CAP_SYS_ADMIN)))
+		net_die("missing CAP_BPF/CAP_NET_ADMIN: " NEED_PRIVS);
+	int prog = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SK_SKB, NULL);
+	int map = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SOCKHASH, NULL);
+	if (prog < 0 || map < 0) {
+		int err = prog < 0 ? -prog : -map;
+		if (err == EPERM || err == EACCES)
+			net_die("bpf() not permitted: " NEED_PRIVS);
+		net_die("cannot probe BPF support: bpf(): %s", strerror(err));
+	}
+	if (!prog || !map)
+		net_die("this kernel has no SOCKMAP support (needs CONFIG_BPF_SYSCALL and "
+			"CONFIG_NET_SOCK_MSG%s)",
+			g.parser ? " and CONFIG_BPF_STREAM_PARSER" : "");
+}
+
+/* Attach prog to map as type; exits with one line naming the step on failure. */
+static void attach(struct bpf_program *prog, int map_fd, enum bpf_attach_type type,
+		   const char *what)
+{
+	if (bpf_prog_attach(bpf_program__fd(prog), map_fd, type, 0) < 0)
+		net_die("attach %s: %s%s", what, strerror(errno),
+			errno == EOPNOTSUPP ? " (kernel without CONFIG_BPF_STREAM_PARSER)" : "");
+}
+
+/* Open, configure, load and attach the BPF side; exits with one line naming the step on failure. */
+static void bpf_setup(void)
+{
+	libbpf_set_print(libbpf_print);
+	struct proxy_sockmap_bpf *s = proxy_sockmap_bpf__open();
+	if (!s)
+		net_die("open BPF object: %s", strerror(errno));
+	g.skel = s;
+	if (bpf_map__set_max_entries(s->maps.clients, g.max_conns) ||
+	    bpf_map__set_max_entries(s->maps.upstreams, g.max_conns) ||
+	    bpf_map__set_max_entries(s->maps.peer_of, 2 * g.max_conns))
+		net_die("configure BPF maps: %s", strerror(errno));
+	bpf_program__set_autoload(s->progs.proxy_parser, g.parser);
+	int err = proxy_sockmap_bpf__load(s);
+	if (err) {
+		if (err == -EPERM || err == -EACCES)
+			net_die("load BPF programs: %s: " NEED_PRIVS, strerror(-err));
+		net_die("load BPF programs: %s", strerror(-err));
+	}
+	g.clients_fd = bpf_map__fd(s->maps.clients);
+	g.upstreams_fd = bpf_map__fd(s->maps.upstreams);
+	g.peer_of_fd = bpf_map__fd(s->maps.peer_of);
+	/* libbpf 1.1 has no bpf_program__attach_sockmap: attach to the maps with the raw command. */
+	if (g.parser) {
+		attach(s->progs.proxy_parser, g.clients_fd, BPF_SK_SKB_STREAM_PARSER,
+		       "stream_parser to clients");
+		attach(s->progs.proxy_parser, g.upstreams_fd, BPF_SK_SKB_STREAM_PARSER,
+		       "stream_parser to upstreams");
+	}
+	attach(s->progs.client_verdict, g.clients_fd, BPF_SK_SKB_STREAM_VERDICT,
+	       "stream_verdict to clients");
+	attach(s->progs.upstream_verdict, g.upstreams_fd, BPF_SK_SKB_STREAM_VERDICT,
+	       "stream_verdict to upstreams");
+}
+
+/* Detach the programs and free every BPF object this process created (nothing is pinned: the
+ * kernel frees maps and programs with their last descriptor). */
+static void bpf_teardown(void)
+{
+	if (!g.skel)
+		return;
+	struct proxy_sockmap_bpf *s = g.skel;
+	(void)bpf_prog_detach2(bpf_program__fd(s->progs.client_verdict), g.clients_fd,
+			       BPF_SK_SKB_STREAM_VERDICT);
+	(void)bpf_prog_detach2(bpf_program__fd(s->progs.upstream_verdict), g.upstreams_fd,
+			       BPF_SK_SKB_STREAM_VERDICT);
+	if (g.parser) {
+		(void)bpf_prog_detach2(bpf_program__fd(s->progs.proxy_parser), g.clients_fd,
+				       BPF_SK_SKB_STREAM_PARSER);
+		(void)bpf_prog_detach2(bpf_program__fd(s->progs.proxy_parser), g.upstreams_fd,
+				       BPF_SK_SKB_STREAM_PARSER);
+	}
+	proxy_sockmap_bpf__destroy(s);
+	g.skel = NULL;
+}
+
+/* Sum one counter slot over all possible CPUs. */
+static uint64_t read_counter(uint32_t slot)
+{
+	int ncpu = libbpf_num_possible_cpus();
+	if (ncpu <= 0)
+		return 0;
+	uint64_t *v = calloc((size_t)ncpu, sizeof(*v));
+	uint64_t sum = 0;
+	if (v && bpf_map_lookup_elem(bpf_map__fd(g.skel->maps.counters), &slot, v) == 0)
+		for (int i = 0; i < ncpu; i++)
+			sum += v[i];
+	free(v);
+	return sum;
+}
+
+/* Buffer sizes above net.core.{w,r}mem_max need the FORCE variants (CAP_NET_ADMIN, which this
+ * proxy has anyway); fall back to the plain options. 0 = leave the kernel's autotuning alone. */
+static void set_bufs(int fd)
+{
+	if (g.sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &g.sndbuf, sizeof(int)) < 0)
+		net_set_bufs(fd, g.sndbuf, 0);
+	if (g.rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &g.rcvbuf, sizeof(int)) < 0)
+		net_set_bufs(fd, 0, g.rcvbuf);
+}
+
+static void timer_set(bool on)
+{
+	if (on == g.timer_armed)
+		return;
+	struct itimerspec its = { 0 };
+	if (on) {
+		its.it_interval.tv_nsec = DRAIN_TICK_NS;
+		its.it_value.tv_nsec = DRAIN_TICK_NS;
+	}
+	if (timerfd_settime(g.tfd, 0, &its, NULL) < 0)
+		net_die("timerfd_settime: %s", strerror(errno));
+	g.timer_armed = on;
+}
+
+/* Stop (no events) or resume accepting; used when descriptors run out. */
+static void pause_accept(bool pause)
+{
+	struct epoll_event e = { .events = pause ? 0u : EPOLLIN, .data.ptr = &tag_listen };
+	if (epoll_ctl(g.ep, EPOLL_CTL_MOD, g.lfd, &e) < 0)
+		net_die("epoll_ctl(MOD): %s", strerror(errno));
+	g.accept_paused = pause;
+}
+
+/* Set a leg's epoll registration and interest (ADD, MOD or DEL as needed). */
+static void leg_events(struct leg *l, bool registered, uint32_t ev)
+{
+	if (l->registered == registered && (!registered || l->events == ev))
+		return;
+	struct epoll_event e = { .events = ev, .data.ptr = l };
+	int op = !registered ? EPOLL_CTL_DEL : l->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	if (epoll_ctl(g.ep, op, l->fd, &e) < 0)
+		net_die("epoll_ctl: %s", strerror(errno));
+	l->registered = registered;
+	l->events = ev;
+}
+
+static void drain_list(struct conn *c, bool on)
+{
+	if (on == c->draining)
+		return;
+	if (on) {
+		c->drain_prev = NULL;
+		c->drain_next = g.drains;
+		if (g.drains)
+			g.drains->drain_prev = c;
+		g.drains = c;
+		timer_set(true);
+	} else {
+		if (c->drain_prev)
+			c->drain_prev->drain_next = c->drain_next;
+		else
+			g.drains = c->drain_next;
+		if (c->drain_next)
+			c->drain_next->drain_prev = c->drain_prev;
+		if (!g.drains)
+			timer_set(false);
+	}
+	c->draining = on;
+}
+
+/* End a connection: close both legs (abortive ones with a reset; close() also removes them from
+ * every map) and free it after this batch. */
+static void conn_end(struct conn *c, bool abort_client, bool abort_upstream, bool failed)
+{
+	drain_list(c, false);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		g.conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	for (int s = 0; s < 2; s++) {
+		if ((s == CLIENT && abort_client) || (s == UPSTREAM && abort_upstream))
+			proxy_abort(c->leg[s].fd);
+		else
+			close(c->leg[s].fd);
+	}
+	c->dead = true;
+	c->next_dead = g.dead;
+	g.dead = c;
+	g.st.active--;
+	if (failed)
+		g.st.errors++;
+	if (g.accept_paused)
+		pause_accept(false); /* descriptors are free again */
+}
+
+/* Leg s failed: close it, reset the other leg so that its peer sees the failure. */
+static void conn_fail(struct conn *c, int s)
+{
+	conn_end(c, s != CLIENT, s != UPSTREAM, true);
+}
+
+/* TCP_INFO of fd, or -1 on error. */
+static int tcp_info(int fd, struct tcp_info *ti)
+{
+	socklen_t len = sizeof(*ti);
+	memset(ti, 0, sizeof(*ti));
+	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len);
+}
+
+/* Direction s (leg s sent FIN): has leg !s taken every byte leg s received? Returns 1 when done,
+ * 0 while bytes are on the way, -1 when leg !s broke, -2 when nothing moved for DRAIN_STALL_NS. */
+static int flow_state(struct conn *c, int s, uint64_t now)
+{
+	struct tcp_info in, out;
+	int outq = 0;
+	if (tcp_info(c->leg[s].fd, &in) < 0)
+		return -2;
+	/* acked before SIOCOUTQ: a byte acked in between is then counted at most once. */
+	if (tcp_info(c->leg[!s].fd, &out) < 0 || out.tcpi_state == TCP_STATE_CLOSE ||
+	    ioctl(c->leg[!s].fd, SIOCOUTQ, &outq) < 0)
+		return -1;
+	uint64_t want = in.tcpi_bytes_received ? in.tcpi_bytes_received - 1 : 0;
+	uint64_t got = out.tcpi_bytes_acked - c->leg[!s].acked_base + (uint64_t)outq;
+	if (got >= want)
+		return 1;
+	if (got != c->fwd[s]) {
+		c->fwd[s] = got;
+		c->progress_ns[s] = now;
+	} else if (now - c->progress_ns[s] > DRAIN_STALL_NS) {
+		return -2;
+	}
+	return 0;
+}
+
+/* Forward FINs whose directions are drained, end the connection when both are, and keep the
+ * drain list and the epoll interest in step. Returns false when the connection ended. */
+static bool conn_check(struct conn *c, uint64_t now)
+{
+	bool pending = false;
+	for (int s = 0; s < 2; s++) {
+		if (!c->eof[s] || c->shut[!s])
+			continue;
+		int st = flow_state(c, s, now);
+		if (st == -1) {
+			conn_fail(c, !s);
+			return false;
+		}
+		if (st == -2) {
+			conn_end(c, true, true, true);
+			return false;
+		}
+		if (st == 1) {
+			(void)shutdown(c->leg[!s].fd, SHUT_WR);
+			c->shut[!s] = true;
+		} else {
+			pending = true;
+		}
+	}
+	if (c->shut[CLIENT] && c->shut[UPSTREAM]) {
+		conn_end(c, false, false, false); /* both FINs forwarded */
+		return false;
+	}
+	drain_list(c, pending);
+	/* EPOLLRDHUP until the leg's FIN; afterwards only errors. A leg that sent FIN and got ours
+	 * reports EPOLLHUP for good: take it out of the set. */
+	for (int s = 0; s < 2; s++)
+		leg_events(&c->leg[s], !(c->eof[s] && c->shut[s]), c->eof[s] ? 0u : EPOLLRDHUP);
+	return true;
+}
+
+/* The upstream connect completed: put both legs into the maps in the order explained at the top,
+ * kick the verdicts for bytes that arrived earlier, and start watching for FINs. */
+static void conn_pair(struct conn *c)
+{
+	c->connecting = false;
+	for (int s = 0; s < 2; s++) {
+		struct leg *l = &c->leg[s];
+		socklen_t len = sizeof(l->cookie);
+		struct tcp_info ti;
+		if (getsockopt(l->fd, SOL_SOCKET, SO_COOKIE, &l->cookie, &len) < 0 ||
+		    tcp_info(l->fd, &ti) < 0) {
+			conn_fail(c, s);
+			return;
+		}
+		l->acked_base = ti.tcpi_bytes_acked;
+	}
+	uint32_t cfd = (uint32_t)c->leg[CLIENT].fd, ufd = (uint32_t)c->leg[UPSTREAM].fd;
+	/* peer_of first: once a leg is in clients/upstreams its verdict may run at once, and its
+	 * redirect target must be there already. */
+	if (bpf_map_update_elem(g.peer_of_fd, &c->leg[CLIENT].cookie, &ufd, BPF_NOEXIST) ||
+	    bpf_map_update_elem(g.peer_of_fd, &c->leg[UPSTREAM].cookie, &cfd, BPF_NOEXIST) ||
+	    bpf_map_update_elem(g.upstreams_fd, &c->leg[UPSTREAM].cookie, &ufd, BPF_NOEXIST) ||
+	    bpf_map_update_elem(g.clients_fd, &c->leg[CLIENT].cookie, &cfd, BPF_NOEXIST)) {
+		/* Map full (--max-conns) or a leg is no longer established (the client left
+		 * already): refuse this connection only. close() undoes the insertions. */
+		conn_end(c, true, true, true);
+		return;
+	}
+	/* The kick (see the top): hands bytes queued before the verdict existed to it, in order. */
+	int one = 1;
+	for (int s = 0; s < 2; s++)
+		if (setsockopt(c->leg[s].fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)) < 0) {
+			conn_fail(c, s);
+			return;
+		}
+	uint64_t now = net_now_ns();
+	c->progress_ns[0] = c->progress_ns[1] = now;
+	(void)conn_check(c, now);
+}
+
+/* Handle the epoll events of one leg. */
+static void leg_event(struct leg *l, uint32_t ev)
+{
+	struct conn *c = l->c;
+	int s = l == &c->leg[CLIENT] ? CLIENT : UPSTREAM;
+	if (c->dead)
+		return; /* ended earlier in this batch */
+	if (c->connecting) {
+		int err = proxy_sock_error(l->fd);
+		if (err == 0 && !(ev & EPOLLOUT))
+			return;
+		if (err != 0 || (ev & EPOLLERR)) {
+			g.upstream_errors++;
+			conn_fail(c, UPSTREAM);
+			return;
+		}
+		conn_pair(c);
+		return;
+	}
+	/* A reset sets sk_err (EPOLLERR). EPOLLHUP alone is an orderly end: after our FIN and the
+	 * peer's, the socket is already TCP_CLOSE (its time-wait twin took over). */
+	if (ev & EPOLLERR) {
+		conn_fail(c, s);
+		return;
+	}
+	uint64_t now = net_now_ns();
+	if ((ev & (EPOLLRDHUP | EPOLLHUP)) && !c->eof[s]) {
+		c->eof[s] = true;
+		c->progress_ns[s] = now;
+	}
+	(void)conn_check(c, now);
+}
+
+static void drain_tick(void)
+{
+	uint64_t ticks;
+	if (read(g.tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		net_die("read(timerfd): %s", strerror(errno));
+	uint64_t now = net_now_ns();
+	for (struct conn *c = g.drains, *next; c; c = next) {
+		next = c->drain_next;
+		(void)conn_check(c, now);
+	}
+}
+
+/* Accept every pending connection and start its upstream connect. */
+static void accept_all(void)
+{
+	for (;;) {
+		int fd = accept4(g.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+				return;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* Out of descriptors or memory: the connection waits in the backlog
+				 * until one of ours closes (level-triggered, it would spin otherwise). */
+				if (!g.accept_warned)
+					fprintf(stderr, "%s: warning: accept: %s\n", net_prog,
+						strerror(errno));
+				g.accept_warned = true;
+				if (g.st.active > 0)
+					pause_accept(true);
+				return;
+			}
+			net_die("accept: %s", strerror(errno));
+		}
+		set_bufs(fd);
+		proxy_nodelay(fd);
+		g.st.connections++;
+		bool done = false;
+		int ufd = proxy_connect(&g.up, set_bufs, &done);
+		if (ufd < 0) {
+			if (!g.accept_warned)
+				fprintf(stderr, "%s: warning: upstream connect: %s\n", net_prog,
+					strerror(errno));
+			g.accept_warned = true;
+			g.upstream_errors++;
+			g.st.errors++;
+			proxy_abort(fd);
+			continue;
+		}
+		struct conn *c = calloc(1, sizeof(*c));
+		if (!c)
+			net_die("out of memory");
+		for (int s = 0; s < 2; s++) {
+			c->leg[s].tag = TAG_LEG;
+			c->leg[s].c = c;
+		}
+		c->leg[CLIENT].fd = fd;
+		c->leg[UPSTREAM].fd = ufd;
+		c->next = g.conns;
+		if (g.conns)
+			g.conns->prev = c;
+		g.conns = c;
+		g.st.active++;
+		c->connecting = true;
+		if (done)
+			conn_pair(c);
+		else
+			leg_events(&c->leg[UPSTREAM], true, EPOLLOUT);
+	}
+}
+
+static void parse_args(int argc, char **argv, const char **listen_addr)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "upstream", required_argument, NULL, 'u' },
+		{ "sndbuf", required_argument, NULL, 's' },
+		{ "rcvbuf", required_argument, NULL, 'r' },
+		{ "parser", no_argument, NULL, 'p' },
+		{ "max-conns", required_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *upstream = NULL;
+	opterr = 0;
+	int o;
+	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (o) {
+		case 'l': *listen_addr = optarg; break;
+		case 'u': upstream = optarg; break;
+		case 's': g.sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT32_MAX / 2); break;
+		case 'r': g.rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT32_MAX / 2); break;
+		case 'p': g.parser = true; break;
+		case 'n':
+			g.max_conns = (uint32_t)net_parse_u64("--max-conns", optarg, 1u << 24);
+			if (!g.max_conns)
+				net_usage_error("--max-conns: must be at least 1");
+			break;
+		case 'h': usage(); exit(0);
+		default: net_usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		net_usage_error("unexpected argument '%s'", argv[optind]);
+	if (!upstream)
+		net_usage_error("--upstream ADDR:PORT is required");
+	proxy_parse_upstream(upstream, &g.up);
+}
+
+int main(int argc, char **argv)
+{
+	net_prog = "sb-proxy-sockmap";
+	const char *listen_addr = "127.0.0.1:0";
+	g.sndbuf = DEFAULT_SNDBUF;
+	g.max_conns = DEFAULT_MAX_CONNS;
+	parse_args(argc, argv, &listen_addr);
+
+	check_environment();
+	net_raise_nofile();
+	g.sfd = net_signalfd(); /* before anything needs cleaning up: signals then wait in the fd */
+	bpf_setup();
+	g.lfd = net_listen(listen_addr);
+	g.ep = epoll_create1(EPOLL_CLOEXEC);
+	g.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (g.ep < 0 || g.tfd < 0)
+		net_die("epoll/timerfd: %s", strerror(errno));
+	struct epoll_event ev = { .events = EPOLLIN };
+	ev.data.ptr = &tag_listen;
+	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.lfd, &ev) < 0)
+		net_die("epoll_ctl: %s", strerror(errno));
+	ev.data.ptr = &tag_signal;
+	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.sfd, &ev) < 0)
+		net_die("epoll_ctl: %s", strerror(errno));
+	ev.data.ptr = &tag_timer;
+	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.tfd, &ev) < 0)
+		net_die("epoll_ctl: %s", strerror(errno));
+	net_print_ready(SERVER, g.lfd);
+
+	struct epoll_event evs[256];
+	for (bool running = true; running;) {
+		int n = epoll_wait(g.ep, evs, 256, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			net_die("epoll_wait: %s", strerror(errno));
+		}
+		bool do_accept = false, do_tick = false;
+		for (int i = 0; i < n; i++) {
+			switch (*(enum tag *)evs[i].data.ptr) {
+			case TAG_SIGNAL: {
+				struct signalfd_siginfo si;
+				while (read(g.sfd, &si, sizeof(si)) == sizeof(si))
+					;
+				running = false;
+				break;
+			}
+			case TAG_LISTEN: do_accept = true; break;
+			case TAG_TIMER: do_tick = true; break;
+			case TAG_LEG: leg_event(evs[i].data.ptr, evs[i].events); break;
+			}
+		}
+		if (do_tick && running)
+			drain_tick();
+		if (do_accept && running)
+			accept_all();
+		while (g.dead) {
+			struct conn *c = g.dead;
+			g.dead = c->next_dead;
+			free(c);
+		}
+	}
+
+	/* Counters first (the maps go with the skeleton), then the connections, then the programs. */
+	struct net_stats st = g.st;
+	st.bytes_in = read_counter(PROXY_CNT_C2U_BYTES);
+	st.bytes_out = read_counter(PROXY_CNT_U2C_BYTES);
+	char extra[64];
+	snprintf(extra, sizeof(extra), ",\"verdict_drops\":%llu",
+		 (unsigned long long)read_counter(PROXY_CNT_DROP_SKBS));
+	while (g.conns)
+		conn_end(g.conns, false, false, false);
+	while (g.dead) {
+		struct conn *c = g.dead;
+		g.dead = c->next_dead;
+		free(c);
+	}
+	close(g.lfd);
+	bpf_teardown();
+	proxy_print_summary(SERVER, &st, g.upstream_errors, extra);
+	return 0;
+}
