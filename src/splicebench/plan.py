@@ -33,6 +33,7 @@ class Sample:
     cell: Cell
     server: ServerConfig
     phase: str  # WARMUP or MEASURED
+    workload: str  # stream | pingpong | burst
     repetition: int  # 1-based within its phase
     round: int  # 1-based round within its cell (warm-up rounds first)
     server_host: str
@@ -103,6 +104,7 @@ def build_plan(scenario: Scenario) -> Plan:
                         cell=cell,
                         server=server,
                         phase=phase,
+                        workload=scenario.workload_type,
                         repetition=rep,
                         round=rnd,
                         server_host=placement.server,

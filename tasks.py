@@ -1,0 +1,114 @@
+"""Invoke tasks: `invoke --list`. Each task is a thin wrapper over splicebench.commands."""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import sys
+from pathlib import Path
+
+from invoke import Exit, task
+
+ROOT = Path(__file__).resolve().parent
+try:
+    import splicebench  # noqa: F401
+except ImportError:  # a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT / "src"))
+
+from splicebench import commands  # noqa: E402
+from splicebench.errors import UserError  # noqa: E402
+
+
+@contextlib.contextmanager
+def user_errors():
+    """The one place where problems the user can fix become a message and an exit code."""
+    try:
+        yield
+    except UserError as e:
+        raise Exit(str(e), code=getattr(e, "exit_code", 1)) from None
+    except KeyboardInterrupt:
+        raise Exit("interrupted", code=130) from None
+
+
+@task(help={
+    "scenario": "scenario name in scenarios/ or path to a YAML file (default: loopback-100mib)",
+    "results-dir": "where run directories go (default: results/)",
+    "reports-dir": "where the HTML report goes (default: reports/)",
+    "no-provision": "do not install missing build dependencies with apt",
+})
+def run(c, scenario="loopback-100mib", results_dir=None, reports_dir=None, no_provision=False):
+    """Run a scenario on this host: build the programs, run every sample, write results and a report."""
+    with user_errors():
+        paths = commands.Paths.of(ROOT, results_dir, reports_dir)
+        res = commands.run(paths, scenario, provision_deps=not no_provision)
+        print(res.table)
+        print(f"\nresults: {res.run_dir}")
+        print(f"report:  {res.report}")
+        failed = {k: v for k, v in res.counts.items() if k != "ok"}
+        if failed:
+            raise commands.SamplesFailed(
+                f"not every sample succeeded ({', '.join(f'{v} {k}' for k, v in failed.items())}); "
+                f"the report lists them")
+
+
+@task
+def scenarios(c):
+    """List the scenarios in scenarios/ with their workload, servers, sample count and description."""
+    with user_errors():
+        for name, info, desc in commands.list_scenarios(commands.Paths.of(ROOT)):
+            print(f"{name:<22} {info}")
+            if desc:
+                print(f"{'':<22} {desc}")
+
+
+@task(help={
+    "run": "run id, unique prefix of one, or path (default: the latest run)",
+    "results-dir": "where run directories are (default: results/)",
+    "reports-dir": "where the HTML report goes (default: reports/)",
+})
+def report(c, run=None, results_dir=None, reports_dir=None):
+    """Render the HTML report of a run again (e.g. after an interrupted run or a template change)."""
+    with user_errors():
+        run_dir, out, table = commands.render_report(commands.Paths.of(ROOT, results_dir, reports_dir), run)
+        print(table)
+        print(f"\nresults: {run_dir}\nreport:  {out}")
+
+
+@task
+def check(c):
+    """Preflight this host: kernel, BPF support, build tools, privileges, tuning."""
+    with user_errors():
+        rows = commands.check(commands.Paths.of(ROOT))
+        width = max(len(r[1]) for r in rows)
+        for status, what, detail in rows:
+            print(f"{status:<5} {what:<{width}}  {detail}")
+        if any(r[0] == "FAIL" for r in rows):
+            raise Exit("some checks failed", code=1)
+
+
+@task(help={"results-dir": "where run directories are (default: results/)"})
+def clean(c, results_dir=None):
+    """Stop leftover server/client processes, drop the build cache, remove temp dirs of killed runs."""
+    with user_errors():
+        r = commands.clean(commands.Paths.of(ROOT, results_dir))
+        print(f"stopped {len(r.killed)} leftover process(es)" + (f": {' '.join(map(str, r.killed))}" if r.killed else ""))
+        print(f"removed build cache {r.cache}")
+        for d in r.temp_dirs:
+            print(f"removed {d}")
+
+
+@task
+def schema(c):
+    """Write scenarios/schema.json (the JSON Schema of scenario files, for editors)."""
+    with user_errors():
+        print(commands.write_schema(commands.Paths.of(ROOT)))
+
+
+@task(help={"args": "extra pytest arguments, e.g. --args='-m unit -x'"})
+def test(c, args=""):
+    """Install build and test dependencies when missing (apt), then run the test suite with pytest."""
+    with user_errors():
+        commands.ensure_test_deps()
+        code = commands.run_pytest(commands.Paths.of(ROOT), shlex.split(args))
+        if code:
+            raise Exit(code=code)
