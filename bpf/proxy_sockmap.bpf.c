@@ -21,21 +21,21 @@ struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, __u64); /* an fd on update; user-space lookups return the cookie */
 } clients SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, __u64); /* an fd on update; user-space lookups return the cookie */
 } upstreams SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 131072);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, __u64); /* an fd on update; user-space lookups return the cookie */
 } peer_of SEC(".maps");
 
 struct {

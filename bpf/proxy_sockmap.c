@@ -462,7 +462,7 @@ static void conn_pair(struct conn *c)
 		}
 		l->acked_base = ti.tcpi_bytes_acked;
 	}
-	uint32_t cfd = (uint32_t)c->leg[CLIENT].fd, ufd = (uint32_t)c->leg[UPSTREAM].fd;
+	uint64_t cfd = (uint64_t)c->leg[CLIENT].fd, ufd = (uint64_t)c->leg[UPSTREAM].fd;
 	/* peer_of first: once a leg is in clients/upstreams its verdict may run at once, and its
 	 * redirect target must be there already. */
 	if (bpf_map_update_elem(g.peer_of_fd, &c->leg[CLIENT].cookie, &ufd, BPF_NOEXIST) ||
