@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from invoke import Exit, task
+from invoke import Collection, Exit, task
 
 ROOT = Path(__file__).resolve().parent
 try:
@@ -17,6 +17,10 @@ except ImportError:  # a checkout without `pip install -e .`
 
 from splicebench import commands  # noqa: E402
 from splicebench.errors import UserError  # noqa: E402
+
+
+HOSTS_HELP = "inventory of SSH hosts (default: $SPLICEBENCH_HOSTS or ~/.config/splicebench/hosts.yaml)"
+ONLY_HELP = "comma-separated subset of the inventory's hosts ('local' allowed)"
 
 
 @contextlib.contextmanager
@@ -35,12 +39,14 @@ def user_errors():
     "results-dir": "where run directories go (default: results/)",
     "reports-dir": "where the HTML report goes (default: reports/)",
     "no-provision": "do not install missing build dependencies with apt",
+    "hosts": HOSTS_HELP,
 })
-def run(c, scenario="loopback-100mib", results_dir=None, reports_dir=None, no_provision=False):
-    """Run a scenario on this host: build the programs, run every sample, write results and a report."""
+def run(c, scenario="loopback-100mib", results_dir=None, reports_dir=None, no_provision=False,
+        hosts=None):
+    """Run a scenario: build the programs on its hosts, run every sample, write results and a report."""
     with user_errors():
         paths = commands.Paths.of(ROOT, results_dir, reports_dir)
-        res = commands.run(paths, scenario, provision_deps=not no_provision)
+        res = commands.run(paths, scenario, provision_deps=not no_provision, hosts_file=hosts)
         print(res.table)
         print(f"\nresults: {res.run_dir}")
         print(f"report:  {res.report}")
@@ -74,10 +80,16 @@ def report(c, run=None, results_dir=None, reports_dir=None):
         print(f"\nresults: {run_dir}\nreport:  {out}")
 
 
-@task
-def check(c):
-    """Preflight this host: kernel, BPF support, build tools, privileges, tuning."""
+@task(help={"hosts": HOSTS_HELP + "; checks every host of it", "only": ONLY_HELP})
+def check(c, hosts=None, only=None):
+    """Preflight this host (or every inventory host): kernel, BPF support, tools, privileges, arch."""
     with user_errors():
+        if hosts or only:
+            table, failed = fleet_check(hosts, only)
+            print(table)
+            if failed:
+                raise Exit("some checks failed", code=1)
+            return
         rows = commands.check(commands.Paths.of(ROOT))
         width = max(len(r[1]) for r in rows)
         for status, what, detail in rows:
@@ -86,15 +98,71 @@ def check(c):
             raise Exit("some checks failed", code=1)
 
 
-@task(help={"results-dir": "where run directories are (default: results/)"})
-def clean(c, results_dir=None):
+@task(help={"results-dir": "where run directories are (default: results/)",
+            "hosts": HOSTS_HELP + "; cleans every host of it", "only": ONLY_HELP})
+def clean(c, results_dir=None, hosts=None, only=None):
     """Stop leftover server/client processes, drop the build cache, remove temp dirs of killed runs."""
     with user_errors():
+        if hosts or only:
+            fleet_clean(hosts, only)
         r = commands.clean(commands.Paths.of(ROOT, results_dir))
         print(f"stopped {len(r.killed)} leftover process(es)" + (f": {' '.join(map(str, r.killed))}" if r.killed else ""))
         print(f"removed build cache {r.cache}")
         for d in r.temp_dirs:
             print(f"removed {d}")
+
+
+@task(help={"hosts": HOSTS_HELP + "; deploys to every host of it", "only": ONLY_HELP,
+            "no-provision": "do not install missing build dependencies with apt"})
+def deploy(c, hosts=None, only=None, no_provision=False):
+    """Provision, upload and build the programs on every inventory host in parallel (cached by hash)."""
+    from splicebench import fleet
+    from splicebench.inventory import load_inventory
+
+    with user_errors():
+        inv = load_inventory(hosts)
+        hs = fleet.open_hosts(fleet.inventory_hosts(inv, only), inv)
+        try:
+            res = fleet.deploy_all(hs, ROOT, provision=not no_provision,
+                                   log=lambda m: print(m, file=sys.stderr))
+        finally:
+            fleet.close_all(hs)
+        print(fleet.deploy_table(res))
+        if fleet.failures(res, "deploy"):
+            raise Exit(f"deploy failed on {sum(isinstance(r, Exception) for r in res.values())} host(s)")
+
+
+def fleet_check(hosts, only):
+    from splicebench import fleet
+    from splicebench.inventory import load_inventory
+
+    inv = load_inventory(hosts)
+    hs = fleet.open_hosts(fleet.inventory_hosts(inv, only), inv)
+    try:
+        return fleet.check_table(fleet.check_all(hs, lambda h: commands.check(commands.Paths.of(ROOT), h)))
+    finally:
+        fleet.close_all(hs)
+
+
+def fleet_clean(hosts, only):
+    from splicebench import fleet
+    from splicebench.inventory import load_inventory
+
+    inv = load_inventory(hosts)
+    hs = fleet.open_hosts(fleet.inventory_hosts(inv, only), inv)
+    try:
+        res = fleet.clean_all(hs)
+    finally:
+        fleet.close_all(hs)
+    for n, r in res.items():
+        if isinstance(r, Exception):
+            print(f"{n}: FAILED: {r}")
+        else:
+            print(f"{n}: stopped {len(r.programs)} leftover process(es)"
+                  + (f": {' '.join(map(str, r.programs))}" if r.programs else "")
+                  + f"; removed build cache {r.cache}")
+    if fleet.failures(res, "clean"):
+        raise Exit("clean failed on some hosts")
 
 
 @task
@@ -112,3 +180,11 @@ def test(c, args=""):
         code = commands.run_pytest(commands.Paths.of(ROOT), shlex.split(args))
         if code:
             raise Exit(code=code)
+
+
+# lab.* (SSH hosts in network namespaces) and hosts.* (inventory) tasks.
+from splicebench import tasks_lab  # noqa: E402
+
+ns = Collection.from_module(sys.modules[__name__])
+for _sub in tasks_lab.COLLECTIONS:
+    ns.add_collection(_sub)

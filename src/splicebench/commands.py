@@ -14,6 +14,7 @@ from typing import Callable
 from . import __version__, deploy, facts, plan as plan_mod, provision, results, scenario as scenario_mod
 from .errors import UserError
 from .hosts import Host, LocalHost
+from .inventory import Inventory, empty_inventory, load_inventory
 from .progress import Progress
 from .runner import RunOutcome, Runner, deferred_interrupts
 
@@ -47,15 +48,11 @@ class Paths:
                    Path(reports_dir).resolve() if reports_dir else root / "reports")
 
 
-def open_hosts(names: list[str]) -> dict[str, Host]:
-    """Host objects for the names a scenario places programs on."""
-    hosts: dict[str, Host] = {}
-    for name in names:
-        if name == "local":
-            hosts[name] = LocalHost()
-        else:
-            raise UserError(f"host {name!r}: only 'local' is available")
-    return hosts
+def open_hosts(names: list[str], inventory: Inventory | None = None) -> dict[str, Host]:
+    """Host objects for the names a scenario places programs on ('local' needs no inventory)."""
+    from . import fleet
+
+    return fleet.open_hosts(names, inventory or empty_inventory())
 
 
 def git_info(root: Path) -> dict[str, object]:
@@ -81,22 +78,30 @@ class RunResult:
 
 
 def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report: bool = True,
-        log: Log = _err, progress_stream=None) -> RunResult:
-    """Validate, build, run, write results/<run-id>/, render the report."""
+        log: Log = _err, progress_stream=None, hosts_file: str | None = None) -> RunResult:
+    """Validate, build, run, write results/<run-id>/, render the report.
+
+    hosts_file: inventory of the SSH hosts the scenario places programs on (None: the default
+    inventory location, if any; see inventory.py)."""
+    from . import fleet
+
     src = scenario_mod.resolve(scenario_ref, paths.scenarios)
-    sc = scenario_mod.load(src)
+    inv = load_inventory(hosts_file)
+    sc = scenario_mod.load(src, known_hosts=inv.names())
     text = src.read_text(encoding="utf-8")
     the_plan = plan_mod.build_plan(sc)
     log(f"scenario {sc.name}: {len(the_plan.samples)} samples "
         f"({len(sc.cells())} cell(s) x {len(sc.servers)} server(s) x {sc.warmup}+{sc.measured} rounds)")
-    hosts = open_hosts(the_plan.hosts())
+    hosts = open_hosts(the_plan.hosts(), inv)
     try:
-        builds = {}
-        for name, host in hosts.items():
-            b = deploy.build(host, paths.root, provision=provision_deps, log=log)
-            builds[name] = b
+        built = fleet.deploy_all(hosts, paths.root, provision=provision_deps, log=log)
+        err = fleet.failures(built, "deploy")
+        if err:
+            raise err
+        builds = {n: b for n, b in built.items() if isinstance(b, deploy.Build)}
+        for name, b in builds.items():
             log(f"host {name}: programs {b.hash} " + (f"built in {b.seconds:.1f} s" if b.built else "cached"))
-        host_facts = {name: facts.gather(h) for name, h in hosts.items()}
+        host_facts = fleet.facts_all(hosts)
         run_id = results.new_run_id()
         started = results.utc_now_iso()
         t0 = time.monotonic()

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import HostError, ProcError
 from .hosts import Host, Proc
+from .ssh import start_together
 from .metrics import (Row, client_failure, client_metrics, host_cpu_delta, parse_client_output,
                       parse_proc_stat, server_events, server_metrics)
 from .plan import MEASURED, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan, Sample
@@ -178,11 +179,14 @@ class Runner:
             stat0 = parse_proc_stat(shost.read_text("/proc/stat"))
             cpu0 = server.cpu_times()
             t0 = time.monotonic()
+            starts = []
             for i, hname in enumerate(sample.client_hosts):
                 addr = str(ready.get("addr") or "127.0.0.1") if hname == sample.server_host else shost.address
                 connect = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
                 argv = sample.client_argv(self._program(hname, CLIENT_PROGRAM), connect)
-                clients.append((hname, self.hosts[hname].start(argv, deadman_s=sample.client_timeout_s + 30)))
+                starts.append((self.hosts[hname], argv, {"deadman_s": sample.client_timeout_s + 30}))
+            # Client hosts start together (SSH hosts within milliseconds: gated, then released).
+            clients = list(zip(sample.client_hosts, start_together(starts)))
             deadline = time.monotonic() + sample.client_timeout_s
             for i, (hname, proc) in enumerate(clients):
                 code = proc.wait(max(0.0, deadline - time.monotonic()))
