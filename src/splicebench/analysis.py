@@ -55,7 +55,11 @@ def add_derived(samples: pd.DataFrame) -> pd.DataFrame:
     df["throughput_gib_s"] = num("goodput_bytes_per_s") / GIB
     for p in ("p50", "p90", "p99", "p999"):
         df[f"lat_{p}_us"] = num(f"lat_{p}_ns") / 1e3
-    df["proc_cpu_s_per_gib"] = (num("server_cpu_user_s") + num("server_cpu_sys_s")) / gib
+    # The server's own getrusage() totals (microsecond resolution, whole life incl. start-up) where
+    # it reported them; else the /proc/PID/stat delta over the client's run (clock-tick resolution).
+    life = num("server_life_cpu_user_s") + num("server_life_cpu_sys_s")
+    interval = num("server_cpu_user_s") + num("server_cpu_sys_s")
+    df["proc_cpu_s_per_gib"] = life.where(life.notna(), interval) / gib
     df["host_cpu_s_per_gib"] = num("host_cpu_busy_s") / gib
     df["host_softirq_s_per_gib"] = num("host_cpu_softirq_s") / gib
     return df

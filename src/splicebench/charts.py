@@ -38,6 +38,7 @@ def _svg(fig) -> str:
     # Inline SVG in HTML needs neither the XML declaration nor the DOCTYPE (which names a URL).
     text = re.sub(r"<\?xml[^>]*\?>\s*", "", text)
     text = re.sub(r"<!DOCTYPE[^>]*>\s*", "", text)
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
     return text.strip()
 
 

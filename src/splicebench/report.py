@@ -216,11 +216,13 @@ def method_text(manifest: dict[str, Any]) -> list[str]:
         "Throughput is the client's goodput: verified echoed bytes divided by the time from connect to the "
         "last byte verified. Latency is per message for pingpong, per burst for burst and per connection "
         "for stream; each sample's percentiles are exact, the table shows their median across samples.",
-        "Server CPU is the server process's user+system time (/proc/PID/stat) while the client ran. Host "
-        "CPU is the busy time of all CPUs (user, nice, system, irq, softirq, steal from /proc/stat) over "
-        "the same interval: it includes the client and anything else running on the host. SOCKMAP "
-        "forwarding runs in softirq and kernel-thread context, so it shows up in host CPU, not in the "
-        "server process. Both are divided by the GiB of payload verified.",
+        "Server CPU is the user+system time the server process reports for its whole life at exit "
+        "(getrusage; start-up such as loading the BPF program included). Host CPU is the busy time of all "
+        "CPUs (user, nice, system, irq, softirq, steal from /proc/stat) from just before the client started "
+        "to just after it ended: it includes the client and anything else running on the host, and has "
+        "a resolution of one clock tick per CPU, so it means little for samples much shorter than a "
+        "second. SOCKMAP forwarding runs in softirq and kernel-thread context: it shows up in host CPU, "
+        "not in the server process. Both are divided by the GiB of payload verified.",
         f"Statistics: median over the measured samples with status ok; 95 % percentile-bootstrap CI of "
         f"the median ({analysis.N_BOOT:,} resamples, fixed seed); ratio = median / median of the baseline "
         f"({manifest.get('baseline', sc.get('baseline'))}) in the same cell, its CI from resampling both. "

@@ -27,6 +27,15 @@ FORMAT_VERSION = 1
 TMP_PREFIX = ".tmp-"
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def new_run_id(now: datetime | None = None, suffix: str | None = None) -> str:
     """UTC timestamp + random suffix, e.g. 20261125T183012Z-3fa9c1; sorts by start time."""
     now = now or datetime.now(timezone.utc)
@@ -45,6 +54,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -209,7 +209,11 @@ def load(path: Path, known_hosts: Iterable[str] = (LOCAL,)) -> Scenario:
 
 def parse(text: str, source: str = "<string>", *, known_hosts: Iterable[str] = (LOCAL,),
           default_name: str | None = None) -> Scenario:
-    """Parse YAML text and validate it; ScenarioError names `source` and the field."""
+    """Parse YAML text and validate it; ScenarioError names `source` and the field.
+
+    Without a 'name' key the scenario is named after `default_name`, else after source's file stem."""
+    if default_name is None:
+        default_name = Path(source).stem
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
     except _DuplicateKey as e:
