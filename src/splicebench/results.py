@@ -145,10 +145,12 @@ def load_samples(run: Path):
     path = Path(run) / "samples.csv"
     if not path.is_file():
         raise ResultsError(f"{run}: no samples.csv")
-    df = pd.read_csv(path, keep_default_na=True)
-    for col in ("error", "raw_files", "cell_label", "client_hosts"):
+    text_cols = ("error", "raw_files", "cell_label", "client_hosts", "sample_id", "server", "server_kind",
+                 "server_host", "status", "phase", "workload")
+    df = pd.read_csv(path, dtype={c: str for c in text_cols})
+    for col in text_cols:
         if col in df:
-            df[col] = df[col].fillna("").astype(str)
+            df[col] = df[col].fillna("")
     for col in ("client_ok",):
         if col in df:
             df[col] = df[col].map({True: True, False: False, "true": True, "false": False})

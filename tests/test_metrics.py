@@ -1,0 +1,105 @@
+"""Parsers of program output and /proc/stat, on output captured from the real programs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from splicebench.metrics import (SAMPLE_COLUMNS, Row, client_failure, client_metrics, hist_percentile,
+                                 host_cpu_delta, merge_hist, parse_client_output, parse_proc_stat,
+                                 server_events, server_metrics)
+
+pytestmark = pytest.mark.unit
+DATA = Path(__file__).parent / "data"
+
+
+def text(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def test_proc_stat_delta_by_hand():
+    a = parse_proc_stat(text("proc-stat-a.txt"))
+    b = parse_proc_stat(text("proc-stat-b.txt"))
+    assert a.cpu["user"] == 44679 and a.cpu["softirq"] == 13584 and a.ctxt == 8706432
+    d = host_cpu_delta(a, b, 100)
+    # user 44724-44679=45, system 56246-56229=17, softirq 13585-13584=1 ticks; idle unchanged
+    assert d["host_cpu_user_s"] == pytest.approx(0.45)
+    assert d["host_cpu_sys_s"] == pytest.approx(0.17)
+    assert d["host_cpu_softirq_s"] == pytest.approx(0.01)
+    assert d["host_cpu_idle_s"] == pytest.approx(0.0)
+    assert d["host_cpu_busy_s"] == pytest.approx(0.63)
+    assert d["host_ctxt"] == 8708258 - 8706432
+
+
+def test_proc_stat_without_cpu_line_is_an_error():
+    with pytest.raises(ValueError):
+        parse_proc_stat("intr 1 2 3\nctxt 5\n")
+
+
+def test_client_stream_output():
+    c = parse_client_output(text("client-stream-ok.json"))
+    m = client_metrics([c])
+    assert m["client_ok"] is True
+    assert m["bytes_verified"] == 4 << 20 == m["bytes_expected"]
+    assert m["lat_count"] == 1
+    assert m["lat_p50_ns"] == c["latency_ns"]["p50"]
+    assert m["goodput_bytes_per_s"] == c["goodput_bytes_per_s"]
+    assert client_failure(c, 0, "") is None
+
+
+def test_client_timeout_output_explains_the_failure():
+    c = parse_client_output(text("client-pingpong-timeout.json"))
+    why = client_failure(c, 1, text("client-pingpong-timeout.stderr.txt"))
+    assert why == ("exit code 1; connection 0: timeout at offset 145408 (+1 more); "
+                   "stderr: sb-client: 2 of 2 connections failed (first: conn 0: timeout at offset 145408)")
+    assert client_metrics([c])["client_ok"] is False
+
+
+def test_client_without_output():
+    assert parse_client_output("") is None
+    assert client_failure(None, None, "") == "did not finish in time (killed); no JSON output"
+    assert client_failure(None, -9, "") == "killed by signal 9; no JSON output"
+
+
+def test_two_clients_merge():
+    c = parse_client_output(text("client-pingpong-ok.json"))
+    m = client_metrics([c, c])
+    assert m["bytes_verified"] == 2 * c["bytes_verified"]
+    assert m["conns_ok"] == 2
+    assert m["lat_count"] == 2 * c["latency_ns"]["count"]
+    assert m["lat_min_ns"] == c["latency_ns"]["min"]
+    assert m["lat_mean_ns"] == pytest.approx(c["latency_ns"]["mean"])
+    # The merged histogram of two identical runs has the same quantiles as one run's histogram.
+    assert m["lat_p50_ns"] == hist_percentile(c["hist"]["buckets"], 0.5)
+    lo, hi = next((lo, hi) for lo, hi, n in c["hist"]["buckets"] if lo <= c["latency_ns"]["p50"] < hi)
+    assert lo <= m["lat_p50_ns"] <= hi
+
+
+def test_histogram_percentile_by_hand():
+    buckets = [[10, 20, 2], [20, 30, 6], [100, 200, 2]]
+    assert hist_percentile(buckets, 0.1) == 15  # rank 1 of 10 -> first bucket
+    assert hist_percentile(buckets, 0.5) == 25  # rank 5 -> second
+    assert hist_percentile(buckets, 0.9) == 150  # rank 9 -> third
+    assert merge_hist([buckets, [[20, 30, 1]]]) == [[10, 20, 2], [20, 30, 7], [100, 200, 2]]
+
+
+def test_server_events():
+    ev = server_events(text("server-sockmap.jsonl") + "not json\n")
+    assert set(ev) == {"ready", "summary"}
+    m = server_metrics(ev)
+    assert m["server_bytes_in"] == m["server_bytes_out"] == 4 << 20
+    assert m["server_pid"] == ev["ready"]["pid"]
+
+
+def test_row_refuses_unknown_columns():
+    r = Row().set(status="ok", server="naive")
+    assert list(r.as_dict()) == SAMPLE_COLUMNS
+    with pytest.raises(KeyError):
+        r.set(throughput=1)
+
+
+def test_captured_outputs_are_single_json_objects():
+    for name in ("client-stream-ok.json", "client-pingpong-ok.json", "client-pingpong-timeout.json"):
+        assert isinstance(json.loads(text(name)), dict)

@@ -1,0 +1,78 @@
+"""Run directories: ids, atomic writes, never overwritten, found again."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timezone
+
+import pytest
+
+from splicebench import results
+from splicebench.errors import ResultsError
+from splicebench.metrics import SAMPLE_COLUMNS
+
+pytestmark = pytest.mark.unit
+
+
+def test_run_id_is_utc_timestamp_plus_suffix():
+    rid = results.new_run_id(datetime(2026, 11, 25, 18, 30, 12, tzinfo=timezone.utc), "3fa9c1")
+    assert rid == "20261125T183012Z-3fa9c1"
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", results.new_run_id())
+    assert results.new_run_id() != results.new_run_id()
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    p = tmp_path / "a" / "f.txt"
+    results.atomic_write_text(p, "one")
+    results.atomic_write_text(p, "two")
+    assert p.read_text() == "two"
+    assert os.listdir(p.parent) == ["f.txt"]
+    assert p.stat().st_mode & 0o777 == 0o666 & ~results._UMASK
+
+
+def test_run_dir_is_renamed_when_finished_and_never_overwritten(tmp_path):
+    rd = results.RunDir(tmp_path, "20260101T000000Z-aaaaaa")
+    assert rd.path.name.startswith(".tmp-20260101T000000Z-aaaaaa-")
+    rd.write_manifest({"run_id": "20260101T000000Z-aaaaaa", "status": "complete", "scenario": {}})
+    rd.write_samples([{"sample_id": "s1", "status": "ok", "client_ok": True, "wall_s": 0.5}])
+    final = rd.finish()
+    assert final == tmp_path / "20260101T000000Z-aaaaaa"
+    assert not rd.path.exists()
+    assert sorted(os.listdir(final)) == ["manifest.json", "raw", "samples.csv"]
+    with pytest.raises(ResultsError):
+        results.RunDir(tmp_path, "20260101T000000Z-aaaaaa")
+    m = results.load_manifest(final)
+    assert m["format"] == results.FORMAT_VERSION and m["status"] == "complete"
+    df = results.load_samples(final)
+    assert list(df.columns) == SAMPLE_COLUMNS
+    assert df.loc[0, "client_ok"] is True or df.loc[0, "client_ok"] == True  # noqa: E712
+    assert df.loc[0, "wall_s"] == 0.5
+
+
+def test_find_run(tmp_path):
+    for rid in ("20260101T000000Z-aaaaaa", "20260102T000000Z-bbbbbb", "20260102T000000Z-bbbccc"):
+        rd = results.RunDir(tmp_path, rid)
+        rd.write_manifest({"run_id": rid})
+        rd.finish()
+    assert results.find_run(tmp_path, None).name == "20260102T000000Z-bbbccc"
+    assert results.find_run(tmp_path, "20260101").name == "20260101T000000Z-aaaaaa"
+    assert results.find_run(tmp_path, str(tmp_path / "20260101T000000Z-aaaaaa")).name == "20260101T000000Z-aaaaaa"
+    with pytest.raises(ResultsError, match="matches 2 runs"):
+        results.find_run(tmp_path, "20260102T000000Z-bbb")
+    with pytest.raises(ResultsError, match="no run"):
+        results.find_run(tmp_path, "1999")
+
+
+def test_unsupported_format_is_refused(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"format": 99}')
+    with pytest.raises(ResultsError, match="format 99 is not supported"):
+        results.load_manifest(tmp_path)
+
+
+def test_stale_temp_dirs_are_those_of_dead_writers(tmp_path):
+    live = tmp_path / f".tmp-x-{os.getpid()}"
+    dead = tmp_path / ".tmp-y-999999999"
+    live.mkdir()
+    dead.mkdir()
+    assert results.stale_temp_dirs(tmp_path) == [dead]
