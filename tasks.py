@@ -104,7 +104,8 @@ def clean(c, results_dir=None, hosts=None, only=None):
     """Stop leftover server/client processes, drop the build cache, remove temp dirs of killed runs."""
     with user_errors():
         if hosts or only:
-            fleet_clean(hosts, only)
+            fleet_clean(hosts, only)  # those hosts only ('local' among them if named in --only)
+            return
         r = commands.clean(commands.Paths.of(ROOT, results_dir))
         print(f"stopped {len(r.killed)} leftover process(es)" + (f": {' '.join(map(str, r.killed))}" if r.killed else ""))
         print(f"removed build cache {r.cache}")

@@ -3,7 +3,12 @@ to end, and a host that dies in the middle of a sample (needs root and the C sou
 
 from __future__ import annotations
 
+import csv
+import json
 import secrets
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -50,30 +55,41 @@ def run_scenario(env, text: str | None = None, path: Path | None = None, on_samp
     return Runner(hosts, bins, run_id="test", on_sample=on_sample).run(plan)
 
 
+def invoke(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, stdin=subprocess.DEVNULL)
+
+
 def test_deploy_builds_on_each_host_then_hits_the_cache(env):
     first = env["builds"]
     assert all(isinstance(b, deploy.Build) for b in first.values()), first
     assert all(b.built for b in first.values())
-    again = for_each_host(list(env["hosts"].values()),
-                          lambda h: deploy.build(h, REPO, log=lambda m: None))
-    assert [b.built for b in again.values()] == [False] * 4
-    assert {n: b.dir for n, b in again.items()} == {n: b.dir for n, b in first.items()}
+    r = invoke("deploy", "--hosts", str(env["lab"].inventory))
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines()[1:]]
+    assert [(row[0], row[1], row[2]) for row in rows] == \
+        [(n, "cached", b.hash) for n, b in first.items()]
     for h in env["hosts"].values():  # each host has its own copy (own /tmp)
-        assert h.exists(f"{again[h.name].dir}/sb-client")
+        assert h.exists(f"{first[h.name].dir}/sb-client")
 
 
-def test_lab_2host_end_to_end(env):
-    raw_seen = []
-    out = run_scenario(env, path=SCENARIOS / "lab-2host.yaml",
-                       on_sample=lambda s, row, raw: raw_seen.append(raw))
-    assert out.status == "complete"
-    assert [r["status"] for r in out.rows] == ["ok"] * len(out.rows), \
-        [r["error"] for r in out.rows]
-    assert {r["server_host"] for r in out.rows} == {"lab1"}
-    assert {r["client_hosts"] for r in out.rows} == {"lab2"}
-    assert {r["server"] for r in out.rows} == {"naive", "splice", "sockmap"}
-    assert all(r["bytes_verified"] == 2 * 32 * 2**20 for r in out.rows)
-    assert all('"ok":true' in raw["client.json"].replace(" ", "") for raw in raw_seen)
+def test_lab_2host_end_to_end_with_invoke_run(env):
+    with tempfile.TemporaryDirectory(prefix="sb-e2e-") as d:
+        r = invoke("run", "--scenario", "lab-2host", "--hosts", str(env["lab"].inventory),
+                   "--results-dir", f"{d}/results", "--reports-dir", f"{d}/reports")
+        assert r.returncode == 0, r.stdout + r.stderr
+        (run_dir,) = Path(d, "results").iterdir()
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        rows = list(csv.DictReader((run_dir / "samples.csv").open()))
+        assert list(Path(d, "reports").glob("*.html"))
+    assert manifest["status"] == "complete"
+    assert set(manifest["hosts"]) == {"lab1", "lab2"}
+    assert manifest["hosts"]["lab2"]["kernel"]
+    assert [r["status"] for r in rows] == ["ok"] * 12
+    assert {r["server_host"] for r in rows} == {"lab1"}
+    assert {r["client_hosts"] for r in rows} == {"lab2"}
+    assert {r["server"] for r in rows} == {"naive", "splice", "sockmap"}
+    assert {int(float(r["bytes_verified"])) for r in rows} == {2 * 32 * 2**20}
 
 
 def test_lab_4host_clients_start_together_and_merge(env):
@@ -130,5 +146,30 @@ def test_host_that_dies_mid_run_fails_cleanly(env):
         h = SSHHost(inv.get(name), inv)
         try:
             assert h.tagged_pids() == [], name
+        finally:
+            h.close()
+
+
+def test_invoke_clean_removes_planted_leftovers(env):
+    """Runs after the others (it drops the build caches)."""
+    inv = env["inv"]
+    planted = {}
+    for name in ("lab1", "lab2"):
+        h = SSHHost(inv.get(name), inv)
+        b = env["builds"][name]
+        h.start(["sleep", "300"])  # any program started by an earlier run
+        h.start([b.program("sb-echo-naive"), "--listen", "127.0.0.1:0"])  # a server left behind
+        planted[name] = h.tagged_pids()
+        h._drop()  # the orchestrator vanished
+        assert len(planted[name]) >= 6
+    r = invoke("clean", "--hosts", str(env["lab"].inventory), "--only", "lab1,lab2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in ("lab1", "lab2"):
+        assert f"{name}: stopped {len(planted[name])} leftover process(es)" in r.stdout
+        h = SSHHost(inv.get(name), inv)
+        try:
+            assert h.tagged_pids() == []
+            assert not h.exists(f"{h.workdir()}/build")
+            assert not h.exists(f"{h.workdir()}/procs")
         finally:
             h.close()
