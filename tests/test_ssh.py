@@ -369,3 +369,36 @@ def test_host_that_dies_fails_within_bounded_time(tmp_path):
         checker.close()
     finally:
         lab.down(cfg)
+
+
+# --- the hosts.trust task ----------------------------------------------------------------------
+
+
+def test_trust_task_shows_fingerprint_and_writes_only_when_told(labenv, tmp_path):
+    import sys
+
+    st = labenv.config.state
+    kh = tmp_path / "kh"
+    inv_file = tmp_path / "inv.yaml"
+    inv_file.write_text(f"version: 1\nknown_hosts: {kh}\nssh_config: null\n"
+                        f"defaults: {{user: root, key: {st}/id_ed25519}}\n"
+                        f"hosts:\n  h2: {{host: {labenv.hosts[1].address}}}\n")
+    repo = Path(__file__).resolve().parents[1]
+
+    def invoke(*args):
+        return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=repo,
+                              capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+    fp = keygen_fingerprint(labenv, 2)
+    r = invoke("hosts.trust", "h2", "--hosts", str(inv_file))  # no terminal, no --yes
+    assert r.returncode != 0
+    assert fp in r.stdout and "repeat with --yes" in r.stderr
+    assert not kh.exists()
+    r = invoke("run", "--scenario", "lab-2host", "--hosts", str(inv_file))
+    assert r.returncode != 0 and "placement.server" in r.stderr  # lab1 is not in this inventory
+    r = invoke("hosts.trust", "h2", "--hosts", str(inv_file), "--yes")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.index(fp) < r.stdout.index("key added")
+    assert kh.read_text().startswith(labenv.hosts[1].address + " ssh-ed25519 ")
+    r = invoke("hosts.list", "--hosts", str(inv_file))
+    assert f"root@{labenv.hosts[1].address}:22" in r.stdout
