@@ -7,6 +7,7 @@ that would skip there fails instead, so a broken environment cannot pass silentl
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,14 @@ def pytest_runtest_makereport(item, call):
         rep.outcome = "failed"
         rep.longrepr = (f"this test skipped ({reason}), but skips are failures when running as root or in "
                         f"CI: the environment must provide what the test needs")
+
+
+@pytest.fixture
+def tmp_path(request):
+    """A fresh directory for one test, removed when the test ends, passed or failed."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:40]
+    with tempfile.TemporaryDirectory(prefix=f"splicebench-test-{name}-") as d:
+        yield Path(d)
 
 
 @pytest.fixture(scope="session")

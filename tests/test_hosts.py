@@ -1,0 +1,143 @@
+"""LocalHost and LocalProc with real processes: process groups, events, deadman, parent death."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from splicebench.errors import CommandFailed, ProcError
+from splicebench.hosts import LocalHost, _pdeathsig_prefix
+
+pytestmark = pytest.mark.e2e
+
+
+def gone(pid: int, within: float = 10.0) -> bool:
+    """True once pid no longer exists or is a zombie (orphans are reaped by PID 1 within ~1 s)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+            if state in (b"Z", b"X"):
+                return True
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def host():
+    h = LocalHost()
+    yield h
+    h.close()
+
+
+def test_run_captures_output_and_exit_code(host):
+    r = host.run(["sh", "-c", 'echo out; echo err >&2; exit 3', "sh"], check=False)
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
+    with pytest.raises(CommandFailed) as exc:
+        host.run(["sh", "-c", "echo boom >&2; exit 2"])
+    assert "exited with code 2" in str(exc.value) and "boom" in str(exc.value)
+
+
+def test_arguments_are_never_interpreted_by_a_shell(host, tmp_path):
+    evil = f"$(touch {tmp_path}/pwned); `touch {tmp_path}/pwned2`"
+    r = host.run(["printf", "%s", evil])
+    assert r.stdout == evil
+    assert os.listdir(tmp_path) == []
+
+
+def test_run_timeout_kills_the_whole_group(host, tmp_path):
+    pidfile = tmp_path / "pid"
+    r = host.run(["sh", "-c", 'sleep 60 & echo $! > "$1"; wait', "sh", str(pidfile)], timeout=0.5, check=False)
+    assert r.returncode == 124 and "timed out" in r.stderr
+    assert gone(int(pidfile.read_text()))
+
+
+def test_json_event_and_stop(host):
+    p = host.start([sys.executable, "-c", textwrap.dedent("""
+        import json, signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *a: (print(json.dumps({"event": "summary"}), flush=True), sys.exit(0)))
+        print("noise", flush=True)
+        print(json.dumps({"event": "ready", "port": 1234}), flush=True)
+        time.sleep(60)
+    """)])
+    assert p.wait_json_event("ready", 20) == {"event": "ready", "port": 1234}
+    p.signal(signal.SIGTERM)
+    assert p.wait(20) == 0
+    assert p.read_stdout_lines()[0] == "noise"
+    assert '"summary"' in p.stdout()
+
+
+def test_wait_json_event_reports_an_early_exit(host):
+    p = host.start(["sh", "-c", "echo cannot bind >&2; exit 3"])
+    with pytest.raises(ProcError) as exc:
+        p.wait_json_event("ready", 20)
+    assert "exited with code 3 before printing a 'ready' line" in str(exc.value)
+    assert "cannot bind" in str(exc.value)
+
+
+def test_wait_json_event_times_out(host):
+    p = host.start(["sleep", "60"])
+    with pytest.raises(ProcError, match="printed no 'ready' line within 0.2 s"):
+        p.wait_json_event("ready", 0.2)
+    p.kill()
+    assert gone(p.pid)
+
+
+def test_kill_takes_the_whole_process_group(host, tmp_path):
+    p = host.start(["sh", "-c", 'sleep 60 & echo $!; sleep 60 & echo $!; wait'])
+    deadline = time.monotonic() + 20
+    while len(p.read_stdout_lines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    children = [int(x) for x in p.read_stdout_lines()]
+    assert len(children) == 2
+    p.kill()
+    assert all(gone(pid) for pid in children + [p.pid])
+    p.kill()  # idempotent
+
+
+def test_deadman_kills_a_forgotten_program(host):
+    p = host.start(["sleep", "60"], deadman_s=0.3)
+    assert p.wait(20) == -signal.SIGKILL
+
+
+def test_cpu_times_of_a_busy_program(host):
+    p = host.start([sys.executable, "-c", "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\n"
+                                          "print('done', flush=True)\ntime.sleep(60)"])
+    deadline = time.monotonic() + 30
+    while not p.read_stdout_lines() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    user, sys_ = p.cpu_times()
+    assert user + sys_ >= 0.25
+    p.kill()
+    assert p.cpu_times() == (user, sys_) or sum(p.cpu_times()) >= 0.25
+
+
+def test_close_kills_what_the_host_started():
+    h = LocalHost()
+    p = h.start(["sleep", "60"])
+    h.close()
+    assert gone(p.pid)
+
+
+def test_programs_die_with_a_killed_orchestrator(tmp_path):
+    assert _pdeathsig_prefix(), "setpriv with --pdeathsig is needed (util-linux)"
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(os.path.dirname(os.path.dirname(__file__)) + '/src')!r})
+        from splicebench.hosts import LocalHost
+        p = LocalHost().start(["sleep", "60"])
+        print(p.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == -signal.SIGKILL
+    assert gone(int(r.stdout.split()[0]))

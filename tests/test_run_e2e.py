@@ -1,0 +1,195 @@
+"""End-to-end runs with the real programs over loopback: results, report, failures recorded, no
+process left behind after a failing client, a crashing server, a stop on failure, Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from splicebench import commands, results
+from splicebench.hosts import LocalHost
+
+pytestmark = [pytest.mark.e2e, pytest.mark.privileged]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def scenario_file(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "scenario.yaml"
+    p.write_text(text)
+    return p
+
+
+def paths(tmp_path: Path) -> commands.Paths:
+    return commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports"))
+
+
+def one_run(tmp_path: Path) -> Path:
+    runs = results.list_runs(tmp_path / "results")
+    assert len(runs) == 1, runs
+    assert [p.name for p in (tmp_path / "results").iterdir() if p.name.startswith(".")] == []
+    return runs[0]
+
+
+def running(cache_dir: Path, name: str) -> list[int]:
+    host = LocalHost()
+    out = []
+    for pid in host.pids_with_exe_under(str(cache_dir)):
+        try:
+            if os.path.basename(os.readlink(f"/proc/{pid}/exe")) == name:
+                out.append(pid)
+        except OSError:  # exited meanwhile
+            pass
+    return out
+
+
+def wait_for(cond, timeout: float = 60.0, step: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("condition not reached")
+
+
+def test_loopback_run_end_to_end(tmp_path, use_cache, no_leftovers):
+    p = scenario_file(tmp_path, "name: e2e\ndescription: three servers, 4 MiB\nservers: [naive, splice, sockmap]\n"
+                                "workload: {type: stream, bytes: 4MiB}\nrepetitions: {warmup: 1, measured: 2}\n"
+                                "timeout: 30s\n")
+    progress = io.StringIO()
+    res = commands.run(paths(tmp_path), str(p), log=lambda m: None, progress_stream=progress)
+    run = one_run(tmp_path)
+    assert res.run_dir == run and res.status == "complete" and res.counts == {"ok": 9}
+
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["format"] == 1 and m["status"] == "complete" and m["run_id"] == run.name
+    assert m["scenario"]["name"] == "e2e" and m["scenario_text"] == p.read_text()
+    assert m["tool"]["version"] and m["tool"]["git_revision"]
+    local = m["hosts"]["local"]
+    assert local["kernel"] == os.uname().release and local["arch"] == os.uname().machine
+    assert local["cpu_count"] == os.cpu_count() and local["hostname"]
+    assert local["bpf"]["bpftool_probe"]["map_sockhash"] is True
+    assert "net.ipv4.tcp_rmem" in local["sysctls"]
+    assert m["build"]["local"]["built"] is False  # the session already built these sources
+
+    df = pd.read_csv(run / "samples.csv")
+    assert len(df) == 9 and set(df["status"]) == {"ok"}
+    assert list(df["sample_id"]) == m["plan"]["order"]
+    assert list(df["server"]) == ["naive", "splice", "sockmap"] * 3
+    assert list(df["phase"]) == ["warmup"] * 3 + ["measured"] * 6
+    assert (df["bytes_verified"] == 4 << 20).all() and (df["server_bytes_in"] == 4 << 20).all()
+    assert (df["goodput_bytes_per_s"] > 0).all() and (df["host_ctxt"] > 0).all()
+    for files in df["raw_files"]:
+        names = files.split()
+        assert any(n.endswith(".client.json") for n in names) and any(n.endswith(".server.jsonl") for n in names)
+        for n in names:
+            assert (run / n).is_file()
+        client = json.loads((run / [n for n in names if n.endswith(".client.json")][0]).read_text())
+        assert client["ok"] is True
+
+    page = res.report.read_text()
+    assert res.report.parent == tmp_path / "reports" and page.count("<svg") == 3
+    for s in ("naive", "splice", "sockmap", run.name):
+        assert s in page
+    assert "sockmap" in res.table and "vs naive" in res.table
+    out = progress.getvalue()
+    assert "[1/9]" in out and "[9/9]" in out and "ETA" in out and "measured 2/2" in out
+
+
+def test_failed_client_is_recorded_and_the_run_goes_on(tmp_path, use_cache, no_leftovers):
+    # The first cell cannot finish 10 million round trips within the 1 s deadline; the second can.
+    p = scenario_file(tmp_path, "servers: [naive, splice]\nworkload: {type: pingpong}\n"
+                                "matrix: {round_trips: [10000000, 100]}\nrepetitions: {warmup: 0, measured: 1}\n"
+                                "timeout: 1s\n")
+    res = commands.run(paths(tmp_path), str(p), log=lambda m: None, progress_stream=io.StringIO())
+    df = pd.read_csv(one_run(tmp_path) / "samples.csv")
+    assert list(df["status"]) == ["failed", "failed", "ok", "ok"]
+    assert res.counts == {"failed": 2, "ok": 2} and res.status == "complete"
+    for err in df["error"][:2]:
+        assert err.startswith("client on local: exit code 1; connection 0: timeout at offset")
+    assert res.report.is_file()
+
+
+def test_stop_on_failure_skips_the_rest(tmp_path, use_cache, no_leftovers):
+    p = scenario_file(tmp_path, "servers: [naive, splice]\nworkload: {type: pingpong, round_trips: 10000000}\n"
+                                "repetitions: {warmup: 0, measured: 2}\ntimeout: 0.5s\nstop_on_failure: true\n")
+    res = commands.run(paths(tmp_path), str(p), log=lambda m: None, progress_stream=io.StringIO())
+    run = one_run(tmp_path)
+    df = pd.read_csv(run / "samples.csv")
+    assert list(df["status"]) == ["failed", "skipped", "skipped", "skipped"]
+    assert df["error"][1] == "not run: stopped after sample 0001-c0-naive-m1 failed (stop_on_failure)"
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "stopped" and res.status == "stopped"
+    assert m["counts"] == {"failed": 1, "skipped": 3}
+
+
+def test_server_crash_mid_sample(tmp_path, use_cache, cache_dir, no_leftovers):
+    # Cell 0 runs long enough for the killer to find its server while the client is talking to it.
+    p = scenario_file(tmp_path, "servers: [naive]\nworkload: {type: pingpong}\n"
+                                "matrix: {round_trips: [5000000, 100]}\nrepetitions: {warmup: 0, measured: 1}\n"
+                                "timeout: 60s\n")
+    killed = []
+
+    def killer():
+        try:
+            server = wait_for(lambda: running(cache_dir, "sb-echo-naive"))[0]
+            wait_for(lambda: running(cache_dir, "sb-client"))
+            time.sleep(0.2)
+            os.kill(server, signal.SIGKILL)
+            killed.append(server)
+        except AssertionError:
+            pass
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    res = commands.run(paths(tmp_path), str(p), log=lambda m: None, progress_stream=io.StringIO())
+    t.join(30)
+    assert killed, "the killer never saw the server"
+    df = pd.read_csv(one_run(tmp_path) / "samples.csv")
+    assert list(df["status"]) == ["failed", "ok"]
+    assert df["server_pid"][0] == killed[0]
+    assert "server was killed by SIGKILL during the sample" in df["error"][0]
+    assert "client on local:" in df["error"][0]
+    assert res.counts == {"failed": 1, "ok": 1}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_stops_everything_and_keeps_what_was_done(tmp_path, use_cache, cache_dir, no_leftovers, sig):
+    p = scenario_file(tmp_path, "servers: [naive, splice]\nworkload: {type: pingpong}\n"
+                                "matrix: {round_trips: [100, 5000000]}\nrepetitions: {warmup: 0, measured: 1}\n"
+                                "timeout: 60s\n")
+    env = {**os.environ, "SPLICEBENCH_CACHE": str(cache_dir)}
+    cmd = [sys.executable, "-m", "invoke", "-r", str(REPO), "run", "--scenario", str(p), "--no-provision",
+           "--results-dir", str(tmp_path / "results"), "--reports-dir", str(tmp_path / "reports")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        # Interrupt while the long sample's client and server are running.
+        wait_for(lambda: running(cache_dir, "sb-client") and len(list((tmp_path / "results").glob(
+            ".tmp-*/raw/*.client.json"))) >= 2)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    run = one_run(tmp_path)
+    assert f"interrupted: partial results in {run}" in err
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "interrupted"
+    df = pd.read_csv(run / "samples.csv")
+    assert list(df["status"]) == ["ok", "ok", "interrupted", "skipped"]
+    assert df["error"][2] == f"interrupted ({signal.Signals(sig).name})"
+    assert df["error"][3] == "not run: the run was interrupted"
+    assert m["counts"] == {"interrupted": 1, "ok": 2, "skipped": 1}
