@@ -93,7 +93,7 @@ def test_down_works_without_state_after_a_crash(cfg):
     assert not [p for p in pids if lab._alive(p)]
 
 
-def test_subnet_in_use_is_refused(cfg, tmp_path):
+def test_subnet_in_use_is_refused(cfg):
     lab.up(1, cfg)
     other = lab.LabConfig(prefix="sbt" + secrets.token_hex(2), subnet=cfg.subnet)
     with pytest.raises(lab.LabError, match=f"lab subnet {cfg.subnet} overlaps .* on {cfg.bridge}"):

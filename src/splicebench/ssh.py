@@ -85,10 +85,11 @@ _FIND_TAGGED = (
     '[ "$(readlink /proc/$p/ns/mnt 2>/dev/null)" = "$mnt" ] || continue; echo $p; done'
 )
 
-# Prints "alive" while a process of group $1 is not a zombie.
-_GROUP_ALIVE = (
-    'for p in $(pgrep -g "$1"); do s=$(sed "s/.*) //" /proc/$p/stat 2>/dev/null | cut -c1); '
-    'case "$s" in ""|Z|X) ;; *) echo alive; exit 0;; esac; done'
+# Prints the /proc/PID/stat fields after the command name (state ppid pgrp ...) of every process
+# in process group $1; shell builtins only (no procps needed), so it is cheap and always there.
+_GROUP_STATS = (
+    'pg=$1; for f in /proc/[0-9]*/stat; do read -r l 2>/dev/null <"$f" || continue; '
+    'r=${l##*) }; set -- $r; [ "$3" = "$pg" ] && echo "$r"; done; echo "CLK $(getconf CLK_TCK)"'
 )
 
 # Like Host.pids_with_exe_under, restricted to this shell's network and mount namespaces.
@@ -660,11 +661,21 @@ class SSHProc(Proc):
             return self._rc
         return None
 
+    def _group_stats(self) -> tuple[list[list[str]], int]:
+        """/proc stat fields (from the state on) of the group's processes, and CLK_TCK."""
+        r = self.host.run(["sh", "-c", _GROUP_STATS, "sh", str(self.pid)], check=False,
+                          timeout=self.host.spec.io_timeout)
+        rows, hz = [], 100
+        for line in r.stdout.splitlines():
+            if line.startswith("CLK "):
+                hz = int(line[4:]) if line[4:].strip().isdigit() else 100
+            elif line.split():
+                rows.append(line.split())
+        return rows, hz
+
     def _group_alive(self) -> bool:
         """True while a non-zombie process of the group exists (zombies linger ~1 s here)."""
-        r = self.host.run(["sh", "-c", _GROUP_ALIVE, "sh", str(self.pid)], check=False,
-                          timeout=self.host.spec.io_timeout)
-        return r.stdout.strip() == "alive"
+        return any(f[0] not in ("Z", "X") for f in self._group_stats()[0])
 
     def _lose(self, e: HostUnreachable) -> None:
         self._lost = str(e)
@@ -811,18 +822,9 @@ class SSHProc(Proc):
                 self._times = tuple(_parse_times(w) for w in rows[1].split())  # type: ignore
                 return self._times
             return (0.0, 0.0)
-        script = ('for p in $(pgrep -g "$1"); do cat /proc/$p/stat 2>/dev/null; done; '
-                  'echo "CLK $(getconf CLK_TCK)"')
-        r = self.host.run(["sh", "-c", script, "sh", str(self.pid)], check=False,
-                          timeout=self.host.spec.io_timeout)
-        hz, user, sys_ = 100, 0, 0
-        for line in r.stdout.splitlines():
-            if line.startswith("CLK "):
-                hz = int(line.split()[1]) if line.split()[1:] and line.split()[1].isdigit() else 100
-            elif ")" in line:
-                f = line.rsplit(")", 1)[1].split()
-                user += int(f[11]) + int(f[13])
-                sys_ += int(f[12]) + int(f[14])
+        rows, hz = self._group_stats()
+        user = sum(int(f[11]) + int(f[13]) for f in rows if len(f) > 14)
+        sys_ = sum(int(f[12]) + int(f[14]) for f in rows if len(f) > 14)
         return (user / hz, sys_ / hz)
 
     def kill(self) -> None:
