@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .registry import CLIENT_PROGRAM, SERVERS, client_args, payload_bytes
-from .scenario import LOCAL, Cell, Scenario, ServerConfig
+from .scenario import Cell, Scenario, ServerConfig
 
 WARMUP = "warmup"
 MEASURED = "measured"
@@ -74,15 +74,14 @@ class Plan:
         return need
 
     def hosts(self) -> list[str]:
-        p = self.scenario.placement
-        return list(dict.fromkeys([p.server, *p.clients]))
+        return list(dict.fromkeys(h for p in self.scenario.placements for h in (p.server, *p.clients)))
 
 
 def build_plan(scenario: Scenario) -> Plan:
-    """All samples of a scenario in execution order."""
-    placement = scenario.placement
-    all_local = placement.server == LOCAL and all(h == LOCAL for h in placement.clients)
-    listen = "127.0.0.1:0" if all_local else "0.0.0.0:0"
+    """All samples of a scenario in execution order.
+
+    With several placements, each round runs every server at every placement in turn."""
+    several = len(scenario.placements) > 1
     # The client's own deadline is whole seconds (its --timeout); ours adds a grace period.
     client_deadline = max(1, math.ceil(scenario.timeout_s))
     samples: list[Sample] = []
@@ -93,9 +92,12 @@ def build_plan(scenario: Scenario) -> Plan:
             (MEASURED, r + 1) for r in range(scenario.measured)
         ]
         for rnd, (phase, rep) in enumerate(rounds, start=1):
-            for server in scenario.servers:
+            for placement, server in ((p, s) for p in scenario.placements for s in scenario.servers):
                 seq = len(samples)
-                sid = f"{seq + 1:04d}-c{cell.index}-{server.label}-{phase[0]}{rep}"
+                where = f"-{placement.server}" if several else ""
+                sid = f"{seq + 1:04d}-c{cell.index}-{server.label}{where}-{phase[0]}{rep}"
+                # Clients only on the server's own host: loopback (some hosts have no other way in).
+                same = all(h == placement.server for h in placement.clients)
                 opts = {**dict(server.options), **dict(cell.server_overrides)}
                 samples.append(
                     Sample(
@@ -109,7 +111,7 @@ def build_plan(scenario: Scenario) -> Plan:
                         round=rnd,
                         server_host=placement.server,
                         client_hosts=placement.clients,
-                        listen=listen,
+                        listen="127.0.0.1:0" if same else "0.0.0.0:0",
                         server_options=tuple(sorted(opts.items())),
                         client_args=cargs,
                         client_timeout_s=client_deadline + CLIENT_GRACE_S,

@@ -17,7 +17,7 @@ import difflib
 import itertools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -107,8 +107,14 @@ class Scenario:
     timeout_s: float
     seed: int
     matrix: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-    placement: Placement = field(default_factory=Placement)
+    # Where the servers run; several placements run every server on each (e.g. one per machine).
+    placements: tuple[Placement, ...] = (Placement(),)
     source: str = "<string>"
+
+    @property
+    def placement(self) -> Placement:
+        """The first (usually the only) placement."""
+        return self.placements[0]
 
     def server(self, label: str) -> ServerConfig:
         for s in self.servers:
@@ -135,10 +141,11 @@ class Scenario:
         return cells
 
     def samples_total(self) -> int:
-        return len(self.cells()) * len(self.servers) * (self.warmup + self.measured)
+        return len(self.cells()) * len(self.placements) * len(self.servers) * (self.warmup + self.measured)
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical, fully resolved form (JSON-able); parsing it again gives an equal scenario."""
+        places = [{"server": p.server, "clients": list(p.clients)} for p in self.placements]
         return {
             "name": self.name,
             "description": self.description,
@@ -150,7 +157,7 @@ class Scenario:
             "timeout": self.timeout_s,
             "seed": self.seed,
             **({"matrix": {k: list(v) for k, v in self.matrix}} if self.matrix else {}),
-            "placement": {"server": self.placement.server, "clients": list(self.placement.clients)},
+            "placement": places[0] if len(places) == 1 else places,
         }
 
 
@@ -431,7 +438,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
     if "matrix" in data:
         matrix = _matrix(c, data["matrix"], wtype, wl, servers)
 
-    placement = _placement(c, data.get("placement"), tuple(known_hosts)) if "placement" in data else Placement()
+    placements = _placements(c, data["placement"], tuple(known_hosts)) if "placement" in data else (Placement(),)
 
     swept = {k for k, _ in matrix}
     params = {k: v for k, v in params.items() if k not in swept}
@@ -449,7 +456,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         timeout_s=timeout_s,
         seed=seed,
         matrix=tuple(matrix),
-        placement=placement,
+        placements=placements,
         source=source,
     )
 
@@ -541,20 +548,36 @@ def _matrix(c: _Checker, value: Any, wtype: str, wl: Mapping[str, Any],
     return out
 
 
-def _placement(c: _Checker, value: Any, known_hosts: tuple[str, ...]) -> Placement:
-    p = c.mapping(value, "placement", PLACEMENT_KEYS, "a mapping with keys server, clients")
+def _placements(c: _Checker, value: Any, known_hosts: tuple[str, ...]) -> tuple[Placement, ...]:
+    """One placement (a mapping) or several (a non-empty list of mappings, distinct)."""
+    if not isinstance(value, list):
+        return (_placement(c, value, known_hosts, "placement"),)
+    if not value:
+        c.fail("placement", "empty list", found(value), "a mapping with keys server, clients, or a non-empty "
+                                                        "list of them")
+    out: list[Placement] = []
+    for i, v in enumerate(value):
+        p = _placement(c, v, known_hosts, f"placement[{i}]")
+        if p in out:
+            c.fail(f"placement[{i}]", "duplicate placement", found(v), "distinct placements")
+        out.append(p)
+    return tuple(out)
+
+
+def _placement(c: _Checker, value: Any, known_hosts: tuple[str, ...], path: str) -> Placement:
+    p = c.mapping(value, path, PLACEMENT_KEYS, "a mapping with keys server, clients")
     hosts = ", ".join(known_hosts)
     server = p.get("server", LOCAL)
     if not isinstance(server, str) or server not in known_hosts:
-        c.fail("placement.server", "unknown host", found(server), hosts, _close(server, known_hosts))
+        c.fail(f"{path}.server", "unknown host", found(server), hosts, _close(server, known_hosts))
     clients = p.get("clients", [LOCAL])
     if not isinstance(clients, list):
-        c.fail("placement.clients", "not a list", found(clients), f"a non-empty list of hosts ({hosts})")
+        c.fail(f"{path}.clients", "not a list", found(clients), f"a non-empty list of hosts ({hosts})")
     if not clients:
-        c.fail("placement.clients", "empty list", found(clients), f"a non-empty list of hosts ({hosts})")
+        c.fail(f"{path}.clients", "empty list", found(clients), f"a non-empty list of hosts ({hosts})")
     for i, h in enumerate(clients):
         if not isinstance(h, str) or h not in known_hosts:
-            c.fail(f"placement.clients[{i}]", "unknown host", found(h), hosts, _close(h, known_hosts))
+            c.fail(f"{path}.clients[{i}]", "unknown host", found(h), hosts, _close(h, known_hosts))
     return Placement(server, tuple(clients))
 
 
@@ -632,6 +655,15 @@ def json_schema() -> dict[str, Any]:
         matrix_values[k] = {"type": "array", "minItems": 1, "uniqueItems": True, "items": _field_schema(k)}
     for k, o in COMMON_SERVER_OPTIONS.items():
         matrix_values[k] = {"type": "array", "minItems": 1, "uniqueItems": True, "items": _option_schema(o)}
+    placement = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "server": {"type": "string", "description": "host running the server (default local)"},
+            "clients": {"type": "array", "minItems": 1, "items": {"type": "string"},
+                        "description": "hosts running one client each (default [local])"},
+        },
+    }
     duration = {
         "oneOf": [
             {"type": "number", "exclusiveMinimum": 0},
@@ -676,13 +708,9 @@ def json_schema() -> dict[str, Any]:
                 "description": "parameters to sweep; every combination runs every server",
             },
             "placement": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "server": {"type": "string", "description": "host running the server (default local)"},
-                    "clients": {"type": "array", "minItems": 1, "items": {"type": "string"},
-                                "description": "hosts running one client each (default [local])"},
-                },
+                "oneOf": [placement, {"type": "array", "minItems": 1, "uniqueItems": True, "items": placement}],
+                "description": "where the server and the clients run; a list runs every server at each "
+                               "placement (default: all on local)",
             },
         },
     }
