@@ -81,10 +81,10 @@
 #define DEFAULT_SNDBUF (32u << 20)
 #define DEFAULT_RCVBUF 0u
 #define DEFAULT_MAX_CONNS 65536u
-#define TCP_STATE_CLOSE 7 /* tcpi_state value; the kernel enum is not in the uapi headers */
-#define DRAIN_TICK_NS 1000000ll           /* TCP_INFO poll period for half-closed connections */
-#define USER_BUF 65536                    /* buffer of a connection echoed in user space */
-#define DRAIN_STALL_NS 30000000000ull     /* no echo progress for this long: give up */
+#define TCP_STATE_CLOSE 7	/* tcpi_state value; the kernel enum is not in the uapi headers */
+#define DRAIN_TICK_NS 1000000ll /* TCP_INFO poll period for half-closed connections */
+#define USER_BUF 65536		/* buffer of a connection echoed in user space */
+#define DRAIN_STALL_NS 30000000000ull /* no echo progress for this long: give up */
 
 enum tag { TAG_LISTEN, TAG_SIGNAL, TAG_TIMER, TAG_CONN };
 
@@ -92,50 +92,53 @@ struct conn {
 	enum tag tag; /* TAG_CONN; first member so that epoll data can point to any tagged object */
 	int fd;
 	uint64_t cookie;
-	uint32_t slot;        /* --map sockmap only */
-	bool in_map;          /* false: echoed in user space (see conn_open) */
-	bool eof;             /* user-space echo: the client's FIN was read */
-	uint8_t *buf;         /* user-space echo: bytes read and not yet written back */
+	uint32_t slot; /* --map sockmap only */
+	bool in_map;   /* false: echoed in user space (see conn_open) */
+	bool eof;      /* user-space echo: the client's FIN was read */
+	uint8_t *buf;  /* user-space echo: bytes read and not yet written back */
 	size_t have, sent;
-	bool draining;        /* client half-closed; waiting until everything is echoed */
-	uint64_t last_acked;  /* tcpi_bytes_acked at the last progress */
+	bool draining;	     /* client half-closed; waiting until everything is echoed */
+	uint64_t last_acked; /* tcpi_bytes_acked at the last progress */
 	uint64_t last_progress_ns;
-	struct conn *prev, *next;             /* all connections */
+	struct conn *prev, *next;	      /* all connections */
 	struct conn *drain_prev, *drain_next; /* draining connections */
 };
 
 static struct {
 	struct echo_sockmap_bpf *skel;
-	int map_fd;          /* sock_hash or sock_map */
-	int slot_of_fd;      /* --map sockmap: cookie -> slot */
-	int kind;            /* enum echo_map_kind */
+	int map_fd;	/* sock_hash or sock_map */
+	int slot_of_fd; /* --map sockmap: cookie -> slot */
+	int kind;	/* enum echo_map_kind */
 	bool parser;
 	int sndbuf, rcvbuf;
 	uint32_t max_conns;
 	int ep, lfd, sfd, tfd;
-	int spare_fd;        /* reserved descriptor for shedding connections at EMFILE */
+	int spare_fd; /* reserved descriptor for shedding connections at EMFILE */
 	bool timer_armed;
 	uint32_t *free_slots; /* --map sockmap: stack of free slots */
 	uint32_t nfree;
 	struct conn *conns, *drains;
 	struct net_stats st;
-} g = { .map_fd = -1, .slot_of_fd = -1, .ep = -1, .lfd = -1, .sfd = -1, .tfd = -1, .spare_fd = -1 };
+} g = {.map_fd = -1, .slot_of_fd = -1, .ep = -1, .lfd = -1, .sfd = -1, .tfd = -1, .spare_fd = -1};
 
 static enum tag tag_listen = TAG_LISTEN, tag_signal = TAG_SIGNAL, tag_timer = TAG_TIMER;
 
 static void usage(void)
 {
-	printf("usage: sb-echo-sockmap [options]\n"
-	       "  --listen ADDR:PORT     listen address (default 127.0.0.1:0; port 0 = pick one)\n"
-	       "  --sndbuf BYTES         send buffer of accepted sockets (default %u; 0 = kernel default)\n"
-	       "  --rcvbuf BYTES         receive buffer of accepted sockets (default 0 = kernel default)\n"
-	       "  --map sockhash|sockmap map holding the connections (default sockhash)\n"
-	       "  --parser               add a stream_parser (default: verdict only)\n"
-	       "  --max-conns N          map size = most concurrent connections (default %u)\n"
-	       "  --help\n"
-	       "Prints a ready JSON line once listening and a summary JSON line on SIGTERM/SIGINT.\n"
-	       "Needs CAP_BPF and CAP_NET_ADMIN (or root).\n",
-	       DEFAULT_SNDBUF, DEFAULT_MAX_CONNS);
+	printf(
+	    "usage: sb-echo-sockmap [options]\n"
+	    "  --listen ADDR:PORT     listen address (default 127.0.0.1:0; port 0 = pick one)\n"
+	    "  --sndbuf BYTES         send buffer of accepted sockets (default %u; 0 = kernel "
+	    "default)\n"
+	    "  --rcvbuf BYTES         receive buffer of accepted sockets (default 0 = kernel "
+	    "default)\n"
+	    "  --map sockhash|sockmap map holding the connections (default sockhash)\n"
+	    "  --parser               add a stream_parser (default: verdict only)\n"
+	    "  --max-conns N          map size = most concurrent connections (default %u)\n"
+	    "  --help\n"
+	    "Prints a ready JSON line once listening and a summary JSON line on SIGTERM/SIGINT.\n"
+	    "Needs CAP_BPF and CAP_NET_ADMIN (or root).\n",
+	    DEFAULT_SNDBUF, DEFAULT_MAX_CONNS);
 }
 
 /* libbpf messages: warnings and errors only; debug output would break the one-line contract. */
@@ -149,7 +152,7 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list 
 /* True when the effective capability set holds cap. */
 static bool have_cap(int cap)
 {
-	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
 	struct __user_cap_data_struct data[2];
 	memset(data, 0, sizeof(data));
 	if (syscall(SYS_capget, &hdr, data) < 0)
@@ -157,7 +160,8 @@ static bool have_cap(int cap)
 	return data[cap / 32].effective & (1u << (cap % 32));
 }
 
-#define NEED_PRIVS "run as root or grant CAP_BPF and CAP_NET_ADMIN (setcap cap_bpf,cap_net_admin+ep)"
+#define NEED_PRIVS                                                                                 \
+	"run as root or grant CAP_BPF and CAP_NET_ADMIN (setcap cap_bpf,cap_net_admin+ep)"
 
 /* Exit with one line unless this process may load sk_skb programs and this kernel has SOCKMAP. */
 static void check_environment(void)
@@ -165,7 +169,8 @@ static void check_environment(void)
 	if (!have_cap(CAP_NET_ADMIN) || !(have_cap(CAP_BPF) || have_cap(CAP_SYS_ADMIN)))
 		net_die("missing CAP_BPF/CAP_NET_ADMIN: " NEED_PRIVS);
 	int prog = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SK_SKB, NULL);
-	enum bpf_map_type mt = g.kind == ECHO_MAP_SOCKMAP ? BPF_MAP_TYPE_SOCKMAP : BPF_MAP_TYPE_SOCKHASH;
+	enum bpf_map_type mt =
+	    g.kind == ECHO_MAP_SOCKMAP ? BPF_MAP_TYPE_SOCKMAP : BPF_MAP_TYPE_SOCKHASH;
 	int map = libbpf_probe_bpf_map_type(mt, NULL);
 	if (prog < 0 || map < 0) {
 		int err = prog < 0 ? -prog : -map;
@@ -204,9 +209,8 @@ static void bpf_setup(void)
 	g.map_fd = bpf_map__fd(hash ? s->maps.sock_hash : s->maps.sock_map);
 	g.slot_of_fd = bpf_map__fd(s->maps.slot_of);
 	/* libbpf 1.1 has no bpf_program__attach_sockmap: attach to the map with the raw command. */
-	if (g.parser &&
-	    bpf_prog_attach(bpf_program__fd(s->progs.echo_parser), g.map_fd,
-			    BPF_SK_SKB_STREAM_PARSER, 0) < 0)
+	if (g.parser && bpf_prog_attach(bpf_program__fd(s->progs.echo_parser), g.map_fd,
+					BPF_SK_SKB_STREAM_PARSER, 0) < 0)
 		net_die("attach stream_parser: %s%s", strerror(errno),
 			errno == EOPNOTSUPP ? " (kernel without CONFIG_BPF_STREAM_PARSER)" : "");
 	if (bpf_prog_attach(bpf_program__fd(s->progs.echo_verdict), g.map_fd,
@@ -258,7 +262,7 @@ static void timer_set(bool on)
 {
 	if (on == g.timer_armed)
 		return;
-	struct itimerspec its = { 0 };
+	struct itimerspec its = {0};
 	if (on) {
 		its.it_interval.tv_nsec = DRAIN_TICK_NS;
 		its.it_value.tv_nsec = DRAIN_TICK_NS;
@@ -289,7 +293,8 @@ static void conn_close(struct conn *c, bool failed)
 		c->next->prev = c->prev;
 	close(c->fd);
 	if (c->in_map && g.kind == ECHO_MAP_SOCKMAP) {
-		/* The sock_map entry went with close(); the slot is free once slot_of forgets it. */
+		/* The sock_map entry went with close(); the slot is free once slot_of forgets it.
+		 */
 		(void)bpf_map_delete_elem(g.slot_of_fd, &c->cookie);
 		g.free_slots[g.nfree++] = c->slot;
 	}
@@ -341,12 +346,13 @@ static void user_io(struct conn *c)
 		c->have = (size_t)n;
 		g.st.bytes_in += (uint64_t)n;
 	}
-	struct epoll_event ev = { .events = want_out ? EPOLLOUT : EPOLLIN, .data.ptr = c };
+	struct epoll_event ev = {.events = want_out ? EPOLLOUT : EPOLLIN, .data.ptr = c};
 	if (epoll_ctl(g.ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
 		net_die("epoll_ctl(MOD): %s", strerror(errno));
 }
 
-/* Put a freshly accepted socket into the map and start echoing, including bytes it already holds. */
+/* Put a freshly accepted socket into the map and start echoing, including bytes it already holds.
+ */
 static void conn_open(int fd)
 {
 	g.st.connections++;
@@ -364,7 +370,7 @@ static void conn_open(int fd)
 	c->tag = TAG_CONN;
 	c->fd = fd;
 	c->cookie = cookie;
-	uint32_t val = (uint32_t)fd;
+	uint64_t val = (uint64_t)fd;
 	int err;
 	if (g.kind == ECHO_MAP_SOCKMAP) {
 		if (!g.nfree) {
@@ -372,7 +378,8 @@ static void conn_open(int fd)
 			err = -1;
 		} else {
 			c->slot = g.free_slots[--g.nfree];
-			/* slot_of first: once the socket is in sock_map the verdict may run at once. */
+			/* slot_of first: once the socket is in sock_map the verdict may run at
+			 * once. */
 			err = bpf_map_update_elem(g.slot_of_fd, &cookie, &c->slot, BPF_NOEXIST);
 			if (!err)
 				err = bpf_map_update_elem(g.map_fd, &c->slot, &val, BPF_NOEXIST);
@@ -385,7 +392,8 @@ static void conn_open(int fd)
 		err = bpf_map_update_elem(g.map_fd, &cookie, &val, BPF_NOEXIST);
 	}
 	if (err && errno != EOPNOTSUPP) {
-		/* Map full (--max-conns) or the socket cannot be added: refuse this connection only. */
+		/* Map full (--max-conns) or the socket cannot be added: refuse this connection
+		 * only. */
 		g.st.errors++;
 		close(fd);
 		free(c);
@@ -403,7 +411,7 @@ static void conn_open(int fd)
 		c->buf = malloc(USER_BUF);
 		if (!c->buf)
 			net_die("out of memory");
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
 		if (epoll_ctl(g.ep, EPOLL_CTL_ADD, fd, &ev) < 0)
 			net_die("epoll_ctl(ADD): %s", strerror(errno));
 		user_io(c);
@@ -418,7 +426,7 @@ static void conn_open(int fd)
 	}
 	/* No EPOLLIN: the verdict consumes all data, and psock wakeups after every skb would only
 	 * cost wakeups. EPOLLRDHUP reports the client's FIN; EPOLLERR/EPOLLHUP come regardless. */
-	struct epoll_event ev = { .events = EPOLLRDHUP, .data.ptr = c };
+	struct epoll_event ev = {.events = EPOLLRDHUP, .data.ptr = c};
 	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, fd, &ev) < 0)
 		net_die("epoll_ctl(ADD): %s", strerror(errno));
 }
@@ -440,8 +448,8 @@ static void accept_all(void)
 			return;
 		case EMFILE:
 		case ENFILE:
-			/* Out of descriptors: accept with the spare one and shed the connection, so the
-			 * listener does not stay readable forever. */
+			/* Out of descriptors: accept with the spare one and shed the connection, so
+			 * the listener does not stay readable forever. */
 			g.st.errors++;
 			close(g.spare_fd);
 			fd = accept(g.lfd, NULL, NULL);
@@ -493,7 +501,7 @@ static void conn_rdhup(struct conn *c)
 		return;
 	}
 	/* Stop the level-triggered RDHUP; errors and hangups are still reported. */
-	struct epoll_event ev = { .events = 0, .data.ptr = c };
+	struct epoll_event ev = {.events = 0, .data.ptr = c};
 	if (epoll_ctl(g.ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
 		net_die("epoll_ctl(MOD): %s", strerror(errno));
 	c->draining = true;
@@ -531,7 +539,8 @@ static void conn_event(struct conn *c, uint32_t events)
 	if (events & EPOLLERR) {
 		conn_close(c, true);
 	} else if (events & EPOLLHUP) {
-		/* Both directions shut without error: only when the peer reset or everything ended. */
+		/* Both directions shut without error: only when the peer reset or everything ended.
+		 */
 		struct tcp_info ti;
 		conn_close(c, tcp_info(c->fd, &ti) < 0 || ti.tcpi_state == TCP_STATE_CLOSE);
 	} else if ((events & EPOLLRDHUP) && !c->draining) {
@@ -542,14 +551,10 @@ static void conn_event(struct conn *c, uint32_t events)
 static void parse_args(int argc, char **argv, const char **listen_addr)
 {
 	static const struct option opts[] = {
-		{ "listen", required_argument, NULL, 'l' },
-		{ "sndbuf", required_argument, NULL, 's' },
-		{ "rcvbuf", required_argument, NULL, 'r' },
-		{ "map", required_argument, NULL, 'm' },
-		{ "parser", no_argument, NULL, 'p' },
-		{ "max-conns", required_argument, NULL, 'n' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"listen", required_argument, NULL, 'l'}, {"sndbuf", required_argument, NULL, 's'},
+	    {"rcvbuf", required_argument, NULL, 'r'}, {"map", required_argument, NULL, 'm'},
+	    {"parser", no_argument, NULL, 'p'},	      {"max-conns", required_argument, NULL, 'n'},
+	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
 	};
 	opterr = 0;
 	int o;
@@ -570,7 +575,8 @@ static void parse_args(int argc, char **argv, const char **listen_addr)
 			else if (!strcmp(optarg, "sockmap"))
 				g.kind = ECHO_MAP_SOCKMAP;
 			else
-				net_usage_error("--map: expected sockhash or sockmap, got '%s'", optarg);
+				net_usage_error("--map: expected sockhash or sockmap, got '%s'",
+						optarg);
 			break;
 		case 'p':
 			g.parser = true;
@@ -618,7 +624,7 @@ int main(int argc, char **argv)
 	g.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (g.ep < 0 || g.tfd < 0)
 		net_die("epoll/timerfd: %s", strerror(errno));
-	struct epoll_event ev = { .events = EPOLLIN };
+	struct epoll_event ev = {.events = EPOLLIN};
 	ev.data.ptr = &tag_listen;
 	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.lfd, &ev) < 0)
 		net_die("epoll_ctl: %s", strerror(errno));
@@ -667,7 +673,8 @@ int main(int argc, char **argv)
 			accept_all();
 	}
 
-	/* Counters first (the maps go with the skeleton), then the connections, then the programs. */
+	/* Counters first (the maps go with the skeleton), then the connections, then the programs.
+	 */
 	struct net_stats st = g.st;
 	uint64_t redirected = read_counter(ECHO_CNT_REDIR_BYTES);
 	st.bytes_in += redirected;

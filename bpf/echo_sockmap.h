@@ -14,9 +14,9 @@ enum echo_map_kind {
 /* Slots of the `counters` PERCPU_ARRAY; the loader sums them over CPUs. */
 enum echo_counter {
 	ECHO_CNT_REDIR_BYTES = 0, /* bytes handed to the echo redirect */
-	ECHO_CNT_REDIR_SKBS,      /* skbs handed to the echo redirect */
-	ECHO_CNT_DROP_BYTES,      /* bytes dropped: the socket was not found in the map */
-	ECHO_CNT_DROP_SKBS,       /* skbs dropped for the same reason */
+	ECHO_CNT_REDIR_SKBS,	  /* skbs handed to the echo redirect */
+	ECHO_CNT_DROP_BYTES,	  /* bytes dropped: the socket was not found in the map */
+	ECHO_CNT_DROP_SKBS,	  /* skbs dropped for the same reason */
 	ECHO_CNT_MAX,
 };
 
