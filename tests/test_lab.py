@@ -52,6 +52,7 @@ def test_up_makes_separate_ssh_hosts(cfg):
             assert h.address == lh.address
             out = h.run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
             assert f" {lh.address}/24 " in out
+            assert h.run(["uname", "-n"]).stdout == f"{lh.name}\n"  # own host name
             assert lh.sshd_pid in lab.namespace_pids(lh.namespace)
         # each host has its own /tmp
         hosts[0].run(["sh", "-c", "echo one > /tmp/marker"])

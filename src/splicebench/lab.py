@@ -6,8 +6,9 @@ Layout for ``LabConfig(prefix="sb-lab", subnet="10.203.0.0/24")`` and N hosts::
     namespace sb-lab-<i>: eth0 10.203.0.<10+i>/24 (peer of sb-lab-<i>v), lo, and one sshd:
         own ed25519 host key, key-only root login, own private /run and /tmp (tmpfs)
 
-Each lab host has its own network stack and its own /tmp (so its own workdir and build cache), like a
-separate machine; it shares the kernel, the PID space and the rest of the file system with this one.
+Each lab host has its own network stack, host name and /tmp (so its own workdir and build cache),
+like a separate machine; it shares the kernel, the PID space and the rest of the file system with
+this one (so /proc/stat, and the CPU it reports, is the whole machine's).
 The state directory (default /tmp/<prefix>) holds inventory.yaml, known_hosts, the client key and
 per-host sshd files; `down` removes namespaces, links, every process inside the namespaces and the
 state directory, and works from the names alone, so it also cleans up after a crash. All traffic stays
@@ -34,10 +35,12 @@ SSHD = "/usr/sbin/sshd"
 MAX_HOSTS = 32
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,7}$")  # interface names: prefix + "-32v" <= 15 chars
 
-# Runs inside the namespace (its own mount namespace, from `ip netns exec`): private /run for sshd's
-# privilege separation directory (see NOTES), the sshd files copied there, then a private /tmp.
+# Runs inside the namespace (its own mount namespace, from `ip netns exec`, and its own UTS
+# namespace, from `unshare --uts`): the host name, a private /run for sshd's privilege separation
+# directory (see NOTES), the sshd files copied there, then a private /tmp.
 _SSHD_SCRIPT = r"""set -e
 h=$1
+echo "$3" >/proc/sys/kernel/hostname
 mount -t tmpfs -o mode=755,size=16m sb-lab-run /run
 mkdir -m 755 /run/sshd /run/sb-lab
 cp "$h/sshd_config" "$h/ssh_host_ed25519_key" "$h/authorized_keys" /run/sb-lab/
@@ -255,8 +258,8 @@ def _build(n: int, cfg: LabConfig) -> Lab:
         known.append(f"{cfg.addr(i)} {hostpub[0]} {hostpub[1]}\n")
         log = open(hd / "sshd.log", "wb")
         p = subprocess.Popen(
-            ["ip", "netns", "exec", cfg.ns(i), "sh", "-c", _SSHD_SCRIPT, "sb-lab-sshd", str(hd),
-             SSHD],
+            ["ip", "netns", "exec", cfg.ns(i), "unshare", "--uts", "sh", "-c", _SSHD_SCRIPT,
+             "sb-lab-sshd", str(hd), SSHD, host_name(i)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
         procs.append(p)

@@ -422,9 +422,14 @@ class SSHHost(Host):
             chan.close()
 
     def put(self, local_path, remote_path) -> None:
+        """Upload over SFTP, keep the mode bits, then verify the copy's SHA-256 on the host."""
         local_path = os.fspath(local_path)
         mode = stat.S_IMODE(os.stat(local_path).st_mode)
         size = os.path.getsize(local_path)
+        h = hashlib.sha256()
+        with open(local_path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
 
         def do(s: paramiko.SFTPClient):
             try:
@@ -434,6 +439,11 @@ class SSHHost(Host):
                 s.put(local_path, remote_path)
             s.chmod(remote_path, mode)
         self._sftp_op(f"put {remote_path}", do, timeout=self.spec.io_timeout + size / 2e6)
+        r = self.run(["sha256sum", "--", remote_path], timeout=self.spec.io_timeout + size / 50e6)
+        got = r.stdout.split()[0] if r.stdout.split() else ""
+        if got != h.hexdigest():
+            raise HostError(f"host {self.name}: upload of {local_path} to {remote_path} is corrupt "
+                            f"(sha256 {got or 'missing'} on the host, {h.hexdigest()} here)")
 
     def get(self, remote_path, local_path) -> None:
         Path(local_path).parent.mkdir(parents=True, exist_ok=True)
