@@ -137,6 +137,71 @@ def summarize_bpftool_probe(probe: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Hypervisors systemd-detect-virt names that run the guest's own instruction set on the hardware.
+_HW_VIRT = {"kvm", "amazon", "zvm", "vmware", "microsoft", "oracle", "powervm", "xen", "bochs", "uml",
+            "parallels", "bhyve", "qnx", "acrn", "apple", "sre", "google"}
+
+
+def parse_virtualization(*, vm: str | None, dt_compatible: str | None = None,
+                         dt_hypervisor: str | None = None, dmi_vendor: str | None = None,
+                         cpuinfo: str = "") -> dict[str, Any]:
+    """Is the host a virtual machine, and is it emulated (its CPU interpreted by QEMU, no KVM)?
+
+    vm: output of `systemd-detect-virt --vm` (None if unavailable); dt_*: the device tree's
+    /compatible and /hypervisor/compatible; dmi_vendor: /sys/class/dmi/id/sys_vendor. QEMU
+    without an accelerator (TCG) is what systemd reports as "qemu": with KVM it says "kvm".
+    Returns {"virt": name or None, "emulated": bool or None (unknown), "how": the evidence}."""
+    def clean(v: str | None) -> str:
+        return (v or "").replace("\0", " ").strip()
+
+    how: list[str] = []
+    virt = clean(vm).splitlines()[0] if clean(vm) else None
+    if virt:
+        how.append(f"systemd-detect-virt --vm: {virt}")
+    else:
+        if "linux,kvm" in clean(dt_hypervisor):
+            virt = "kvm"
+            how.append("device tree hypervisor: linux,kvm")
+        elif "linux,dummy-virt" in clean(dt_compatible):
+            virt = "qemu"
+            how.append("device tree compatible: linux,dummy-virt (QEMU virt machine)")
+        elif clean(dmi_vendor) == "QEMU":
+            virt = "qemu"
+            how.append("DMI sys_vendor: QEMU")
+    # QEMU's own arm64 CPU models ("max") report implementer 0x00; KVM passes the real CPU through.
+    m = re.search(r"^CPU implementer\s*:\s*(0x[0-9a-fA-F]+)", cpuinfo, re.M)
+    if m:
+        how.append(f"/proc/cpuinfo CPU implementer {m.group(1)}")
+    emulated: bool | None = None
+    if virt == "qemu" and (vm or (m and int(m.group(1), 16) == 0)):
+        emulated = True
+        how.append("QEMU without KVM: every instruction emulated (TCG)")
+    elif virt == "none" or virt in _HW_VIRT:
+        emulated = False
+    elif virt == "qemu":
+        how.append("QEMU with or without KVM: cannot tell")
+    elif not how:
+        how.append("not detected: no systemd-detect-virt, device tree or DMI information")
+    return {"virt": virt, "emulated": emulated, "how": "; ".join(how)}
+
+
+def detect_virtualization(host: Host) -> dict[str, Any]:
+    """`parse_virtualization` with what `host` shows (systemd-detect-virt if present, device tree,
+    DMI, /proc/cpuinfo)."""
+    r = None
+    try:
+        r = host.run(["systemd-detect-virt", "--vm"], check=False, timeout=30)
+    except Exception:  # a missing tool (locally: OSError) or an unreachable host: other evidence
+        pass
+    vm = r.stdout if r is not None and r.returncode in (0, 1) and r.stdout.strip() else None
+    return parse_virtualization(
+        vm=vm,
+        dt_compatible=_read(host, "/sys/firmware/devicetree/base/compatible"),
+        dt_hypervisor=_read(host, "/sys/firmware/devicetree/base/hypervisor/compatible"),
+        dmi_vendor=_read(host, "/sys/class/dmi/id/sys_vendor"),
+        cpuinfo=_read(host, "/proc/cpuinfo") or "")
+
+
 def gather(host: Host) -> dict[str, Any]:
     """Facts about `host` (a JSON-able dict)."""
     uname = (_out(host, ["uname", "-snrvm"]) or "").split()
@@ -205,6 +270,7 @@ def gather(host: Host) -> dict[str, Any]:
         "cpu_governor": governor.strip() if governor else None,
         "turbo": turbo,
         "virtualization": _first_line(_out(host, ["systemd-detect-virt"])),
+        **{k if k != "how" else "virt_how": v for k, v in detect_virtualization(host).items()},
         "memory_bytes": parse_meminfo_total(_read(host, "/proc/meminfo") or ""),
         "loadavg_at_start": " ".join((_read(host, "/proc/loadavg") or "").split()[:3]) or None,
         "clk_tck": int(clk) if clk and clk.isdigit() else 100,

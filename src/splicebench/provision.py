@@ -43,6 +43,17 @@ TEST_PACKAGES: list[Package] = [
     Package("openssh-client", "ssh"),
 ]
 
+# The arm64 lab host (arm64.py): a Debian arm64 guest built with debootstrap, booted under QEMU.
+ARM64_LAB_PACKAGES: list[Package] = [
+    Package("qemu-system-arm", "qemu-system-aarch64"),
+    Package("qemu-utils", "qemu-img"),
+    Package("debootstrap", "debootstrap"),
+    Package("qemu-user-static", "/usr/libexec/qemu-binfmt/aarch64-binfmt-P"),  # debootstrap's 2nd stage
+    Package("binfmt-support", "update-binfmts"),
+    Package("e2fsprogs", "mkfs.ext4"),  # mkfs.ext4 -d
+    Package("openssh-client", "ssh-keygen"),
+]
+
 APT_TIMEOUT_S = 1800
 
 
