@@ -34,6 +34,15 @@
  * Both sockets are established and accept()ed/connect()ed, so they have their struct socket: the
  * psock backlog's skb_send_sock() never meets the -EINVAL that made early designs drop data.
  *
+ * A socket whose peer already sent FIN (CLOSE_WAIT) cannot be added to a sockmap (EOPNOTSUPP: only
+ * ESTABLISHED sockets are), and a full map (--max-conns) refuses too. A client that writes a short
+ * request and half-closes at once, or an upstream that greets and half-closes, gets there before
+ * pair() runs. Such a leg then has no verdict and its direction is copied in user space (recv/send
+ * like sb-proxy-naive), which is safe: a leg in CLOSE_WAIT receives nothing more, and no socket is
+ * ever written by both the kernel and user space (the kernel writes leg !s only for direction s).
+ * If the failure happens before any verdict was installed both directions go through user space.
+ * The summary counts these directions in user_flows.
+ *
  * Half-close: a FIN arrives as EPOLLRDHUP on its leg. That direction is then polled on a 1 ms
  * timerfd tick (armed only while some direction is draining) until the other leg has taken every
  * byte the first one received: tcpi_bytes_acked (minus its value at pairing: a connect()ed socket
@@ -48,9 +57,10 @@
  * retries one jiffy later otherwise, so throughput is bounded by sndbuf per jiffy; like
  * sb-echo-sockmap this proxy defaults to a 32 MiB SO_SNDBUF (SO_SNDBUFFORCE) on both legs.
  *
- * Summary: bytes_in/bytes_out are the bytes the verdicts redirected client -> upstream and
- * upstream -> client (summed per-CPU counters); verdict_drops counts skbs dropped because the
- * other leg was already gone, which happens only while a connection is torn down. */
+ * Summary: bytes_in/bytes_out are the bytes forwarded client -> upstream and upstream -> client:
+ * what the verdicts redirected (summed per-CPU counters) plus what user space copied;
+ * verdict_drops counts skbs dropped because the other leg was already gone, which happens only
+ * while a connection is torn down. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
@@ -94,6 +104,8 @@
 #define TCP_STATE_CLOSE 7		       /* tcpi_state value; not in the uapi headers */
 #define DRAIN_TICK_NS 1000000ll		       /* poll period for draining directions */
 #define DRAIN_STALL_NS 30000000000ull	       /* no progress for this long: give up */
+#define USER_BUF 131072			       /* buffer of a direction copied in user space */
+#define ROUNDS 16			       /* user-space buffers per direction and turn */
 #define NEED_PRIVS "run as root or grant CAP_BPF and CAP_NET_ADMIN (setcap cap_bpf,cap_net_admin+ep)"
 
 enum tag { TAG_LISTEN, TAG_SIGNAL, TAG_TIMER, TAG_LEG };
@@ -111,14 +123,22 @@ struct leg {
 	bool registered;     /* in the epoll set */
 };
 
+/* One direction of a connection, from leg s to leg !s. */
+struct flow {
+	bool kernel;	      /* forwarded by leg s's verdict; otherwise by user space */
+	bool eof;	      /* leg s sent FIN */
+	bool shut;	      /* FIN forwarded: leg !s shut down for writing */
+	uint64_t fwd;	      /* kernel: bytes leg !s had taken at the last check */
+	uint64_t progress_ns; /* kernel: when fwd last changed */
+	uint8_t *buf;	      /* user: allocated at the first read */
+	size_t off, len;      /* user: buf[off..len) still to be written */
+};
+
 struct conn {
-	struct leg leg[2];	 /* CLIENT, UPSTREAM */
-	bool connecting;	 /* upstream connect in progress */
-	bool eof[2];		 /* leg s sent FIN */
-	bool shut[2];		 /* FIN forwarded to leg s */
-	uint64_t fwd[2];	 /* direction s: bytes the other leg had taken at the last check */
-	uint64_t progress_ns[2]; /* direction s: when fwd[s] last changed */
-	bool draining;		 /* in the drain list */
+	struct leg leg[2];   /* CLIENT, UPSTREAM */
+	struct flow flow[2]; /* flow[s]: from leg s to leg !s */
+	bool connecting;     /* upstream connect in progress */
+	bool draining;	     /* in the drain list */
 	bool dead;		 /* ended; freed after the current batch of events */
 	struct conn *prev, *next;	      /* all live connections */
 	struct conn *drain_prev, *drain_next; /* connections with a draining direction */
@@ -135,8 +155,9 @@ static struct {
 	int ep, lfd, sfd, tfd;
 	bool timer_armed, accept_warned, accept_paused;
 	struct conn *conns, *drains, *dead;
-	struct net_stats st;
+	struct net_stats st; /* bytes_in/bytes_out: only what user space forwarded */
 	uint64_t upstream_errors;
+	uint64_t user_flows; /* directions forwarded in user space (see conn_pair) */
 } g = { .ep = -1, .lfd = -1, .sfd = -1, .tfd = -1 };
 
 static enum tag tag_listen = TAG_LISTEN, tag_signal = TAG_SIGNAL, tag_timer = TAG_TIMER;
@@ -361,6 +382,8 @@ static void conn_end(struct conn *c, bool abort_client, bool abort_upstream, boo
 		else
 			close(c->leg[s].fd);
 	}
+	for (int s = 0; s < 2; s++)
+		free(c->flow[s].buf);
 	c->dead = true;
 	c->next_dead = g.dead;
 	g.dead = c;
@@ -385,10 +408,12 @@ static int tcp_info(int fd, struct tcp_info *ti)
 	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len);
 }
 
-/* Direction s (leg s sent FIN): has leg !s taken every byte leg s received? Returns 1 when done,
- * 0 while bytes are on the way, -1 when leg !s broke, -2 when nothing moved for DRAIN_STALL_NS. */
+/* Kernel direction s (leg s sent FIN): has leg !s taken every byte leg s received? Returns 1 when
+ * done, 0 while bytes are on the way, -1 when leg !s broke, -2 when nothing moved for
+ * DRAIN_STALL_NS. */
 static int flow_state(struct conn *c, int s, uint64_t now)
 {
+	struct flow *f = &c->flow[s];
 	struct tcp_info in, out;
 	int outq = 0;
 	if (tcp_info(c->leg[s].fd, &in) < 0)
@@ -401,22 +426,80 @@ static int flow_state(struct conn *c, int s, uint64_t now)
 	uint64_t got = out.tcpi_bytes_acked - c->leg[!s].acked_base + (uint64_t)outq;
 	if (got >= want)
 		return 1;
-	if (got != c->fwd[s]) {
-		c->fwd[s] = got;
-		c->progress_ns[s] = now;
-	} else if (now - c->progress_ns[s] > DRAIN_STALL_NS) {
+	if (got != f->fwd) {
+		f->fwd = got;
+		f->progress_ns = now;
+	} else if (now - f->progress_ns > DRAIN_STALL_NS) {
 		return -2;
 	}
 	return 0;
 }
 
-/* Forward FINs whose directions are drained, end the connection when both are, and keep the
- * drain list and the epoll interest in step. Returns false when the connection ended. */
+/* User direction s: copy from leg s to leg !s until one would block, EOF is forwarded or ROUNDS
+ * buffers went through. Returns false if the connection failed (it is then ended). */
+static bool pump_user(struct conn *c, int s)
+{
+	struct flow *f = &c->flow[s];
+	int in = c->leg[s].fd, out = c->leg[!s].fd;
+	for (int round = 0; round < ROUNDS;) {
+		if (f->off < f->len) {
+			ssize_t w = send(out, f->buf + f->off, f->len - f->off, MSG_NOSIGNAL);
+			if (w < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno == EAGAIN)
+					return true;
+				conn_fail(c, !s);
+				return false;
+			}
+			f->off += (size_t)w;
+			if (f->off < f->len)
+				continue;
+			f->off = f->len = 0;
+		}
+		if (f->eof) {
+			if (!f->shut) {
+				(void)shutdown(out, SHUT_WR);
+				f->shut = true;
+			}
+			return true;
+		}
+		if (!f->buf && !(f->buf = malloc(USER_BUF)))
+			net_die("out of memory for a %d-byte connection buffer", USER_BUF);
+		ssize_t r = recv(in, f->buf, USER_BUF, 0);
+		if (r > 0) {
+			f->len = (size_t)r;
+			if (s == CLIENT)
+				g.st.bytes_in += (uint64_t)r;
+			else
+				g.st.bytes_out += (uint64_t)r;
+			round++;
+		} else if (r == 0) {
+			f->eof = true;
+		} else if (errno == EAGAIN) {
+			return true;
+		} else if (errno != EINTR) {
+			conn_fail(c, s);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Move user directions along, forward FINs of kernel directions that are drained, end the
+ * connection when both directions ended, and keep the drain list and the epoll interest in step.
+ * Returns false when the connection ended. */
 static bool conn_check(struct conn *c, uint64_t now)
 {
 	bool pending = false;
 	for (int s = 0; s < 2; s++) {
-		if (!c->eof[s] || c->shut[!s])
+		struct flow *f = &c->flow[s];
+		if (!f->kernel) {
+			if (!pump_user(c, s))
+				return false;
+			continue;
+		}
+		if (!f->eof || f->shut)
 			continue;
 		int st = flow_state(c, s, now);
 		if (st == -1) {
@@ -429,25 +512,34 @@ static bool conn_check(struct conn *c, uint64_t now)
 		}
 		if (st == 1) {
 			(void)shutdown(c->leg[!s].fd, SHUT_WR);
-			c->shut[!s] = true;
+			f->shut = true;
 		} else {
 			pending = true;
 		}
 	}
-	if (c->shut[CLIENT] && c->shut[UPSTREAM]) {
+	if (c->flow[CLIENT].shut && c->flow[UPSTREAM].shut) {
 		conn_end(c, false, false, false); /* both FINs forwarded */
 		return false;
 	}
 	drain_list(c, pending);
-	/* EPOLLRDHUP until the leg's FIN; afterwards only errors. A leg that sent FIN and got ours
-	 * reports EPOLLHUP for good: take it out of the set. */
-	for (int s = 0; s < 2; s++)
-		leg_events(&c->leg[s], !(c->eof[s] && c->shut[s]), c->eof[s] ? 0u : EPOLLRDHUP);
+	for (int s = 0; s < 2; s++) {
+		const struct flow *from = &c->flow[s], *to = &c->flow[!s];
+		uint32_t ev = 0;
+		/* Kernel source: EPOLLRDHUP until its FIN. User source: EPOLLIN while its buffer is
+		 * empty. User destination: EPOLLOUT while bytes for it wait. */
+		if (!from->eof)
+			ev |= from->kernel ? EPOLLRDHUP : from->off == from->len ? EPOLLIN : 0u;
+		if (!to->kernel && to->off < to->len)
+			ev |= EPOLLOUT;
+		/* A leg that sent FIN and got ours reports EPOLLHUP for good: take it out. */
+		leg_events(&c->leg[s], !(from->eof && to->shut), ev);
+	}
 	return true;
 }
 
 /* The upstream connect completed: put both legs into the maps in the order explained at the top,
- * kick the verdicts for bytes that arrived earlier, and start watching for FINs. */
+ * kick the verdicts for bytes that arrived earlier, and start watching for FINs. A leg that cannot
+ * go into the maps leaves its direction to user space (see the top). */
 static void conn_pair(struct conn *c)
 {
 	c->connecting = false;
@@ -464,25 +556,29 @@ static void conn_pair(struct conn *c)
 	}
 	uint64_t cfd = (uint64_t)c->leg[CLIENT].fd, ufd = (uint64_t)c->leg[UPSTREAM].fd;
 	/* peer_of first: once a leg is in clients/upstreams its verdict may run at once, and its
-	 * redirect target must be there already. */
-	if (bpf_map_update_elem(g.peer_of_fd, &c->leg[CLIENT].cookie, &ufd, BPF_NOEXIST) ||
-	    bpf_map_update_elem(g.peer_of_fd, &c->leg[UPSTREAM].cookie, &cfd, BPF_NOEXIST) ||
-	    bpf_map_update_elem(g.upstreams_fd, &c->leg[UPSTREAM].cookie, &ufd, BPF_NOEXIST) ||
-	    bpf_map_update_elem(g.clients_fd, &c->leg[CLIENT].cookie, &cfd, BPF_NOEXIST)) {
-		/* Map full (--max-conns) or a leg is no longer established (the client left
-		 * already): refuse this connection only. close() undoes the insertions. */
-		conn_end(c, true, true, true);
-		return;
-	}
+	 * redirect target must be there already. Entries of a failed attempt stay until close();
+	 * without a verdict they only give the socket an idle psock. */
+	c->flow[UPSTREAM].kernel =
+		!bpf_map_update_elem(g.peer_of_fd, &c->leg[CLIENT].cookie, &ufd, BPF_NOEXIST) &&
+		!bpf_map_update_elem(g.peer_of_fd, &c->leg[UPSTREAM].cookie, &cfd, BPF_NOEXIST) &&
+		!bpf_map_update_elem(g.upstreams_fd, &c->leg[UPSTREAM].cookie, &ufd, BPF_NOEXIST);
+	c->flow[CLIENT].kernel =
+		c->flow[UPSTREAM].kernel &&
+		!bpf_map_update_elem(g.clients_fd, &c->leg[CLIENT].cookie, &cfd, BPF_NOEXIST);
 	/* The kick (see the top): hands bytes queued before the verdict existed to it, in order. */
 	int one = 1;
-	for (int s = 0; s < 2; s++)
+	for (int s = 0; s < 2; s++) {
+		if (!c->flow[s].kernel) {
+			g.user_flows++;
+			continue;
+		}
 		if (setsockopt(c->leg[s].fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)) < 0) {
 			conn_fail(c, s);
 			return;
 		}
+	}
 	uint64_t now = net_now_ns();
-	c->progress_ns[0] = c->progress_ns[1] = now;
+	c->flow[CLIENT].progress_ns = c->flow[UPSTREAM].progress_ns = now;
 	(void)conn_check(c, now);
 }
 
@@ -512,9 +608,10 @@ static void leg_event(struct leg *l, uint32_t ev)
 		return;
 	}
 	uint64_t now = net_now_ns();
-	if ((ev & (EPOLLRDHUP | EPOLLHUP)) && !c->eof[s]) {
-		c->eof[s] = true;
-		c->progress_ns[s] = now;
+	struct flow *f = &c->flow[s];
+	if (f->kernel && (ev & (EPOLLRDHUP | EPOLLHUP)) && !f->eof) {
+		f->eof = true;
+		f->progress_ns = now;
 	}
 	(void)conn_check(c, now);
 }
@@ -692,11 +789,12 @@ int main(int argc, char **argv)
 
 	/* Counters first (the maps go with the skeleton), then the connections, then the programs. */
 	struct net_stats st = g.st;
-	st.bytes_in = read_counter(PROXY_CNT_C2U_BYTES);
-	st.bytes_out = read_counter(PROXY_CNT_U2C_BYTES);
-	char extra[64];
-	snprintf(extra, sizeof(extra), ",\"verdict_drops\":%llu",
-		 (unsigned long long)read_counter(PROXY_CNT_DROP_SKBS));
+	st.bytes_in += read_counter(PROXY_CNT_C2U_BYTES);
+	st.bytes_out += read_counter(PROXY_CNT_U2C_BYTES);
+	char extra[96];
+	snprintf(extra, sizeof(extra), ",\"verdict_drops\":%llu,\"user_flows\":%llu",
+		 (unsigned long long)read_counter(PROXY_CNT_DROP_SKBS),
+		 (unsigned long long)g.user_flows);
 	while (g.conns)
 		conn_end(g.conns, false, false, false);
 	while (g.dead) {
