@@ -16,6 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+from .units import format_ns  # noqa: E402
 
 PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
 PERCENTILES = [("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9")]
@@ -64,6 +67,8 @@ def grouped_bars(summary: pd.DataFrame, samples: pd.DataFrame | None, col: str, 
     """Median per server (bars) for every matrix cell, 95 % CI whiskers, samples as dots."""
     servers = _servers(summary)
     cells = _cells(summary)
+    if len(cells) == 1:
+        return _bars_by_server(summary, samples, col, ylabel, title)
     width = 0.8 / max(1, len(servers))
     fig, ax = plt.subplots(figsize=(max(5.5, 1.2 + len(cells) * len(servers) * 0.55), 3.2))
     x = np.arange(len(cells))
@@ -91,6 +96,36 @@ def grouped_bars(summary: pd.DataFrame, samples: pd.DataFrame | None, col: str, 
     return _svg(fig)
 
 
+def _bars_by_server(summary: pd.DataFrame, samples: pd.DataFrame | None, col: str, ylabel: str,
+                    title: str) -> str:
+    servers = _servers(summary)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.5 + 1.1 * len(servers)), 3.0))
+    x = np.arange(len(servers))
+    sub = summary.set_index("server").reindex(servers).reset_index()
+    colors = [PALETTE[i % len(PALETTE)] for i in range(len(servers))]
+    ax.bar(x, sub[f"{col}_median"].to_numpy(dtype=float), 0.6, color=colors, yerr=_yerr(sub, col), capsize=4,
+           error_kw={"elinewidth": 1, "ecolor": "#333"})
+    if samples is not None and col in samples:
+        ok = samples[(samples["phase"] == "measured") & (samples["status"] == "ok")]
+        for i, srv in enumerate(servers):
+            vals = pd.to_numeric(ok[ok["server"] == srv][col], errors="coerce").dropna().to_numpy()
+            if len(vals):
+                ax.plot(x[i] + np.linspace(-0.15, 0.15, len(vals)), vals, "o", ms=3, color="#222", alpha=0.6, zorder=3)
+    ax.set_xticks(x)
+    ax.set_xticklabels(servers)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, loc="left")
+    ax.set_ylim(bottom=0)
+    ax.grid(axis="y", alpha=0.3)
+    return _svg(fig)
+
+
+def _us_label(v: float, _pos=None) -> str:
+    if v <= 0 or not np.isfinite(v):
+        return ""
+    return format_ns(v * 1e3).replace(".00 ", " ").replace(".0 ", " ")
+
+
 def latency_percentiles(summary: pd.DataFrame) -> str:
     """Median p50/p90/p99/p99.9 latency per server, one panel per matrix cell, log scale."""
     servers = _servers(summary)
@@ -115,12 +150,18 @@ def latency_percentiles(summary: pd.DataFrame) -> str:
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
         ax.set_xticks(np.arange(len(PERCENTILES)))
         ax.set_xticklabels([name for _, name in PERCENTILES])
-        if np.isfinite(summary[[f"lat_{p}_us_median" for p, _ in PERCENTILES]].to_numpy(dtype=float)).any():
+        vals = summary[[f"lat_{p}_us_median" for p, _ in PERCENTILES]].to_numpy(dtype=float)
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if len(vals) and vals.max() / vals.min() >= 20:
             ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, p: ""))
+        else:
+            ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(FuncFormatter(_us_label))
         ax.set_title(label if n > 1 else "latency percentiles", loc="left", fontsize=9)
         ax.grid(axis="y", alpha=0.3, which="both")
         if k % cols == 0:
-            ax.set_ylabel("microseconds (log)")
+            ax.set_ylabel("latency")
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].set_visible(False)
     handles, labels = axes[0][0].get_legend_handles_labels()

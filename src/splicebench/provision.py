@@ -124,6 +124,25 @@ def _privilege_prefix(host: Host) -> list[str] | None:
     return None
 
 
+def install_commands(host_name: str, info: OsInfo, need: list[Package], prefix: list[str] | None,
+                     what: str) -> tuple[list[str], list[str]]:
+    """(install argv, update argv) for the missing packages, or ProvisionError saying what to do."""
+    listed = " ".join(p.name for p in need)
+    if not info.apt:
+        probes = ", ".join(f"{p.name} ({p.probe})" for p in need)
+        raise ProvisionError(
+            f"host {host_name}: missing {what}: {probes}. {info.pretty} is not Debian or Ubuntu, so "
+            f"splicebench cannot install them itself: install the equivalent packages with the system's "
+            f"package manager and run again.")
+    if prefix is None:
+        raise ProvisionError(
+            f"host {host_name}: missing {what}: {listed}. Installing them needs root: run as root, "
+            f"or install them first with: sudo apt-get install -y --no-install-recommends {listed}")
+    apt = [*prefix, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
+    return ([*apt, "install", "-y", "-q", "--no-install-recommends", *(p.name for p in need)],
+            [*apt, "update", "-q"])
+
+
 def ensure(host: Host, packages: Iterable[Package], *, what: str = "build dependencies",
            log: Callable[[str], None] = print) -> list[str]:
     """Install what is missing of `packages` on `host`; return the names installed."""
@@ -131,29 +150,17 @@ def ensure(host: Host, packages: Iterable[Package], *, what: str = "build depend
     if not need:
         return []
     names = [p.name for p in need]
-    info = os_info(host)
     listed = " ".join(names)
-    if not info.apt:
-        probes = ", ".join(f"{p.name} ({p.probe})" for p in need)
-        raise ProvisionError(
-            f"host {host.name}: missing {what}: {probes}. {info.pretty} is not Debian or Ubuntu, so "
-            f"splicebench cannot install them itself: install the equivalent packages with the system's "
-            f"package manager and run again.")
-    prefix = _privilege_prefix(host)
-    if prefix is None:
-        raise ProvisionError(
-            f"host {host.name}: missing {what}: {listed}. Installing them needs root: run as root, "
-            f"or install them first with: sudo apt-get install -y --no-install-recommends {listed}")
+    info = os_info(host)
+    install, update = install_commands(host.name, info, need, _privilege_prefix(host) if info.apt else [], what)
     log(f"host {host.name}: installing {what}: {listed}")
-    apt = [*prefix, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
-    install = [*apt, "install", "-y", "-q", "--no-install-recommends", *names]
     try:
         host.run(install, timeout=APT_TIMEOUT_S)
     except CommandFailed:
         # Stale or absent package lists are the usual cause on a fresh machine.
         log(f"host {host.name}: apt-get install failed; running apt-get update and retrying")
         try:
-            host.run([*apt, "update", "-q"], timeout=APT_TIMEOUT_S)
+            host.run(update, timeout=APT_TIMEOUT_S)
             host.run(install, timeout=APT_TIMEOUT_S)
         except CommandFailed as e:
             raise ProvisionError(f"host {host.name}: could not install {what} ({listed}):\n{e}") from None

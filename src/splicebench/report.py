@@ -18,7 +18,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from . import analysis, charts
 from .results import atomic_write_text, load_manifest, load_samples
-from .units import format_duration, format_ns, format_rate, format_size
+from .scenario import format_param
+from .units import format_duration, format_ns, format_rate
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def _host_items(facts: dict[str, Any]) -> list[tuple[str, str]]:
         ("CPU", f"{show(facts.get('cpu_model'))} x {show(facts.get('cpu_count'))}"),
         ("governor / turbo", f"{show(facts.get('cpu_governor'))} / {show(facts.get('turbo'))}"),
         ("virtualization", show(facts.get("virtualization"))),
-        ("memory", format_size(facts["memory_bytes"]) if facts.get("memory_bytes") else "unknown"),
+        ("memory", f"{facts['memory_bytes'] / (1 << 30):.1f} GiB" if facts.get("memory_bytes") else "unknown"),
         ("load average at start", show(facts.get("loadavg_at_start"))),
     ]
     bpf = facts.get("bpf") or {}
@@ -227,7 +228,11 @@ def method_text(manifest: dict[str, Any]) -> list[str]:
         f"the median ({analysis.N_BOOT:,} resamples, fixed seed); ratio = median / median of the baseline "
         f"({manifest.get('baseline', sc.get('baseline'))}) in the same cell, its CI from resampling both. "
         "With few samples the CIs are wide and only ratios well away from 1 mean something.",
-        f"Workload: {wl['type']} " + ", ".join(f"{k}={v}" for k, v in wl.items() if k != "type") + ".",
+        f"Workload: {wl['type']}"
+        + "".join(f", {k}={format_param(k, v)}" for k, v in wl.items() if k != "type")
+        + "".join(f", {k}={' / '.join(format_param(k, x) for x in vals)} (matrix)"
+                  for k, vals in (sc.get("matrix") or {}).items())
+        + f"; client deadline {sc.get('timeout')} s per sample.",
     ]
 
 
