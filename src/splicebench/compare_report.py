@@ -90,8 +90,8 @@ SHORT_METRIC = {
 VERDICT_TEXT = {
     stats.BETTER: "better",
     stats.WORSE: "worse",
-    stats.NOT_SIGNIFICANT: "no significant difference",
-    stats.TOO_FEW: "too few samples to tell",
+    stats.NOT_SIGNIFICANT: "not significant",
+    stats.TOO_FEW: "too few samples",
     stats.NO_DATA: "no data",
 }
 
@@ -501,13 +501,13 @@ def arch_view(al: Alignment) -> ArchView | None:
     return ArchView(columns, notes)
 
 
-def downloads(runs: Sequence[RunData], stem: str) -> DownloadView:
+def downloads(runs: Sequence[RunData], stem: str, scenarios: bool = True) -> DownloadView:
     table = export.samples_table([(r.manifest, r.samples) for r in runs])
     csv = export.csv_text(table)
     manifests = [r.manifest for r in runs]
     mjson = json.dumps(manifests if len(manifests) > 1 else manifests[0], indent=2, sort_keys=True, default=str)
     docs = []
-    for r in runs:
+    for r in runs if scenarios else ():
         text = r.manifest.get("scenario_text") or json.dumps(r.manifest.get("scenario"), indent=2)
         docs.append((f"scenario-{r.run_id}", f"Scenario of run {r.run_id} ({r.scenario_name})", str(text)))
     docs.append(("manifest", "Manifest" + ("s" if len(runs) > 1 else "") + " (JSON)", mjson))
@@ -529,7 +529,7 @@ def stats_method() -> list[str]:
         "(Benjamini-Hochberg), and a difference counts as better or worse only when the adjusted p is below "
         f"{stats.ALPHA}. Effect size: Cliff's delta (the probability that a value of the compared side exceeds "
         "one of the reference minus the reverse; magnitude after Romano et al.). With very few samples no "
-        "p-value can get below the threshold: such rows say 'too few samples to tell'.",
+        "p-value can get below the threshold: such rows say 'too few samples'.",
         "Ratios are of medians, with a 95 % percentile-bootstrap CI (scipy.stats.bootstrap, "
         f"{stats.N_RESAMPLES:,} resamples, both sides resampled independently, fixed seed).",
         f"Noisy: coefficient of variation (standard deviation / mean) above {stats.NOISY_CV:.0%}.",
@@ -561,7 +561,7 @@ def build_compare_view(runs: Sequence[RunData], generated_at: str | None = None)
         if any(c.metric.column == m.column for c in comps):
             chart_list.append(ChartView(f"ratio-{m.column}", f"{m.title} ratios", ratio_chart(comps, m, al.varying),
                                         "Filled dot: significant after adjustment; hollow: not significant. "
-                                        "Green better, red worse, grey no significant difference."))
+                                        "Green better, red worse, grey not significant."))
     pct_groups = [(s.letter, k.label(al.varying), al.groups[(s.index, k)].percentiles(), s.emulated)
                   for s in srcs for k in al.keys if (s.index, k) in al.groups]
     if any(_finite(v) for *_, p, _ in pct_groups for v in p.values()):
@@ -645,13 +645,13 @@ def run_sections(run: RunData, baseline: str) -> RunSectionsView:
                                       test, raw.p_value, stats.cv(a), stats.cv(b)))
     rows = comparison_rows(comps, al.varying)
     # In one run the "other" side is a server, not a run letter.
-    rows = [ComparisonRowView(**{**r.__dict__, "other_label": f"{c.key.server} vs {baseline}"})
+    rows = [ComparisonRowView(**{**r.__dict__, "other_label": f"vs {baseline}"})
             for r, c in zip(rows, comps)]
     noise = noise_rows(al)
     return RunSectionsView(
         comparisons=rows, baseline=baseline, percentiles=percentile_rows(al), noise=noise,
         adaptive=adaptive_view(run.manifest, al), arch=arch_view(al),
-        downloads=downloads([run], f"{run.scenario_name}-{run.run_id}"),
+        downloads=downloads([run], f"{run.scenario_name}-{run.run_id}", scenarios=False),
         method=stats_method(), noisy_count=sum(1 for n in noise if n.noisy))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,9 @@ class ReportView:
     order: list[str]
     method: list[str]
     notes: list[str] = field(default_factory=list)
+    # Significance, merged percentiles, noise, adaptive repetitions, architectures and downloads
+    # (compare_report.RunSectionsView); None when rendering without the run directory.
+    extra: Any = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,6 +324,11 @@ def render_run(run_dir: Path, reports_dir: Path) -> tuple[Path, ReportView, pd.D
     manifest = load_manifest(run_dir)
     samples = load_samples(run_dir)
     view, summary = build_view(manifest, samples)
+    from . import compare, compare_report
+
+    run = compare.RunData(Path(run_dir), manifest, analysis.add_derived(samples),
+                          compare.read_histograms(Path(run_dir), samples))
+    view = replace(view, extra=compare_report.run_sections(run, view.baseline))
     out = report_path(reports_dir, manifest)
     atomic_write_text(out, render(view))
     return out, view, summary
