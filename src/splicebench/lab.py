@@ -178,7 +178,9 @@ def up(n: int = 2, config: LabConfig | None = None) -> Lab:
 def down(config: LabConfig | None = None) -> list[str]:
     """Remove everything of the lab named by config's prefix; idempotent. Returns what was removed."""
     cfg = config or LabConfig()
-    removed: list[str] = []
+    from . import arm64  # its QEMU guest (`invoke lab.arm64`) lives in the state directory too
+
+    removed: list[str] = arm64.power_off(cfg.state)
     pat = re.compile(rf"^{re.escape(cfg.prefix)}-\d+$")
     for ns in _netns_list():
         if pat.match(ns):

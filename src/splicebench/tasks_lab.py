@@ -12,6 +12,7 @@ from invoke import Collection, Exit, task
 from . import lab as labmod
 from .errors import UserError
 from .inventory import load_inventory
+from .tasks_arm64 import arm64
 
 
 def _cfg(prefix: str, subnet: str) -> labmod.LabConfig:
@@ -46,15 +47,23 @@ def down(c, prefix=labmod.LabConfig.prefix):
 
 @task(help={"prefix": "name prefix of the lab (default sb-lab)"})
 def status(c, prefix=labmod.LabConfig.prefix):
-    """Show the lab's hosts and whether their sshd is running."""
-    lb = labmod.status(labmod.LabConfig(prefix=prefix))
-    if lb is None:
+    """Show the lab's hosts and whether their sshd (or the arm64 host's QEMU) is running."""
+    from . import arm64 as arm64mod
+
+    cfg = labmod.LabConfig(prefix=prefix)
+    lb = labmod.status(cfg)
+    guest = arm64mod.status(cfg.state)
+    if lb is None and guest is None:
         print("no lab (create one with: invoke lab.up)")
         return
-    for h in lb.hosts:
+    for h in lb.hosts if lb else []:
         state = "up" if labmod._alive(h.sshd_pid) else "DOWN"
         print(f"{h.name:<8} {h.address:<15} {h.namespace:<12} sshd {h.sshd_pid} {state}")
-    print(f"inventory: {lb.inventory}")
+    if guest is not None:
+        state = "up" if arm64mod.qemu_pids(cfg.state) else "DOWN"
+        print(f"{guest.name:<8} {'127.0.0.1:' + str(guest.port):<15} {'(QEMU)':<12} qemu {guest.pid} "
+              f"{state} (emulated aarch64)")
+    print(f"inventory: {cfg.inventory}")
 
 
 @task(help={"name": "inventory host whose key to trust",
@@ -98,6 +107,6 @@ def list_(c, hosts=None):
         print(f"{h.name:<12} {h.target + via:<32} {h.sudo:<5} {','.join(h.labels)}")
 
 
-lab = Collection("lab", up, down, status)
+lab = Collection("lab", up, down, status, arm64)
 hosts = Collection("hosts", trust, list_)
 COLLECTIONS = (lab, hosts)

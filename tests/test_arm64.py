@@ -1,0 +1,346 @@
+"""The arm64 lab host: pure parts (apt sources, recipe, QEMU command line, inventory entry,
+emulation detection, scenarios with several placements), then the real thing: the image built or
+reused, a Debian arm64 guest booted under QEMU, lab-multiarch run on this machine and on the guest,
+and the failures (SSH not answering in time, QEMU exiting, a debootstrap that fails)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from splicebench import arm64, facts, lab, plan, scenario
+from splicebench.errors import ScenarioError
+from splicebench.inventory import load_inventory
+
+REPO = Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------------------------------------
+# apt sources
+
+DEB822 = """\
+Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main contrib
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: https://deb.nodesource.com/node_20.x
+Suites: nodistro
+Components: main
+Architectures: amd64
+
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+
+Types: deb
+Enabled: no
+URIs: http://mirror.invalid/debian
+Suites: bookworm
+Components: main
+
+Types: deb
+URIs: http://other.invalid/debian
+Suites: bookworm-backports
+Components: main
+Signed-By:
+ -----BEGIN PGP PUBLIC KEY BLOCK-----
+ .
+ xyz
+ -----END PGP PUBLIC KEY BLOCK-----
+"""
+
+ONE_LINE = """\
+# comment
+deb http://ftp.example.invalid/debian bookworm main contrib  # trailing
+deb-src http://ftp.example.invalid/debian bookworm main
+deb [arch=amd64 signed-by=/k.gpg] http://amd64-only.invalid/debian bookworm main
+deb [arch=amd64,arm64 signed-by=/k.gpg] http://both.invalid/debian bookworm-updates main
+deb cdrom:[Debian]/ bookworm main
+"""
+
+
+@pytest.mark.unit
+def test_deb822_sources_keep_deb_entries_that_serve_arm64():
+    got = arm64.parse_deb822_sources(DEB822)
+    assert [(s.uri, s.suite) for s in got] == [
+        ("http://deb.debian.org/debian", "bookworm"),
+        ("http://deb.debian.org/debian", "bookworm-updates"),
+        ("http://deb.debian.org/debian-security", "bookworm-security"),
+        ("http://other.invalid/debian", "bookworm-backports"),
+    ]
+    assert got[2].components == ("main", "contrib")
+    assert got[0].signed_by == "/usr/share/keyrings/debian-archive-keyring.gpg"
+    assert got[3].signed_by is None  # an inline key block is not a file name
+
+
+@pytest.mark.unit
+def test_one_line_sources():
+    got = arm64.parse_sources_list(ONE_LINE)
+    assert [(s.uri, s.suite, s.components, s.signed_by) for s in got] == [
+        ("http://ftp.example.invalid/debian", "bookworm", ("main", "contrib"), None),
+        ("http://both.invalid/debian", "bookworm-updates", ("main",), "/k.gpg"),
+        ("cdrom:[Debian]/", "bookworm", ("main",), None),
+    ]
+
+
+@pytest.mark.unit
+def test_select_sources_takes_the_release_and_its_update_suites():
+    srcs = arm64.parse_deb822_sources(DEB822)
+    mirror, guest = arm64.select_sources(srcs, "bookworm")
+    assert (mirror.uri, mirror.suite) == ("http://deb.debian.org/debian", "bookworm")
+    assert [s.suite for s in guest] == ["bookworm", "bookworm-updates", "bookworm-security",
+                                        "bookworm-backports"]
+    # the guest's sources file says the same thing back
+    assert arm64.parse_deb822_sources(arm64.render_deb822(guest)) == list(guest)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("sources, codename, message", [
+    ([], "bookworm", "apt sources: no 'deb' source for suite 'bookworm' with component 'main'"),
+    ([arm64.AptSource("http://x.invalid/debian", "trixie", ("main",))], "bookworm",
+     "apt sources: no 'deb' source for suite 'bookworm'"),
+    ([arm64.AptSource("http://x.invalid/debian", "bookworm", ("contrib",))], "bookworm",
+     "apt sources: no 'deb' source for suite 'bookworm' with component 'main'"),
+    ([arm64.AptSource("cdrom:[Debian]/", "bookworm", ("main",))], "bookworm",
+     "apt sources: source URI 'cdrom:[Debian]/' is not an http(s) or file URI"),
+    ([arm64.AptSource("http://x.invalid/debian;reboot", "bookworm", ("main",))], "bookworm",
+     "is not an http(s) or file URI"),
+])
+def test_select_sources_errors(sources, codename, message):
+    with pytest.raises(arm64.Arm64Error) as e:
+        arm64.select_sources(sources, codename)
+    assert message in str(e.value)
+    assert e.value.step == "apt sources"
+
+
+@pytest.mark.unit
+def test_host_recipe_reads_etc(tmp_path):
+    (tmp_path / "apt" / "sources.list.d").mkdir(parents=True)
+    (tmp_path / "os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n'
+                                         'VERSION_CODENAME=bookworm\nID=debian\n')
+    (tmp_path / "apt" / "sources.list.d" / "debian.sources").write_text(DEB822)
+    r = arm64.host_recipe(tmp_path)
+    assert r.codename == "bookworm" and r.mirror.uri == "http://deb.debian.org/debian"
+    assert "openssh-server" in r.packages and "libbpf-dev" in r.packages
+    assert "ca-certificates" not in r.packages  # no https source
+    (tmp_path / "os-release").write_text("ID=debian\n")
+    with pytest.raises(arm64.Arm64Error, match="no VERSION_CODENAME in /etc/os-release"):
+        arm64.host_recipe(tmp_path)
+
+
+@pytest.mark.unit
+def test_recipe_key_names_everything_that_decides_the_image():
+    m = arm64.AptSource("http://deb.debian.org/debian", "bookworm", ("main",))
+    base = arm64.Recipe(codename="bookworm", mirror=m, sources=(m,))
+    assert base.key == arm64.Recipe(codename="bookworm", mirror=m, sources=(m,)).key
+    assert len(base.key) == 16 and int(base.key, 16) >= 0
+    other_mirror = arm64.AptSource("http://ftp.de.debian.org/debian", "bookworm", ("main",))
+    variants = [
+        arm64.Recipe(codename="bookworm", mirror=other_mirror, sources=(other_mirror,)),
+        arm64.Recipe(codename="bookworm", mirror=m, sources=(m,), packages=("openssh-server",)),
+        arm64.Recipe(codename="bookworm", mirror=m, sources=(m,), initramfs_modules=("ext4",)),
+        arm64.Recipe(codename="bookworm", mirror=m, sources=(m,), disk_gib=4),
+        arm64.Recipe(codename="bookworm", mirror=m, sources=(m,), version=arm64.RECIPE_VERSION + 1),
+    ]
+    keys = {v.key for v in variants}
+    assert len(keys) == len(variants) and base.key not in keys
+
+
+@pytest.mark.unit
+def test_cache_root_follows_splicebench_cache():
+    assert arm64.cache_root({"SPLICEBENCH_CACHE": "/srv/c"}) == Path("/srv/c/arm64")
+    assert arm64.cache_root({"XDG_CACHE_HOME": "/x"}) == Path("/x/splicebench/arm64")
+    assert arm64.cache_root({}) == Path.home() / ".cache" / "splicebench" / "arm64"
+
+
+@pytest.mark.unit
+def test_debootstrap_progress_summary():
+    lines = ["I: Retrieving InRelease", "I: Retrieving libc6 2.36", "I: Validating libc6 2.36",
+             "I: Extracting libc6...", "I: Unpacking required packages...",
+             "I: Configuring libc6...", "I: Configuring base-files..."]
+    assert arm64._debootstrap_summary(lines) == "configuring (2 packages so far)"
+    assert arm64._debootstrap_summary([]) == "starting"
+    assert arm64._debootstrap_summary(["W: some warning"]) == "W: some warning"
+
+
+# ---------------------------------------------------------------------------------------------
+# QEMU command line and the lab inventory
+
+
+@pytest.mark.unit
+def test_qemu_argv_forwards_only_ssh_on_loopback_and_isolates_the_guest(tmp_path):
+    img = arm64.Image(tmp_path / "img,1")
+    gdir = tmp_path / "lab,x" / "arm64"
+    argv = arm64.qemu_argv(img, gdir, 40022)
+    net = argv[argv.index("-netdev") + 1]
+    assert net == "user,id=n,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"
+    assert argv.count("-netdev") == 1 and "-nodefaults" in argv and "-no-reboot" in argv
+    assert "max,pauth-impdef=on" in argv and "-daemonize" in argv
+    drive = argv[argv.index("-drive") + 1]
+    assert drive.endswith("file=" + str(gdir / "overlay.qcow2").replace(",", ",,"))
+    assert ",,x" in drive  # a comma in a path cannot start a new QEMU option
+    assert argv[argv.index("-kernel") + 1] == str(img.dir / "vmlinuz")
+    assert "panic=-1" in argv[argv.index("-append") + 1]  # a guest kernel panic ends QEMU
+
+
+LAB_INVENTORY = """\
+# splicebench lab inventory: written by `invoke lab.up`, removed by `invoke lab.down`.
+version: 1
+known_hosts: known_hosts
+ssh_config: null
+defaults:
+  user: root
+  key: id_ed25519
+  sudo: root
+  workdir: /tmp/splicebench
+  connect_timeout: 5
+hosts:
+  lab1: {host: 10.203.0.11, labels: [lab]}
+"""
+
+
+def _fake_image(tmp_path: Path) -> arm64.Image:
+    img = arm64.Image(tmp_path / "cache" / "0123456789abcdef")
+    img.dir.mkdir(parents=True)
+    img.host_key_pub.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheGuest0000000000"
+                                "000000000000 splicebench-arm64-hostkey\n")
+    return img
+
+
+@pytest.mark.unit
+def test_guest_joins_and_leaves_the_lab_inventory(tmp_path):
+    state = tmp_path / "lab"
+    state.mkdir()
+    (state / "inventory.yaml").write_text(LAB_INVENTORY)
+    (state / "known_hosts").write_text("10.203.0.11 ssh-ed25519 AAAAlab1\n")
+    img = _fake_image(tmp_path)
+    g = arm64.Guest(name="arm64", port=40022, pid=1, image=img.key, dir=str(state / "arm64"))
+    arm64.add_to_inventory(state, g, img)
+    arm64.add_to_inventory(state, g, img)  # idempotent
+    inv = load_inventory(state / "inventory.yaml")
+    assert inv.names() == ["local", "lab1", "arm64"]
+    h = inv.get("arm64")
+    assert (h.hostname, h.port, h.user, h.sudo) == ("127.0.0.1", 40022, "root", "root")
+    assert h.key_files == (str(img.client_key),)
+    assert h.labels == ("lab", "arm64", "emulated") and h.workdir == arm64.GUEST_WORKDIR
+    assert h.known_hosts == (str(state / "known_hosts"),)
+    assert inv.get("lab1").key_files == (str(state / "id_ed25519"),)  # the rest is unchanged
+    kh = (state / "known_hosts").read_text().splitlines()
+    assert kh == ["10.203.0.11 ssh-ed25519 AAAAlab1",
+                  "[127.0.0.1]:40022 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheGuest0000000000"
+                  "000000000000"]
+    arm64.remove_from_inventory(state, g)
+    assert load_inventory(state / "inventory.yaml").names() == ["local", "lab1"]
+    assert (state / "known_hosts").read_text() == "10.203.0.11 ssh-ed25519 AAAAlab1\n"
+
+
+@pytest.mark.unit
+def test_guest_alone_makes_an_inventory_of_its_own(tmp_path):
+    state = tmp_path / "lab"
+    state.mkdir()
+    img = _fake_image(tmp_path)
+    g = arm64.Guest(name="arm64", port=40100, pid=1, image=img.key, dir=str(state / "arm64"))
+    arm64.add_to_inventory(state, g, img)
+    inv = load_inventory(state / "inventory.yaml")
+    assert inv.names() == ["local", "arm64"] and inv.get("arm64").port == 40100
+    assert (state / "inventory.yaml").stat().st_mode & 0o077 == 0
+    arm64.remove_from_inventory(state, g)
+    assert not (state / "inventory.yaml").exists()
+    assert (state / "known_hosts").read_text() == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# emulation detection
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("kw, virt, emulated, how", [
+    ({"vm": "qemu\n"}, "qemu", True, "systemd-detect-virt --vm: qemu"),
+    ({"vm": "kvm\n"}, "kvm", False, "systemd-detect-virt --vm: kvm"),
+    ({"vm": "none\n"}, "none", False, "systemd-detect-virt --vm: none"),
+    ({"vm": None, "dt_compatible": "linux,dummy-virt\0", "cpuinfo": "CPU implementer\t: 0x00\n"},
+     "qemu", True, "device tree compatible: linux,dummy-virt"),
+    ({"vm": None, "dt_compatible": "linux,dummy-virt\0", "cpuinfo": "CPU implementer\t: 0x41\n"},
+     "qemu", None, "cannot tell"),
+    ({"vm": None, "dt_hypervisor": "linux,kvm\0", "dt_compatible": "linux,dummy-virt\0"},
+     "kvm", False, "device tree hypervisor: linux,kvm"),
+    ({"vm": None, "dmi_vendor": "QEMU\n"}, "qemu", None, "DMI sys_vendor: QEMU"),
+    ({"vm": None}, None, None, "not detected"),
+])
+def test_parse_virtualization(kw, virt, emulated, how):
+    got = facts.parse_virtualization(**kw)
+    assert (got["virt"], got["emulated"]) == (virt, emulated)
+    assert how in got["how"]
+
+
+# ---------------------------------------------------------------------------------------------
+# scenarios with several placements (lab-multiarch)
+
+BASE = "servers: [naive, sockmap]\nworkload: {type: stream, bytes: 1MiB}\nrepetitions: {warmup: 1, measured: 1}\n"
+
+
+@pytest.mark.unit
+def test_lab_multiarch_runs_every_server_on_each_host_with_its_own_client():
+    sc = scenario.load(REPO / "scenarios" / "lab-multiarch.yaml", known_hosts=["local", "arm64"])
+    assert [(p.server, p.clients) for p in sc.placements] == [("local", ("local",)),
+                                                              ("arm64", ("arm64",))]
+    p = plan.build_plan(sc)
+    assert p.hosts() == ["local", "arm64"]
+    assert sc.samples_total() == len(p.samples) == 2 * 3 * (sc.warmup + sc.measured)
+    first_round = [(s.server.label, s.server_host) for s in p.samples[:6]]
+    assert first_round == [("naive", "local"), ("splice", "local"), ("sockmap", "local"),
+                           ("naive", "arm64"), ("splice", "arm64"), ("sockmap", "arm64")]
+    assert all(s.client_hosts == (s.server_host,) and s.listen == "127.0.0.1:0" for s in p.samples)
+    assert len({s.id for s in p.samples}) == len(p.samples)
+    assert p.samples[3].id == "0004-c0-naive-arm64-w1"
+    # the resolved form parses back to the same scenario
+    again = scenario.validate(sc.to_dict(), "x.yaml", known_hosts=["local", "arm64"])
+    assert again.placements == sc.placements and again.samples_total() == sc.samples_total()
+
+
+@pytest.mark.unit
+def test_one_placement_keeps_its_ids_and_listen_address():
+    sc = scenario.parse(BASE + "placement: {server: lab1, clients: [lab2]}", "x.yaml",
+                        known_hosts=["local", "lab1", "lab2"])
+    p = plan.build_plan(sc)
+    assert [s.id for s in p.samples[:2]] == ["0001-c0-naive-w1", "0002-c0-sockmap-w1"]
+    assert {s.listen for s in p.samples} == {"0.0.0.0:0"}
+    assert sc.to_dict()["placement"] == {"server": "lab1", "clients": ["lab2"]}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("placement, message", [
+    ("[]", "x.yaml: placement: empty list; found an empty list, allowed: a mapping with keys server, "
+           "clients, or a non-empty list of them"),
+    ("[{server: local}, {server: local}]",
+     "x.yaml: placement[1]: duplicate placement; found a mapping, allowed: distinct placements"),
+    ("[{server: local}, {server: arm46}]",
+     "x.yaml: placement[1].server: unknown host; found 'arm46', allowed: local, arm64"),
+    ("[{server: arm64, clients: []}]",
+     "x.yaml: placement[0].clients: empty list; found an empty list, allowed: a non-empty list of "
+     "hosts (local, arm64)"),
+    ("[local]", "x.yaml: placement[0]: "),
+])
+def test_bad_placement_lists(placement, message):
+    with pytest.raises(ScenarioError) as e:
+        scenario.parse(BASE + f"placement: {placement}", "x.yaml", known_hosts=["local", "arm64"])
+    assert str(e.value).startswith(message), str(e.value)
