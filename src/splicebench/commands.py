@@ -225,6 +225,10 @@ def check(paths: Paths, host: Host | None = None) -> list[tuple[str, str, str]]:
     except ValueError:
         kv = (0, 0)
     add(kv >= (5, 10), "kernel", f"{kernel} (SOCKMAP verdict-only echo needs >= 5.10)", warn_only=kv >= (4, 18))
+    emulated = f.get("emulated") is True
+    add(not emulated, "machine", f"{f.get('arch') or 'unknown'}, {f.get('cpu_count')} CPUs, " + (
+        f"EMULATED ({f.get('virt_how')}): its numbers are not this architecture's hardware performance"
+        if emulated else f"virtualization: {f.get('virt') or 'unknown'}"), warn_only=True)
     info = provision.os_info(host)
     add(info.apt, "OS", f"{info.pretty}" + ("" if info.apt else ": build dependencies cannot be installed "
                                              "automatically"), warn_only=True)
