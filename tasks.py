@@ -80,6 +80,38 @@ def report(c, run=None, results_dir=None, reports_dir=None):
         print(f"\nresults: {run_dir}\nreport:  {out}")
 
 
+@task(positional=["run_a", "run_b"], iterable=["more"], help={
+    "run-a": "the reference run: id, unique prefix of one, or path",
+    "run-b": "the run compared with it",
+    "more": "a further run to compare with the reference: --more RUN_C [--more RUN_D ...]",
+    "results-dir": "where run directories are (default: results/)",
+    "reports-dir": "where the HTML report and its Parquet samples go (default: reports/)",
+})
+def compare(c, run_a, run_b, more=None, results_dir=None, reports_dir=None):
+    """Compare runs (before/after, host vs host): one HTML report with ratios, significance, host differences."""
+    with user_errors():
+        from splicebench import compare_report
+
+        paths = commands.Paths.of(ROOT, results_dir, reports_dir)
+        out, parquet, summary = compare_report.compare_runs(paths.results, paths.reports, [run_a, run_b, *(more or [])])
+        print(summary)
+        print(f"\nreport:  {out}\nsamples: {parquet}")
+
+
+@task(help={
+    "run": "run id, unique prefix of one, or path (default: the latest run)",
+    "results-dir": "where run directories are (default: results/)",
+    "output": "Parquet file to write (default: reports/<scenario>-<run-id>.parquet)",
+})
+def export(c, run=None, results_dir=None, output=None):
+    """Write a run's samples (derived metrics and host facts included) as Parquet, for notebooks."""
+    with user_errors():
+        from splicebench import export as export_mod
+
+        paths = commands.Paths.of(ROOT, results_dir)
+        print(export_mod.export_run(paths.results, paths.reports, run, output))
+
+
 @task(help={"hosts": HOSTS_HELP + "; checks every host of it", "only": ONLY_HELP})
 def check(c, hosts=None, only=None):
     """Preflight this host (or every inventory host): kernel, BPF support, tools, privileges, arch."""

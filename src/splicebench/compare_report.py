@@ -709,3 +709,15 @@ def text_summary(view: CompareView) -> str:
     for u in view.unmatched:
         lines.append(f"not compared: {u}")
     return "\n".join(lines)
+
+
+def compare_runs(results_root: Path, reports_dir: Path, refs: Sequence[str]) -> tuple[Path, Path | None, str]:
+    """`invoke compare`: load the runs, write the report and its Parquet samples, return the terminal summary."""
+    from .compare import load_runs
+    from .errors import UserError
+
+    if len(refs) < 2:
+        raise UserError("name at least two runs to compare (the first is the reference)")
+    runs = load_runs(results_root, refs)
+    out, pq, view = write_compare(runs, reports_dir)
+    return out, pq, text_summary(view)

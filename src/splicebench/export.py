@@ -97,3 +97,14 @@ def data_uri(data: str | bytes, mime: str) -> str:
     """A data: URI (base64) for a download link inside a self-contained HTML file."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     return f"data:{mime};base64," + base64.b64encode(raw).decode("ascii")
+
+
+def export_run(results_root: Path, reports_dir: Path, ref: str | None, output: str | None = None) -> Path:
+    """Write the samples of one run as Parquet; return the file written."""
+    from .results import find_run, load_manifest, load_samples
+
+    run = find_run(results_root, ref)
+    manifest = load_manifest(run)
+    table = samples_table([(manifest, load_samples(run))])
+    name = f"{(manifest.get('scenario') or {}).get('name', 'run')}-{manifest.get('run_id', run.name)}.parquet"
+    return write_parquet(Path(output) if output else Path(reports_dir) / name, table, [manifest])
