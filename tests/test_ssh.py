@@ -7,6 +7,7 @@ import secrets
 import signal
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -201,12 +202,28 @@ def test_run_result_and_failure(hosts):
         h.run(["sh", "-c", "exit 3"])
 
 
-def test_command_timeout(hosts):
+def test_command_timeout(hosts, labenv):
     h = hosts("lab1")
     with pytest.raises(CommandFailed, match="timed out"):
-        h.run(["sleep", "3"], timeout=0.3)
-    assert h.run(["sleep", "3"], timeout=0.3, check=False).returncode == 124
+        h.run(["sleep", "31"], timeout=0.3)
+    assert h.run(["sleep", "31"], timeout=0.3, check=False).returncode == 124
     assert h.run(["true"]).returncode == 0  # the connection is still usable
+
+    def sleepers():
+        found = []
+        for pid in lab.namespace_pids(labenv.hosts[0].namespace):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x0031\x00":
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+    # The timed-out commands do not stay behind on the host (the remote side ends them).
+    for _ in range(300):
+        if not sleepers():
+            break
+        time.sleep(0.05)
+    assert sleepers() == []
 
 
 def test_put_get_read_roundtrip(hosts, tmp_path):

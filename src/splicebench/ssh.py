@@ -370,7 +370,10 @@ class SSHHost(Host):
     def run(self, argv: list[str], *, timeout: float = 60, check: bool = True,
             cwd: str | None = None) -> RunResult:
         argv = [str(a) for a in argv]
-        cmd = remote_command(argv, cwd=cwd, sudo=self.spec.sudo == "sudo")
+        # The remote `timeout` ends the command shortly after we stop waiting for it, so a command
+        # that hangs (or whose orchestrator went away) does not stay behind on the host.
+        guarded = ["timeout", f"--kill-after={KILL_AFTER_S}", f"{timeout + 2:g}", *argv]
+        cmd = remote_command(guarded, cwd=cwd, sudo=self.spec.sudo == "sudo")
         code, out, err = self._exec(cmd, timeout, argv)
         if code is None:
             err += f"\n[timed out after {timeout:g} s]"
@@ -610,9 +613,15 @@ def for_each_host(hosts: list[Host], fn: Callable[[Host], T], *,
             return fn(h)
         except UserError as e:
             return e
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(hosts)))) as pool:
+    if not hosts:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(hosts))))
+    try:
         futures = {h.name: pool.submit(one, h) for h in hosts}
         return {name: f.result() for name, f in futures.items()}
+    finally:
+        # On Ctrl-C, do not wait for the other hosts' work (their commands end by remote timeout).
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _sftp_makedirs(s: paramiko.SFTPClient, path: str) -> None:
