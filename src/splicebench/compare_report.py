@@ -645,7 +645,9 @@ def run_sections(run: RunData, baseline: str) -> RunSectionsView:
                                       test, raw.p_value, stats.cv(a), stats.cv(b)))
     rows = comparison_rows(comps, al.varying)
     # In one run the "other" side is a server, not a run letter.
-    rows = [ComparisonRowView(**{**r.__dict__, "other_label": f"vs {baseline}"})
+    many = len(srcs) > 1
+    rows = [ComparisonRowView(**{**r.__dict__, "other_label": f"vs {baseline}" + (f" on {c.other.source.host}"
+                                                                                   if many else "")})
             for r, c in zip(rows, comps)]
     noise = noise_rows(al)
     return RunSectionsView(
