@@ -21,7 +21,10 @@ OK = "servers: [naive]\nworkload: {type: stream}\n"
 SIZE = "a size >= 1B, e.g. 64, '64B', '128KiB', '100MiB', '1GiB'"
 DUR = "seconds as a number, or a string like '500ms', '90s', '2m', '1h'"
 TOP = ("name, description, servers, workload, repetitions, baseline, stop_on_failure, timeout, seed, "
-       "matrix, placement")
+       "matrix, placement, backend")
+KINDS = ("haproxy, haproxy-splice, haproxy-splice-auto, naive, nginx, proxy-naive, proxy-sockmap, proxy-splice, "
+         "sockmap, splice")
+PROXIES = "proxy-naive, proxy-splice, proxy-sockmap, nginx, haproxy, haproxy-splice-auto, haproxy-splice"
 
 # (YAML text, exact message, whether the JSON Schema can reject it too)
 BAD = [
@@ -41,10 +44,10 @@ BAD = [
     ("servers: [naive]\nworkload: [stream]",
      "bad.yaml: workload: not a mapping; found a list, allowed: a mapping with 'type' and workload parameters", True),
     ("servers: [naive, splise]\nworkload: {type: stream}",
-     "bad.yaml: servers[1]: unknown server; found 'splise', allowed: naive, sockmap, splice (did you mean 'splice'?)",
+     f"bad.yaml: servers[1]: unknown server; found 'splise', allowed: {KINDS} (did you mean 'splice'?)",
      True),
     ("servers: [{name: epoll}]\nworkload: {type: stream}",
-     "bad.yaml: servers[0].name: unknown server; found 'epoll', allowed: naive, sockmap, splice", True),
+     f"bad.yaml: servers[0].name: unknown server; found 'epoll', allowed: {KINDS}", True),
     ("servers: [{name: naive, options: {bufsize: 4096}}]\nworkload: {type: stream}",
      "bad.yaml: servers[0].options.bufsize: unknown option for server 'naive'; found 'bufsize', "
      "allowed: buf, rcvbuf, sndbuf (did you mean 'buf'?)", True),
@@ -53,11 +56,32 @@ BAD = [
     ("servers: [{name: sockmap, options: {parser: yes please}}]\nworkload: {type: stream}",
      "bad.yaml: servers[0].options.parser: not a boolean; found 'yes please', allowed: true or false", True),
     ("servers: naive\nworkload: {type: stream}",
-     "bad.yaml: servers: not a list; found 'naive', allowed: a non-empty list of server names (naive, sockmap, "
-     "splice) or mappings with keys name, label, options", True),
+     f"bad.yaml: servers: not a list; found 'naive', allowed: a non-empty list of server names ({KINDS}) "
+     "or mappings with keys name, label, options", True),
     ("servers: []\nworkload: {type: stream}",
-     "bad.yaml: servers: empty list; found an empty list, allowed: a non-empty list of server names (naive, "
-     "sockmap, splice) or mappings with keys name, label, options", True),
+     f"bad.yaml: servers: empty list; found an empty list, allowed: a non-empty list of server names ({KINDS}) "
+     "or mappings with keys name, label, options", True),
+    # proxy scenarios (a `backend` section)
+    ("servers: [proxy-naive]\nworkload: {type: stream}",
+     "bad.yaml: servers[0]: a proxy needs a 'backend' section; found 'proxy-naive', allowed: echo servers, "
+     "or add e.g. backend: {name: naive}", False),
+    ("servers: [proxy-naive, splice]\nbackend: {name: naive}\nworkload: {type: stream}",
+     "bad.yaml: servers[1]: not a proxy (with a 'backend' section the servers are proxies); found 'splice', "
+     f"allowed: {PROXIES} (did you mean 'proxy-splice'?)", False),
+    ("servers: [nginx]\nbackend: {name: haproxy}\nworkload: {type: stream}",
+     "bad.yaml: backend.name: not an echo server; found 'haproxy', allowed: naive, splice, sockmap", True),
+    ("servers: [nginx]\nbackend: {options: {buf: 1MiB}}\nworkload: {type: stream}",
+     "bad.yaml: backend.name: missing; found nothing, allowed: naive, splice, sockmap", True),
+    ("servers: [nginx]\nbackend: {name: naive, options: {pipe_size: 1MiB}}\nworkload: {type: stream}",
+     "bad.yaml: backend.options.pipe_size: unknown option for server 'naive'; found 'pipe_size', "
+     "allowed: buf, rcvbuf, sndbuf", False),
+    ("servers: [nginx]\nbackend: {name: naive, host: lab9}\nworkload: {type: stream}",
+     "bad.yaml: backend.host: unknown host; found 'lab9', allowed: local", False),
+    ("servers: [{name: splice, label: direct}, nginx]\nbackend: {name: naive}\nworkload: {type: stream}",
+     "bad.yaml: servers[0]: the label 'direct' is the backend without a proxy; found 'splice', allowed: "
+     "name 'naive' with the backend's options, or another label", False),
+    ("servers: [{name: nginx, options: {workers: 0}}]\nbackend: {name: naive}\nworkload: {type: stream}",
+     "bad.yaml: servers[0].options.workers: must be positive; found 0, allowed: an integer >= 1", True),
     ("workload: {type: stream}",
      "bad.yaml: servers: missing; found nothing, allowed: a non-empty list of servers, e.g. [naive, splice, sockmap]",
      True),

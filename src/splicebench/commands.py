@@ -11,7 +11,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Callable
 
-from . import __version__, deploy, facts, plan as plan_mod, provision, results, scenario as scenario_mod
+from . import __version__, deploy, facts, peers, plan as plan_mod, provision, results, scenario as scenario_mod
 from .errors import UserError
 from .hosts import Host, LocalHost
 from .inventory import Inventory, empty_inventory, load_inventory
@@ -101,6 +101,12 @@ def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report:
         builds = {n: b for n, b in built.items() if isinstance(b, deploy.Build)}
         for name, b in builds.items():
             log(f"host {name}: programs {b.hash} " + (f"built in {b.seconds:.1f} s" if b.built else "cached"))
+        # NGINX/HAProxy where the scenario runs them: installed, configs accepted, versions recorded.
+        peer_kinds: dict[str, set[str]] = {}
+        for s in the_plan.samples:
+            if s.server_kind.peer:
+                peer_kinds.setdefault(s.server_host, set()).add(s.server.kind)
+        peer_versions = peers.prepare(hosts, peer_kinds, provision=provision_deps, log=log)
         host_facts = fleet.facts_all(hosts)
         run_id = results.new_run_id()
         started = results.utc_now_iso()
@@ -120,6 +126,7 @@ def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report:
             "build": {n: {"hash": b.hash, "dir": b.dir, "built": b.built, "seconds": round(b.seconds, 3)}
                       for n, b in builds.items()},
             "hosts": host_facts,
+            "peers": peer_versions,
             "plan": {"samples": len(the_plan.samples), "cells": [c.label for c in sc.cells()],
                      "interleaving": "per cell: warm-up rounds then measured rounds; each round runs every "
                                      "server once in scenario order",

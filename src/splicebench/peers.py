@@ -442,6 +442,41 @@ def start(variant: str, host: Host, *, listen_host: str, upstream_host: str, ups
         raise
 
 
+def prepare(hosts: Mapping[str, Host], kinds_by_host: Mapping[str, Iterable[str]], *,
+            provision: bool = True, log=print) -> dict[str, dict[str, str | None]]:
+    """Before a run: install the peers' packages where they are missing (when allowed), check that
+    a config of every peer kind the run needs is accepted on its host, and return each host's
+    program versions for the manifest. PeerError/ProvisionError say what to do."""
+    from .provision import ensure
+
+    out: dict[str, dict[str, str | None]] = {}
+    for name, kinds in sorted(kinds_by_host.items()):
+        kinds = sorted(set(kinds))
+        if not kinds:
+            continue
+        host = hosts[name]
+        if provision:
+            ensure(host, packages_for(kinds), what="peer proxies (NGINX, HAProxy)", log=log)
+        out[name] = versions(host, programs_of(kinds))
+        missing = [p for p, v in out[name].items() if v is None]
+        if missing:
+            raise PeerError(f"host {name}: {', '.join(missing)} not installed or not runnable "
+                            f"(Debian: apt-get install {' '.join(p.name for p in packages_for(kinds))})")
+        workdir = make_workdir(host)
+        try:
+            for kind in kinds:
+                module = stream_module(host) if VARIANTS[kind].program == "nginx" else ""
+                cfg = peer_config(kind, listen_host="127.0.0.1", listen_port=PORT_RANGE[0],
+                                  upstream_host="127.0.0.1", upstream_port=PORT_RANGE[0] + 1,
+                                  workdir=workdir, stream_module=module)
+                config = f"{workdir}/{config_name(kind)}"
+                _put_text(host, render(cfg), config)
+                check_config(host, kind, config, workdir)
+        finally:
+            host.remove_tree(workdir)
+    return out
+
+
 class PeerProc(Proc):
     """A running peer, seen through the Proc interface the runner uses for every server.
 

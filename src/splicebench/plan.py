@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .registry import CLIENT_PROGRAM, SERVERS, client_args, payload_bytes
-from .scenario import Cell, Scenario, ServerConfig
+from .scenario import DIRECT, Cell, Scenario, ServerConfig
 
 WARMUP = "warmup"
 MEASURED = "measured"
@@ -42,13 +42,25 @@ class Sample:
     server_options: tuple[tuple[str, Any], ...]  # the server's options with the cell's overrides
     client_args: tuple[str, ...]  # sb-client arguments after --connect ADDR:PORT
     client_timeout_s: float  # the runner's deadline for each client process
+    # Proxy samples: the echo server behind the proxy, started first on backend_host.
+    backend: str | None = None  # its server kind
+    backend_host: str | None = None
+    backend_listen: str = "127.0.0.1:0"
+    backend_options: tuple[tuple[str, Any], ...] = ()
+    # The host the results name (the proxy's host also for a proxy scenario's direct row, whose
+    # backend may run elsewhere); None = server_host.
+    row_host: str | None = None
 
     @property
     def server_kind(self):
         return SERVERS[self.server.kind]
 
-    def server_argv(self, program_path: str) -> list[str]:
-        return self.server_kind.argv(program_path, self.listen, dict(self.server_options))
+    def server_argv(self, program_path: str, upstream: str | None = None) -> list[str]:
+        return self.server_kind.argv(program_path, self.listen, dict(self.server_options), upstream)
+
+    def backend_argv(self, program_path: str) -> list[str]:
+        assert self.backend is not None
+        return SERVERS[self.backend].argv(program_path, self.backend_listen, dict(self.backend_options))
 
     def client_argv(self, program_path: str, connect: str) -> list[str]:
         return [program_path, "--connect", connect, *self.client_args]
@@ -69,12 +81,16 @@ class Plan:
         for s in self.samples:
             if s.server_kind.built:
                 need.setdefault(s.server_host, set()).add(s.server_kind.program)
+            if s.backend is not None and s.backend_host is not None:
+                need.setdefault(s.backend_host, set()).add(SERVERS[s.backend].program)
             for h in s.client_hosts:
                 need.setdefault(h, set()).add(CLIENT_PROGRAM)
         return need
 
     def hosts(self) -> list[str]:
-        return list(dict.fromkeys(h for p in self.scenario.placements for h in (p.server, *p.clients)))
+        backend = self.scenario.backend
+        extra = (backend.host,) if backend is not None and backend.host else ()
+        return list(dict.fromkeys(h for p in self.scenario.placements for h in (p.server, *p.clients, *extra)))
 
 
 def build_plan(scenario: Scenario) -> Plan:
@@ -96,8 +112,14 @@ def build_plan(scenario: Scenario) -> Plan:
                 seq = len(samples)
                 where = f"-{placement.server}" if several else ""
                 sid = f"{seq + 1:04d}-c{cell.index}-{server.label}{where}-{phase[0]}{rep}"
+                # A proxy scenario: the proxies run at placement.server, the backend at its own host
+                # (default: the same), and the direct row is the backend itself.
+                bk = scenario.backend
+                bhost = (bk.host or placement.server) if bk is not None else None
+                run_host = bhost if bk is not None and server.label == DIRECT else placement.server
+                proxy = bk is not None and server.label != DIRECT
                 # Clients only on the server's own host: loopback (some hosts have no other way in).
-                same = all(h == placement.server for h in placement.clients)
+                same = all(h == run_host for h in placement.clients)
                 opts = {**dict(server.options), **dict(cell.server_overrides)}
                 samples.append(
                     Sample(
@@ -109,12 +131,18 @@ def build_plan(scenario: Scenario) -> Plan:
                         workload=scenario.workload_type,
                         repetition=rep,
                         round=rnd,
-                        server_host=placement.server,
+                        server_host=run_host,
                         client_hosts=placement.clients,
                         listen="127.0.0.1:0" if same else "0.0.0.0:0",
                         server_options=tuple(sorted(opts.items())),
                         client_args=cargs,
                         client_timeout_s=client_deadline + CLIENT_GRACE_S,
+                        backend=bk.kind if proxy else None,
+                        backend_host=bhost if proxy else None,
+                        backend_listen="127.0.0.1:0" if bhost == placement.server else "0.0.0.0:0",
+                        backend_options=tuple(sorted({**dict(bk.options), **dict(cell.server_overrides)}.items()))
+                        if proxy else (),
+                        row_host=placement.server,
                     )
                 )
     return Plan(scenario, tuple(samples))

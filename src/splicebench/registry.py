@@ -42,9 +42,19 @@ class Option:
         return f"an integer >= {self.minimum}"
 
 
+ECHO, PROXY = "echo", "proxy"
+
 COMMON_SERVER_OPTIONS: dict[str, Option] = {
     "sndbuf": Option("--sndbuf", "size", "SO_SNDBUF on accepted sockets (0 = kernel default)"),
     "rcvbuf": Option("--rcvbuf", "size", "SO_RCVBUF on accepted sockets (0 = kernel default)"),
+}
+
+
+# Options of the peers (NGINX, HAProxy); peers.py turns them into config directives.
+PEER_OPTIONS: dict[str, Option] = {
+    "workers": Option("", "int", "NGINX worker processes / HAProxy threads (default 1)", minimum=1),
+    "buffer": Option("", "size", "NGINX proxy_buffer_size / HAProxy tune.bufsize (default 128KiB)",
+                     minimum=1024),
 }
 
 
@@ -57,13 +67,19 @@ class ServerKind:
     description: str
     options: Mapping[str, Option] = field(default_factory=dict)
     built: bool = True  # True: `program` is a file in the build directory; False: found on PATH
+    role: str = ECHO  # ECHO: answers the client itself; PROXY: forwards to a backend (--upstream)
+    peer: bool = False  # an off-the-shelf proxy (NGINX, HAProxy) that peers.py configures and runs
 
     def all_options(self) -> dict[str, Option]:
         return {**COMMON_SERVER_OPTIONS, **self.options}
 
-    def argv(self, program_path: str, listen: str, options: Mapping[str, Any]) -> list[str]:
-        """Full argv for this server listening on `listen` ('ADDR:PORT') with validated options."""
+    def argv(self, program_path: str, listen: str, options: Mapping[str, Any],
+             upstream: str | None = None) -> list[str]:
+        """Full argv for this server listening on `listen` ('ADDR:PORT') with validated options
+        (a proxy also gets --upstream ADDR:PORT)."""
         args = [program_path, "--listen", listen]
+        if upstream is not None:
+            args += ["--upstream", upstream]
         known = self.all_options()
         for key in sorted(options):
             args += known[key].to_args(options[key])
@@ -94,6 +110,42 @@ SERVERS: dict[str, ServerKind] = {
                 "parser": Option("--parser", "bool", "add a stream_parser program"),
                 "max_conns": Option("--max-conns", "int", "map size", minimum=1),
             },
+        ),
+        # Reverse proxies (docs/programs.md, "Proxies"): a scenario with a `backend` section runs
+        # them in front of that echo server, next to a direct row (client -> backend).
+        ServerKind(
+            "proxy-naive",
+            "sb-proxy-naive",
+            "reverse proxy: recv()/send() through a buffer per direction, epoll, one thread",
+            {"buf": Option("--buf", "size", "buffer per direction", minimum=1)},
+            role=PROXY,
+        ),
+        ServerKind(
+            "proxy-splice",
+            "sb-proxy-splice",
+            "reverse proxy: socket -> pipe -> socket with splice(), a pipe per direction",
+            {"pipe_size": Option("--pipe-size", "size", "pipe size (capped to fs.pipe-max-size)", minimum=4096)},
+            role=PROXY,
+        ),
+        ServerKind(
+            "proxy-sockmap",
+            "sb-proxy-sockmap",
+            "reverse proxy: eBPF sk_skb verdicts redirect each leg's data to the other leg",
+            {
+                "parser": Option("--parser", "bool", "add a stream_parser program"),
+                "max_conns": Option("--max-conns", "int", "map size", minimum=1),
+            },
+            role=PROXY,
+        ),
+        # Peers: the user-space proxies people run today, configured from templates by peers.py.
+        *(
+            ServerKind(name, program, description, PEER_OPTIONS, built=False, role=PROXY, peer=True)
+            for name, program, description in (
+                ("nginx", "nginx", "NGINX stream proxy (one worker)"),
+                ("haproxy", "haproxy", "HAProxy mode tcp, no splice (one thread)"),
+                ("haproxy-splice-auto", "haproxy", "HAProxy mode tcp, option splice-auto"),
+                ("haproxy-splice", "haproxy", "HAProxy mode tcp, option splice-request + splice-response"),
+            )
         ),
     )
 }

@@ -19,13 +19,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from . import peers
 from .errors import HostError, ProcError
 from .hosts import Host, Proc
 from .ssh import start_together
 from .metrics import (Row, client_failure, client_metrics, host_cpu_delta, parse_client_output,
                       parse_proc_stat, server_events, server_metrics)
 from .plan import MEASURED, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan, Sample
-from .registry import CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, WORKLOAD_FIELDS
+from .registry import CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, SERVERS, WORKLOAD_FIELDS
 from .results import utc_now_iso
 
 OK, FAILED, INTERRUPTED, SKIPPED = "ok", "failed", "interrupted", "skipped"
@@ -143,7 +144,8 @@ class Runner:
         r = Row().set(
             run_id=self.run_id, sample_id=sample.id, seq=sample.seq, cell=sample.cell.index,
             cell_label=sample.cell.label, round=sample.round, phase=sample.phase, repetition=sample.repetition,
-            server=sample.server.label, server_kind=sample.server.kind, server_host=sample.server_host,
+            server=sample.server.label, server_kind=sample.server.kind,
+            server_host=sample.row_host or sample.server_host,
             client_hosts="+".join(sample.client_hosts),
         )
         r.set(workload=sample.workload)
@@ -164,14 +166,34 @@ class Runner:
         errors: list[str] = []
         interrupted = False
         server: Proc | None = None
+        backend: Proc | None = None
         clients: list[tuple[str, Proc]] = []
         client_exit: dict[int, int | None] = {}
         shost = self.hosts[sample.server_host]
         deadman = sample.client_timeout_s + READY_TIMEOUT_S + STOP_TIMEOUT_S + 60
         try:
             kind = sample.server_kind
-            server = shost.start(sample.server_argv(self._program(sample.server_host, kind.program, kind.built)),
-                                 deadman_s=deadman)
+            upstream: tuple[str, int] | None = None
+            if sample.backend is not None and sample.backend_host is not None:
+                # A proxy sample: the backend first, then the proxy pointed at it.
+                bhost = self.hosts[sample.backend_host]
+                backend = bhost.start(sample.backend_argv(self._program(sample.backend_host,
+                                                                        SERVERS[sample.backend].program)),
+                                      deadman_s=deadman)
+                bready = backend.wait_json_event("ready", READY_TIMEOUT_S)
+                baddr = str(bready.get("addr") or "127.0.0.1") if sample.backend_host == sample.server_host \
+                    else bhost.address
+                upstream = (baddr, int(bready["port"]))
+            if kind.peer:
+                assert upstream is not None
+                server = peers.start(kind.name, shost, listen_host=sample.listen.rsplit(":", 1)[0],
+                                     upstream_host=upstream[0], upstream_port=upstream[1],
+                                     options=dict(sample.server_options), deadman_s=deadman,
+                                     ready_timeout=READY_TIMEOUT_S)
+            else:
+                server = shost.start(sample.server_argv(self._program(sample.server_host, kind.program, kind.built),
+                                                        peers.host_port(*upstream) if upstream else None),
+                                     deadman_s=deadman)
             ready = server.wait_json_event("ready", READY_TIMEOUT_S)
             port = ready.get("port")
             if not isinstance(port, int) or not 0 < port < 65536:
@@ -212,6 +234,8 @@ class Runner:
                 elif code != 0:
                     errors.append(f"server {_exit_text(code)} after SIGTERM" + _stderr_tail(server))
             row.set(server_exit=server.poll())
+            if backend is not None:
+                errors += _stop_backend(backend)
         except KeyboardInterrupt as e:
             interrupted = True
             sig = str(e) if isinstance(e, _Interrupt) else "SIGINT"
@@ -225,6 +249,8 @@ class Runner:
                         proc.kill()
                 if server is not None and server.poll() is None:
                     server.kill()
+                if backend is not None and backend.poll() is None:
+                    backend.kill()
         # Collect what the programs printed, whatever happened above.
         raw: dict[str, str] = {}
         if server is not None:
@@ -238,6 +264,10 @@ class Runner:
                 raw["server.stderr.txt"] = server.stderr()
             if not interrupted and not errors and "summary" not in events:
                 errors.append("server printed no summary line")
+        if backend is not None:
+            raw["backend.jsonl"] = backend.stdout()
+            if backend.stderr().strip():
+                raw["backend.stderr.txt"] = backend.stderr()
         parsed = []
         for i, (hname, proc) in enumerate(clients):
             out, err = proc.stdout(), proc.stderr()
@@ -256,6 +286,19 @@ class Runner:
         status = INTERRUPTED if interrupted else (FAILED if errors else OK)
         row.set(status=status, error="; ".join(errors), duration_s=time.monotonic() - t_start)
         return row.as_dict(), raw, interrupted
+
+
+def _stop_backend(backend: Proc) -> list[str]:
+    """Stop a proxy sample's backend after the proxy; why it failed, if it did."""
+    code = backend.poll()
+    if code is not None:
+        return [f"backend {_exit_text(code)} during the sample" + _stderr_tail(backend)]
+    backend.signal(signal.SIGTERM)
+    code = backend.wait(STOP_TIMEOUT_S)
+    if code is None:
+        backend.kill()
+        return [f"backend did not exit within {STOP_TIMEOUT_S:g} s of SIGTERM; killed"]
+    return [f"backend {_exit_text(code)} after SIGTERM" + _stderr_tail(backend)] if code != 0 else []
 
 
 def _exit_text(code: int) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from .errors import ScenarioError
-from .registry import COMMON_SERVER_OPTIONS, SERVERS, WORKLOAD_FIELDS, WORKLOADS, Option
+from .registry import COMMON_SERVER_OPTIONS, ECHO, PROXY, SERVERS, WORKLOAD_FIELDS, WORKLOADS, Option
 from .units import DURATION_HELP, format_size, parse_duration, parse_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -42,10 +42,14 @@ TOP_KEYS = (
     "seed",
     "matrix",
     "placement",
+    "backend",
 )
 SERVER_KEYS = ("name", "label", "options")
 REPETITION_KEYS = ("warmup", "measured")
 PLACEMENT_KEYS = ("server", "clients")
+BACKEND_KEYS = ("name", "options", "host")
+# With a `backend` section the servers are proxies, and this row measures the backend alone.
+DIRECT = "direct"
 MATRIX_SERVER_KEYS = tuple(COMMON_SERVER_OPTIONS)  # server options a matrix may sweep (all servers)
 
 DEFAULT_WARMUP = 1
@@ -69,6 +73,15 @@ class ServerConfig:
 
     def options_dict(self) -> dict[str, Any]:
         return dict(self.options)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The echo server behind a proxy scenario's proxies; host None = the proxy's host."""
+
+    kind: str
+    options: tuple[tuple[str, Any], ...] = ()
+    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,8 @@ class Scenario:
     matrix: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     # Where the servers run; several placements run every server on each (e.g. one per machine).
     placements: tuple[Placement, ...] = (Placement(),)
+    # Proxy scenarios: client -> proxy (placement.server) -> backend; servers[0] is DIRECT.
+    backend: Backend | None = None
     source: str = "<string>"
 
     @property
@@ -158,6 +173,9 @@ class Scenario:
             "seed": self.seed,
             **({"matrix": {k: list(v) for k, v in self.matrix}} if self.matrix else {}),
             "placement": places[0] if len(places) == 1 else places,
+            **({"backend": {"name": self.backend.kind, "options": dict(self.backend.options),
+                            **({"host": self.backend.host} if self.backend.host else {})}}
+               if self.backend else {}),
         }
 
 
@@ -372,6 +390,8 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
     if "servers" not in data:
         c.fail("servers", "missing", "nothing", "a non-empty list of servers, e.g. [naive, splice, sockmap]")
     servers = _servers(c, data["servers"])
+    backend = _backend(c, data["backend"], tuple(known_hosts)) if "backend" in data else None
+    servers = _roles(c, servers, backend)
 
     # workload
     if "workload" not in data:
@@ -418,7 +438,8 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
             c.fail("baseline", "not one of the scenario's servers", found(baseline), ", ".join(labels),
                    _close(baseline, labels))
     else:
-        baseline = "naive" if "naive" in labels else labels[0]
+        default = "proxy-naive" if backend else "naive"
+        baseline = default if default in labels else labels[0]
 
     stop = c.boolean(data["stop_on_failure"], "stop_on_failure") if "stop_on_failure" in data else False
 
@@ -457,6 +478,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         seed=seed,
         matrix=tuple(matrix),
         placements=placements,
+        backend=backend,
         source=source,
     )
 
@@ -490,19 +512,63 @@ def _servers(c: _Checker, value: Any) -> list[ServerConfig]:
             c.fail(path, "duplicate server label", found(label),
                    "each label once (give repeated servers a distinct 'label')")
         labels.add(label)
-        opts: dict[str, Any] = {}
-        if "options" in entry:
-            known = SERVERS[kind].all_options()
-            raw = entry["options"]
-            if not isinstance(raw, Mapping):
-                c.fail(f"{path}.options", "not a mapping", found(raw), ", ".join(sorted(known)))
-            for key, val in raw.items():
-                opath = _join(f"{path}.options", str(key))
-                if not isinstance(key, str) or key not in known:
-                    c.fail(opath, f"unknown option for server {kind!r}", found(key), ", ".join(sorted(known)),
-                           _close(key, known))
-                opts[key] = c.option(known[key], val, opath)
+        opts = _server_options(c, kind, entry["options"], f"{path}.options") if "options" in entry else {}
         out.append(ServerConfig(label, kind, tuple(sorted(opts.items()))))
+    return out
+
+
+def _server_options(c: _Checker, kind: str, raw: Any, path: str) -> dict[str, Any]:
+    known = SERVERS[kind].all_options()
+    if not isinstance(raw, Mapping):
+        c.fail(path, "not a mapping", found(raw), ", ".join(sorted(known)))
+    opts: dict[str, Any] = {}
+    for key, val in raw.items():
+        opath = _join(path, str(key))
+        if not isinstance(key, str) or key not in known:
+            c.fail(opath, f"unknown option for server {kind!r}", found(key), ", ".join(sorted(known)),
+                   _close(key, known))
+        opts[key] = c.option(known[key], val, opath)
+    return opts
+
+
+def _backend(c: _Checker, value: Any, known_hosts: tuple[str, ...]) -> Backend:
+    echo = [k for k, s in SERVERS.items() if s.role == ECHO]
+    b = c.mapping(value, "backend", BACKEND_KEYS, "a mapping with keys name, options, host")
+    if "name" not in b:
+        c.fail("backend.name", "missing", "nothing", ", ".join(echo))
+    kind = b["name"]
+    if not isinstance(kind, str) or kind not in SERVERS or SERVERS[kind].role != ECHO:
+        c.fail("backend.name", "not an echo server", found(kind), ", ".join(echo), _close(kind, echo))
+    opts = _server_options(c, kind, b["options"], "backend.options") if "options" in b else {}
+    host = b.get("host")
+    if host is not None and (not isinstance(host, str) or host not in known_hosts):
+        c.fail("backend.host", "unknown host", found(host), ", ".join(known_hosts), _close(host, known_hosts))
+    return Backend(kind, tuple(sorted(opts.items())), host)
+
+
+def _roles(c: _Checker, servers: list[ServerConfig], backend: Backend | None) -> list[ServerConfig]:
+    """Without a backend: echo servers only. With one: proxies only, and the DIRECT row first."""
+    proxies = [k for k, s in SERVERS.items() if s.role == PROXY]
+    if backend is None:
+        for i, s in enumerate(servers):
+            if SERVERS[s.kind].role == PROXY:
+                c.fail(f"servers[{i}]", "a proxy needs a 'backend' section", found(s.kind),
+                       "echo servers, or add e.g. backend: {name: naive}")
+        return servers
+    direct = ServerConfig(DIRECT, backend.kind, backend.options)
+    out = [direct]
+    for i, s in enumerate(servers):
+        if s.label == DIRECT:
+            if s != direct:
+                c.fail(f"servers[{i}]", "the label 'direct' is the backend without a proxy", found(s.kind),
+                       f"name {backend.kind!r} with the backend's options, or another label")
+            continue
+        if SERVERS[s.kind].role != PROXY:
+            c.fail(f"servers[{i}]", "not a proxy (with a 'backend' section the servers are proxies)",
+                   found(s.kind), ", ".join(proxies), _close(s.kind, proxies))
+        out.append(s)
+    if len(out) == 1:
+        c.fail("servers", "no proxy", "only 'direct'", ", ".join(proxies))
     return out
 
 
@@ -670,6 +736,18 @@ def json_schema() -> dict[str, Any]:
             {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
         ]
     }
+    backend = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": {"enum": sorted(k for k, s in SERVERS.items() if s.role == ECHO)},
+            "options": {"type": "object"},
+            "host": {"type": "string", "description": "host running the backend (default: the proxy's)"},
+        },
+        "description": "makes the servers proxies in front of this echo server; a 'direct' row "
+                       "(client -> backend) is measured alongside",
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "splicebench-scenario.schema.json",
@@ -712,6 +790,7 @@ def json_schema() -> dict[str, Any]:
                 "description": "where the server and the clients run; a list runs every server at each "
                                "placement (default: all on local)",
             },
+            "backend": backend,
         },
     }
 
