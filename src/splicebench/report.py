@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from . import analysis, charts
+from . import analysis, charts, proxy_report
 from .results import atomic_write_text, load_manifest, load_samples
 from .scenario import format_param
 from .units import format_duration, format_ns, format_rate
@@ -90,6 +90,8 @@ class ReportView:
     # Significance, merged percentiles, noise, adaptive repetitions, architectures and downloads
     # (compare_report.RunSectionsView); None when rendering without the run directory.
     extra: Any = None
+    # Proxy scenarios: ratios to the naive proxy and to each peer (proxy_report.ProxyView), or None.
+    proxies: Any = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,6 +298,7 @@ def build_view(manifest: dict[str, Any], samples: pd.DataFrame) -> tuple[ReportV
         order=order,
         method=method_text(manifest),
         notes=list(manifest.get("notes", [])),
+        proxies=proxy_report.build(manifest, samples),
     )
     return view, summary
 
