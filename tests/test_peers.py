@@ -8,6 +8,7 @@ run the Debian nginx and haproxy binaries in front of a real sb-echo-naive, driv
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import signal
@@ -15,10 +16,11 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from progs import binary, descendants, run_client, running_server
-from splicebench import peers
+from progs import descendants, run_client, running_server
+from splicebench import commands, peers, results
 from splicebench.errors import ProcError
 from splicebench.hosts import LocalHost
 from splicebench.peers import PeerError, peer_config, render
@@ -201,8 +203,8 @@ def test_every_peer_has_packages_and_a_template() -> None:
 # the real programs
 
 
-@pytest.fixture(autouse=False)
-def no_leftovers():
+@pytest.fixture
+def no_peer_leftovers():
     """No process and no peer work directory of this test survives it."""
     before = set(Path("/tmp").glob("splicebench-peer.*"))
     yield
@@ -255,7 +257,7 @@ def test_port_picking_avoids_ports_in_use() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("variant", sorted(peers.VARIANTS))
-def test_peer_proxies_byte_exact_and_stops_cleanly(variant: str, no_leftovers) -> None:
+def test_peer_proxies_byte_exact_and_stops_cleanly(variant: str, no_peer_leftovers) -> None:
     host = LocalHost()
     with running_server("naive") as backend:
         p = peers.start(variant, host, listen_host="127.0.0.1", upstream_host="127.0.0.1",
@@ -289,7 +291,7 @@ def test_peer_proxies_byte_exact_and_stops_cleanly(variant: str, no_leftovers) -
 
 
 @pytest.mark.e2e
-def test_nginx_cpu_counts_its_worker_not_only_the_master(no_leftovers) -> None:
+def test_nginx_cpu_counts_its_worker_not_only_the_master(no_peer_leftovers) -> None:
     host = LocalHost()
     with running_server("naive") as backend:
         p = peers.start("nginx", host, listen_host="127.0.0.1", upstream_host="127.0.0.1",
@@ -306,7 +308,7 @@ def test_nginx_cpu_counts_its_worker_not_only_the_master(no_leftovers) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("variant", ["nginx", "haproxy"])
-def test_a_peer_that_cannot_start_leaves_nothing_behind(variant: str, no_leftovers) -> None:
+def test_a_peer_that_cannot_start_leaves_nothing_behind(variant: str, no_peer_leftovers) -> None:
     host = LocalHost()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -317,3 +319,42 @@ def test_a_peer_that_cannot_start_leaves_nothing_behind(variant: str, no_leftove
                         upstream_port=9, listen_port=taken, deadman_s=60)
         assert str(e.value).startswith(f"{variant} on host local exited with code 1; stderr: ")
         assert "Address already in use" in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# a proxy scenario through the whole tool: plan, runner, results, report
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.e2e
+@pytest.mark.privileged
+def test_proxy_scenario_runs_end_to_end(tmp_path: Path, use_cache, no_leftovers, no_peer_leftovers) -> None:
+    scenario = tmp_path / "proxy.yaml"
+    scenario.write_text(
+        "name: proxy-e2e\n"
+        "servers: [proxy-naive, proxy-splice, proxy-sockmap, nginx, haproxy-splice]\n"
+        "backend: {name: naive}\n"
+        "workload: {type: stream, bytes: 4MiB, conns: 2}\n"
+        "repetitions: {warmup: 0, measured: 2}\n"
+        "timeout: 30s\n")
+    paths = commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports"))
+    res = commands.run(paths, str(scenario), log=lambda m: None, progress_stream=io.StringIO())
+    assert res.status == "complete" and res.counts == {"ok": 12}, res.counts
+    run = results.list_runs(tmp_path / "results")[0]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert set(manifest["peers"]["local"]) == {"nginx", "haproxy"}
+    assert all(manifest["peers"]["local"].values())
+    assert [s["label"] for s in manifest["scenario"]["servers"]][0] == "direct"
+    samples = pd.read_csv(run / "samples.csv")
+    assert list(samples["server"].unique()) == ["direct", "proxy-naive", "proxy-splice", "proxy-sockmap",
+                                                "nginx", "haproxy-splice"]
+    assert (samples["bytes_verified"] == 2 * 4 * 2**20).all()
+    assert (samples["server_host"] == "local").all()
+    proxied = samples[samples["server"] != "direct"]
+    for _, row in proxied.iterrows():  # the backend's own output is kept next to the proxy's
+        assert f"raw/{row['sample_id']}.backend.jsonl" in row["raw_files"].split()
+    own = samples[samples["server"].isin(["proxy-naive", "proxy-splice", "proxy-sockmap"])]
+    assert (own["server_bytes_in"] == 2 * 4 * 2**20).all() and (own["server_bytes_out"] == 2 * 4 * 2**20).all()
+    html = res.report.read_text()
+    assert 'id="proxies"' in html and "vs proxy-naive" in html and "vs nginx" in html and "vs haproxy-splice" in html
