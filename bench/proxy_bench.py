@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Benchmark of the reverse proxies and their peers on loopback, side by side in one run (not a test).
+
+    python3 bench/proxy_bench.py [--targets direct,proxy-naive,...] [--reps 5] [--stream 100MiB] [--json]
+
+Builds the programs (make), starts one sb-echo-naive backend, every proxy in front of it (the naive,
+splice and SOCKMAP proxies, NGINX, and HAProxy without splice, with splice-auto and with forced
+splice; NGINX and HAProxy run from the configs src/splicebench/peers.py generates), then
+interleaves the targets within each repetition so that drift on the machine hits them alike.
+`direct` is the client talking to the backend without a proxy.
+
+Per target: the median goodput of --reps single-connection streams of --stream bytes, its ratio to
+direct, to the naive proxy and to each peer, the median p50/p99 of --reps 64-byte ping-pong runs
+(2,000 round trips), and CPU seconds per GiB forwarded over the stream runs: the proxy process
+(NGINX: master and worker; direct: the backend) and the whole host from /proc/stat deltas
+(user + nice + system + irq + softirq: SOCKMAP redirects run in softirq, not in the proxy). Host CPU
+includes the client and the backend; the header says how busy the client was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from splicebench import peers  # noqa: E402
+from splicebench.hosts import LocalHost, Proc  # noqa: E402
+from splicebench.units import parse_size  # noqa: E402
+
+GiB = 1 << 30
+TICK = os.sysconf("SC_CLK_TCK")
+HOST_BUSY_FIELDS = (0, 1, 2, 5, 6)  # user nice system irq softirq (after the "cpu" label)
+OURS = ("proxy-naive", "proxy-splice", "proxy-sockmap")
+TARGETS = ("direct", *OURS, *peers.VARIANTS)
+
+
+def build(build_dir: Path) -> None:
+    """make -k into build_dir, under the same lock the tests take (tests/progs.py)."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / ".make.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run(["make", "-k", "-C", str(REPO), f"BUILD={build_dir}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        print(f"make failed (exit {proc.returncode}):\n" + "\n".join(proc.stdout.splitlines()[-15:]),
+              file=sys.stderr)
+
+
+def host_busy_s() -> float:
+    """Busy CPU seconds of the whole host so far (all CPUs), softirq included."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    return sum(int(fields[i]) for i in HOST_BUSY_FIELDS) / TICK
+
+
+@dataclass
+class Run:
+    kind: str  # stream | pingpong
+    ok: bool
+    goodput: float | None = None  # bytes/s
+    p50_us: float | None = None
+    p99_us: float | None = None
+    bytes: int = 0
+    proxy_cpu_s: float = 0.0
+    host_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+    wall_s: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class Row:
+    target: str
+    stream_gib_s: float | None
+    pingpong_p50_us: float | None
+    pingpong_p99_us: float | None
+    proxy_cpu_s_per_gib: float | None
+    host_cpu_s_per_gib: float | None
+    failures: int
+    ratios: dict[str, float | None] = field(default_factory=dict)
+
+
+def run_client(client: Path, port: int, proc: Proc, args: list[str], kind: str) -> Run:
+    cpu0, host0, t0 = sum(proc.cpu_times()), host_busy_s(), time.monotonic()
+    p = subprocess.run([str(client), "--connect", f"127.0.0.1:{port}", "--workload", kind, *args],
+                       capture_output=True, text=True, timeout=600)
+    wall = time.monotonic() - t0
+    host1, cpu1 = host_busy_s(), sum(proc.cpu_times())
+    try:
+        r = json.loads(p.stdout)
+    except ValueError:
+        return Run(kind, False, error=f"no JSON from the client: {p.stderr.strip()[:200]}")
+    lat = r.get("latency_ns") or {}
+    return Run(kind, bool(r.get("ok")) and p.returncode == 0, r.get("goodput_bytes_per_s"),
+               (lat.get("p50") or 0) / 1e3, (lat.get("p99") or 0) / 1e3, r.get("bytes_verified") or 0,
+               cpu1 - cpu0, host1 - host0, (r.get("cpu_user_s") or 0) + (r.get("cpu_sys_s") or 0), wall,
+               "" if r.get("ok") else str((r.get("errors") or [{}])[0]))
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize(target: str, runs: list[Run]) -> Row:
+    streams = [r for r in runs if r.kind == "stream" and r.ok]
+    pings = [r for r in runs if r.kind == "pingpong" and r.ok]
+    gib = sum(r.bytes for r in streams) / GiB
+    return Row(
+        target,
+        median([r.goodput / GiB for r in streams if r.goodput]),
+        median([r.p50_us for r in pings if r.p50_us is not None]),
+        median([r.p99_us for r in pings if r.p99_us is not None]),
+        sum(r.proxy_cpu_s for r in streams) / gib if gib else None,
+        sum(r.host_cpu_s for r in streams) / gib if gib else None,
+        sum(1 for r in runs if not r.ok),
+    )
+
+
+def fmt(v: float | None, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--targets", default=",".join(TARGETS), help="comma-separated, default: all")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--stream", default="100MiB", help="bytes per stream run (default 100MiB)")
+    ap.add_argument("--round-trips", type=int, default=2000)
+    ap.add_argument("--json", action="store_true", help="print JSON instead of the tables")
+    args = ap.parse_args()
+    targets = [t for t in args.targets.split(",") if t]
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        ap.error(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+    stream_bytes = parse_size(args.stream)
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    build_dir = REPO / "build"
+    build(build_dir)
+    client = build_dir / "sb-client"
+    host = LocalHost()
+    load = Path("/proc/loadavg").read_text().split()[0]
+    runs: dict[str, list[Run]] = {t: [] for t in targets}
+    procs: dict[str, Proc] = {}
+    ports: dict[str, int] = {}
+    try:
+        backend = host.start([str(build_dir / "sb-echo-naive")])
+        ports["direct"] = backend.wait_json_event("ready", 15)["port"]
+        procs["direct"] = backend
+        for t in targets:
+            if t in OURS:
+                p = host.start([str(build_dir / f"sb-{t}"), "--upstream", f"127.0.0.1:{ports['direct']}"])
+                ports[t] = p.wait_json_event("ready", 15)["port"]
+                procs[t] = p
+            elif t in peers.VARIANTS:
+                p = peers.start(t, host, listen_host="127.0.0.1", upstream_host="127.0.0.1",
+                                upstream_port=ports["direct"])
+                ports[t] = p.ready["port"]
+                procs[t] = p
+        for rep in range(args.reps):
+            for t in targets:
+                for kind, extra in (("stream", ["--bytes", str(stream_bytes)]),
+                                    ("pingpong", ["--msg-size", "64", "--round-trips", str(args.round_trips)])):
+                    r = run_client(client, ports[t], procs[t], extra, kind)
+                    runs[t].append(r)
+                    print(f"rep {rep + 1}/{args.reps} {t:20} {kind:8} "
+                          + (f"{(r.goodput or 0) / GiB:.3f} GiB/s" if kind == "stream" else f"p50 {r.p50_us:.1f} us")
+                          + ("" if r.ok else f"  FAILED {r.error}"), file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for p in procs.values():
+            p.signal(signal.SIGTERM)
+        for p in procs.values():
+            if p.wait(5) is None:
+                p.kill()
+        host.close()
+
+    rows = [summarize(t, runs[t]) for t in targets]
+    refs = [t for t in ("direct", "proxy-naive", *peers.VARIANTS) if t in targets]
+    by = {r.target: r for r in rows}
+    for r in rows:
+        for ref in refs:
+            a, b = r.stream_gib_s, by[ref].stream_gib_s
+            r.ratios[ref] = a / b if a is not None and b else None
+    client_busy = [r.client_cpu_s / r.wall_s for rs in runs.values() for r in rs if r.kind == "stream" and r.wall_s]
+    if args.json:
+        print(json.dumps({"load_before": load, "reps": args.reps, "stream_bytes": stream_bytes,
+                          "rows": [asdict(r) for r in rows]}, indent=2))
+        return 0 if all(r.failures == 0 for r in rows) else 1
+    print(f"\n{args.reps} x {args.stream} stream, {args.reps} x {args.round_trips} x 64 B ping-pong, one "
+          f"connection, backend sb-echo-naive; load average before: {load}; client busy "
+          f"{100 * (median(client_busy) or 0):.0f} % of a core during streams (median)")
+    print(table([[r.target, fmt(r.stream_gib_s, ".3f"), fmt(r.pingpong_p50_us, ".1f"), fmt(r.pingpong_p99_us, ".1f"),
+                  fmt(r.proxy_cpu_s_per_gib, ".3f"), fmt(r.host_cpu_s_per_gib, ".3f"), str(r.failures)]
+                 for r in rows],
+                ["target", "GiB/s", "p50 us", "p99 us", "proxy CPU s/GiB", "host CPU s/GiB", "failed"]))
+    print("\nstream throughput ratios (row / column):")
+    print(table([[r.target, *(fmt(r.ratios[ref], ".2f") for ref in refs)] for r in rows],
+                ["target", *(f"vs {ref}" for ref in refs)]))
+    return 0 if all(r.failures == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
