@@ -41,6 +41,10 @@ TEST_PACKAGES: list[Package] = [
     Package("iproute2", "ip"),  # network namespaces for SSH test hosts
     Package("openssh-server", "/usr/sbin/sshd"),
     Package("openssh-client", "ssh"),
+    # peer proxies (tests/test_peers.py; peers.PACKAGES is what `invoke run` installs for them)
+    Package("nginx", "nginx"),
+    Package("libnginx-mod-stream", "/usr/lib/nginx/modules/ngx_stream_module.so"),
+    Package("haproxy", "haproxy"),
 ]
 
 # The arm64 lab host (arm64.py): a Debian arm64 guest built with debootstrap, booted under QEMU.
