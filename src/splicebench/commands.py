@@ -153,7 +153,8 @@ def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report:
         finally:
             with deferred_interrupts():
                 # Account for every planned sample, also after an interruption or an internal error.
-                done = {r["sample_id"] for r in rows}
+                # Samples that adaptive repetitions found unnecessary were not run and get no row.
+                done = {r["sample_id"] for r in rows} | set(outcome.not_needed if outcome else ())
                 why = "the run was interrupted" if outcome else "the run ended with an internal error"
                 rows += [runner.skipped_row(s, f"not run: {why}") for s in the_plan.samples if s.id not in done]
                 manifest.update(status=outcome.status if outcome else "error",

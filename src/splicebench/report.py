@@ -212,12 +212,15 @@ def method_text(manifest: dict[str, Any]) -> list[str]:
     sc = manifest["scenario"]
     wl = sc["workload"]
     reps = sc["repetitions"]
+    measured = (f"{reps['measured']} measured round(s)" if "measured" in reps else
+                f"{reps['min']} to {reps['max']} measured rounds (adaptive: until the 95 % CI of the median "
+                f"throughput is at most {reps['target_ci_width']:.1%} of the median wide)")
     return [
         "Each sample starts a fresh server process, waits for its ready line, runs the verifying load "
         "client sb-client against it and then stops the server with SIGTERM. The client checks every "
         "echoed byte against a seeded pseudo-random stream; a sample counts only if every byte came back.",
         f"Servers are interleaved within each round ({', '.join(s['label'] for s in sc['servers'])}, then "
-        f"again), {reps['warmup']} warm-up round(s) first, then {reps['measured']} measured round(s); "
+        f"again), {reps['warmup']} warm-up round(s) first, then {measured}; "
         "warm-up samples are recorded but not used. The execution order is listed below.",
         "Throughput is the client's goodput: verified echoed bytes divided by the time from connect to the "
         "last byte verified. Latency is per message for pingpong, per burst for burst and per connection "

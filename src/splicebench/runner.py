@@ -37,6 +37,8 @@ class RunOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     status: str = "complete"  # complete | stopped (stop_on_failure) | interrupted
     reason: str = ""
+    # Adaptive repetitions: planned samples not run because their cell had enough (no row).
+    not_needed: list[str] = field(default_factory=list)
 
 
 class _Interrupt(KeyboardInterrupt):
@@ -102,8 +104,11 @@ class Runner:
         outcome = RunOutcome()
         phase_totals = {WARMUP: plan.scenario.warmup, MEASURED: plan.scenario.measured}
         stop_reason = ""
+        not_needed: set[str] = set()
         with interrupt_on_terminate():
-            for sample in plan.samples:
+            for i, sample in enumerate(plan.samples):
+                if sample.id in not_needed:
+                    continue
                 if stop_reason:
                     row = self.skipped_row(sample, stop_reason)
                     self._emit(sample, row, {})
@@ -130,6 +135,11 @@ class Runner:
                     outcome.status = "stopped"
                     outcome.reason = f"stop_on_failure: sample {sample.id} failed"
                     stop_reason = f"not run: stopped after sample {sample.id} failed (stop_on_failure)"
+                elif sample.phase == MEASURED and plan.scenario.target_ci_width is not None \
+                        and _ends_round(plan, i) and _cell_has_enough(plan.scenario, outcome.rows, sample):
+                    rest = [s.id for s in plan.samples[i + 1:] if s.cell.index == sample.cell.index]
+                    not_needed.update(rest)
+                    outcome.not_needed.extend(rest)
         if self.progress and stop_reason:
             self.progress.skipped(sum(1 for r in outcome.rows if r["status"] == SKIPPED), stop_reason[9:])
         return outcome
@@ -299,6 +309,30 @@ def _stop_backend(backend: Proc) -> list[str]:
         backend.kill()
         return [f"backend did not exit within {STOP_TIMEOUT_S:g} s of SIGTERM; killed"]
     return [f"backend {_exit_text(code)} after SIGTERM" + _stderr_tail(backend)] if code != 0 else []
+
+
+def _ends_round(plan: Plan, i: int) -> bool:
+    """Whether sample i is the last of its round (the next one starts another round or cell)."""
+    s = plan.samples[i]
+    nxt = plan.samples[i + 1] if i + 1 < len(plan.samples) else None
+    return nxt is None or (nxt.cell.index, nxt.round) != (s.cell.index, s.round)
+
+
+def _cell_has_enough(scenario, rows: list[dict[str, Any]], sample: Sample) -> bool:
+    """Adaptive repetitions: whether every (host, server) of the sample's cell has enough measured
+    samples (stats.enough_for_all on goodput; failed samples count as attempts)."""
+    from .stats import RepetitionPolicy, enough_for_all
+
+    policy = RepetitionPolicy(scenario.min_measured or 1, scenario.measured, scenario.target_ci_width)
+    groups: dict[tuple[str, str], tuple[list[Any], int]] = {}
+    for r in rows:
+        if r["cell"] != sample.cell.index or r["phase"] != MEASURED:
+            continue
+        vals, n = groups.get((r["server_host"], r["server"]), ([], 0))
+        if r["status"] == OK:
+            vals = vals + [r.get("goodput_bytes_per_s")]
+        groups[(r["server_host"], r["server"])] = (vals, n + 1)
+    return bool(groups) and enough_for_all(groups, policy)[0]
 
 
 def _exit_text(code: int) -> str:

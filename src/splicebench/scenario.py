@@ -45,7 +45,7 @@ TOP_KEYS = (
     "backend",
 )
 SERVER_KEYS = ("name", "label", "options")
-REPETITION_KEYS = ("warmup", "measured")
+REPETITION_KEYS = ("warmup", "measured", "min", "max", "target_ci_width")
 PLACEMENT_KEYS = ("server", "clients")
 BACKEND_KEYS = ("name", "options", "host")
 # With a `backend` section the servers are proxies, and this row measures the backend alone.
@@ -54,6 +54,10 @@ MATRIX_SERVER_KEYS = tuple(COMMON_SERVER_OPTIONS)  # server options a matrix may
 
 DEFAULT_WARMUP = 1
 DEFAULT_MEASURED = 5
+# Adaptive repetitions (repetitions.target_ci_width): 6 is the smallest count whose distribution-free
+# 95 % CI of the median is defined (stats.min_n_for_median_ci).
+DEFAULT_ADAPTIVE_MIN = 6
+DEFAULT_ADAPTIVE_MAX = 30
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_SEED = 1
 LOCAL = "local"
@@ -125,6 +129,11 @@ class Scenario:
     # Proxy scenarios: client -> proxy (placement.server) -> backend; servers[0] is DIRECT.
     backend: Backend | None = None
     source: str = "<string>"
+    # Adaptive repetitions: with target_ci_width set, `measured` is the maximum; the runner stops a
+    # cell's measured rounds once every server's 95 % CI of the median throughput is at most this
+    # fraction of the median wide, after at least min_measured rounds (stats.enough_repetitions).
+    min_measured: int | None = None
+    target_ci_width: float | None = None
 
     @property
     def placement(self) -> Placement:
@@ -166,7 +175,9 @@ class Scenario:
             "description": self.description,
             "servers": [{"name": s.kind, "label": s.label, "options": dict(s.options)} for s in self.servers],
             "workload": {"type": self.workload_type, **dict(self.workload)},
-            "repetitions": {"warmup": self.warmup, "measured": self.measured},
+            "repetitions": ({"warmup": self.warmup, "measured": self.measured} if self.target_ci_width is None
+                            else {"warmup": self.warmup, "min": self.min_measured, "max": self.measured,
+                                  "target_ci_width": self.target_ci_width}),
             "baseline": self.baseline,
             "stop_on_failure": self.stop_on_failure,
             "timeout": self.timeout_s,
@@ -422,6 +433,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
 
     # repetitions
     warmup, measured = DEFAULT_WARMUP, DEFAULT_MEASURED
+    min_measured, target_ci_width = None, None
     if "repetitions" in data:
         reps = c.mapping(data["repetitions"], "repetitions", REPETITION_KEYS,
                          "a mapping with keys warmup, measured")
@@ -429,6 +441,9 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
             warmup = c.integer(reps["warmup"], "repetitions.warmup", 0)
         if "measured" in reps:
             measured = c.integer(reps["measured"], "repetitions.measured", 1)
+        min_measured, target_ci_width, adaptive_max = _adaptive(c, reps)
+        if adaptive_max is not None:
+            measured = adaptive_max
 
     # baseline
     labels = [s.label for s in servers]
@@ -480,7 +495,33 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         placements=placements,
         backend=backend,
         source=source,
+        min_measured=min_measured,
+        target_ci_width=target_ci_width,
     )
+
+
+def _adaptive(c: _Checker, reps: Mapping[str, Any]) -> tuple[int | None, float | None, int | None]:
+    """(min, target_ci_width, max) of adaptive repetitions, or Nones for a fixed count."""
+    if "target_ci_width" not in reps:
+        for key in ("min", "max"):
+            if key in reps:
+                c.fail(f"repetitions.{key}", "only applies with repetitions.target_ci_width", found(reps[key]),
+                       "measured: N for a fixed count, or min, max and target_ci_width for adaptive repetitions")
+        return None, None, None
+    width = reps["target_ci_width"]
+    allowed = "a fraction of the median greater than 0 and at most 1, e.g. 0.05 for 5 %"
+    if isinstance(width, bool) or not isinstance(width, (int, float)):
+        c.fail("repetitions.target_ci_width", "not a number", found(width), allowed)
+    if not 0 < width <= 1:
+        c.fail("repetitions.target_ci_width", "out of range", found(width), allowed)
+    if "measured" in reps:
+        c.fail("repetitions.measured", "does not combine with target_ci_width", found(reps["measured"]),
+               "min and max bound the measured repetitions when target_ci_width is set")
+    lo = c.integer(reps["min"], "repetitions.min", 1) if "min" in reps else DEFAULT_ADAPTIVE_MIN
+    hi = c.integer(reps["max"], "repetitions.max", 1) if "max" in reps else max(lo, DEFAULT_ADAPTIVE_MAX)
+    if hi < lo:
+        c.fail("repetitions.max", "smaller than repetitions.min", found(hi), f"an integer >= {lo}")
+    return lo, float(width), hi
 
 
 def _servers(c: _Checker, value: Any) -> list[ServerConfig]:
@@ -771,7 +812,15 @@ def json_schema() -> dict[str, Any]:
                 "properties": {
                     "warmup": {"type": "integer", "minimum": 0, "description": f"default {DEFAULT_WARMUP}"},
                     "measured": {"type": "integer", "minimum": 1, "description": f"default {DEFAULT_MEASURED}"},
+                    "target_ci_width": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
+                                        "description": "adaptive repetitions: stop when the 95 % CI of the median "
+                                                       "throughput is at most this fraction of the median wide"},
+                    "min": {"type": "integer", "minimum": 1,
+                            "description": f"adaptive: at least this many (default {DEFAULT_ADAPTIVE_MIN})"},
+                    "max": {"type": "integer", "minimum": 1,
+                            "description": f"adaptive: at most this many (default {DEFAULT_ADAPTIVE_MAX})"},
                 },
+                "not": {"required": ["measured", "target_ci_width"]},
             },
             "baseline": {"type": "string", "description": "label of the server ratios are computed against; "
                                                           "default naive (or the first server)"},
