@@ -45,6 +45,7 @@ TEST_PACKAGES: list[Package] = [
     Package("nginx", "nginx"),
     Package("libnginx-mod-stream", "/usr/lib/nginx/modules/ngx_stream_module.so"),
     Package("haproxy", "haproxy"),
+    Package("chromium", "/usr/bin/chromium"),  # tests/test_browser.py opens the reports in it (headless)
 ]
 
 # The arm64 lab host (arm64.py): a Debian arm64 guest built with debootstrap, booted under QEMU.
