@@ -90,6 +90,7 @@ class ReportView:
     # Significance, merged percentiles, noise, adaptive repetitions, architectures and downloads
     # (compare_report.RunSectionsView); None when rendering without the run directory.
     extra: Any = None
+    latency_merged: bool = False  # summary latency columns come from merged histograms
     # Proxy scenarios: ratios to the naive proxy and to each peer (proxy_report.ProxyView), or None.
     proxies: Any = None
 
@@ -183,6 +184,9 @@ def _host_items(facts: dict[str, Any]) -> list[tuple[str, str]]:
         ("CPU", f"{show(facts.get('cpu_model'))} x {show(facts.get('cpu_count'))}"),
         ("governor / turbo", f"{show(facts.get('cpu_governor'))} / {show(facts.get('turbo'))}"),
         ("virtualization", show(facts.get("virtualization"))),
+        ("emulation", f"EMULATED ({facts.get('virt_how')}): its numbers are not {show(facts.get('arch'))} "
+                      f"hardware performance" if facts.get("emulated") else
+                      "native" if facts.get("emulated") is False else "unknown"),
         ("memory", f"{facts['memory_bytes'] / (1 << 30):.1f} GiB" if facts.get("memory_bytes") else "unknown"),
         ("load average at start", show(facts.get("loadavg_at_start"))),
     ]
@@ -250,6 +254,12 @@ def build_view(manifest: dict[str, Any], samples: pd.DataFrame) -> tuple[ReportV
     summary = analysis.summarize(samples, baseline)
     derived = analysis.add_derived(samples)
     sc = manifest["scenario"]
+    if not summary.empty and summary["server_host"].nunique() > 1:
+        # Servers on several hosts (placement lists): name the host, and say which are emulated.
+        host_facts = manifest.get("hosts") or {}
+        for df in (summary, derived):
+            df["server"] = [f"{s} @ {h}" + (" (emulated)" if (host_facts.get(h) or {}).get("emulated") else "")
+                            for s, h in zip(df["server"], df["server_host"])]
     chart_list: list[ChartView] = []
     if not summary.empty and summary["n_ok"].sum() > 0:
         chart_list = [
@@ -334,7 +344,12 @@ def render_run(run_dir: Path, reports_dir: Path) -> tuple[Path, ReportView, pd.D
 
     run = compare.RunData(Path(run_dir), manifest, analysis.add_derived(samples),
                           compare.read_histograms(Path(run_dir), samples))
-    view = replace(view, extra=compare_report.run_sections(run, view.baseline))
+    # Latency columns from the samples' histograms merged (bucket counts summed) where recorded.
+    merged = [compare_report.merged_latency(run, r["server_host"], r["cell"], r["server"]) for _, r in summary.iterrows()]
+    rows = [replace(v, p50=format_ns(m["p50"]), p99=format_ns(m["p99"])) if m else v
+            for v, m in zip(view.summary_rows, merged)]
+    view = replace(view, summary_rows=rows, latency_merged=any(merged),
+                   extra=compare_report.run_sections(run, view.baseline))
     out = report_path(reports_dir, manifest)
     atomic_write_text(out, render(view))
     return out, view, summary
