@@ -314,3 +314,18 @@ def test_invoke_compare_and_export(tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert len(pd.read_parquet(out)) == 21
+
+
+@pytest.mark.unit
+def test_run_report_latency_columns_are_merged_percentiles(tmp_path):
+    out, view, summary = report.render_run(recorded.RUN_A, tmp_path)
+    run = compare.load_run(recorded.RUN_A)
+    al = compare.align(compare.sources([run]))
+    for row, key in zip(view.summary_rows, al.keys):
+        p = al.groups[(0, key)].percentiles()
+        assert (row.server, row.p50, row.p99) == (key.server, compare_report.format_ns(p["p50"]),
+                                                  compare_report.format_ns(p["p99"]))
+    assert view.latency_merged and view.extra is not None
+    page = out.read_text()
+    assert "latency p50 and p99 from the clients&#39; histograms" in page
+    assert 'id="significance"' in page and 'id="download-csv"' in page

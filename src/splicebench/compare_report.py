@@ -723,3 +723,14 @@ def compare_runs(results_root: Path, reports_dir: Path, refs: Sequence[str]) -> 
     runs = load_runs(results_root, refs)
     out, pq, view = write_compare(runs, reports_dir)
     return out, pq, text_summary(view)
+
+
+def merged_latency(run: RunData, host: str, cell: Any, server: str) -> dict[str, float] | None:
+    """Percentiles of the merged histograms of one group's measured ok samples; None without histograms."""
+    df = run.samples
+    sel = df[(df["server_host"].astype(str) == str(host)) & (df["cell"] == cell) & (df["server"].astype(str) == server)
+             & (df["phase"] == "measured") & (df["status"] == "ok")]
+    hists = [run.hists[s] for s in sel["sample_id"].astype(str) if s in run.hists]
+    if not hists:
+        return None
+    return stats.hist_percentiles(stats.merge_histograms(hists))
