@@ -327,5 +327,5 @@ def test_run_report_latency_columns_are_merged_percentiles(tmp_path):
                                                   compare_report.format_ns(p["p99"]))
     assert view.latency_merged and view.extra is not None
     page = out.read_text()
-    assert "latency p50 and p99 from the clients&#39; histograms" in page
+    assert "latency p50 and p99 from the clients' histograms" in page
     assert 'id="significance"' in page and 'id="download-csv"' in page
