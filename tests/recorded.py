@@ -21,10 +21,13 @@ RUN_A = DATA / "20261125T185321Z-f99079"
 RUN_B = DATA / "20261125T185330Z-d3b04d"
 SCENARIO = DATA / "burst-small.yaml"
 
+# The facts facts.py records (virt, emulated, virt_how from detect_virtualization).
 ARM_NATIVE = {"arch": "aarch64", "cpu_model": "Neoverse-N1", "cpu_count": 4, "cpu_max_mhz": 3000.0,
-              "virtualization": "none", "emulated": False, "hostname": "arm-box"}
-ARM_EMULATED = {"arch": "aarch64", "cpu_model": None, "cpu_count": 2, "virtualization": "qemu",
-                "virt": "qemu-tcg", "emulated": True, "hostname": "arm64-guest"}
+              "virtualization": "none", "virt": "none", "emulated": False, "virt_how": "systemd-detect-virt --vm: none",
+              "hostname": "arm-box"}
+ARM_EMULATED = {"arch": "aarch64", "cpu_model": None, "cpu_count": 2, "virtualization": "qemu", "virt": "qemu",
+                "emulated": True, "hostname": "arm64-guest",
+                "virt_how": "systemd-detect-virt --vm: qemu; QEMU without KVM: every instruction emulated (TCG)"}
 
 
 def _load(run: Path) -> tuple[dict, list[dict], list[str]]:

@@ -127,9 +127,11 @@ def test_kernel_difference_is_a_caution_not_unfair(tmp_path):
 
 @pytest.mark.unit
 @pytest.mark.parametrize("facts, emulated", [
-    ({"emulated": True, "virt": "qemu-tcg"}, True),
-    ({"emulated": False, "virtualization": "qemu"}, False),  # detected on the host: the flag wins
-    ({"virtualization": "qemu"}, True),  # systemd-detect-virt says qemu only without KVM
+    ({"emulated": True, "virt": "qemu"}, True),
+    ({"emulated": False, "virt": "qemu"}, False),  # detected on the host (KVM confirmed): the flag wins
+    ({"emulated": None, "virt": "qemu"}, True),  # QEMU, KVM not confirmed: never shown as native
+    ({"virtualization": "qemu"}, True),  # older facts: systemd-detect-virt says qemu only without KVM
+    ({"emulated": False, "virt": "kvm"}, False),
     ({"virtualization": "kvm"}, False),
     ({"virtualization": "docker"}, False),
     ({}, False),
@@ -329,3 +331,10 @@ def test_run_report_latency_columns_are_merged_percentiles(tmp_path):
     page = out.read_text()
     assert "latency p50 and p99 from the clients' histograms" in page
     assert 'id="significance"' in page and 'id="download-csv"' in page
+
+
+@pytest.mark.unit
+def test_run_report_is_deterministic(tmp_path):
+    first, _, _ = report.render_run(recorded.RUN_A, tmp_path / "one")
+    second, _, _ = report.render_run(recorded.RUN_A, tmp_path / "two")
+    assert first.read_text() == second.read_text()
