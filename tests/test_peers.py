@@ -150,7 +150,7 @@ def test_nginx_with_a_built_in_stream_module_loads_nothing() -> None:
 def test_haproxy_variants(variant: str, present: list[str], absent: list[str]) -> None:
     text = render(peer_config(variant, **good(listen_host="::1")))
     lines = [ln.strip() for ln in text.splitlines()]
-    assert "mode tcp" in lines and "nbthread 1" in lines and "hard-stop-after 3s" in lines
+    assert "mode tcp" in lines and "nbthread 1" in lines
     assert "bind [::1]:20001" in lines and "server backend 127.0.0.1:7" in lines
     assert "pidfile /tmp/splicebench-peer.abc123/haproxy.pid" in lines
     for p in present:

@@ -82,7 +82,6 @@ DEFAULTS = {"workers": 1, "buffer": 131072, "sndbuf": 0, "rcvbuf": 0}
 # HAProxy maxconn is this, and HAProxy refuses to start when the descriptors that implies (two per
 # session, plus pipes when splicing) exceed the hard RLIMIT_NOFILE, 20000 on some systems.
 MAX_CONNS = 4096
-HAPROXY_STOP_S = 3  # hard-stop-after: a soft stop (SIGUSR1) ends within this even with open sessions
 BIND_ATTEMPTS = 3
 
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9._/:\[\]+-]*$")
@@ -109,7 +108,6 @@ class PeerConfig:
     buffer: int
     sndbuf: int
     rcvbuf: int
-    hard_stop_s: int
 
 
 def _address(value: Any, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -171,7 +169,6 @@ def peer_config(variant: str, *, listen_host: Any, listen_port: Any, upstream_ho
         buffer=_int(opts["buffer"], "buffer", 1024, 64 << 20),
         sndbuf=_int(opts["sndbuf"], "sndbuf", 0, 1 << 30),
         rcvbuf=_int(opts["rcvbuf"], "rcvbuf", 0, 1 << 30),
-        hard_stop_s=HAPROXY_STOP_S,
     )
 
 
@@ -481,8 +478,10 @@ class PeerProc(Proc):
     """A running peer, seen through the Proc interface the runner uses for every server.
 
     Ready and summary lines are synthesized (the peers print no JSON): ready once its port
-    listens, summary (its process group's CPU times) once it has exited. SIGTERM/SIGINT become a
-    soft stop for HAProxy (SIGUSR1 with hard-stop-after), whose SIGTERM exit code is 143."""
+    listens, summary (its process group's CPU times) once it has exited. HAProxy answers SIGTERM
+    (a hard stop) with exit code 143; after a SIGTERM or SIGINT that we sent, that counts as the
+    clean exit it is. (Its soft stop, SIGUSR1, is no option: the signal goes to the whole process
+    group, and the SSH host's wrapper shell dies of it.)"""
 
     def __init__(self, inner: Proc, host: Host, variant: str, workdir: str, ready: dict[str, Any]):
         self.inner = inner
@@ -493,6 +492,7 @@ class PeerProc(Proc):
         self.pid = inner.pid
         self._cpu = (0.0, 0.0)
         self._summary: dict[str, Any] | None = None
+        self._stopped_by: int | None = None
 
     def _synth_lines(self) -> list[str]:
         lines = [json.dumps(self.ready, separators=(",", ":"))]
@@ -516,14 +516,16 @@ class PeerProc(Proc):
     def signal(self, sig: int) -> None:
         if sig in (signal.SIGTERM, signal.SIGINT):
             self.cpu_times()  # the last reading while the whole group is still there
-            if VARIANTS[self.variant].program == "haproxy":
-                sig = signal.SIGUSR1
+            self._stopped_by = sig
         self.inner.signal(sig)
 
     def wait(self, timeout: float) -> int | None:
         code = self.inner.wait(timeout)
         if code is not None:
             self._finish()
+            if self._stopped_by is not None and code in (128 + self._stopped_by, -self._stopped_by) \
+                    and VARIANTS[self.variant].program == "haproxy":
+                code = 0
         return code
 
     def stdout(self) -> str:
