@@ -168,17 +168,20 @@ static void check_environment(void)
 {
 	if (!have_cap(CAP_NET_ADMIN) || !(have_cap(CAP_BPF) || have_cap(CAP_SYS_ADMIN)))
 		net_die("missing CAP_BPF/CAP_NET_ADMIN: " NEED_PRIVS);
-	int prog = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SK_SKB, NULL);
+	/* The libbpf probes below answer "unsupported" for any failure, EPERM included (root in a
+	 * user namespace has the capabilities but not bpf()), so first ask bpf() itself. */
+	int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, NULL, 4, 4, 1, NULL);
+	if (fd < 0) {
+		if (errno == EPERM || errno == EACCES)
+			net_die("bpf() not permitted: " NEED_PRIVS);
+		net_die("bpf() unavailable: %s (kernel without CONFIG_BPF_SYSCALL?)",
+			strerror(errno));
+	}
+	close(fd);
 	enum bpf_map_type mt =
 	    g.kind == ECHO_MAP_SOCKMAP ? BPF_MAP_TYPE_SOCKMAP : BPF_MAP_TYPE_SOCKHASH;
-	int map = libbpf_probe_bpf_map_type(mt, NULL);
-	if (prog < 0 || map < 0) {
-		int err = prog < 0 ? -prog : -map;
-		if (err == EPERM || err == EACCES)
-			net_die("bpf() not permitted: " NEED_PRIVS);
-		net_die("cannot probe BPF support: bpf(): %s", strerror(err));
-	}
-	if (!prog || !map)
+	if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SK_SKB, NULL) != 1 ||
+	    libbpf_probe_bpf_map_type(mt, NULL) != 1)
 		net_die("this kernel has no SOCKMAP support (needs CONFIG_BPF_SYSCALL and "
 			"CONFIG_NET_SOCK_MSG%s)",
 			g.parser ? " and CONFIG_BPF_STREAM_PARSER" : "");

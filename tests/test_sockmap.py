@@ -284,19 +284,21 @@ def test_sigterm_leaves_no_process_program_map_or_entry(variant: str) -> None:
 # privileges
 
 
-def test_without_privileges_fails_fast_with_one_line() -> None:
-    setpriv = shutil.which("setpriv")
-    assert setpriv, "setpriv (util-linux) is needed"
-    argv = [
-        setpriv,
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        str(server_binary("sockmap")),
-    ]
+UNPRIVILEGED = {
+    # nobody, no capabilities at all
+    "nobody": ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"],
+    # root of a new user namespace: every capability, but bpf() refuses it
+    "userns-root": ["unshare", "--user", "--map-root-user"],
+}
+
+
+@pytest.mark.parametrize("who", sorted(UNPRIVILEGED))
+def test_without_privileges_fails_fast_with_one_line(who: str) -> None:
+    wrapper = UNPRIVILEGED[who]
+    assert shutil.which(wrapper[0]), f"{wrapper[0]} (util-linux) is needed"
+    argv = [*wrapper, str(server_binary("sockmap"))]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 1
+    assert proc.returncode == 1, proc.stderr
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
