@@ -10,7 +10,8 @@
  *               serves as the redirect target, so one lookup finds where a byte goes.
  * Two verdict programs instead of one only so that each knows its direction for the counters. */
 #include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
+
+#include <bpf/bpf_helpers.h> /* needs the types of linux/bpf.h first */
 
 #include "proxy_sockmap.h"
 
@@ -78,21 +79,12 @@ static __always_inline int forward(struct __sk_buff *skb, __u32 slot)
 }
 
 SEC("sk_skb/stream_verdict")
-int client_verdict(struct __sk_buff *skb)
-{
-	return forward(skb, PROXY_CNT_C2U_BYTES);
-}
+int client_verdict(struct __sk_buff *skb) { return forward(skb, PROXY_CNT_C2U_BYTES); }
 
 SEC("sk_skb/stream_verdict")
-int upstream_verdict(struct __sk_buff *skb)
-{
-	return forward(skb, PROXY_CNT_U2C_BYTES);
-}
+int upstream_verdict(struct __sk_buff *skb) { return forward(skb, PROXY_CNT_U2C_BYTES); }
 
 /* Accept everything that is queued as one message (--parser): the verdicts still see every byte in
  * order, only in the strparser's framing. */
 SEC("sk_skb/stream_parser")
-int proxy_parser(struct __sk_buff *skb)
-{
-	return skb->len;
-}
+int proxy_parser(struct __sk_buff *skb) { return skb->len; }

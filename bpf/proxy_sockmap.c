@@ -46,12 +46,13 @@
  * Half-close: a FIN arrives as EPOLLRDHUP on its leg. That direction is then polled on a 1 ms
  * timerfd tick (armed only while some direction is draining) until the other leg has taken every
  * byte the first one received: tcpi_bytes_acked (minus its value at pairing: a connect()ed socket
- * counts its SYN) plus SIOCOUTQ (queued, not yet acked) of the other leg reaches tcpi_bytes_received
- * minus one (the FIN counts one) of this leg. Bytes still in the psock's backlog are in neither, so
- * the FIN is never forwarded ahead of data. Then shutdown(SHUT_WR) forwards the FIN; when both
- * directions ended, both sockets are closed (close() removes them from every map). A direction that
- * makes no progress for 30 s ends the connection as failed. When one leg fails (upstream refuses, a
- * reset) the other is closed with a reset so that its peer sees the failure.
+ * counts its SYN) plus SIOCOUTQ (queued, not yet acked) of the other leg reaches
+ * tcpi_bytes_received minus one (the FIN counts one) of this leg. Bytes still in the psock's
+ * backlog are in neither, so the FIN is never forwarded ahead of data. Then shutdown(SHUT_WR)
+ * forwards the FIN; when both directions ended, both sockets are closed (close() removes them from
+ * every map). A direction that makes no progress for 30 s ends the connection as failed. When one
+ * leg fails (upstream refuses, a reset) the other is closed with a reset so that its peer sees the
+ * failure.
  *
  * Send buffers: the psock backlog worker sends only while the target socket is writeable and
  * retries one jiffy later otherwise, so throughput is bounded by sndbuf per jiffy; like
@@ -101,12 +102,13 @@
 #define UPSTREAM 1
 #define DEFAULT_SNDBUF (32u << 20)
 #define DEFAULT_MAX_CONNS 65536u
-#define TCP_STATE_CLOSE 7		       /* tcpi_state value; not in the uapi headers */
-#define DRAIN_TICK_NS 1000000ll		       /* poll period for draining directions */
-#define DRAIN_STALL_NS 30000000000ull	       /* no progress for this long: give up */
-#define USER_BUF 131072			       /* buffer of a direction copied in user space */
-#define ROUNDS 16			       /* user-space buffers per direction and turn */
-#define NEED_PRIVS "run as root or grant CAP_BPF and CAP_NET_ADMIN (setcap cap_bpf,cap_net_admin+ep)"
+#define TCP_STATE_CLOSE 7	      /* tcpi_state value; not in the uapi headers */
+#define DRAIN_TICK_NS 1000000ll	      /* poll period for draining directions */
+#define DRAIN_STALL_NS 30000000000ull /* no progress for this long: give up */
+#define USER_BUF 131072		      /* buffer of a direction copied in user space */
+#define ROUNDS 16		      /* user-space buffers per direction and turn */
+#define NEED_PRIVS                                                                                 \
+	"run as root or grant CAP_BPF and CAP_NET_ADMIN (setcap cap_bpf,cap_net_admin+ep)"
 
 enum tag { TAG_LISTEN, TAG_SIGNAL, TAG_TIMER, TAG_LEG };
 
@@ -135,11 +137,11 @@ struct flow {
 };
 
 struct conn {
-	struct leg leg[2];   /* CLIENT, UPSTREAM */
-	struct flow flow[2]; /* flow[s]: from leg s to leg !s */
-	bool connecting;     /* upstream connect in progress */
-	bool draining;	     /* in the drain list */
-	bool dead;		 /* ended; freed after the current batch of events */
+	struct leg leg[2];		      /* CLIENT, UPSTREAM */
+	struct flow flow[2];		      /* flow[s]: from leg s to leg !s */
+	bool connecting;		      /* upstream connect in progress */
+	bool draining;			      /* in the drain list */
+	bool dead;			      /* ended; freed after the current batch of events */
 	struct conn *prev, *next;	      /* all live connections */
 	struct conn *drain_prev, *drain_next; /* connections with a draining direction */
 	struct conn *next_dead;
@@ -158,23 +160,24 @@ static struct {
 	struct net_stats st; /* bytes_in/bytes_out: only what user space forwarded */
 	uint64_t upstream_errors;
 	uint64_t user_flows; /* directions forwarded in user space (see conn_pair) */
-} g = { .ep = -1, .lfd = -1, .sfd = -1, .tfd = -1 };
+} g = {.ep = -1, .lfd = -1, .sfd = -1, .tfd = -1};
 
 static enum tag tag_listen = TAG_LISTEN, tag_signal = TAG_SIGNAL, tag_timer = TAG_TIMER;
 
 static void usage(void)
 {
-	printf("usage: sb-proxy-sockmap --upstream ADDR:PORT [options]\n"
-	       "  --upstream ADDR:PORT   where every accepted connection is forwarded (required)\n"
-	       "  --listen ADDR:PORT     listen address (default 127.0.0.1:0; port 0 = pick one)\n"
-	       "  --sndbuf BYTES         SO_SNDBUF on both legs (default %u; 0 = kernel default)\n"
-	       "  --rcvbuf BYTES         SO_RCVBUF on both legs (default 0 = kernel default)\n"
-	       "  --parser               add a stream_parser (default: verdict only)\n"
-	       "  --max-conns N          most concurrent proxied connections (map size, default %u)\n"
-	       "  --help\n"
-	       "Prints a ready JSON line once listening and a summary JSON line on SIGTERM/SIGINT.\n"
-	       "Needs CAP_BPF and CAP_NET_ADMIN (or root).\n",
-	       DEFAULT_SNDBUF, DEFAULT_MAX_CONNS);
+	printf(
+	    "usage: sb-proxy-sockmap --upstream ADDR:PORT [options]\n"
+	    "  --upstream ADDR:PORT   where every accepted connection is forwarded (required)\n"
+	    "  --listen ADDR:PORT     listen address (default 127.0.0.1:0; port 0 = pick one)\n"
+	    "  --sndbuf BYTES         SO_SNDBUF on both legs (default %u; 0 = kernel default)\n"
+	    "  --rcvbuf BYTES         SO_RCVBUF on both legs (default 0 = kernel default)\n"
+	    "  --parser               add a stream_parser (default: verdict only)\n"
+	    "  --max-conns N          most concurrent proxied connections (map size, default %u)\n"
+	    "  --help\n"
+	    "Prints a ready JSON line once listening and a summary JSON line on SIGTERM/SIGINT.\n"
+	    "Needs CAP_BPF and CAP_NET_ADMIN (or root).\n",
+	    DEFAULT_SNDBUF, DEFAULT_MAX_CONNS);
 }
 
 /* libbpf messages: warnings and errors only; debug output would break the one-line contract. */
@@ -188,7 +191,7 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list 
 /* True when the effective capability set holds cap. */
 static bool have_cap(int cap)
 {
-	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
 	struct __user_cap_data_struct data[2];
 	memset(data, 0, sizeof(data));
 	if (syscall(SYS_capget, &hdr, data) < 0)
@@ -246,7 +249,8 @@ static void bpf_setup(void)
 	g.clients_fd = bpf_map__fd(s->maps.clients);
 	g.upstreams_fd = bpf_map__fd(s->maps.upstreams);
 	g.peer_of_fd = bpf_map__fd(s->maps.peer_of);
-	/* libbpf 1.1 has no bpf_program__attach_sockmap: attach to the maps with the raw command. */
+	/* libbpf 1.1 has no bpf_program__attach_sockmap: attach to the maps with the raw command.
+	 */
 	if (g.parser) {
 		attach(s->progs.proxy_parser, g.clients_fd, BPF_SK_SKB_STREAM_PARSER,
 		       "stream_parser to clients");
@@ -309,7 +313,7 @@ static void timer_set(bool on)
 {
 	if (on == g.timer_armed)
 		return;
-	struct itimerspec its = { 0 };
+	struct itimerspec its = {0};
 	if (on) {
 		its.it_interval.tv_nsec = DRAIN_TICK_NS;
 		its.it_value.tv_nsec = DRAIN_TICK_NS;
@@ -322,7 +326,7 @@ static void timer_set(bool on)
 /* Stop (no events) or resume accepting; used when descriptors run out. */
 static void pause_accept(bool pause)
 {
-	struct epoll_event e = { .events = pause ? 0u : EPOLLIN, .data.ptr = &tag_listen };
+	struct epoll_event e = {.events = pause ? 0u : EPOLLIN, .data.ptr = &tag_listen};
 	if (epoll_ctl(g.ep, EPOLL_CTL_MOD, g.lfd, &e) < 0)
 		net_die("epoll_ctl(MOD): %s", strerror(errno));
 	g.accept_paused = pause;
@@ -333,7 +337,7 @@ static void leg_events(struct leg *l, bool registered, uint32_t ev)
 {
 	if (l->registered == registered && (!registered || l->events == ev))
 		return;
-	struct epoll_event e = { .events = ev, .data.ptr = l };
+	struct epoll_event e = {.events = ev, .data.ptr = l};
 	int op = !registered ? EPOLL_CTL_DEL : l->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 	if (epoll_ctl(g.ep, op, l->fd, &e) < 0)
 		net_die("epoll_ctl: %s", strerror(errno));
@@ -395,10 +399,7 @@ static void conn_end(struct conn *c, bool abort_client, bool abort_upstream, boo
 }
 
 /* Leg s failed: close it, reset the other leg so that its peer sees the failure. */
-static void conn_fail(struct conn *c, int s)
-{
-	conn_end(c, s != CLIENT, s != UPSTREAM, true);
-}
+static void conn_fail(struct conn *c, int s) { conn_end(c, s != CLIENT, s != UPSTREAM, true); }
 
 /* TCP_INFO of fd, or -1 on error. */
 static int tcp_info(int fd, struct tcp_info *ti)
@@ -559,12 +560,12 @@ static void conn_pair(struct conn *c)
 	 * redirect target must be there already. Entries of a failed attempt stay until close();
 	 * without a verdict they only give the socket an idle psock. */
 	c->flow[UPSTREAM].kernel =
-		!bpf_map_update_elem(g.peer_of_fd, &c->leg[CLIENT].cookie, &ufd, BPF_NOEXIST) &&
-		!bpf_map_update_elem(g.peer_of_fd, &c->leg[UPSTREAM].cookie, &cfd, BPF_NOEXIST) &&
-		!bpf_map_update_elem(g.upstreams_fd, &c->leg[UPSTREAM].cookie, &ufd, BPF_NOEXIST);
+	    !bpf_map_update_elem(g.peer_of_fd, &c->leg[CLIENT].cookie, &ufd, BPF_NOEXIST) &&
+	    !bpf_map_update_elem(g.peer_of_fd, &c->leg[UPSTREAM].cookie, &cfd, BPF_NOEXIST) &&
+	    !bpf_map_update_elem(g.upstreams_fd, &c->leg[UPSTREAM].cookie, &ufd, BPF_NOEXIST);
 	c->flow[CLIENT].kernel =
-		c->flow[UPSTREAM].kernel &&
-		!bpf_map_update_elem(g.clients_fd, &c->leg[CLIENT].cookie, &cfd, BPF_NOEXIST);
+	    c->flow[UPSTREAM].kernel &&
+	    !bpf_map_update_elem(g.clients_fd, &c->leg[CLIENT].cookie, &cfd, BPF_NOEXIST);
 	/* The kick (see the top): hands bytes queued before the verdict existed to it, in order. */
 	int one = 1;
 	for (int s = 0; s < 2; s++) {
@@ -636,9 +637,11 @@ static void accept_all(void)
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return;
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
 				/* Out of descriptors or memory: the connection waits in the backlog
-				 * until one of ours closes (level-triggered, it would spin otherwise). */
+				 * until one of ours closes (level-triggered, it would spin
+				 * otherwise). */
 				if (!g.accept_warned)
 					fprintf(stderr, "%s: warning: accept: %s\n", net_prog,
 						strerror(errno));
@@ -689,32 +692,41 @@ static void accept_all(void)
 static void parse_args(int argc, char **argv, const char **listen_addr)
 {
 	static const struct option opts[] = {
-		{ "listen", required_argument, NULL, 'l' },
-		{ "upstream", required_argument, NULL, 'u' },
-		{ "sndbuf", required_argument, NULL, 's' },
-		{ "rcvbuf", required_argument, NULL, 'r' },
-		{ "parser", no_argument, NULL, 'p' },
-		{ "max-conns", required_argument, NULL, 'n' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"listen", required_argument, NULL, 'l'}, {"upstream", required_argument, NULL, 'u'},
+	    {"sndbuf", required_argument, NULL, 's'}, {"rcvbuf", required_argument, NULL, 'r'},
+	    {"parser", no_argument, NULL, 'p'},	      {"max-conns", required_argument, NULL, 'n'},
+	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
 	};
 	const char *upstream = NULL;
 	opterr = 0;
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
-		case 'l': *listen_addr = optarg; break;
-		case 'u': upstream = optarg; break;
-		case 's': g.sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT32_MAX / 2); break;
-		case 'r': g.rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT32_MAX / 2); break;
-		case 'p': g.parser = true; break;
+		case 'l':
+			*listen_addr = optarg;
+			break;
+		case 'u':
+			upstream = optarg;
+			break;
+		case 's':
+			g.sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT32_MAX / 2);
+			break;
+		case 'r':
+			g.rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT32_MAX / 2);
+			break;
+		case 'p':
+			g.parser = true;
+			break;
 		case 'n':
 			g.max_conns = (uint32_t)net_parse_u64("--max-conns", optarg, 1u << 24);
 			if (!g.max_conns)
 				net_usage_error("--max-conns: must be at least 1");
 			break;
-		case 'h': usage(); exit(0);
-		default: net_usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+		case 'h':
+			usage();
+			exit(0);
+		default:
+			net_usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
@@ -741,7 +753,7 @@ int main(int argc, char **argv)
 	g.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (g.ep < 0 || g.tfd < 0)
 		net_die("epoll/timerfd: %s", strerror(errno));
-	struct epoll_event ev = { .events = EPOLLIN };
+	struct epoll_event ev = {.events = EPOLLIN};
 	ev.data.ptr = &tag_listen;
 	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.lfd, &ev) < 0)
 		net_die("epoll_ctl: %s", strerror(errno));
@@ -771,9 +783,15 @@ int main(int argc, char **argv)
 				running = false;
 				break;
 			}
-			case TAG_LISTEN: do_accept = true; break;
-			case TAG_TIMER: do_tick = true; break;
-			case TAG_LEG: leg_event(evs[i].data.ptr, evs[i].events); break;
+			case TAG_LISTEN:
+				do_accept = true;
+				break;
+			case TAG_TIMER:
+				do_tick = true;
+				break;
+			case TAG_LEG:
+				leg_event(evs[i].data.ptr, evs[i].events);
+				break;
 			}
 		}
 		if (do_tick && running)
@@ -787,7 +805,8 @@ int main(int argc, char **argv)
 		}
 	}
 
-	/* Counters first (the maps go with the skeleton), then the connections, then the programs. */
+	/* Counters first (the maps go with the skeleton), then the connections, then the programs.
+	 */
 	struct net_stats st = g.st;
 	st.bytes_in += read_counter(PROXY_CNT_C2U_BYTES);
 	st.bytes_out += read_counter(PROXY_CNT_U2C_BYTES);

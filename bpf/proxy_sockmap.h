@@ -8,9 +8,9 @@
 /* Slots of the `counters` PERCPU_ARRAY; the loader sums them over CPUs. */
 enum proxy_counter {
 	PROXY_CNT_C2U_BYTES = 0, /* client -> upstream bytes handed to the redirect */
-	PROXY_CNT_U2C_BYTES,     /* upstream -> client bytes handed to the redirect */
-	PROXY_CNT_DROP_BYTES,    /* bytes dropped: the peer socket was no longer in peer_of */
-	PROXY_CNT_DROP_SKBS,     /* skbs dropped for the same reason */
+	PROXY_CNT_U2C_BYTES,	 /* upstream -> client bytes handed to the redirect */
+	PROXY_CNT_DROP_BYTES,	 /* bytes dropped: the peer socket was no longer in peer_of */
+	PROXY_CNT_DROP_SKBS,	 /* skbs dropped for the same reason */
 	PROXY_CNT_MAX,
 };
 

@@ -31,7 +31,8 @@ struct proxy_upstream {
 static inline void proxy_parse_upstream(const char *s, struct proxy_upstream *up)
 {
 	if (net_parse_addr(s, &up->addr, &up->len) < 0)
-		net_usage_error("--upstream: expected ADDR:PORT with a numeric address, got '%s'", s);
+		net_usage_error("--upstream: expected ADDR:PORT with a numeric address, got '%s'",
+				s);
 	const struct sockaddr_in *a4 = (const struct sockaddr_in *)&up->addr;
 	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&up->addr;
 	if ((up->addr.ss_family == AF_INET ? a4->sin_port : a6->sin6_port) == 0)
@@ -89,7 +90,7 @@ static inline int proxy_sock_error(int fd)
  * other leg of a proxied connection failed, so that the failure is not mistaken for a clean end. */
 static inline void proxy_abort(int fd)
 {
-	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
 	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(fd);
 }

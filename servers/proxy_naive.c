@@ -71,7 +71,7 @@ static int listen_tag, signal_tag; /* epoll tags for the two non-connection desc
 /* Stop (no events) or resume accepting; used when descriptors run out. */
 static void pause_accept(bool pause)
 {
-	struct epoll_event e = { .events = pause ? 0u : EPOLLIN, .data.ptr = &listen_tag };
+	struct epoll_event e = {.events = pause ? 0u : EPOLLIN, .data.ptr = &listen_tag};
 	if (epoll_ctl(ep, EPOLL_CTL_MOD, lfd, &e) < 0)
 		net_die("epoll_ctl(MOD): %s", strerror(errno));
 	accept_paused = pause;
@@ -83,7 +83,7 @@ static void set_events(struct leg *l, uint32_t ev)
 {
 	if (l->events == ev)
 		return;
-	struct epoll_event e = { .events = ev, .data.ptr = l };
+	struct epoll_event e = {.events = ev, .data.ptr = l};
 	int op = ev == 0 ? EPOLL_CTL_DEL : l->events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
 	if (epoll_ctl(ep, op, l->fd, &e) < 0)
 		net_die("epoll_ctl: %s", strerror(errno));
@@ -110,10 +110,7 @@ static void conn_end(struct conn *c, bool abort_client, bool abort_upstream, boo
 }
 
 /* Leg s failed: close it, reset the other leg so that its peer sees the failure. */
-static void conn_fail(struct conn *c, int s)
-{
-	conn_end(c, s != CLIENT, s != UPSTREAM, true);
-}
+static void conn_fail(struct conn *c, int s) { conn_end(c, s != CLIENT, s != UPSTREAM, true); }
 
 /* Copy from leg s to leg !s until one of them would block, EOF is forwarded, or ROUNDS buffers
  * went through. Returns false if the connection failed (it is then ended). */
@@ -207,10 +204,7 @@ static void on_leg(struct leg *l, uint32_t ev)
 }
 
 /* --sndbuf/--rcvbuf on a leg. */
-static void set_bufs(int fd)
-{
-	net_set_bufs(fd, sndbuf, rcvbuf);
-}
+static void set_bufs(int fd) { net_set_bufs(fd, sndbuf, rcvbuf); }
 
 /* Accept every pending connection and start its upstream connect. */
 static void on_listen(void)
@@ -220,9 +214,11 @@ static void on_listen(void)
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return;
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
 				/* Out of descriptors or memory: the connection waits in the backlog
-				 * until one of ours closes (level-triggered, it would spin otherwise). */
+				 * until one of ours closes (level-triggered, it would spin
+				 * otherwise). */
 				if (!accept_warned)
 					fprintf(stderr, "%s: warning: accept: %s\n", net_prog,
 						strerror(errno));
@@ -267,24 +263,29 @@ static void on_listen(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: sb-proxy-naive --upstream ADDR:PORT [--listen ADDR:PORT] [--buf BYTES]\n"
-		"                      [--sndbuf BYTES] [--rcvbuf BYTES]\n"
-		"  --upstream ADDR:PORT where every accepted connection is forwarded (required)\n"
-		"  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
-		"  --buf BYTES          buffer per direction and connection (default 131072)\n"
-		"  --sndbuf BYTES       SO_SNDBUF on both legs (0 = kernel default)\n"
-		"  --rcvbuf BYTES       SO_RCVBUF on both legs (0 = kernel default)\n"
-		"Prints a ready line, then a summary line on SIGTERM/SIGINT (JSON, docs/programs.md).\n");
+	fprintf(
+	    f,
+	    "usage: sb-proxy-naive --upstream ADDR:PORT [--listen ADDR:PORT] [--buf BYTES]\n"
+	    "                      [--sndbuf BYTES] [--rcvbuf BYTES]\n"
+	    "  --upstream ADDR:PORT where every accepted connection is forwarded (required)\n"
+	    "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
+	    "  --buf BYTES          buffer per direction and connection (default 131072)\n"
+	    "  --sndbuf BYTES       SO_SNDBUF on both legs (0 = kernel default)\n"
+	    "  --rcvbuf BYTES       SO_RCVBUF on both legs (0 = kernel default)\n"
+	    "Prints a ready line, then a summary line on SIGTERM/SIGINT (JSON, "
+	    "docs/programs.md).\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "listen", required_argument, 0, 'l' }, { "upstream", required_argument, 0, 'u' },
-		{ "buf", required_argument, 0, 'b' },	 { "sndbuf", required_argument, 0, 's' },
-		{ "rcvbuf", required_argument, 0, 'r' }, { "help", no_argument, 0, 'h' },
-		{ 0, 0, 0, 0 },
+	    {"listen", required_argument, 0, 'l'},
+	    {"upstream", required_argument, 0, 'u'},
+	    {"buf", required_argument, 0, 'b'},
+	    {"sndbuf", required_argument, 0, 's'},
+	    {"rcvbuf", required_argument, 0, 'r'},
+	    {"help", no_argument, 0, 'h'},
+	    {0, 0, 0, 0},
 	};
 	const char *listen_addr = "127.0.0.1:0", *upstream = NULL;
 	int opt;
@@ -292,14 +293,28 @@ int main(int argc, char **argv)
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (opt) {
-		case 'l': listen_addr = optarg; break;
-		case 'u': upstream = optarg; break;
-		case 'b': bufsize = net_parse_u64("--buf", optarg, 1u << 30); break;
-		case 's': sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT_MAX); break;
-		case 'r': rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT_MAX); break;
-		case 'h': usage(stdout); return 0;
-		case ':': net_usage_error("%s needs a value", argv[optind - 1]);
-		default: net_usage_error("unknown option '%s'", argv[optind - 1]);
+		case 'l':
+			listen_addr = optarg;
+			break;
+		case 'u':
+			upstream = optarg;
+			break;
+		case 'b':
+			bufsize = net_parse_u64("--buf", optarg, 1u << 30);
+			break;
+		case 's':
+			sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT_MAX);
+			break;
+		case 'r':
+			rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT_MAX);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case ':':
+			net_usage_error("%s needs a value", argv[optind - 1]);
+		default:
+			net_usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
@@ -316,7 +331,7 @@ int main(int argc, char **argv)
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0)
 		net_die("epoll_create1: %s", strerror(errno));
-	struct epoll_event e = { .events = EPOLLIN, .data.ptr = &listen_tag };
+	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &listen_tag};
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &e) < 0)
 		net_die("epoll_ctl(ADD): %s", strerror(errno));
 	e.data.ptr = &signal_tag;
@@ -339,7 +354,8 @@ int main(int argc, char **argv)
 			} else if (p == &signal_tag) {
 				struct signalfd_siginfo si;
 				if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-					proxy_print_summary("proxy-naive", &st, upstream_errors, "");
+					proxy_print_summary("proxy-naive", &st, upstream_errors,
+							    "");
 					return 0;
 				}
 			} else {

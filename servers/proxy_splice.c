@@ -47,12 +47,12 @@ struct leg {
 
 /* One direction: bytes spliced from one leg into the pipe and not yet out to the other. */
 struct flow {
-	int pr, pw;	/* the pipe: read end, write end */
-	size_t cap;	/* pipe capacity in bytes */
-	size_t inpipe;	/* bytes in the pipe */
-	bool full;	/* the last socket -> pipe splice found no free pipe slot */
-	bool eof;	/* the source leg sent FIN */
-	bool shut;	/* FIN forwarded to the destination leg */
+	int pr, pw;    /* the pipe: read end, write end */
+	size_t cap;    /* pipe capacity in bytes */
+	size_t inpipe; /* bytes in the pipe */
+	bool full;     /* the last socket -> pipe splice found no free pipe slot */
+	bool eof;      /* the source leg sent FIN */
+	bool shut;     /* FIN forwarded to the destination leg */
 };
 
 struct conn {
@@ -77,7 +77,7 @@ static int listen_tag, signal_tag; /* epoll tags for the two non-connection desc
 /* Stop (no events) or resume accepting; used when descriptors run out. */
 static void pause_accept(bool pause)
 {
-	struct epoll_event e = { .events = pause ? 0u : EPOLLIN, .data.ptr = &listen_tag };
+	struct epoll_event e = {.events = pause ? 0u : EPOLLIN, .data.ptr = &listen_tag};
 	if (epoll_ctl(ep, EPOLL_CTL_MOD, lfd, &e) < 0)
 		net_die("epoll_ctl(MOD): %s", strerror(errno));
 	accept_paused = pause;
@@ -89,7 +89,7 @@ static void set_events(struct leg *l, uint32_t ev)
 {
 	if (l->events == ev)
 		return;
-	struct epoll_event e = { .events = ev, .data.ptr = l };
+	struct epoll_event e = {.events = ev, .data.ptr = l};
 	int op = ev == 0 ? EPOLL_CTL_DEL : l->events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
 	if (epoll_ctl(ep, op, l->fd, &e) < 0)
 		net_die("epoll_ctl: %s", strerror(errno));
@@ -118,10 +118,7 @@ static void conn_end(struct conn *c, bool abort_client, bool abort_upstream, boo
 }
 
 /* Leg s failed: close it, reset the other leg so that its peer sees the failure. */
-static void conn_fail(struct conn *c, int s)
-{
-	conn_end(c, s != CLIENT, s != UPSTREAM, true);
-}
+static void conn_fail(struct conn *c, int s) { conn_end(c, s != CLIENT, s != UPSTREAM, true); }
 
 /* Move bytes from leg s through its pipe to leg !s until neither side makes progress, EOF is
  * forwarded, or ROUNDS pipe fills went through. Returns false if the connection failed (it is then
@@ -143,9 +140,10 @@ static bool pump(struct conn *c, int s)
 				f->eof = true;
 			} else if (errno == EAGAIN) {
 				/* Either the socket is empty or the pipe has no free slot (skb
-				 * fragments can fill its slots before its byte capacity). With bytes
-				 * in the pipe, assume the latter and wait for it to drain rather than
-				 * spin on a level-triggered EPOLLIN; draining clears the flag. */
+				 * fragments can fill its slots before its byte capacity). With
+				 * bytes in the pipe, assume the latter and wait for it to drain
+				 * rather than spin on a level-triggered EPOLLIN; draining clears
+				 * the flag. */
 				if (f->inpipe > 0)
 					f->full = true;
 			} else if (errno != EINTR) {
@@ -233,7 +231,8 @@ static bool make_pipe(struct flow *f)
 		/* Usually EPERM: this user's pipes exceed fs.pipe-user-pages-soft. The pipe still
 		 * works at its default size; count it and say so once now and once at exit. */
 		if (pipes_default++ == 0)
-			fprintf(stderr, "%s: warning: F_SETPIPE_SZ %zu: %s; using the default size\n",
+			fprintf(stderr,
+				"%s: warning: F_SETPIPE_SZ %zu: %s; using the default size\n",
 				net_prog, pipe_size, strerror(errno));
 		got = fcntl(f->pw, F_GETPIPE_SZ);
 		if (got <= 0)
@@ -244,10 +243,7 @@ static bool make_pipe(struct flow *f)
 }
 
 /* --sndbuf/--rcvbuf on a leg. */
-static void set_bufs(int fd)
-{
-	net_set_bufs(fd, sndbuf, rcvbuf);
-}
+static void set_bufs(int fd) { net_set_bufs(fd, sndbuf, rcvbuf); }
 
 /* Accept every pending connection, give it two pipes and start its upstream connect. */
 static void on_listen(void)
@@ -257,9 +253,11 @@ static void on_listen(void)
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return;
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
 				/* Out of descriptors or memory: the connection waits in the backlog
-				 * until one of ours closes (level-triggered, it would spin otherwise). */
+				 * until one of ours closes (level-triggered, it would spin
+				 * otherwise). */
 				if (!accept_warned)
 					fprintf(stderr, "%s: warning: accept: %s\n", net_prog,
 						strerror(errno));
@@ -290,7 +288,8 @@ static void on_listen(void)
 			net_die("out of memory");
 		if (!make_pipe(&c->flow[0]) || !make_pipe(&c->flow[1])) {
 			if (!accept_warned)
-				fprintf(stderr, "%s: warning: pipe2: %s\n", net_prog, strerror(errno));
+				fprintf(stderr, "%s: warning: pipe2: %s\n", net_prog,
+					strerror(errno));
 			accept_warned = true;
 			for (int s = 0; s < 2; s++)
 				if (c->flow[s].cap) {
@@ -332,25 +331,30 @@ static size_t pipe_max_size(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: sb-proxy-splice --upstream ADDR:PORT [--listen ADDR:PORT] [--pipe-size BYTES]\n"
-		"                       [--sndbuf BYTES] [--rcvbuf BYTES]\n"
-		"  --upstream ADDR:PORT where every accepted connection is forwarded (required)\n"
-		"  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
-		"  --pipe-size BYTES    pipe per direction and connection (default 1048576, capped\n"
-		"                       to /proc/sys/fs/pipe-max-size)\n"
-		"  --sndbuf BYTES       SO_SNDBUF on both legs (0 = kernel default)\n"
-		"  --rcvbuf BYTES       SO_RCVBUF on both legs (0 = kernel default)\n"
-		"Prints a ready line, then a summary line on SIGTERM/SIGINT (JSON, docs/programs.md).\n");
+	fprintf(
+	    f,
+	    "usage: sb-proxy-splice --upstream ADDR:PORT [--listen ADDR:PORT] [--pipe-size BYTES]\n"
+	    "                       [--sndbuf BYTES] [--rcvbuf BYTES]\n"
+	    "  --upstream ADDR:PORT where every accepted connection is forwarded (required)\n"
+	    "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
+	    "  --pipe-size BYTES    pipe per direction and connection (default 1048576, capped\n"
+	    "                       to /proc/sys/fs/pipe-max-size)\n"
+	    "  --sndbuf BYTES       SO_SNDBUF on both legs (0 = kernel default)\n"
+	    "  --rcvbuf BYTES       SO_RCVBUF on both legs (0 = kernel default)\n"
+	    "Prints a ready line, then a summary line on SIGTERM/SIGINT (JSON, "
+	    "docs/programs.md).\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "listen", required_argument, 0, 'l' }, { "upstream", required_argument, 0, 'u' },
-		{ "pipe-size", required_argument, 0, 'p' },	 { "sndbuf", required_argument, 0, 's' },
-		{ "rcvbuf", required_argument, 0, 'r' }, { "help", no_argument, 0, 'h' },
-		{ 0, 0, 0, 0 },
+	    {"listen", required_argument, 0, 'l'},
+	    {"upstream", required_argument, 0, 'u'},
+	    {"pipe-size", required_argument, 0, 'p'},
+	    {"sndbuf", required_argument, 0, 's'},
+	    {"rcvbuf", required_argument, 0, 'r'},
+	    {"help", no_argument, 0, 'h'},
+	    {0, 0, 0, 0},
 	};
 	const char *listen_addr = "127.0.0.1:0", *upstream = NULL;
 	int opt;
@@ -358,14 +362,28 @@ int main(int argc, char **argv)
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (opt) {
-		case 'l': listen_addr = optarg; break;
-		case 'u': upstream = optarg; break;
-		case 'p': pipe_size = net_parse_u64("--pipe-size", optarg, 1u << 30); break;
-		case 's': sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT_MAX); break;
-		case 'r': rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT_MAX); break;
-		case 'h': usage(stdout); return 0;
-		case ':': net_usage_error("%s needs a value", argv[optind - 1]);
-		default: net_usage_error("unknown option '%s'", argv[optind - 1]);
+		case 'l':
+			listen_addr = optarg;
+			break;
+		case 'u':
+			upstream = optarg;
+			break;
+		case 'p':
+			pipe_size = net_parse_u64("--pipe-size", optarg, 1u << 30);
+			break;
+		case 's':
+			sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT_MAX);
+			break;
+		case 'r':
+			rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT_MAX);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case ':':
+			net_usage_error("%s needs a value", argv[optind - 1]);
+		default:
+			net_usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
@@ -385,7 +403,7 @@ int main(int argc, char **argv)
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0)
 		net_die("epoll_create1: %s", strerror(errno));
-	struct epoll_event e = { .events = EPOLLIN, .data.ptr = &listen_tag };
+	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &listen_tag};
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &e) < 0)
 		net_die("epoll_ctl(ADD): %s", strerror(errno));
 	e.data.ptr = &signal_tag;
@@ -412,10 +430,11 @@ int main(int argc, char **argv)
 					snprintf(extra, sizeof(extra), ",\"pipes_default\":%llu",
 						 (unsigned long long)pipes_default);
 					if (pipes_default)
-						fprintf(stderr,
-							"%s: warning: %llu pipes kept the default size "
-							"(F_SETPIPE_SZ refused)\n",
-							net_prog, (unsigned long long)pipes_default);
+						fprintf(
+						    stderr,
+						    "%s: warning: %llu pipes kept the default size "
+						    "(F_SETPIPE_SZ refused)\n",
+						    net_prog, (unsigned long long)pipes_default);
 					proxy_print_summary("proxy-splice", &st, upstream_errors,
 							    extra);
 					return 0;
