@@ -595,6 +595,7 @@ static void leg_event(struct leg *l, uint32_t ev)
 		if (err == 0 && !(ev & EPOLLOUT))
 			return;
 		if (err != 0 || (ev & EPOLLERR)) {
+			proxy_warn_upstream(&g.up, err ? err : EIO);
 			g.upstream_errors++;
 			conn_fail(c, UPSTREAM);
 			return;
@@ -658,10 +659,7 @@ static void accept_all(void)
 		bool done = false;
 		int ufd = proxy_connect(&g.up, set_bufs, &done);
 		if (ufd < 0) {
-			if (!g.accept_warned)
-				fprintf(stderr, "%s: warning: upstream connect: %s\n", net_prog,
-					strerror(errno));
-			g.accept_warned = true;
+			proxy_warn_upstream(&g.up, errno);
 			g.upstream_errors++;
 			g.st.errors++;
 			proxy_abort(fd);

@@ -25,6 +25,7 @@
 struct proxy_upstream {
 	struct sockaddr_storage addr;
 	socklen_t len;
+	const char *text; /* as given on the command line, for messages */
 };
 
 /* Parse --upstream: a numeric ADDR:PORT with a port other than 0; exits with a usage error. */
@@ -37,6 +38,21 @@ static inline void proxy_parse_upstream(const char *s, struct proxy_upstream *up
 	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&up->addr;
 	if ((up->addr.ss_family == AF_INET ? a4->sin_port : a6->sin6_port) == 0)
 		net_usage_error("--upstream: port 0 is not a destination, got '%s'", s);
+	up->text = s;
+}
+
+/* Say on stderr, the first time only, that a connection to the upstream failed; later failures
+ * are only counted (upstream_errors in the summary). */
+static inline void proxy_warn_upstream(const struct proxy_upstream *up, int err)
+{
+	static bool warned;
+	if (warned)
+		return;
+	warned = true;
+	fprintf(stderr,
+		"%s: warning: cannot connect to upstream %s: %s (further failures are only "
+		"counted in upstream_errors)\n",
+		net_prog, up->text, strerror(err));
 }
 
 /* TCP_NODELAY on both legs, as NGINX (tcp_nodelay on) and HAProxy do: a forwarded tail must not

@@ -204,6 +204,7 @@ static void on_leg(struct leg *l, uint32_t ev)
 		if (err == 0 && !(ev & EPOLLOUT))
 			return;
 		if (err != 0 || (ev & (EPOLLERR | EPOLLHUP))) {
+			proxy_warn_upstream(&up, err ? err : EIO);
 			upstream_errors++;
 			conn_fail(c, UPSTREAM);
 			return;
@@ -274,10 +275,7 @@ static void on_listen(void)
 		bool done = false;
 		int ufd = proxy_connect(&up, set_bufs, &done);
 		if (ufd < 0) {
-			if (!accept_warned)
-				fprintf(stderr, "%s: warning: upstream connect: %s\n", net_prog,
-					strerror(errno));
-			accept_warned = true;
+			proxy_warn_upstream(&up, errno);
 			upstream_errors++;
 			st.errors++;
 			proxy_abort(fd);

@@ -413,6 +413,10 @@ def test_upstream_refusing_resets_the_client(proxy: str) -> None:
         assert s is not None
         assert (s["connections"], s["active"]) == (20, 0)
         assert s["errors"] == 20 and s["upstream_errors"] == 20
+        # One clear line names the cause; the other 19 failures are only counted.
+        assert px.stderr.splitlines() == [
+            f"sb-proxy-{proxy}: warning: cannot connect to upstream 127.0.0.1:{port}: Connection refused "
+            "(further failures are only counted in upstream_errors)"]
 
 
 @pytest.mark.parametrize("proxy", PROXIES)
