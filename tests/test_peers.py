@@ -125,7 +125,7 @@ def test_nginx_config_runs_in_the_foreground_with_its_files_in_the_work_director
     text = render(peer_config("nginx", **good(upstream_host="::1", options={"sndbuf": 65536})))
     lines = [ln.strip() for ln in text.splitlines()]
     assert f"load_module {MODULE};" in lines
-    assert "daemon off;" in lines and "worker_processes 1;" in lines
+    assert "daemon off;" in lines and "worker_processes 1;" in lines and "master_process off;" in lines
     assert "pid /tmp/splicebench-peer.abc123/nginx.pid;" in lines
     assert "lock_file /tmp/splicebench-peer.abc123/nginx.lock;" in lines
     assert "error_log stderr warn;" in lines
@@ -290,12 +290,18 @@ def test_peer_proxies_byte_exact_and_stops_cleanly(variant: str, no_peer_leftove
             p.kill()
 
 
+@pytest.mark.unit
+def test_nginx_with_several_workers_has_a_master() -> None:
+    text = render(peer_config("nginx", **good(options={"workers": 2})))
+    assert "master_process on;" in text and "worker_processes 2;" in text
+
+
 @pytest.mark.e2e
-def test_nginx_cpu_counts_its_worker_not_only_the_master(no_peer_leftovers) -> None:
+def test_nginx_cpu_counts_its_workers_not_only_the_master(no_peer_leftovers) -> None:
     host = LocalHost()
     with running_server("naive") as backend:
         p = peers.start("nginx", host, listen_host="127.0.0.1", upstream_host="127.0.0.1",
-                        upstream_port=backend.port, deadman_s=300)
+                        upstream_port=backend.port, options={"workers": 2}, deadman_s=300)
         try:
             res = run_client(f"127.0.0.1:{p.ready['port']}", "stream", bytes=200_000_000, timeout=60)
             assert res.result["ok"]

@@ -6,7 +6,9 @@ on the proxy host, in the foreground and in its own process group, and stops it 
     haproxy              HAProxy `mode tcp`, `-db`, no splicing (nosplice)
     haproxy-splice-auto  the same with `option splice-auto` (here it hardly spliced; NOTES.md)
     haproxy-splice       the same with `option splice-request` + `option splice-response`
-One worker process (NGINX) or thread (HAProxy) by default, like the single-threaded sb-proxy-*.
+One worker process (NGINX) or thread (HAProxy) by default, like the single-threaded sb-proxy-*;
+NGINX then runs without a master process (`master_process off`), so that it dies with the
+orchestrator like every other program (an orphaned NGINX worker would keep running).
 
 Configs come from Jinja2 templates (templates/peers/) with StrictUndefined. Every value is
 validated first (addresses numeric, ports and sizes integers, paths from a safe character set),
@@ -16,8 +18,8 @@ proxy host together with the pid and lock files; it is checked with `nginx -t` /
 before the program starts and removed when the program has been reaped.
 
 Peers print no JSON. `PeerProc` wraps the program's Proc: it is ready when the proxy host's
-/proc/net/tcp{,6} lists the port as LISTEN, its CPU is the sum over its process group (NGINX's
-master and workers) from /proc/PID/stat, and when it has exited it reports a summary line made of
+/proc/net/tcp{,6} lists the port as LISTEN on a socket of its own, its CPU is the sum over its
+process group (NGINX with several workers: master and workers) from /proc/PID/stat, and when it has exited it reports a summary line made of
 those CPU times, so the runner treats it like any other server. The listening port is picked
 from the ports unused on the proxy host (NGINX cannot report a kernel-picked port) and picked again
 if the bind still loses a race.

@@ -143,7 +143,8 @@ def build(manifest: dict[str, Any], samples: pd.DataFrame) -> ProxyView | None:
         "NGINX (stream module, one worker) and HAProxy (mode tcp, one thread; no splice, splice-auto, "
         "and forced splice-request + splice-response) run from generated configs checked with nginx -t "
         "and haproxy -c; their versions are in the manifest. Their CPU is that of their whole process "
-        "group (NGINX: master and worker), read from /proc/PID/stat before they are stopped.",
+        "group (NGINX with several workers: master and workers), read from /proc/PID/stat before they "
+        "are stopped.",
         "Server CPU in these rows is the proxy process's (for the direct row: the backend's); host CPU is "
         f"the busy time of the proxy's host ({proxy_host}), which on loopback also includes the client "
         "and the backend. SOCKMAP forwarding runs in softirq and kernel threads, so it shows in host CPU "
