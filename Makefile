@@ -12,6 +12,7 @@ CFLAGS ?= -O2 -g
 WARN := -Wall -Wextra -Werror
 TRIPLE := $(shell $(CC) -dumpmachine)
 
+HEADERS := $(wildcard servers/*.h)
 SERVER_SRCS := $(filter-out servers/net.c,$(wildcard servers/*.c))
 BPF_LOADERS := $(filter-out %.bpf.c,$(wildcard bpf/*.c))
 name = $(BUILD)/sb-$(subst _,-,$(basename $(notdir $(1))))
@@ -23,11 +24,11 @@ all: $(SERVER_BINS) $(BPF_BINS)
 $(BUILD):
 	mkdir -p $@
 
-$(BUILD)/net.o: servers/net.c servers/net.h | $(BUILD)
+$(BUILD)/net.o: servers/net.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) $(WARN) -c $< -o $@
 
 define server_rule
-$(call name,$(1)): $(1) $(BUILD)/net.o servers/net.h | $(BUILD)
+$(call name,$(1)): $(1) $(BUILD)/net.o $(HEADERS) | $(BUILD)
 	$$(CC) $$(CFLAGS) $$(WARN) -Iservers $$< $$(BUILD)/net.o -o $$@ -lm
 endef
 $(foreach s,$(SERVER_SRCS),$(eval $(call server_rule,$(s))))
@@ -39,7 +40,7 @@ $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< > $@.tmp && mv $@.tmp $@
 
 define bpf_rule
-$(call name,$(1)): $(1) $(BUILD)/$(basename $(notdir $(1))).skel.h $(BUILD)/net.o servers/net.h | $(BUILD)
+$(call name,$(1)): $(1) $(BUILD)/$(basename $(notdir $(1))).skel.h $(BUILD)/net.o $(HEADERS) $(wildcard bpf/*.h) | $(BUILD)
 	$$(CC) $$(CFLAGS) $$(WARN) -Iservers -Ibpf -I$$(BUILD) $$< $$(BUILD)/net.o -o $$@ -lbpf -lelf -lz
 endef
 $(foreach s,$(BPF_LOADERS),$(eval $(call bpf_rule,$(s))))
