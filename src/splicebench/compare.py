@@ -23,14 +23,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
 from . import analysis, stats
-from .errors import ResultsError, UserError
+from .errors import UserError
 from .metrics import PARAM_COLUMNS
 from .results import find_run, load_manifest, load_samples
 

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
 from . import analysis, charts, export, stats
-from .compare import (CAUTION, COMPARE_METRICS, Alignment, Fairness, FactDiff, Group, MetricComparison, RunData,
-                      Source, align, architectures, compare, fact_differences, fairness, needs_arch_section,
-                      show_fact, sources)
+from .compare import (COMPARE_METRICS, Alignment, Group, MetricComparison, RunData, Source, align, architectures,
+                      compare, emulation, fact_differences, fairness, needs_arch_section, show_fact, sources)
 from .results import atomic_write_text
 from .units import format_ns, format_rate
 
@@ -477,8 +475,6 @@ def arch_view(al: Alignment) -> ArchView | None:
                     noisy=stats.is_noisy(vals)))
                 chart_rows.append((k.server, g))
             emulated = s.emulated
-            from .compare import emulation
-
             views.append(ArchSourceView(
                 letter=s.letter, title=f"{s.run.run_id} · host {s.host}", emulated=emulated,
                 emulation_note=(emulation(s.facts)[1] + ": these numbers measure the emulator on the machine "
