@@ -11,6 +11,8 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from . import __version__, deploy, facts, peers, plan as plan_mod, provision, results, scenario as scenario_mod
 from .errors import UserError
 from .hosts import Host, LocalHost
@@ -198,17 +200,46 @@ def render_report(paths: Paths, run_ref: str | None):
     return run_dir, out, report_mod.text_table(view)
 
 
+def _named_hosts(path: Path) -> tuple[str, ...]:
+    """Host names other than 'local' that a scenario file places programs on (best effort: a file
+    that does not parse yields none and fails validation with its own message)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return ()
+    if not isinstance(data, dict):
+        return ()
+    names: list[str] = []
+    placements = data.get("placement")
+    for p in placements if isinstance(placements, list) else [placements]:
+        if isinstance(p, dict):
+            names.append(p.get("server"))
+            clients = p.get("clients")
+            names.extend(clients if isinstance(clients, list) else [])
+    backend = data.get("backend")
+    if isinstance(backend, dict):
+        names.append(backend.get("host"))
+    found = [n for n in names if isinstance(n, str) and n != scenario_mod.LOCAL]
+    return tuple(dict.fromkeys(found))
+
+
 def list_scenarios(paths: Paths) -> list[tuple[str, str, str]]:
     """(name, summary, description or error) for each scenario file."""
     out = []
     for name in scenario_mod.available(paths.scenarios):
+        path = paths.scenarios / f"{name}.yaml"
+        # Scenarios for SSH hosts name hosts that only an inventory defines: validate them against
+        # the names they use, and say which inventory hosts they need.
+        needs = _named_hosts(path)
         try:
-            sc = scenario_mod.load(paths.scenarios / f"{name}.yaml")
+            sc = scenario_mod.load(path, known_hosts=(scenario_mod.LOCAL, *needs))
         except UserError as e:
             out.append((name, "INVALID", str(e)))
             continue
         servers = ",".join(s.label for s in sc.servers)
         info = f"{sc.workload_type}, {servers}, {sc.samples_total()} samples"
+        if needs:
+            info += f"; needs --hosts with {', '.join(needs)}"
         out.append((name, info, sc.description))
     return out
 
