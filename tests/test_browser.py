@@ -154,7 +154,13 @@ def test_report_in_chromium(browser, pages, name, tmp_path):
         pdf = page.pdf()
         assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 2
         page.call("Emulation.setEmulatedMedia", {"media": "print"})
+        page.call("Emulation.setDeviceMetricsOverride", {"width": 794, "height": 1123, "deviceScaleFactor": 1,
+                                                         "mobile": False})  # A4 at 96 dpi
         assert all(c["w"] > 100 for c in page.evaluate(CHARTS_JS))
+        # Printed, every table fits the page: nothing is cut off at the right edge.
+        widths = page.evaluate("Array.from(document.querySelectorAll('table'))"
+                               ".map(t => [t.scrollWidth, document.body.clientWidth])")
+        assert all(w <= body + 1 for w, body in widths), widths
         page.call("Emulation.setEmulatedMedia", {"media": ""})
         assert page.errors() == []
     finally:
