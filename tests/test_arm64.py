@@ -344,3 +344,244 @@ def test_bad_placement_lists(placement, message):
     with pytest.raises(ScenarioError) as e:
         scenario.parse(BASE + f"placement: {placement}", "x.yaml", known_hosts=["local", "arm64"])
     assert str(e.value).startswith(message), str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The real guest (root; the first run builds the image: minutes). One guest for the module.
+
+real = [pytest.mark.arm64, pytest.mark.slow, pytest.mark.privileged, pytest.mark.e2e]
+CACHE = arm64.cache_root()  # read once: other fixtures point SPLICEBENCH_CACHE elsewhere for a while
+
+
+def _lab_config() -> lab.LabConfig:
+    # State in /tmp/<prefix>, removed by lab.down (not pytest's tmp_path, which may be pruned).
+    return lab.LabConfig(prefix="sba" + secrets.token_hex(2))
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line mentions text (e.g. a lab's state directory)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and int(p.name) != os.getpid():
+            try:
+                if text.encode() in (p / "cmdline").read_bytes() and arm64._alive(int(p.name)):
+                    out.append(int(p.name))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def image():
+    img, _ = arm64.ensure_image(root=CACHE, log=print)
+    return img
+
+
+@pytest.fixture(scope="module")
+def guest(image):
+    cfg = _lab_config()
+    try:
+        yield cfg, arm64.up(cfg.state, root=CACHE, log=print)
+    finally:
+        lab.down(cfg)
+    assert _processes_mentioning(str(cfg.state)) == [] and not cfg.state.exists()
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@pytest.mark.privileged
+def test_image_is_complete_and_reused(image):
+    assert image.complete() and image.dir.parent == CACHE
+    info = image.info()
+    assert info["key"] == image.key == arm64.host_recipe().key
+    assert info["guest_kernel"]
+    assert arm64.ensure_image(root=CACHE, log=print) == (image, False)
+    assert not list(CACHE.glob(".tmp-*"))
+
+
+def _short_multiarch(tmp_path: Path) -> Path:
+    doc = yaml.safe_load((REPO / "scenarios" / "lab-multiarch.yaml").read_text())
+    doc["workload"]["bytes"] = "1MiB"
+    doc["repetitions"] = {"warmup": 0, "measured": 1}
+    p = tmp_path / "lab-multiarch.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@pytest.mark.privileged
+@pytest.mark.e2e
+def test_lab_multiarch_end_to_end(guest, use_cache, no_leftovers, tmp_path):
+    from splicebench import commands
+
+    cfg, lg = guest
+    assert lg.uname.endswith("aarch64")
+    inv = cfg.inventory
+    res = commands.run(commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports")),
+                       str(_short_multiarch(tmp_path)), hosts_file=str(inv), log=print)
+    import pandas as pd
+
+    rows = pd.read_csv(res.run_dir / "samples.csv")
+    assert sorted(zip(rows["server_host"], rows["server"], rows["status"])) == sorted(
+        (h, s, "ok") for h in ("local", "arm64") for s in ("naive", "splice", "sockmap")), \
+        rows[["server_host", "server", "status", "error"]].to_string()
+    assert set(rows["bytes_verified"]) == {1 << 20}  # every byte echoed and verified, on both
+    assert (rows["client_hosts"] == rows["server_host"]).all()
+    manifest = json.loads((res.run_dir / "manifest.json").read_text())
+    guest_facts, local_facts = manifest["hosts"]["arm64"], manifest["hosts"]["local"]
+    assert guest_facts["arch"] == "aarch64" and guest_facts["emulated"] is True
+    assert guest_facts["virt"] == "qemu" and "TCG" in guest_facts["virt_how"]
+    assert local_facts["arch"] == "x86_64" and local_facts["emulated"] is False
+    probe = guest_facts["bpf"]["bpftool_probe"]
+    assert probe["map_sockhash"] and probe["prog_sk_skb"]
+    html = res.report.read_text()
+    assert "aarch64" in html and "EMULATED" in html
+    # The client's own verification, as it printed it on the guest.
+    raw = sorted((res.run_dir / "raw").glob("*-sockmap-arm64-*.client.json"))
+    assert len(raw) == 1 and json.loads(raw[0].read_text())["ok"] is True
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@pytest.mark.privileged
+def test_guest_has_no_network_beyond_its_ssh_port(guest):
+    import socket
+
+    from splicebench.ssh import SSHHost
+
+    cfg, lg = guest
+    inv = load_inventory(cfg.inventory)
+    with socket.socket() as listener:  # a service on this machine's loopback
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        h = SSHHost(inv.get("arm64"), inv)
+        try:
+            # 10.0.2.2 is QEMU's NAT gateway: without restrict=on it leads to this machine.
+            probe = ("import socket,sys\ntry:\n socket.create_connection(('10.0.2.2', int(sys.argv[1])),"
+                     " timeout=5)\n print('connected')\nexcept OSError as e:\n print('refused', e)\n")
+            out = h.run(["python3", "-c", probe, str(port)], timeout=60).stdout
+            routes = h.run(["ip", "-4", "route"], timeout=30).stdout
+        finally:
+            h.close()
+    assert out.startswith("refused"), out
+    assert "default" not in routes  # no way out was configured either
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@pytest.mark.privileged
+def test_check_shows_aarch64_emulated_and_sockmap(guest):
+    from splicebench import commands
+    from splicebench.ssh import SSHHost
+
+    cfg, _ = guest
+    inv = load_inventory(cfg.inventory)
+    h = SSHHost(inv.get("arm64"), inv)
+    try:
+        rows = {what: (status, detail) for status, what, detail in commands.check(
+            commands.Paths.of(REPO), h)}
+    finally:
+        h.close()
+    assert rows["machine"][0] == "warn" and rows["machine"][1].startswith("aarch64, 2 CPUs, EMULATED")
+    assert rows["BPF support"][0] == "ok" and "sockmap" in rows["BPF support"][1]
+    assert rows["build dependencies"] == ("ok", "all installed")
+
+
+def _no_guest_left(state: Path) -> None:
+    assert arm64.qemu_pids(state) == []
+    assert _processes_mentioning(str(state)) == []
+    assert not arm64.guest_dir(state).exists()
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@pytest.mark.privileged
+def test_ssh_not_answering_in_time_fails_clearly_and_leaves_nothing(image):
+    cfg = _lab_config()
+    try:
+        with pytest.raises(arm64.Arm64Error) as e:
+            arm64.boot(image, cfg.state, ssh_timeout=1, log=print)
+        assert e.value.step == "boot"
+        assert "SSH on 127.0.0.1:" in str(e.value) and "did not answer within 1 s" in str(e.value)
+        assert "last console lines" in str(e.value)
+        _no_guest_left(cfg.state)
+    finally:
+        lab.down(cfg)
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@pytest.mark.privileged
+def test_qemu_exiting_during_boot_fails_clearly_and_leaves_nothing(image):
+    cfg = _lab_config()
+    stop = threading.Event()
+
+    def crash():  # QEMU dies as soon as it runs (like a crash of the emulator)
+        while not stop.is_set():
+            for pid in arm64.qemu_pids(cfg.state):
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+    t = threading.Thread(target=crash, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(arm64.Arm64Error) as e:
+            arm64.boot(image, cfg.state, ssh_timeout=120, log=print)
+        assert e.value.step == "boot"
+        assert "exited before the guest's SSH answered" in str(e.value)
+        _no_guest_left(cfg.state)
+    finally:
+        stop.set()
+        t.join(5)
+        lab.down(cfg)
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@pytest.mark.privileged
+def test_qemu_refusing_to_start_names_its_error(image):
+    cfg = _lab_config()
+    try:
+        with pytest.raises(arm64.Arm64Error) as e:
+            arm64.boot(image, cfg.state, memory_mb=1 << 30, log=print)  # 1 PiB of guest memory
+        assert e.value.step == "boot" and "QEMU exited with code 1 at start" in str(e.value)
+        _no_guest_left(cfg.state)
+    finally:
+        lab.down(cfg)
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@pytest.mark.privileged
+def test_failed_build_leaves_no_partial_cache_and_no_mounts(tmp_path):
+    mirror = arm64.AptSource(f"file://{tmp_path}/no-mirror", "bookworm", ("main",))
+    recipe = arm64.Recipe(codename="bookworm", mirror=mirror, sources=(mirror,))
+    root = tmp_path / "cache"
+    lines: list[str] = []
+    with pytest.raises(arm64.Arm64Error) as e:
+        arm64.ensure_image(recipe, root=root, log=lines.append)
+    assert e.value.step == "debootstrap", str(e.value)
+    assert "exited with code" in str(e.value) and f"{recipe.key}.failed.log" in str(e.value)
+    assert sorted(p.name for p in root.iterdir()) == [f"{recipe.key}.failed.log", f"{recipe.key}.lock"]
+    assert arm64._mounts_under(root) == []
+    assert any("[4/7] debootstrap" in ln for ln in lines)  # progress named the step
+    assert arm64.cached_image(recipe, root) is None
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@pytest.mark.privileged
+def test_lab_down_from_another_process_powers_the_guest_off(guest):
+    """Last of the tests on the module's guest: `invoke lab.down` in a new process ends it."""
+    import subprocess
+
+    cfg, lg = guest
+    assert arm64.qemu_pids(cfg.state) == [lg.guest.pid]
+    r = subprocess.run(["invoke", "lab.down", "--prefix", cfg.prefix], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"arm64 guest (QEMU pid {lg.guest.pid}, powered off)" in r.stdout  # over SSH, not killed
+    assert arm64.qemu_pids(cfg.state) == [] and _processes_mentioning(str(cfg.state)) == []
+    assert not cfg.state.exists()
