@@ -1,7 +1,9 @@
 """The recorded runs in tests/data/runs/, and runs derived from them for other architectures.
 
-RUN_A and RUN_B are two real runs of tests/data/runs/burst-small.yaml on this machine (x86_64).
-No arm64 hardware is available here, so the architecture tests rewrite the recorded host facts:
+RUN_A and RUN_B are two real runs of tests/data/runs/burst-small.yaml on this machine (x86_64);
+RUN_MULTI is a real run of multiarch-small.yaml with servers on this machine and on the lab's
+arm64 guest under QEMU (facts as detected there: aarch64, emulated). No native arm64 hardware is
+available here, so some architecture tests rewrite recorded host facts instead:
 `as_other_arch` copies a run and says its host is an aarch64 machine (native or emulated);
 `two_host_run` joins the samples of two runs into one run with two server hosts, the second
 reporting aarch64 under QEMU emulation, as a run with a placement list on the lab's arm64 guest
@@ -19,6 +21,8 @@ from pathlib import Path
 DATA = Path(__file__).parent / "data" / "runs"
 RUN_A = DATA / "20261125T185321Z-f99079"
 RUN_B = DATA / "20261125T185330Z-d3b04d"
+# A real run of multiarch-small.yaml on this machine and the lab's emulated arm64 guest (QEMU TCG).
+RUN_MULTI = DATA / "20261125T193149Z-6e2073"
 SCENARIO = DATA / "burst-small.yaml"
 
 # The facts facts.py records (virt, emulated, virt_how from detect_virtualization).

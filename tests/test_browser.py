@@ -1,7 +1,7 @@
 """Reports opened in a real headless Chromium (Debian's package): what a reader sees.
 
-For a run report, a comparison of two runs, a comparison with an emulated aarch64 host and a run
-with two hosts of different architectures: no console error, no request other than file: and
+For run reports (one host; x86_64 and the emulated arm64 guest), a comparison of two runs, a
+comparison with an emulated aarch64 host and a run with two hosts of different architectures: no console error, no request other than file: and
 data:, every chart has a size and visible pixels in a screenshot, every in-page link has a target
 and scrolls there, the embedded CSV is the samples, every table row has as many cells as its
 header, and the page prints to PDF. The browser runs with a private profile, no name resolves and
@@ -70,6 +70,8 @@ def pages(tmp_path_factory):
     path = tmp / "reports" / "two-hosts.html"
     path.write_text(compare_report.render_compare(view))
     out["two-hosts"] = (path, 3 + 2, 42)
+    path, _, _ = report.render_run(recorded.RUN_MULTI, tmp / "reports")
+    out["run-two-architectures"] = (path, 3 + 2, 42)
     yield out
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -94,7 +96,7 @@ TABLES_JS = """Array.from(document.querySelectorAll('table')).map(t => {
 })"""
 
 
-@pytest.mark.parametrize("name", ["run", "compare", "compare-emulated", "two-hosts"])
+@pytest.mark.parametrize("name", ["run", "compare", "compare-emulated", "two-hosts", "run-two-architectures"])
 def test_report_in_chromium(browser, pages, name, tmp_path):
     path, n_charts, csv_rows = pages[name]
     page = browser.open_page(1280, 900)
@@ -146,7 +148,7 @@ def test_report_in_chromium(browser, pages, name, tmp_path):
                 assert set(t["widths"]) == {t["head"]}, t
             assert t["bad"] == [], t
 
-        if name == "compare-emulated" or name == "two-hosts":
+        if name in ("compare-emulated", "two-hosts", "run-two-architectures"):
             text = page.evaluate("document.getElementById('architectures').innerText")
             assert "EMULATED: not native performance" in text and "x86_64" in text and "aarch64" in text
 

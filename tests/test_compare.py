@@ -27,12 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 EVIL = "<script>alert(1)</script>"
 
 
-def goodput(run: Path) -> dict[str, list[float]]:
-    """Measured ok throughput (GiB/s) per server, read straight from samples.csv."""
+def goodput(run: Path, host: str = "local") -> dict[str, list[float]]:
+    """Measured ok throughput (GiB/s) per server on one host, read straight from samples.csv."""
     out: dict[str, list[float]] = {}
     with open(run / "samples.csv", newline="") as f:
         for r in csv.DictReader(f):
-            if r["phase"] == "measured" and r["status"] == "ok":
+            if r["phase"] == "measured" and r["status"] == "ok" and r["server_host"] == host:
                 out.setdefault(r["server"], []).append(float(r["goodput_bytes_per_s"]) / (1 << 30))
     return out
 
@@ -337,3 +337,28 @@ def test_run_report_is_deterministic(tmp_path):
     first, _, _ = report.render_run(recorded.RUN_A, tmp_path / "one")
     second, _, _ = report.render_run(recorded.RUN_A, tmp_path / "two")
     assert first.read_text() == second.read_text()
+
+
+@pytest.mark.unit
+def test_recorded_run_on_x86_and_an_emulated_arm64_guest(tmp_path):
+    run = compare.load_run(recorded.RUN_MULTI)
+    srcs = compare.sources([run])
+    assert [(s.letter, s.arch, s.emulated) for s in srcs] == [("A:local", "x86_64", False),
+                                                              ("A:arm64", "aarch64", True)]
+    assert "TCG" in compare.emulation(srcs[1].facts)[1]
+    x = compare_report.run_sections(run, "naive")
+    assert [c.arch for c in x.arch.columns] == ["x86_64", "aarch64"]
+    native, emu = x.arch.columns[0].sources[0], x.arch.columns[1].sources[0]
+    assert not native.emulated and emu.emulated and "TCG" in emu.emulation_note
+    assert [r.per_core for r in emu.rows] == ["emulated"] * 3
+    med = float(np.median(goodput(recorded.RUN_MULTI)["naive"]))
+    assert len(goodput(recorded.RUN_MULTI, "arm64")["naive"]) == 6
+    assert native.rows[0].per_core == compare_report.fmt_metric("throughput_gib_s", med / 2)
+    # Stream with one connection: one latency per sample, so only merging gives a real p99.
+    out, view, _ = report.render_run(recorded.RUN_MULTI, tmp_path)
+    first = view.summary_rows[0]
+    assert first.server == "naive @ local" and first.p50 != first.p99
+    page = out.read_text()
+    assert page.count("<svg") == 3 + 2 and "EMULATED: not native performance" in page
+    f = compare.fairness(srcs)
+    assert not f.fair and "ran under emulation" in f.reasons[0]

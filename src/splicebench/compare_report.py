@@ -722,7 +722,10 @@ def compare_runs(results_root: Path, reports_dir: Path, refs: Sequence[str]) -> 
 
 
 def merged_latency(run: RunData, host: str, cell: Any, server: str) -> dict[str, float] | None:
-    """Percentiles of the merged histograms of one group's measured ok samples; None without histograms."""
+    """Percentiles of the merged histograms of one group's measured ok samples; None without histograms.
+
+    `server` may be the report's "label @ host" form (server labels never contain spaces)."""
+    server = str(server).split(" @ ", 1)[0]
     df = run.samples
     sel = df[(df["server_host"].astype(str) == str(host)) & (df["cell"] == cell) & (df["server"].astype(str) == server)
              & (df["phase"] == "measured") & (df["status"] == "ok")]
