@@ -284,7 +284,7 @@ def ratio_ci(a: Iterable[Any], b: Iterable[Any], *, level: float = LEVEL, n_resa
         return Ratio(value, math.nan, math.nan, level)
     with np.errstate(divide="ignore", invalid="ignore"):
         res = sst.bootstrap((xb, xa), _median_ratio, paired=False, vectorized=True, n_resamples=n_resamples,
-                            confidence_level=level, method="percentile", rng=np.random.default_rng(seed))
+                            confidence_level=level, method="percentile", random_state=np.random.default_rng(seed))
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return Ratio(value, math.nan, math.nan, level)
