@@ -516,19 +516,25 @@ def test_ssh_not_answering_in_time_fails_clearly_and_leaves_nothing(image):
 @pytest.mark.privileged
 def test_qemu_exiting_during_boot_fails_clearly_and_leaves_nothing(image):
     cfg = _lab_config()
+    started = threading.Event()
     stop = threading.Event()
 
-    def crash():  # QEMU dies as soon as it runs (like a crash of the emulator)
+    def log(msg: str) -> None:
+        print(msg)
+        if "waiting for the guest to boot" in msg:  # QEMU runs the guest now
+            started.set()
+
+    def crash():  # then QEMU dies, like a crash of the emulator
         while not stop.is_set():
-            for pid in arm64.qemu_pids(cfg.state):
-                os.kill(pid, signal.SIGKILL)
+            if started.wait(0.1):
+                for pid in arm64.qemu_pids(cfg.state):
+                    os.kill(pid, signal.SIGKILL)
                 return
-            time.sleep(0.05)
     t = threading.Thread(target=crash, daemon=True)
     t.start()
     try:
         with pytest.raises(arm64.Arm64Error) as e:
-            arm64.boot(image, cfg.state, ssh_timeout=120, log=print)
+            arm64.boot(image, cfg.state, ssh_timeout=120, log=log)
         assert e.value.step == "boot"
         assert "exited before the guest's SSH answered" in str(e.value)
         _no_guest_left(cfg.state)

@@ -794,10 +794,12 @@ def _start_qemu(image: Image, gdir: Path, cpus: int, memory_mb: int, append: str
                 return int((gdir / "qemu.pid").read_text().strip()), port
             except (OSError, ValueError):
                 raise Arm64Error("boot", f"QEMU started but wrote no pid file in {gdir}") from None
-        err = (r.stderr or r.stdout).strip()
+        err = (r.stderr or r.stdout).strip() or "(no output)"
         if "host forwarding" in err and attempt < 2:
             continue
-        raise Arm64Error("boot", f"QEMU exited with code {r.returncode} at start: {err}")
+        how = f"was killed by signal {-r.returncode}" if r.returncode < 0 else \
+            f"exited with code {r.returncode}"
+        raise Arm64Error("boot", f"QEMU {how} at start: {err}")
     raise AssertionError("unreachable")
 
 
