@@ -9,6 +9,7 @@ directory, also after a failure.
 from __future__ import annotations
 
 import base64
+import ctypes
 import fcntl
 import json
 import os
@@ -21,6 +22,7 @@ import time
 from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
+PR_SET_PDEATHSIG = 1
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check",
@@ -43,7 +45,11 @@ class Browser:
         cmd_r, self._cmd_w = os.pipe()
         self._evt_r, evt_w = os.pipe()
 
+        libc = ctypes.CDLL(None, use_errno=True)
+
         def child_fds():
+            # The browser dies with this process, even when it is killed without a chance to clean up.
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             # Move both ends out of the way first, so that neither is overwritten by the other's dup2.
             hi_r = fcntl.fcntl(cmd_r, fcntl.F_DUPFD, 100)
             hi_w = fcntl.fcntl(evt_w, fcntl.F_DUPFD, 100)
