@@ -362,3 +362,15 @@ def test_recorded_run_on_x86_and_an_emulated_arm64_guest(tmp_path):
     assert page.count("<svg") == 3 + 2 and "EMULATED: not native performance" in page
     f = compare.fairness(srcs)
     assert not f.fair and "ran under emulation" in f.reasons[0]
+
+
+@pytest.mark.unit
+def test_summary_ratios_not_significant_are_marked(tmp_path):
+    # RUN_A: splice 1.52x and sockmap 0.56x of naive, neither significant after adjustment.
+    out, view, _ = report.render_run(recorded.RUN_A, tmp_path)
+    assert [(r.server, r.ratio) for r in view.summary_rows] == [("naive", "baseline"), ("splice", "1.52x"),
+                                                               ("sockmap", "0.56x")]
+    assert view.ratio_marks == ["", "n.s.", "n.s."]
+    assert out.read_text().count('title="not significant">n.s.</span>') == 2
+    _, multi, _ = report.render_run(recorded.RUN_MULTI, tmp_path)
+    assert len(multi.ratio_marks) == 6 and multi.ratio_marks[0] == multi.ratio_marks[3] == ""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -231,6 +231,8 @@ class RunSectionsView:
     downloads: DownloadView
     method: list[str]
     noisy_count: int
+    # (server host, cell, server label) -> verdict of its throughput against the baseline
+    throughput_verdicts: dict[tuple[str, int, str], str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -650,7 +652,9 @@ def run_sections(run: RunData, baseline: str) -> RunSectionsView:
         comparisons=rows, baseline=baseline, percentiles=percentile_rows(al), noise=noise,
         adaptive=adaptive_view(run.manifest, al), arch=arch_view(al),
         downloads=downloads([run], f"{run.scenario_name}-{run.run_id}", scenarios=False),
-        method=stats_method(), noisy_count=sum(1 for n in noise if n.noisy))
+        method=stats_method(), noisy_count=sum(1 for n in noise if n.noisy),
+        throughput_verdicts={(c.other.source.host, int(c.other.measured["cell"].iloc[0]), c.key.server): c.test.verdict
+                             for c in comps if c.metric.column == "throughput_gib_s" and len(c.other.measured)})
 
 
 def _same_cell(a, b) -> bool:
@@ -733,3 +737,13 @@ def merged_latency(run: RunData, host: str, cell: Any, server: str) -> dict[str,
     if not hists:
         return None
     return stats.hist_percentiles(stats.merge_histograms(hists))
+
+
+def summary_marks(x: RunSectionsView, summary) -> list[str]:
+    """For each row of report.py's summary table: "" or a short mark for its throughput ratio
+    ("n.s." not significant, "few" too few samples to tell), from the significance section."""
+    marks = []
+    for _, r in summary.iterrows():
+        v = x.throughput_verdicts.get((str(r["server_host"]), int(r["cell"]), str(r["server"]).split(" @ ", 1)[0]))
+        marks.append({stats.NOT_SIGNIFICANT: "n.s.", stats.TOO_FEW: "few", stats.NO_DATA: ""}.get(v, "") if v else "")
+    return marks

@@ -91,6 +91,7 @@ class ReportView:
     # (compare_report.RunSectionsView); None when rendering without the run directory.
     extra: Any = None
     latency_merged: bool = False  # summary latency columns come from merged histograms
+    ratio_marks: list[str] = field(default_factory=list)  # per summary row: "", "n.s." or "few"
     # Proxy scenarios: ratios to the naive proxy and to each peer (proxy_report.ProxyView), or None.
     proxies: Any = None
 
@@ -348,8 +349,9 @@ def render_run(run_dir: Path, reports_dir: Path) -> tuple[Path, ReportView, pd.D
     merged = [compare_report.merged_latency(run, r["server_host"], r["cell"], r["server"]) for _, r in summary.iterrows()]
     rows = [replace(v, p50=format_ns(m["p50"]), p99=format_ns(m["p99"])) if m else v
             for v, m in zip(view.summary_rows, merged)]
-    view = replace(view, summary_rows=rows, latency_merged=any(merged),
-                   extra=compare_report.run_sections(run, view.baseline))
+    extra = compare_report.run_sections(run, view.baseline)
+    view = replace(view, summary_rows=rows, latency_merged=any(merged), extra=extra,
+                   ratio_marks=compare_report.summary_marks(extra, summary))
     out = report_path(reports_dir, manifest)
     atomic_write_text(out, render(view))
     return out, view, summary
