@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -282,7 +283,10 @@ def ratio_ci(a: Iterable[Any], b: Iterable[Any], *, level: float = LEVEL, n_resa
     value = float(np.median(xb) / np.median(xa))
     if len(xa) < 2 or len(xb) < 2:
         return Ratio(value, math.nan, math.nan, level)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # Identical values (e.g. CPU times at clock-tick resolution) make scipy warn that the
+    # distribution is degenerate; the percentile interval is then simply [value, value].
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", sst.DegenerateDataWarning)
         res = sst.bootstrap((xb, xa), _median_ratio, paired=False, vectorized=True, n_resamples=n_resamples,
                             confidence_level=level, method="percentile", random_state=np.random.default_rng(seed))
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
