@@ -399,7 +399,17 @@ def _remove_stale_builds(root: Path, log: Log) -> None:
 
 
 def build_image(recipe: Recipe, root: Path, *, log: Log = _stderr_log) -> Image:
-    """Build the image of recipe into root/<key>/ (atomically); every failure names its step."""
+    """Build the image of recipe into root/<key>/ (atomically); every failure names its step.
+
+    Ctrl-C, SIGTERM or a failure stop the step's processes and remove the temp dir and its
+    mounts; SIGKILL leaves them to the next build (`_remove_stale_builds`)."""
+    from .runner import interrupt_on_terminate
+
+    with interrupt_on_terminate():
+        return _build_image(recipe, root, log)
+
+
+def _build_image(recipe: Recipe, root: Path, log: Log) -> Image:
     t0 = time.monotonic()
     tmp = root / f".tmp-{recipe.key}-{secrets.token_hex(3)}"
     tmp.mkdir(mode=0o755)
