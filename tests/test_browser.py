@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import cdp  # noqa: E402
 import recorded  # noqa: E402
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def ink(png: bytes) -> tuple[float, int]:

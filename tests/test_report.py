@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import html.parser
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from splicebench import report, results, scenario
+from splicebench import charts, report, results, scenario
 from splicebench.metrics import SAMPLE_COLUMNS
 
 pytestmark = pytest.mark.unit
@@ -112,3 +113,20 @@ def test_rendering_is_deterministic(tmp_path):
 
 def test_autoescape_is_on():
     assert report.environment().autoescape is True
+
+
+@pytest.mark.unit
+def test_latency_chart_plots_merged_histogram_percentiles(tmp_path):
+    """The latency chart shows percentiles of the merged histograms (the same values as the summary
+    table), not the median of per-sample percentiles."""
+    import shutil
+
+    src = Path(__file__).parent / "data" / "runs" / "20261125T185321Z-f99079"
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    out, view, summary = report.render_run(run, tmp_path / "reports")
+    chart = next(c for c in view.charts if c.id == "latency")
+    assert "merged" in chart.caption
+    per_sample = charts.latency_percentiles(summary)
+    assert chart.svg != per_sample  # the plotted values changed
+    assert view.latency_merged
