@@ -38,7 +38,7 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -719,7 +719,6 @@ class Guest:
     dir: str  # <lab state>/arm64
     started_at: str = ""
     boot_seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def known_hosts_name(self) -> str:
