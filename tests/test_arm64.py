@@ -372,6 +372,7 @@ def _processes_mentioning(text: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def image():
+    arm64.provision_host(log=print)  # as `invoke lab.arm64` does
     img, _ = arm64.ensure_image(root=CACHE, log=print)
     return img
 

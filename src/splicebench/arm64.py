@@ -1001,6 +1001,14 @@ def remove_from_inventory(state: Path, g: Guest) -> None:
 # one call for `invoke lab.arm64`
 
 
+def provision_host(log: Log = _stderr_log) -> None:
+    """Install the host packages the arm64 lab needs (provision.ARM64_LAB_PACKAGES) when missing."""
+    from .hosts import LocalHost
+    from .provision import ARM64_LAB_PACKAGES, ensure
+
+    ensure(LocalHost(), ARM64_LAB_PACKAGES, what="arm64 lab packages", log=log)
+
+
 @dataclass
 class LabGuest:
     guest: Guest
@@ -1021,10 +1029,7 @@ def up(state: Path, *, ssh_timeout: float = SSH_TIMEOUT_S, provision: bool = Tru
     from .ssh import SSHHost
 
     if provision:
-        from .hosts import LocalHost
-        from .provision import ARM64_LAB_PACKAGES, ensure
-
-        ensure(LocalHost(), ARM64_LAB_PACKAGES, what="arm64 lab packages", log=log)
+        provision_host(log)
     img, built = ensure_image(root=root, log=log)
     state = Path(state)
     g = status(state)

@@ -335,7 +335,7 @@ def clean(paths: Paths, host: Host | None = None) -> CleanReport:
 
 def ensure_test_deps(log: Log = _err) -> None:
     host = LocalHost()
-    provision.ensure(host, provision.BUILD_PACKAGES + provision.TEST_PACKAGES,
+    provision.ensure(host, provision.BUILD_PACKAGES + provision.TEST_PACKAGES + provision.ARM64_LAB_PACKAGES,
                      what="build and test dependencies", log=log)
 
 
