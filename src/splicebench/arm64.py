@@ -412,7 +412,7 @@ def build_image(recipe: Recipe, root: Path, *, log: Log = _stderr_log) -> Image:
 def _build_image(recipe: Recipe, root: Path, log: Log) -> Image:
     t0 = time.monotonic()
     tmp = root / f".tmp-{recipe.key}-{secrets.token_hex(3)}"
-    tmp.mkdir(mode=0o755)
+    tmp.mkdir(mode=0o700)  # the disk holds the guest's private host key
     (tmp / "pid").write_text(str(os.getpid()))
     build_log = tmp / "build.log"
     n = len(STEPS)
@@ -1122,6 +1122,10 @@ def _step(name: str) -> Iterator[None]:
         raise
     except subprocess.TimeoutExpired as e:
         raise Arm64Error(name, f"`{e.cmd}` timed out") from None
+    except subprocess.CalledProcessError as e:
+        out = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        raise Arm64Error(name, f"`{shlex.join(map(str, e.cmd))}` exited with code {e.returncode}: "
+                         f"{out.strip()}") from None
     except OSError as e:
         raise Arm64Error(name, str(e)) from None
 
