@@ -437,9 +437,13 @@ def test_lab_multiarch_end_to_end(guest, use_cache, no_leftovers, tmp_path):
     assert probe["map_sockhash"] and probe["prog_sk_skb"]
     html = res.report.read_text()
     assert "aarch64" in html and "EMULATED" in html
-    # The client's own verification, as it printed it on the guest.
-    raw = sorted((res.run_dir / "raw").glob("*-sockmap-arm64-*.client.json"))
-    assert len(raw) == 1 and json.loads(raw[0].read_text())["ok"] is True
+    # The client's own byte-exact verification, as it printed it on the guest.
+    for server in ("naive", "splice", "sockmap"):
+        raw = sorted((res.run_dir / "raw").glob(f"*-{server}-arm64-*.client.json"))
+        assert len(raw) == 1, server
+        out = json.loads(raw[0].read_text())
+        assert out["ok"] is True and out["mismatch"] is None, (server, out)
+        assert out["bytes_verified"] == out["bytes_expected"] == 1 << 20, (server, out)
 
 
 @pytest.mark.arm64
