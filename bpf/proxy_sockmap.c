@@ -128,12 +128,10 @@ struct leg {
 /* One direction of a connection, from leg s to leg !s. */
 struct flow {
 	bool kernel;	      /* forwarded by leg s's verdict; otherwise by user space */
-	bool eof;	      /* leg s sent FIN */
-	bool shut;	      /* FIN forwarded: leg !s shut down for writing */
+	struct proxy_flow io; /* eof: leg s sent FIN; shut: FIN forwarded (leg !s shut down for
+			       * writing); buf, off, len: the user-space copy */
 	uint64_t fwd;	      /* kernel: bytes leg !s had taken at the last check */
 	uint64_t progress_ns; /* kernel: when fwd last changed */
-	uint8_t *buf;	      /* user: allocated at the first read */
-	size_t off, len;      /* user: buf[off..len) still to be written */
 };
 
 struct conn {
@@ -151,22 +149,23 @@ static struct {
 	struct proxy_sockmap_bpf *skel;
 	int clients_fd, upstreams_fd, peer_of_fd;
 	bool parser;
-	int sndbuf, rcvbuf;
+	struct net_opts opts;
 	uint32_t max_conns;
 	struct proxy_upstream up;
-	int ep, lfd, sfd, tfd;
-	bool timer_armed, accept_warned, accept_paused;
+	struct net_server srv;
+	int tfd;
+	bool timer_armed;
 	struct conn *conns, *drains, *dead;
 	struct net_stats st; /* bytes_in/bytes_out: only what user space forwarded */
-	uint64_t upstream_errors;
 	uint64_t user_flows; /* directions forwarded in user space (see conn_pair) */
-} g = {.ep = -1, .lfd = -1, .sfd = -1, .tfd = -1};
+} g = {.srv = {.ep = -1, .lfd = -1, .sfd = -1}, .tfd = -1};
 
 static enum tag tag_listen = TAG_LISTEN, tag_signal = TAG_SIGNAL, tag_timer = TAG_TIMER;
 
-static void usage(void)
+static void usage(FILE *f)
 {
-	printf(
+	fprintf(
+	    f,
 	    "usage: sb-proxy-sockmap --upstream ADDR:PORT [options]\n"
 	    "  --upstream ADDR:PORT   where every accepted connection is forwarded (required)\n"
 	    "  --listen ADDR:PORT     listen address (default 127.0.0.1:0; port 0 = pick one)\n"
@@ -303,10 +302,13 @@ static uint64_t read_counter(uint32_t slot)
  * proxy has anyway); fall back to the plain options. 0 = leave the kernel's autotuning alone. */
 static void set_bufs(int fd)
 {
-	if (g.sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &g.sndbuf, sizeof(int)) < 0)
-		net_set_bufs(fd, g.sndbuf, 0);
-	if (g.rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &g.rcvbuf, sizeof(int)) < 0)
-		net_set_bufs(fd, 0, g.rcvbuf);
+	const struct net_opts *o = &g.opts;
+	if (o->sndbuf > 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &o->sndbuf, sizeof(int)) < 0)
+		net_set_bufs(fd, o->sndbuf, 0);
+	if (o->rcvbuf > 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &o->rcvbuf, sizeof(int)) < 0)
+		net_set_bufs(fd, 0, o->rcvbuf);
 }
 
 static void timer_set(bool on)
@@ -323,15 +325,6 @@ static void timer_set(bool on)
 	g.timer_armed = on;
 }
 
-/* Stop (no events) or resume accepting; used when descriptors run out. */
-static void pause_accept(bool pause)
-{
-	struct epoll_event e = {.events = pause ? 0u : EPOLLIN, .data.ptr = &tag_listen};
-	if (epoll_ctl(g.ep, EPOLL_CTL_MOD, g.lfd, &e) < 0)
-		net_die("epoll_ctl(MOD): %s", strerror(errno));
-	g.accept_paused = pause;
-}
-
 /* Set a leg's epoll registration and interest (ADD, MOD or DEL as needed). */
 static void leg_events(struct leg *l, bool registered, uint32_t ev)
 {
@@ -339,7 +332,7 @@ static void leg_events(struct leg *l, bool registered, uint32_t ev)
 		return;
 	struct epoll_event e = {.events = ev, .data.ptr = l};
 	int op = !registered ? EPOLL_CTL_DEL : l->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-	if (epoll_ctl(g.ep, op, l->fd, &e) < 0)
+	if (epoll_ctl(g.srv.ep, op, l->fd, &e) < 0)
 		net_die("epoll_ctl: %s", strerror(errno));
 	l->registered = registered;
 	l->events = ev;
@@ -387,15 +380,14 @@ static void conn_end(struct conn *c, bool abort_client, bool abort_upstream, boo
 			close(c->leg[s].fd);
 	}
 	for (int s = 0; s < 2; s++)
-		free(c->flow[s].buf);
+		free(c->flow[s].io.buf);
 	c->dead = true;
 	c->next_dead = g.dead;
 	g.dead = c;
 	g.st.active--;
 	if (failed)
 		g.st.errors++;
-	if (g.accept_paused)
-		pause_accept(false); /* descriptors are free again */
+	net_accept_resume(&g.srv); /* descriptors are free again */
 }
 
 /* Leg s failed: close it, reset the other leg so that its peer sees the failure. */
@@ -440,51 +432,13 @@ static int flow_state(struct conn *c, int s, uint64_t now)
  * buffers went through. Returns false if the connection failed (it is then ended). */
 static bool pump_user(struct conn *c, int s)
 {
-	struct flow *f = &c->flow[s];
-	int in = c->leg[s].fd, out = c->leg[!s].fd;
-	for (int round = 0; round < ROUNDS;) {
-		if (f->off < f->len) {
-			ssize_t w = send(out, f->buf + f->off, f->len - f->off, MSG_NOSIGNAL);
-			if (w < 0) {
-				if (errno == EINTR)
-					continue;
-				if (errno == EAGAIN)
-					return true;
-				conn_fail(c, !s);
-				return false;
-			}
-			f->off += (size_t)w;
-			if (f->off < f->len)
-				continue;
-			f->off = f->len = 0;
-		}
-		if (f->eof) {
-			if (!f->shut) {
-				(void)shutdown(out, SHUT_WR);
-				f->shut = true;
-			}
-			return true;
-		}
-		if (!f->buf && !(f->buf = malloc(USER_BUF)))
-			net_die("out of memory for a %d-byte connection buffer", USER_BUF);
-		ssize_t r = recv(in, f->buf, USER_BUF, 0);
-		if (r > 0) {
-			f->len = (size_t)r;
-			if (s == CLIENT)
-				g.st.bytes_in += (uint64_t)r;
-			else
-				g.st.bytes_out += (uint64_t)r;
-			round++;
-		} else if (r == 0) {
-			f->eof = true;
-		} else if (errno == EAGAIN) {
-			return true;
-		} else if (errno != EINTR) {
-			conn_fail(c, s);
-			return false;
-		}
-	}
-	return true;
+	enum proxy_copy_result r =
+	    proxy_copy(&c->flow[s].io, c->leg[s].fd, c->leg[!s].fd, USER_BUF, ROUNDS,
+		       s == CLIENT ? &g.st.bytes_in : &g.st.bytes_out, NULL);
+	if (r == PROXY_COPY_OK)
+		return true;
+	conn_fail(c, r == PROXY_COPY_IN_FAILED ? s : !s);
+	return false;
 }
 
 /* Move user directions along, forward FINs of kernel directions that are drained, end the
@@ -500,7 +454,7 @@ static bool conn_check(struct conn *c, uint64_t now)
 				return false;
 			continue;
 		}
-		if (!f->eof || f->shut)
+		if (!f->io.eof || f->io.shut)
 			continue;
 		int st = flow_state(c, s, now);
 		if (st == -1) {
@@ -513,12 +467,12 @@ static bool conn_check(struct conn *c, uint64_t now)
 		}
 		if (st == 1) {
 			(void)shutdown(c->leg[!s].fd, SHUT_WR);
-			f->shut = true;
+			f->io.shut = true;
 		} else {
 			pending = true;
 		}
 	}
-	if (c->flow[CLIENT].shut && c->flow[UPSTREAM].shut) {
+	if (c->flow[CLIENT].io.shut && c->flow[UPSTREAM].io.shut) {
 		conn_end(c, false, false, false); /* both FINs forwarded */
 		return false;
 	}
@@ -528,12 +482,14 @@ static bool conn_check(struct conn *c, uint64_t now)
 		uint32_t ev = 0;
 		/* Kernel source: EPOLLRDHUP until its FIN. User source: EPOLLIN while its buffer is
 		 * empty. User destination: EPOLLOUT while bytes for it wait. */
-		if (!from->eof)
-			ev |= from->kernel ? EPOLLRDHUP : from->off == from->len ? EPOLLIN : 0u;
-		if (!to->kernel && to->off < to->len)
+		if (!from->io.eof)
+			ev |= from->kernel		     ? EPOLLRDHUP
+			      : from->io.off == from->io.len ? EPOLLIN
+							     : 0u;
+		if (!to->kernel && to->io.off < to->io.len)
 			ev |= EPOLLOUT;
 		/* A leg that sent FIN and got ours reports EPOLLHUP for good: take it out. */
-		leg_events(&c->leg[s], !(from->eof && to->shut), ev);
+		leg_events(&c->leg[s], !(from->io.eof && to->io.shut), ev);
 	}
 	return true;
 }
@@ -591,16 +547,11 @@ static void leg_event(struct leg *l, uint32_t ev)
 	if (c->dead)
 		return; /* ended earlier in this batch */
 	if (c->connecting) {
-		int err = proxy_sock_error(l->fd);
-		if (err == 0 && !(ev & EPOLLOUT))
-			return;
-		if (err != 0 || (ev & EPOLLERR)) {
-			proxy_warn_upstream(&g.up, err ? err : EIO);
-			g.upstream_errors++;
+		int done = proxy_connected(&g.up, l->fd, ev, EPOLLERR);
+		if (done < 0)
 			conn_fail(c, UPSTREAM);
-			return;
-		}
-		conn_pair(c);
+		else if (done > 0)
+			conn_pair(c);
 		return;
 	}
 	/* A reset sets sk_err (EPOLLERR). EPOLLHUP alone is an orderly end: after our FIN and the
@@ -611,8 +562,8 @@ static void leg_event(struct leg *l, uint32_t ev)
 	}
 	uint64_t now = net_now_ns();
 	struct flow *f = &c->flow[s];
-	if (f->kernel && (ev & (EPOLLRDHUP | EPOLLHUP)) && !f->eof) {
-		f->eof = true;
+	if (f->kernel && (ev & (EPOLLRDHUP | EPOLLHUP)) && !f->io.eof) {
+		f->io.eof = true;
 		f->progress_ns = now;
 	}
 	(void)conn_check(c, now);
@@ -633,38 +584,9 @@ static void drain_tick(void)
 /* Accept every pending connection and start its upstream connect. */
 static void accept_all(void)
 {
-	for (;;) {
-		int fd = accept4(g.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
-				return;
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-			    errno == ENOMEM) {
-				/* Out of descriptors or memory: the connection waits in the backlog
-				 * until one of ours closes (level-triggered, it would spin
-				 * otherwise). */
-				if (!g.accept_warned)
-					fprintf(stderr, "%s: warning: accept: %s\n", net_prog,
-						strerror(errno));
-				g.accept_warned = true;
-				if (g.st.active > 0)
-					pause_accept(true);
-				return;
-			}
-			net_die("accept: %s", strerror(errno));
-		}
-		set_bufs(fd);
-		proxy_nodelay(fd);
-		g.st.connections++;
-		bool done = false;
-		int ufd = proxy_connect(&g.up, set_bufs, &done);
-		if (ufd < 0) {
-			proxy_warn_upstream(&g.up, errno);
-			g.upstream_errors++;
-			g.st.errors++;
-			proxy_abort(fd);
-			continue;
-		}
+	int fd, ufd;
+	bool done;
+	while ((fd = proxy_accept(&g.srv, &g.up, &g.st, set_bufs, &ufd, &done)) >= 0) {
 		struct conn *c = calloc(1, sizeof(*c));
 		if (!c)
 			net_die("out of memory");
@@ -687,85 +609,62 @@ static void accept_all(void)
 	}
 }
 
-static void parse_args(int argc, char **argv, const char **listen_addr)
+static const char *upstream;
+
+/* --upstream, --parser and --max-conns; the common options are net_parse_opts's. */
+static void own_opt(int val, const char *arg)
 {
-	static const struct option opts[] = {
-	    {"listen", required_argument, NULL, 'l'}, {"upstream", required_argument, NULL, 'u'},
-	    {"sndbuf", required_argument, NULL, 's'}, {"rcvbuf", required_argument, NULL, 'r'},
-	    {"parser", no_argument, NULL, 'p'},	      {"max-conns", required_argument, NULL, 'n'},
-	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
-	};
-	const char *upstream = NULL;
-	opterr = 0;
-	int o;
-	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (o) {
-		case 'l':
-			*listen_addr = optarg;
-			break;
-		case 'u':
-			upstream = optarg;
-			break;
-		case 's':
-			g.sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT32_MAX / 2);
-			break;
-		case 'r':
-			g.rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT32_MAX / 2);
-			break;
-		case 'p':
-			g.parser = true;
-			break;
-		case 'n':
-			g.max_conns = (uint32_t)net_parse_u64("--max-conns", optarg, 1u << 24);
-			if (!g.max_conns)
-				net_usage_error("--max-conns: must be at least 1");
-			break;
-		case 'h':
-			usage();
-			exit(0);
-		default:
-			net_usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
-		}
+	switch (val) {
+	case 'u':
+		upstream = arg;
+		break;
+	case 'p':
+		g.parser = true;
+		break;
+	case 'n':
+		g.max_conns = (uint32_t)net_parse_u64("--max-conns", arg, 1u << 24);
+		if (!g.max_conns)
+			net_usage_error("--max-conns: must be at least 1");
+		break;
 	}
-	if (optind < argc)
-		net_usage_error("unexpected argument '%s'", argv[optind]);
-	if (!upstream)
-		net_usage_error("--upstream ADDR:PORT is required");
-	proxy_parse_upstream(upstream, &g.up);
 }
 
 int main(int argc, char **argv)
 {
+	static const struct option own[] = {
+	    {"upstream", required_argument, NULL, 'u'},
+	    {"parser", no_argument, NULL, 'p'},
+	    {"max-conns", required_argument, NULL, 'n'},
+	    {NULL, 0, NULL, 0},
+	};
 	net_prog = "sb-proxy-sockmap";
-	const char *listen_addr = "127.0.0.1:0";
-	g.sndbuf = DEFAULT_SNDBUF;
+	g.opts = (struct net_opts){.listen = "127.0.0.1:0", .sndbuf = DEFAULT_SNDBUF};
 	g.max_conns = DEFAULT_MAX_CONNS;
-	parse_args(argc, argv, &listen_addr);
+	/* The kernel doubles a buffer size: keep the double within an int. */
+	net_parse_opts(argc, argv, own, own_opt, usage, INT32_MAX / 2, &g.opts);
+	proxy_require_upstream(upstream, &g.up);
 
 	check_environment();
 	net_raise_nofile();
-	g.sfd = net_signalfd(); /* before anything needs cleaning up: signals then wait in the fd */
+	struct net_server *srv = &g.srv;
+	srv->sfd =
+	    net_signalfd(); /* before anything needs cleaning up: signals then wait in the fd */
 	bpf_setup();
-	g.lfd = net_listen(listen_addr);
-	g.ep = epoll_create1(EPOLL_CLOEXEC);
+	srv->lfd = net_listen(g.opts.listen);
+	srv->ep = net_epoll_create();
 	g.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (g.ep < 0 || g.tfd < 0)
-		net_die("epoll/timerfd: %s", strerror(errno));
-	struct epoll_event ev = {.events = EPOLLIN};
-	ev.data.ptr = &tag_listen;
-	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.lfd, &ev) < 0)
-		net_die("epoll_ctl: %s", strerror(errno));
-	ev.data.ptr = &tag_signal;
-	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.sfd, &ev) < 0)
-		net_die("epoll_ctl: %s", strerror(errno));
-	ev.data.ptr = &tag_timer;
-	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.tfd, &ev) < 0)
-		net_die("epoll_ctl: %s", strerror(errno));
-	net_print_ready(SERVER, g.lfd);
+	if (g.tfd < 0)
+		net_die("timerfd_create: %s", strerror(errno));
+	srv->listen_tag = &tag_listen;
+	srv->signal_tag = &tag_signal;
+	net_epoll_add(srv->ep, srv->lfd, EPOLLIN, srv->listen_tag);
+	net_epoll_add(srv->ep, srv->sfd, EPOLLIN, srv->signal_tag);
+	net_epoll_add(srv->ep, g.tfd, EPOLLIN, &tag_timer);
+	net_print_ready(SERVER, srv->lfd);
 
 	struct epoll_event evs[256];
 	for (bool running = true; running;) {
-		int n = epoll_wait(g.ep, evs, 256, -1);
+		int n = epoll_wait(srv->ep, evs, 256, -1);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -776,7 +675,7 @@ int main(int argc, char **argv)
 			switch (*(enum tag *)evs[i].data.ptr) {
 			case TAG_SIGNAL: {
 				struct signalfd_siginfo si;
-				while (read(g.sfd, &si, sizeof(si)) == sizeof(si))
+				while (read(srv->sfd, &si, sizeof(si)) == sizeof(si))
 					;
 				running = false;
 				break;
@@ -819,8 +718,8 @@ int main(int argc, char **argv)
 		g.dead = c->next_dead;
 		free(c);
 	}
-	close(g.lfd);
+	close(srv->lfd);
 	bpf_teardown();
-	proxy_print_summary(SERVER, &st, g.upstream_errors, extra);
+	proxy_print_summary(SERVER, &st, &g.up, extra);
 	return 0;
 }

@@ -198,15 +198,7 @@ static void add_sample(uint64_t ns)
 }
 
 /* Set conn's epoll interest to ev (no system call when it is already that). */
-static void set_events(struct conn *c, uint32_t ev)
-{
-	if (c->events == ev)
-		return;
-	struct epoll_event e = {.events = ev, .data.ptr = c};
-	if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e) < 0)
-		net_die("epoll_ctl(MOD): %s", strerror(errno));
-	c->events = ev;
-}
+static void set_events(struct conn *c, uint32_t ev) { net_epoll_mod(ep, c->fd, c, &c->events, ev); }
 
 /* End conn: close it and count it as passed or failed. */
 static void finish(struct conn *c, enum cstate st)
@@ -364,10 +356,7 @@ static void update_events(struct conn *c)
 /* connect() completed (or failed): start sending at once. */
 static void on_connected(struct conn *c)
 {
-	int err = 0;
-	socklen_t len = sizeof(err);
-	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		err = errno;
+	int err = net_sock_error(c->fd);
 	if (err) {
 		fail(c, 0, "connect: %s", strerror(err));
 		return;
@@ -421,12 +410,9 @@ static void open_conns(const struct sockaddr_storage *ss, socklen_t sslen)
 		}
 		/* Messages go out when written: no Nagle delay on ping-pong requests or burst
 		 * tails. */
-		int one = 1;
-		(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
+		net_set_nodelay(c->fd);
 		c->events = EPOLLOUT;
-		if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e) < 0)
-			net_die("epoll_ctl(ADD): %s", strerror(errno));
+		net_epoll_add(ep, c->fd, EPOLLOUT, c);
 		if (connect(c->fd, (const struct sockaddr *)ss, sslen) < 0 &&
 		    errno != EINPROGRESS) {
 			fail(c, 0, "connect: %s", strerror(errno));
@@ -641,8 +627,7 @@ static void parse_args(int argc, char **argv)
 			  .timeout_s = 120};
 	bool given[O_HELP + 1] = {0};
 	int c;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
+	while ((c = net_getopt(argc, argv, lo)) != -1) {
 		if (c >= O_CONNECT && c <= O_HELP)
 			given[c] = true;
 		switch (c) {
@@ -699,14 +684,8 @@ static void parse_args(int argc, char **argv)
 		case O_HELP:
 			usage(stdout);
 			exit(0);
-		case ':':
-			net_usage_error("%s needs a value", argv[optind - 1]);
-		default:
-			net_usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
-	if (optind < argc)
-		net_usage_error("unexpected argument '%s'", argv[optind]);
 	if (!o.connect)
 		net_usage_error("--connect ADDR:PORT is required");
 	if ((int)o.wl < 0)
@@ -766,9 +745,7 @@ int main(int argc, char **argv)
 	samples = malloc((samples_cap ? samples_cap : 1) * sizeof(*samples));
 	if (!samples)
 		net_die("out of memory for latency samples");
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	if (ep < 0)
-		net_die("epoll_create1: %s", strerror(errno));
+	ep = net_epoll_create();
 
 	uint64_t t0 = net_now_ns();
 	uint64_t deadline = t0 + (uint64_t)(o.timeout_s * 1e9);

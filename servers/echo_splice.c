@@ -13,16 +13,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <unistd.h>
 
 /* SPLICE_F_MOVE is only a hint (a no-op since Linux 2.6.21); kept as the classic idiom. */
@@ -30,7 +26,7 @@
 
 struct conn {
 	int fd;
-	int pr, pw;	 /* the connection's pipe: read end, write end */
+	int pipe[2];	 /* the connection's pipe: read end, write end */
 	uint32_t events; /* current epoll interest */
 	bool eof;	 /* client half-closed */
 	bool pipe_full;	 /* the last socket -> pipe splice found no room */
@@ -39,32 +35,19 @@ struct conn {
 };
 
 static struct net_stats st;
-static int ep, lfd;
+static struct net_server srv;
+static struct net_opts opts = {.listen = "127.0.0.1:0"};
 static size_t pipe_size = 1048576;
-static int sndbuf, rcvbuf;
-static bool accept_warned, accept_paused;
 static uint64_t pipes_default; /* pipes that kept the default size: F_SETPIPE_SZ refused */
-/* epoll tags for the two non-connection descriptors */
-static int listen_tag, signal_tag;
-
-/* Stop (EPOLL_CTL_MOD to no events) or resume accepting. */
-static void pause_accept(bool pause)
-{
-	struct epoll_event e = {.events = pause ? 0u : EPOLLIN, .data.ptr = &listen_tag};
-	if (epoll_ctl(ep, EPOLL_CTL_MOD, lfd, &e) < 0)
-		net_die("epoll_ctl(MOD): %s", strerror(errno));
-	accept_paused = pause;
-}
 
 /* Close conn and its pipe; failed connections count as errors. */
 static void conn_close(struct conn *c, bool failed)
 {
 	close(c->fd);
-	close(c->pr);
-	close(c->pw);
+	close(c->pipe[0]);
+	close(c->pipe[1]);
 	free(c);
-	if (accept_paused)
-		pause_accept(false); /* descriptors are free again */
+	net_accept_resume(&srv); /* descriptors are free again */
 	st.active--;
 	if (failed)
 		st.errors++;
@@ -73,21 +56,17 @@ static void conn_close(struct conn *c, bool failed)
 /* Set conn's epoll interest to ev (no system call when it is already that). */
 static void set_events(struct conn *c, uint32_t ev)
 {
-	if (c->events == ev)
-		return;
-	struct epoll_event e = {.events = ev, .data.ptr = c};
-	if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e) < 0)
-		net_die("epoll_ctl(MOD): %s", strerror(errno));
-	c->events = ev;
+	net_epoll_mod(srv.ep, c->fd, c, &c->events, ev);
 }
 
 /* Handle the epoll events of one connection: fill the pipe from the socket, drain it into the
  * socket, then choose the interest that the pipe's state asks for. */
-static void on_conn(struct conn *c, uint32_t ev)
+static void on_conn(void *tag, uint32_t ev)
 {
+	struct conn *c = tag;
 	if ((ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->eof && !c->pipe_full &&
 	    c->inpipe < c->cap) {
-		ssize_t n = splice(c->fd, NULL, c->pw, NULL, c->cap - c->inpipe, SPLICE_FLAGS);
+		ssize_t n = splice(c->fd, NULL, c->pipe[1], NULL, c->cap - c->inpipe, SPLICE_FLAGS);
 		if (n > 0) {
 			c->inpipe += (size_t)n;
 			st.bytes_in += (uint64_t)n;
@@ -105,7 +84,7 @@ static void on_conn(struct conn *c, uint32_t ev)
 		}
 	}
 	if (c->inpipe > 0) {
-		ssize_t n = splice(c->pr, NULL, c->fd, NULL, c->inpipe, SPLICE_FLAGS);
+		ssize_t n = splice(c->pipe[0], NULL, c->fd, NULL, c->inpipe, SPLICE_FLAGS);
 		if (n > 0) {
 			c->inpipe -= (size_t)n;
 			st.bytes_out += (uint64_t)n;
@@ -123,91 +102,32 @@ static void on_conn(struct conn *c, uint32_t ev)
 			  (c->inpipe > 0 ? EPOLLOUT : 0u));
 }
 
-/* Create conn's pipe and size it; returns false when no pipe could be made. */
-static bool make_pipe(struct conn *c)
-{
-	int p[2];
-	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
-		return false;
-	c->pr = p[0];
-	c->pw = p[1];
-	int got = fcntl(c->pw, F_SETPIPE_SZ, (int)pipe_size);
-	if (got < 0) {
-		/* Usually EPERM: this user's pipes exceed fs.pipe-user-pages-soft. The pipe still
-		 * works at its default size; count it and say so once now and once at exit. */
-		if (pipes_default++ == 0)
-			fprintf(stderr,
-				"%s: warning: F_SETPIPE_SZ %zu: %s; using the default size\n",
-				net_prog, pipe_size, strerror(errno));
-		got = fcntl(c->pw, F_GETPIPE_SZ);
-		if (got <= 0)
-			got = 4096;
-	}
-	c->cap = (size_t)got;
-	return true;
-}
-
 /* Accept every pending connection, give it a pipe and register it for reading. */
 static void on_listen(void)
 {
-	for (;;) {
-		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
-				return;
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-			    errno == ENOMEM) {
-				/* Out of descriptors or memory: the connection waits in the backlog
-				 * until one of ours closes (level-triggered, it would spin
-				 * otherwise). */
-				if (!accept_warned)
-					fprintf(stderr, "%s: warning: accept: %s\n", net_prog,
-						strerror(errno));
-				accept_warned = true;
-				if (st.active > 0)
-					pause_accept(true);
-				return;
-			}
-			net_die("accept: %s", strerror(errno));
-		}
+	int fd;
+	while ((fd = net_accept(&srv, st.active)) >= 0) {
 		struct conn *c = calloc(1, sizeof(*c));
 		if (!c)
 			net_die("out of memory");
 		c->fd = fd;
 		st.connections++;
-		if (!make_pipe(c)) {
-			if (!accept_warned)
-				fprintf(stderr, "%s: warning: pipe2: %s\n", net_prog,
-					strerror(errno));
-			accept_warned = true;
+		c->cap = net_pipe(c->pipe, pipe_size, &pipes_default);
+		if (!c->cap) {
+			if (!srv.accept_warned)
+				net_warn("pipe2: %s", strerror(errno));
+			srv.accept_warned = true;
 			close(fd);
 			free(c);
 			st.errors++;
 			continue;
 		}
-		net_set_bufs(fd, sndbuf, rcvbuf);
-		/* Echoed tails go out at once instead of waiting for an ACK (Nagle). */
-		int one = 1;
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		net_set_bufs(fd, opts.sndbuf, opts.rcvbuf);
+		net_set_nodelay(fd);
 		c->events = EPOLLIN;
-		struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
-		if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) < 0)
-			net_die("epoll_ctl(ADD): %s", strerror(errno));
+		net_epoll_add(srv.ep, fd, EPOLLIN, c);
 		st.active++;
 	}
-}
-
-/* /proc/sys/fs/pipe-max-size, or 0 when it cannot be read. */
-static size_t pipe_max_size(void)
-{
-	FILE *f = fopen("/proc/sys/fs/pipe-max-size", "r");
-	unsigned long v = 0;
-	if (f) {
-		if (fscanf(f, "%lu", &v) != 1)
-			v = 0;
-		fclose(f);
-	}
-	return v;
 }
 
 static void usage(FILE *f)
@@ -225,89 +145,23 @@ static void usage(FILE *f)
 	    "docs/programs.md).\n");
 }
 
+/* --pipe-size; the common options are net_parse_opts's. */
+static void own_opt(int val, const char *arg)
+{
+	(void)val;
+	pipe_size = net_parse_u64("--pipe-size", arg, 1u << 30);
+}
+
 int main(int argc, char **argv)
 {
-	static const struct option lo[] = {
-	    {"listen", required_argument, 0, 'l'}, {"pipe-size", required_argument, 0, 'p'},
-	    {"sndbuf", required_argument, 0, 's'}, {"rcvbuf", required_argument, 0, 'r'},
-	    {"help", no_argument, 0, 'h'},	   {0, 0, 0, 0},
-	};
-	const char *listen_addr = "127.0.0.1:0";
-	int c;
+	static const struct option own[] = {{"pipe-size", required_argument, 0, 'p'}, {0, 0, 0, 0}};
 	net_prog = "sb-echo-splice";
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
-		switch (c) {
-		case 'l':
-			listen_addr = optarg;
-			break;
-		case 'p':
-			pipe_size = net_parse_u64("--pipe-size", optarg, 1u << 30);
-			break;
-		case 's':
-			sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT_MAX);
-			break;
-		case 'r':
-			rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT_MAX);
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		case ':':
-			net_usage_error("%s needs a value", argv[optind - 1]);
-		default:
-			net_usage_error("unknown option '%s'", argv[optind - 1]);
-		}
-	}
-	if (optind < argc)
-		net_usage_error("unexpected argument '%s'", argv[optind]);
-	if (pipe_size == 0)
-		net_usage_error("--pipe-size must be at least 1");
-	size_t max = pipe_max_size();
-	if (max && pipe_size > max)
-		pipe_size = max;
+	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &opts);
+	pipe_size = net_pipe_size(pipe_size);
 
-	int sfd = net_signalfd();
-	net_raise_nofile();
-	lfd = net_listen(listen_addr);
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	if (ep < 0)
-		net_die("epoll_create1: %s", strerror(errno));
-	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &listen_tag};
-	if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &e) < 0)
-		net_die("epoll_ctl(ADD): %s", strerror(errno));
-	e.data.ptr = &signal_tag;
-	if (epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &e) < 0)
-		net_die("epoll_ctl(ADD): %s", strerror(errno));
-	net_print_ready("splice", lfd);
-
-	struct epoll_event evs[256];
-	for (;;) {
-		int n = epoll_wait(ep, evs, 256, -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			net_die("epoll_wait: %s", strerror(errno));
-		}
-		for (int i = 0; i < n; i++) {
-			void *p = evs[i].data.ptr;
-			if (p == &listen_tag) {
-				on_listen();
-			} else if (p == &signal_tag) {
-				struct signalfd_siginfo si;
-				if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-					if (pipes_default)
-						fprintf(
-						    stderr,
-						    "%s: warning: %llu pipes kept the default size "
-						    "(F_SETPIPE_SZ refused)\n",
-						    net_prog, (unsigned long long)pipes_default);
-					net_print_summary("splice", &st);
-					return 0;
-				}
-			} else {
-				on_conn(p, evs[i].events);
-			}
-		}
-	}
+	net_server_open(&srv, opts.listen, "splice");
+	net_server_run(&srv, on_listen, on_conn, NULL);
+	net_pipe_report(pipes_default);
+	net_print_summary("splice", &st);
+	return 0;
 }

@@ -5,12 +5,15 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <time.h>
@@ -119,7 +122,8 @@ int net_listen(const char *addr)
 	struct sockaddr_storage ss;
 	socklen_t len;
 	if (net_parse_addr(addr, &ss, &len) < 0)
-		net_usage_error("--listen: expected ADDR:PORT with a numeric address, got '%s'", addr);
+		net_usage_error("--listen: expected ADDR:PORT with a numeric address, got '%s'",
+				addr);
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		net_die("socket: %s", strerror(errno));
@@ -152,7 +156,8 @@ int net_signalfd(void)
 	sigaddset(&set, SIGINT);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		net_die("sigprocmask: %s", strerror(errno));
-	/* A peer that resets while we write must not kill the process: EPIPE is handled per call. */
+	/* A peer that resets while we write must not kill the process: EPIPE is handled per call.
+	 */
 	signal(SIGPIPE, SIG_IGN);
 	int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (fd < 0)
@@ -177,21 +182,27 @@ void net_print_ready(const char *server, int fd)
 		inet_ntop(AF_INET, &a4->sin_addr, host, sizeof(host));
 		port = ntohs(a4->sin_port);
 	}
-	printf("{\"event\":\"ready\",\"server\":\"%s\",\"addr\":\"%s\",\"port\":%d,\"pid\":%d}\n", server,
-	       host, port, (int)getpid());
+	printf("{\"event\":\"ready\",\"server\":\"%s\",\"addr\":\"%s\",\"port\":%d,\"pid\":%d}\n",
+	       server, host, port, (int)getpid());
 	fflush(stdout);
 }
 
 void net_print_summary(const char *server, const struct net_stats *st)
 {
+	net_print_summary_extra(server, st, "");
+}
+
+void net_print_summary_extra(const char *server, const struct net_stats *st, const char *extra)
+{
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	printf("{\"event\":\"summary\",\"server\":\"%s\",\"connections\":%llu,\"active\":%llu,"
-	       "\"bytes_in\":%llu,\"bytes_out\":%llu,\"errors\":%llu,\"cpu_user_s\":%.6f,"
+	       "\"bytes_in\":%llu,\"bytes_out\":%llu,\"errors\":%llu%s,\"cpu_user_s\":%.6f,"
 	       "\"cpu_sys_s\":%.6f}\n",
 	       server, (unsigned long long)st->connections, (unsigned long long)st->active,
 	       (unsigned long long)st->bytes_in, (unsigned long long)st->bytes_out,
-	       (unsigned long long)st->errors, ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
+	       (unsigned long long)st->errors, extra,
+	       ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
 	       ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
 	fflush(stdout);
 }
@@ -201,4 +212,241 @@ uint64_t net_now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void net_warn(const char *fmt, ...)
+{
+	/* One write, as the lines it replaces: stderr is unbuffered. */
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "%s: warning: %s\n", net_prog, msg);
+}
+
+int net_getopt(int argc, char **argv, const struct option *lo)
+{
+	opterr = 0;
+	/* The leading ':' makes a missing value ':' rather than '?'. */
+	int c = getopt_long(argc, argv, ":", lo, NULL);
+	if (c == ':')
+		net_usage_error("%s needs a value", argv[optind - 1]);
+	if (c == '?')
+		net_usage_error("unknown option '%s'", argv[optind - 1]);
+	if (c == -1 && optind < argc)
+		net_usage_error("unexpected argument '%s'", argv[optind]);
+	return c;
+}
+
+enum { OPT_LISTEN = 256, OPT_SNDBUF, OPT_RCVBUF, OPT_HELP };
+
+void net_parse_opts(int argc, char **argv, const struct option *own,
+		    void (*own_opt)(int val, const char *arg), void (*usage)(FILE *f), int buf_max,
+		    struct net_opts *o)
+{
+	static const struct option common[] = {
+	    {"listen", required_argument, 0, OPT_LISTEN},
+	    {"sndbuf", required_argument, 0, OPT_SNDBUF},
+	    {"rcvbuf", required_argument, 0, OPT_RCVBUF},
+	    {"help", no_argument, 0, OPT_HELP},
+	};
+	struct option lo[4 + 16 + 1];
+	size_t n = 0;
+	for (; n < 4; n++)
+		lo[n] = common[n];
+	for (; own && own[n - 4].name; n++) {
+		if (n >= 4 + 16)
+			net_die("net_parse_opts: too many options");
+		lo[n] = own[n - 4];
+	}
+	lo[n] = (struct option){0, 0, 0, 0};
+	int c;
+	while ((c = net_getopt(argc, argv, lo)) != -1) {
+		switch (c) {
+		case OPT_LISTEN:
+			o->listen = optarg;
+			break;
+		case OPT_SNDBUF:
+			o->sndbuf = (int)net_parse_u64("--sndbuf", optarg, (uint64_t)buf_max);
+			break;
+		case OPT_RCVBUF:
+			o->rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, (uint64_t)buf_max);
+			break;
+		case OPT_HELP:
+			usage(stdout);
+			exit(0);
+		default:
+			own_opt(c, optarg);
+		}
+	}
+}
+
+void net_set_nodelay(int fd)
+{
+	int one = 1;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int net_sock_error(int fd)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		return errno;
+	return err;
+}
+
+size_t net_pipe_max_size(void)
+{
+	FILE *f = fopen("/proc/sys/fs/pipe-max-size", "r");
+	unsigned long v = 0;
+	if (f) {
+		if (fscanf(f, "%lu", &v) != 1)
+			v = 0;
+		fclose(f);
+	}
+	return v;
+}
+
+size_t net_pipe_size(size_t requested)
+{
+	if (requested == 0)
+		net_usage_error("--pipe-size must be at least 1");
+	size_t max = net_pipe_max_size();
+	return max && requested > max ? max : requested;
+}
+
+size_t net_pipe(int fds[2], size_t size, uint64_t *refused)
+{
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+		return 0;
+	int got = fcntl(fds[1], F_SETPIPE_SZ, (int)size);
+	if (got < 0) {
+		/* The pipe still works at its default size; count it and say so once now and once
+		 * at exit (net_pipe_report). */
+		if ((*refused)++ == 0)
+			net_warn("F_SETPIPE_SZ %zu: %s; using the default size", size,
+				 strerror(errno));
+		got = fcntl(fds[1], F_GETPIPE_SZ);
+		if (got <= 0)
+			got = 4096;
+	}
+	return (size_t)got;
+}
+
+void net_pipe_report(uint64_t refused)
+{
+	if (refused)
+		net_warn("%llu pipes kept the default size (F_SETPIPE_SZ refused)",
+			 (unsigned long long)refused);
+}
+
+int net_epoll_create(void)
+{
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0)
+		net_die("epoll_create1: %s", strerror(errno));
+	return ep;
+}
+
+void net_epoll_add(int ep, int fd, uint32_t events, void *tag)
+{
+	struct epoll_event e = {.events = events, .data.ptr = tag};
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) < 0)
+		net_die("epoll_ctl(ADD): %s", strerror(errno));
+}
+
+void net_epoll_mod(int ep, int fd, void *tag, uint32_t *cur, uint32_t ev)
+{
+	if (*cur == ev)
+		return;
+	struct epoll_event e = {.events = ev, .data.ptr = tag};
+	if (epoll_ctl(ep, EPOLL_CTL_MOD, fd, &e) < 0)
+		net_die("epoll_ctl(MOD): %s", strerror(errno));
+	*cur = ev;
+}
+
+void net_epoll_set(int ep, int fd, void *tag, uint32_t *cur, uint32_t ev)
+{
+	if (*cur == ev)
+		return;
+	struct epoll_event e = {.events = ev, .data.ptr = tag};
+	int op = ev == 0 ? EPOLL_CTL_DEL : *cur == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+	if (epoll_ctl(ep, op, fd, &e) < 0)
+		net_die("epoll_ctl: %s", strerror(errno));
+	*cur = ev;
+}
+
+void net_server_open(struct net_server *s, const char *addr, const char *server)
+{
+	s->sfd = net_signalfd();
+	net_raise_nofile();
+	s->lfd = net_listen(addr);
+	s->ep = net_epoll_create();
+	s->listen_tag = &s->lfd;
+	s->signal_tag = &s->sfd;
+	net_epoll_add(s->ep, s->lfd, EPOLLIN, s->listen_tag);
+	net_epoll_add(s->ep, s->sfd, EPOLLIN, s->signal_tag);
+	net_print_ready(server, s->lfd);
+}
+
+void net_server_run(struct net_server *s, void (*on_listen)(void),
+		    void (*on_event)(void *tag, uint32_t events), void (*after_batch)(void))
+{
+	struct epoll_event evs[256];
+	for (;;) {
+		int n = epoll_wait(s->ep, evs, 256, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			net_die("epoll_wait: %s", strerror(errno));
+		}
+		for (int i = 0; i < n; i++) {
+			void *p = evs[i].data.ptr;
+			if (p == s->listen_tag) {
+				on_listen();
+			} else if (p == s->signal_tag) {
+				struct signalfd_siginfo si;
+				if (read(s->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+					return;
+			} else {
+				on_event(p, evs[i].events);
+			}
+		}
+		if (after_batch)
+			after_batch();
+	}
+}
+
+int net_accept(struct net_server *s, uint64_t active)
+{
+	int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd >= 0)
+		return fd;
+	if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+		return -1;
+	if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+		if (!s->accept_warned)
+			net_warn("accept: %s", strerror(errno));
+		s->accept_warned = true;
+		if (active > 0)
+			net_accept_pause(s, true);
+		return -1;
+	}
+	net_die("accept: %s", strerror(errno));
+}
+
+void net_accept_pause(struct net_server *s, bool pause)
+{
+	struct epoll_event e = {.events = pause ? 0u : EPOLLIN, .data.ptr = s->listen_tag};
+	if (epoll_ctl(s->ep, EPOLL_CTL_MOD, s->lfd, &e) < 0)
+		net_die("epoll_ctl(MOD): %s", strerror(errno));
+	s->accept_paused = pause;
+}
+
+void net_accept_resume(struct net_server *s)
+{
+	if (s->accept_paused)
+		net_accept_pause(s, false);
 }

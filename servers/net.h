@@ -5,8 +5,11 @@
 #ifndef SPLICEBENCH_NET_H
 #define SPLICEBENCH_NET_H
 
+#include <getopt.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 /* Counters every server reports in its summary line. */
@@ -31,11 +34,13 @@ int net_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 /* Parse a non-negative decimal integer no larger than max; exits with a usage error naming opt. */
 uint64_t net_parse_u64(const char *opt, const char *s, uint64_t max);
 
-/* Create a non-blocking listening TCP socket on addr (SO_REUSEADDR, backlog 4096); exits on error. */
+/* Create a non-blocking listening TCP socket on addr (SO_REUSEADDR, backlog 4096); exits on error.
+ */
 int net_listen(const char *addr);
 /* Make fd non-blocking (and close-on-exec); exits on error. */
 void net_set_nonblock(int fd);
-/* Apply SO_SNDBUF / SO_RCVBUF when non-zero; failures are ignored (the kernel clamps them anyway). */
+/* Apply SO_SNDBUF / SO_RCVBUF when non-zero; failures are ignored (the kernel clamps them anyway).
+ */
 void net_set_bufs(int fd, int sndbuf, int rcvbuf);
 /* Raise RLIMIT_NOFILE to its hard limit so that thousands of connections fit. */
 void net_raise_nofile(void);
@@ -49,5 +54,99 @@ void net_print_summary(const char *server, const struct net_stats *st);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t net_now_ns(void);
+
+/* Print "prog: warning: message" to stderr. */
+void net_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Command line
+ * ------------ */
+
+/* getopt_long over the long options lo (no short options, getopt's own messages off). Returns the
+ * next option's val, or -1 once the options end and no positional argument follows. A missing
+ * value, an unknown option or a positional argument exits with a usage error naming it. */
+int net_getopt(int argc, char **argv, const struct option *lo);
+
+/* The options every server and proxy takes (docs/programs.md, "Common options"). */
+struct net_opts {
+	const char *listen; /* --listen ADDR:PORT */
+	int sndbuf, rcvbuf; /* --sndbuf/--rcvbuf BYTES, 0 = kernel default */
+};
+
+/* Parse argv (net_getopt) into *o, whose fields hold the defaults on entry: --listen, --sndbuf and
+ * --rcvbuf (each at most buf_max), --help (usage(stdout), then exit 0), and the program's own long
+ * options `own` (ended by a zero entry, at most 16; their vals must be below 256), whose vals and
+ * values go to own_opt. Bad arguments exit with a usage error. */
+void net_parse_opts(int argc, char **argv, const struct option *own,
+		    void (*own_opt)(int val, const char *arg), void (*usage)(FILE *f), int buf_max,
+		    struct net_opts *o);
+
+/* Sockets and pipes
+ * ----------------- */
+
+/* TCP_NODELAY on fd (errors ignored): forwarded or echoed tails go out at once instead of waiting
+ * for the ACK of the previous segment (Nagle). */
+void net_set_nodelay(int fd);
+/* The pending error of a socket (SO_ERROR), 0 if none. */
+int net_sock_error(int fd);
+
+/* /proc/sys/fs/pipe-max-size, or 0 when it cannot be read. */
+size_t net_pipe_max_size(void);
+/* Check a --pipe-size value (usage error when 0) and return it capped to pipe-max-size. */
+size_t net_pipe_size(size_t requested);
+/* Create a non-blocking, close-on-exec pipe (fds[0] read end, fds[1] write end) of size bytes.
+ * Returns its capacity in bytes, or 0 with errno set when no pipe could be made. When the kernel
+ * refuses the size (usually EPERM: the user's pipes exceed fs.pipe-user-pages-soft) the pipe keeps
+ * its default size, *refused counts it and the first refusal is reported on stderr. */
+size_t net_pipe(int fds[2], size_t size, uint64_t *refused);
+/* At exit: say on stderr how many pipes kept the default size, when any did. */
+void net_pipe_report(uint64_t refused);
+
+/* Event loop
+ * ---------- */
+
+/* epoll_create1(EPOLL_CLOEXEC); exits on error. */
+int net_epoll_create(void);
+/* Register fd with ep for events, data.ptr tag; exits on error. */
+void net_epoll_add(int ep, int fd, uint32_t events, void *tag);
+/* Change the interest of fd (registered with data.ptr tag) from *cur to ev with EPOLL_CTL_MOD and
+ * store it in *cur; no system call when they are equal. Exits on error. */
+void net_epoll_mod(int ep, int fd, void *tag, uint32_t *cur, uint32_t ev);
+/* Like net_epoll_mod for a descriptor registered only while it waits for something: *cur 0 means
+ * not registered (EPOLL_CTL_ADD), ev 0 removes it (EPOLL_CTL_DEL); a socket shut down both ways
+ * reports EPOLLHUP forever and must not spin the loop. Exits on error. */
+void net_epoll_set(int ep, int fd, void *tag, uint32_t *cur, uint32_t ev);
+
+/* A server's listening socket, signalfd and epoll set (one thread, level-triggered). */
+struct net_server {
+	int ep;		    /* epoll instance */
+	int lfd;	    /* listening socket, registered with data.ptr listen_tag */
+	int sfd;	    /* signalfd for SIGTERM/SIGINT, registered with data.ptr signal_tag */
+	void *listen_tag;   /* epoll tags of lfd and sfd; net_server_open sets them */
+	void *signal_tag;   /* (callers that register lfd themselves set listen_tag) */
+	bool accept_paused; /* lfd has no interest: descriptors or memory ran out */
+	bool accept_warned; /* the first accept (or per-connection pipe) failure was reported */
+};
+
+/* Start a server: signalfd (net_signalfd), RLIMIT_NOFILE raised, listen on addr (net_listen), an
+ * epoll set with both, then the ready line for `server` on stdout. Exits on error. */
+void net_server_open(struct net_server *s, const char *addr, const char *server);
+/* Serve until SIGTERM or SIGINT: hand the listening socket's events to on_listen() and every
+ * other event to on_event(data.ptr, events); after each batch of events call after_batch() when
+ * it is not NULL. Returns as soon as a signal was read (the rest of that batch is not handled). */
+void net_server_run(struct net_server *s, void (*on_listen)(void),
+		    void (*on_event)(void *tag, uint32_t events), void (*after_batch)(void));
+/* Accept one pending connection (non-blocking, close-on-exec). Returns its descriptor, or -1 when
+ * there is nothing to accept now: none pending (also after EINTR or ECONNABORTED), or descriptors
+ * or memory ran out, in which case the first time is reported on stderr and, while active > 0
+ * connections may free one, accepting pauses (the connection waits in the backlog; level-triggered,
+ * the loop would spin otherwise) until net_accept_resume. Exits on any other error. */
+int net_accept(struct net_server *s, uint64_t active);
+/* Stop (no events) or resume (EPOLLIN) accepting on s->lfd. Exits on error. */
+void net_accept_pause(struct net_server *s, bool pause);
+/* A connection was closed: resume accepting if it was paused, a descriptor is free again. */
+void net_accept_resume(struct net_server *s);
+/* Print the summary line like net_print_summary with the JSON fragment extra (",\"key\":value..."
+ * or "") after the errors field. Flushes stdout. */
+void net_print_summary_extra(const char *server, const struct net_stats *st, const char *extra);
 
 #endif

@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <unistd.h>
 
 #define CLIENT 0
@@ -47,7 +46,7 @@ struct leg {
 
 /* One direction: bytes spliced from one leg into the pipe and not yet out to the other. */
 struct flow {
-	int pr, pw;    /* the pipe: read end, write end */
+	int pipe[2];   /* read end, write end */
 	size_t cap;    /* pipe capacity in bytes */
 	size_t inpipe; /* bytes in the pipe */
 	bool full;     /* the last socket -> pipe splice found no free pipe slot */
@@ -64,36 +63,17 @@ struct conn {
 };
 
 static struct net_stats st;
-static uint64_t upstream_errors;
 static struct proxy_upstream up;
-static int ep, lfd;
+static struct net_server srv;
+static struct net_opts opts = {.listen = "127.0.0.1:0"};
 static size_t pipe_size = 1048576;
 static uint64_t pipes_default; /* pipes that kept the default size: F_SETPIPE_SZ refused */
-static int sndbuf, rcvbuf;
-static bool accept_warned, accept_paused;
 static struct conn *dead_list;
-static int listen_tag, signal_tag; /* epoll tags for the two non-connection descriptors */
 
-/* Stop (no events) or resume accepting; used when descriptors run out. */
-static void pause_accept(bool pause)
-{
-	struct epoll_event e = {.events = pause ? 0u : EPOLLIN, .data.ptr = &listen_tag};
-	if (epoll_ctl(ep, EPOLL_CTL_MOD, lfd, &e) < 0)
-		net_die("epoll_ctl(MOD): %s", strerror(errno));
-	accept_paused = pause;
-}
-
-/* Set a leg's epoll interest: registered while there is something to wait for, removed when not
- * (a socket shut down both ways reports EPOLLHUP forever; it must not spin the loop). */
+/* Set a leg's epoll interest: registered while there is something to wait for, removed when not. */
 static void set_events(struct leg *l, uint32_t ev)
 {
-	if (l->events == ev)
-		return;
-	struct epoll_event e = {.events = ev, .data.ptr = l};
-	int op = ev == 0 ? EPOLL_CTL_DEL : l->events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-	if (epoll_ctl(ep, op, l->fd, &e) < 0)
-		net_die("epoll_ctl: %s", strerror(errno));
-	l->events = ev;
+	net_epoll_set(srv.ep, l->fd, l, &l->events, ev);
 }
 
 /* End a connection: close both legs (abortive ones with a reset), free it after this batch. */
@@ -104,8 +84,8 @@ static void conn_end(struct conn *c, bool abort_client, bool abort_upstream, boo
 			proxy_abort(c->leg[s].fd);
 		else
 			close(c->leg[s].fd);
-		close(c->flow[s].pr);
-		close(c->flow[s].pw);
+		close(c->flow[s].pipe[0]);
+		close(c->flow[s].pipe[1]);
 	}
 	c->dead = true;
 	c->next_dead = dead_list;
@@ -113,8 +93,7 @@ static void conn_end(struct conn *c, bool abort_client, bool abort_upstream, boo
 	st.active--;
 	if (failed)
 		st.errors++;
-	if (accept_paused)
-		pause_accept(false); /* descriptors are free again */
+	net_accept_resume(&srv); /* descriptors are free again */
 }
 
 /* Leg s failed: close it, reset the other leg so that its peer sees the failure. */
@@ -130,7 +109,8 @@ static bool pump(struct conn *c, int s)
 	for (int round = 0; round < ROUNDS; round++) {
 		bool progress = false;
 		if (!f->eof && !f->full && f->inpipe < f->cap) {
-			ssize_t n = splice(in, NULL, f->pw, NULL, f->cap - f->inpipe, SPLICE_FLAGS);
+			ssize_t n =
+			    splice(in, NULL, f->pipe[1], NULL, f->cap - f->inpipe, SPLICE_FLAGS);
 			if (n > 0) {
 				f->inpipe += (size_t)n;
 				if (s == CLIENT)
@@ -152,7 +132,7 @@ static bool pump(struct conn *c, int s)
 			}
 		}
 		if (f->inpipe > 0) {
-			ssize_t n = splice(f->pr, NULL, out, NULL, f->inpipe, SPLICE_FLAGS);
+			ssize_t n = splice(f->pipe[0], NULL, out, NULL, f->inpipe, SPLICE_FLAGS);
 			if (n > 0) {
 				f->inpipe -= (size_t)n;
 				if (s == UPSTREAM)
@@ -194,21 +174,18 @@ static void update_events(struct conn *c)
 }
 
 /* Handle the epoll events of one leg. */
-static void on_leg(struct leg *l, uint32_t ev)
+static void on_leg(void *tag, uint32_t ev)
 {
+	struct leg *l = tag;
 	struct conn *c = l->c;
 	if (c->dead)
 		return; /* ended earlier in this batch */
 	if (c->connecting) {
-		int err = proxy_sock_error(l->fd);
-		if (err == 0 && !(ev & EPOLLOUT))
-			return;
-		if (err != 0 || (ev & (EPOLLERR | EPOLLHUP))) {
-			proxy_warn_upstream(&up, err ? err : EIO);
-			upstream_errors++;
+		int done = proxy_connected(&up, l->fd, ev, EPOLLERR | EPOLLHUP);
+		if (done < 0)
 			conn_fail(c, UPSTREAM);
+		if (done <= 0)
 			return;
-		}
 		c->connecting = false;
 	}
 	if (!pump(c, CLIENT) || !pump(c, UPSTREAM))
@@ -219,80 +196,27 @@ static void on_leg(struct leg *l, uint32_t ev)
 		update_events(c);
 }
 
-/* Create one direction's pipe and size it; returns false when no pipe could be made. */
-static bool make_pipe(struct flow *f)
-{
-	int p[2];
-	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
-		return false;
-	f->pr = p[0];
-	f->pw = p[1];
-	int got = fcntl(f->pw, F_SETPIPE_SZ, (int)pipe_size);
-	if (got < 0) {
-		/* Usually EPERM: this user's pipes exceed fs.pipe-user-pages-soft. The pipe still
-		 * works at its default size; count it and say so once now and once at exit. */
-		if (pipes_default++ == 0)
-			fprintf(stderr,
-				"%s: warning: F_SETPIPE_SZ %zu: %s; using the default size\n",
-				net_prog, pipe_size, strerror(errno));
-		got = fcntl(f->pw, F_GETPIPE_SZ);
-		if (got <= 0)
-			got = 4096;
-	}
-	f->cap = (size_t)got;
-	return true;
-}
-
 /* --sndbuf/--rcvbuf on a leg. */
-static void set_bufs(int fd) { net_set_bufs(fd, sndbuf, rcvbuf); }
+static void set_bufs(int fd) { net_set_bufs(fd, opts.sndbuf, opts.rcvbuf); }
 
 /* Accept every pending connection, give it two pipes and start its upstream connect. */
 static void on_listen(void)
 {
-	for (;;) {
-		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
-				return;
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-			    errno == ENOMEM) {
-				/* Out of descriptors or memory: the connection waits in the backlog
-				 * until one of ours closes (level-triggered, it would spin
-				 * otherwise). */
-				if (!accept_warned)
-					fprintf(stderr, "%s: warning: accept: %s\n", net_prog,
-						strerror(errno));
-				accept_warned = true;
-				if (st.active > 0)
-					pause_accept(true);
-				return;
-			}
-			net_die("accept: %s", strerror(errno));
-		}
-		set_bufs(fd);
-		proxy_nodelay(fd);
-		st.connections++;
-		bool done = false;
-		int ufd = proxy_connect(&up, set_bufs, &done);
-		if (ufd < 0) {
-			proxy_warn_upstream(&up, errno);
-			upstream_errors++;
-			st.errors++;
-			proxy_abort(fd);
-			continue;
-		}
+	int fd, ufd;
+	bool done;
+	while ((fd = proxy_accept(&srv, &up, &st, set_bufs, &ufd, &done)) >= 0) {
 		struct conn *c = calloc(1, sizeof(*c));
 		if (!c)
 			net_die("out of memory");
-		if (!make_pipe(&c->flow[0]) || !make_pipe(&c->flow[1])) {
-			if (!accept_warned)
-				fprintf(stderr, "%s: warning: pipe2: %s\n", net_prog,
-					strerror(errno));
-			accept_warned = true;
+		if (!(c->flow[0].cap = net_pipe(c->flow[0].pipe, pipe_size, &pipes_default)) ||
+		    !(c->flow[1].cap = net_pipe(c->flow[1].pipe, pipe_size, &pipes_default))) {
+			if (!srv.accept_warned)
+				net_warn("pipe2: %s", strerror(errno));
+			srv.accept_warned = true;
 			for (int s = 0; s < 2; s++)
 				if (c->flow[s].cap) {
-					close(c->flow[s].pr);
-					close(c->flow[s].pw);
+					close(c->flow[s].pipe[0]);
+					close(c->flow[s].pipe[1]);
 				}
 			free(c);
 			st.errors++;
@@ -314,19 +238,6 @@ static void on_listen(void)
 	}
 }
 
-/* /proc/sys/fs/pipe-max-size, or 0 when it cannot be read. */
-static size_t pipe_max_size(void)
-{
-	FILE *f = fopen("/proc/sys/fs/pipe-max-size", "r");
-	unsigned long v = 0;
-	if (f) {
-		if (fscanf(f, "%lu", &v) != 1)
-			v = 0;
-		fclose(f);
-	}
-	return v;
-}
-
 static void usage(FILE *f)
 {
 	fprintf(
@@ -343,108 +254,45 @@ static void usage(FILE *f)
 	    "docs/programs.md).\n");
 }
 
+static const char *upstream;
+
+/* --upstream and --pipe-size; the common options are net_parse_opts's. */
+static void own_opt(int val, const char *arg)
+{
+	if (val == 'u')
+		upstream = arg;
+	else
+		pipe_size = net_parse_u64("--pipe-size", arg, 1u << 30);
+}
+
+/* Free the connections that ended in this batch of events. */
+static void free_dead(void)
+{
+	while (dead_list) {
+		struct conn *c = dead_list;
+		dead_list = c->next_dead;
+		free(c);
+	}
+}
+
 int main(int argc, char **argv)
 {
-	static const struct option lo[] = {
-	    {"listen", required_argument, 0, 'l'},
+	static const struct option own[] = {
 	    {"upstream", required_argument, 0, 'u'},
 	    {"pipe-size", required_argument, 0, 'p'},
-	    {"sndbuf", required_argument, 0, 's'},
-	    {"rcvbuf", required_argument, 0, 'r'},
-	    {"help", no_argument, 0, 'h'},
 	    {0, 0, 0, 0},
 	};
-	const char *listen_addr = "127.0.0.1:0", *upstream = NULL;
-	int opt;
 	net_prog = "sb-proxy-splice";
-	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-		switch (opt) {
-		case 'l':
-			listen_addr = optarg;
-			break;
-		case 'u':
-			upstream = optarg;
-			break;
-		case 'p':
-			pipe_size = net_parse_u64("--pipe-size", optarg, 1u << 30);
-			break;
-		case 's':
-			sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT_MAX);
-			break;
-		case 'r':
-			rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT_MAX);
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		case ':':
-			net_usage_error("%s needs a value", argv[optind - 1]);
-		default:
-			net_usage_error("unknown option '%s'", argv[optind - 1]);
-		}
-	}
-	if (optind < argc)
-		net_usage_error("unexpected argument '%s'", argv[optind]);
-	if (!upstream)
-		net_usage_error("--upstream ADDR:PORT is required");
-	proxy_parse_upstream(upstream, &up);
-	if (pipe_size == 0)
-		net_usage_error("--pipe-size must be at least 1");
-	size_t max = pipe_max_size();
-	if (max && pipe_size > max)
-		pipe_size = max;
+	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &opts);
+	proxy_require_upstream(upstream, &up);
+	pipe_size = net_pipe_size(pipe_size);
 
-	int sfd = net_signalfd();
-	net_raise_nofile();
-	lfd = net_listen(listen_addr);
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	if (ep < 0)
-		net_die("epoll_create1: %s", strerror(errno));
-	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &listen_tag};
-	if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &e) < 0)
-		net_die("epoll_ctl(ADD): %s", strerror(errno));
-	e.data.ptr = &signal_tag;
-	if (epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &e) < 0)
-		net_die("epoll_ctl(ADD): %s", strerror(errno));
-	net_print_ready("proxy-splice", lfd);
-
-	struct epoll_event evs[256];
-	for (;;) {
-		int n = epoll_wait(ep, evs, 256, -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			net_die("epoll_wait: %s", strerror(errno));
-		}
-		for (int i = 0; i < n; i++) {
-			void *p = evs[i].data.ptr;
-			if (p == &listen_tag) {
-				on_listen();
-			} else if (p == &signal_tag) {
-				struct signalfd_siginfo si;
-				if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-					char extra[64];
-					snprintf(extra, sizeof(extra), ",\"pipes_default\":%llu",
-						 (unsigned long long)pipes_default);
-					if (pipes_default)
-						fprintf(
-						    stderr,
-						    "%s: warning: %llu pipes kept the default size "
-						    "(F_SETPIPE_SZ refused)\n",
-						    net_prog, (unsigned long long)pipes_default);
-					proxy_print_summary("proxy-splice", &st, upstream_errors,
-							    extra);
-					return 0;
-				}
-			} else {
-				on_leg(p, evs[i].events);
-			}
-		}
-		while (dead_list) {
-			struct conn *c = dead_list;
-			dead_list = c->next_dead;
-			free(c);
-		}
-	}
+	net_server_open(&srv, opts.listen, "proxy-splice");
+	net_server_run(&srv, on_listen, on_leg, free_dead);
+	char extra[64];
+	snprintf(extra, sizeof(extra), ",\"pipes_default\":%llu",
+		 (unsigned long long)pipes_default);
+	net_pipe_report(pipes_default);
+	proxy_print_summary("proxy-splice", &st, &up, extra);
+	return 0;
 }
