@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Shared helpers for the splicebench data-path programs: address parsing, listening sockets, the
- * ready/summary JSON protocol on stdout (docs/programs.md), signal handling through a signalfd, and
- * errors that end the program with one line naming the cause. */
+/* Shared helpers for the splicebench data-path programs: address parsing, the command-line options
+ * every server takes, listening sockets, the ready/summary JSON protocol on stdout
+ * (docs/programs.md), signal handling through a signalfd, the one-thread epoll loop with its
+ * accept handling, pipes for splice(), and errors that end the program with one line naming the
+ * cause. */
 #ifndef SPLICEBENCH_NET_H
 #define SPLICEBENCH_NET_H
 

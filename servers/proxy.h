@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Helpers shared by the reverse proxies (servers/proxy_naive.c, servers/proxy_splice.c,
- * bpf/proxy_sockmap.c): the upstream connection, abortive close, and the summary line, which is
- * the servers' summary (docs/programs.md) plus the proxy's own counters. Header-only (static
- * functions) so that the Makefile's one-file-per-program rule builds the proxies unchanged. */
+ * bpf/proxy_sockmap.c): the upstream connection and its failures, accepting a client together
+ * with its upstream leg, the user-space copy of one direction, abortive close, and the summary
+ * line, which is the servers' summary (docs/programs.md) plus the proxy's own counters. Header-only
+ * (static functions) so that the Makefile's one-file-per-program rule builds the proxies unchanged.
+ */
 #ifndef SPLICEBENCH_PROXY_H
 #define SPLICEBENCH_PROXY_H
 
