@@ -138,9 +138,10 @@ static struct {
 
 static enum tag tag_listen = TAG_LISTEN, tag_signal = TAG_SIGNAL, tag_timer = TAG_TIMER;
 
-static void usage(void)
+static void usage(FILE *f)
 {
-	printf(
+	fprintf(
+	    f,
 	    "usage: sb-echo-sockmap [options]\n"
 	    "  --listen ADDR:PORT     listen address (default 127.0.0.1:0; port 0 = pick one)\n"
 	    "  --sndbuf BYTES         send buffer of accepted sockets (0 = kernel default, the\n"
@@ -376,8 +377,7 @@ static void conn_open(int fd)
 	g.st.connections++;
 	set_bufs(fd);
 	/* As the other servers: an echo of a small message leaves at once, not after Nagle. */
-	int one = 1;
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	net_set_nodelay(fd);
 	uint64_t cookie = 0;
 	socklen_t len = sizeof(cookie);
 	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) < 0) {
@@ -440,6 +440,7 @@ static void conn_open(int fd)
 	}
 	c->in_map = true;
 	/* The kick (see the comment at the top): hands already queued bytes to the verdict. */
+	int one = 1;
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)) < 0) {
 		conn_close(c, true);
 		return;
@@ -568,64 +569,46 @@ static void conn_event(struct conn *c, uint32_t events)
 	}
 }
 
-static void parse_args(int argc, char **argv, const char **listen_addr)
+/* --map, --parser, --max-conns; the common options are net_parse_opts's. */
+static void own_opt(int val, const char *arg)
 {
-	static const struct option opts[] = {
-	    {"listen", required_argument, NULL, 'l'}, {"sndbuf", required_argument, NULL, 's'},
-	    {"rcvbuf", required_argument, NULL, 'r'}, {"map", required_argument, NULL, 'm'},
-	    {"parser", no_argument, NULL, 'p'},	      {"max-conns", required_argument, NULL, 'n'},
-	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
-	};
-	opterr = 0;
-	int o;
-	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (o) {
-		case 'l':
-			*listen_addr = optarg;
-			break;
-		case 's':
-			g.sndbuf = (int)net_parse_u64("--sndbuf", optarg, INT32_MAX / 2);
-			break;
-		case 'r':
-			g.rcvbuf = (int)net_parse_u64("--rcvbuf", optarg, INT32_MAX / 2);
-			break;
-		case 'm':
-			if (!strcmp(optarg, "sockhash"))
-				g.kind = ECHO_MAP_SOCKHASH;
-			else if (!strcmp(optarg, "sockmap"))
-				g.kind = ECHO_MAP_SOCKMAP;
-			else
-				net_usage_error("--map: expected sockhash or sockmap, got '%s'",
-						optarg);
-			break;
-		case 'p':
-			g.parser = true;
-			break;
-		case 'n':
-			g.max_conns = (uint32_t)net_parse_u64("--max-conns", optarg, 1u << 24);
-			if (!g.max_conns)
-				net_usage_error("--max-conns: must be at least 1");
-			break;
-		case 'h':
-			usage();
-			exit(0);
-		default:
-			net_usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
-		}
+	switch (val) {
+	case 'm':
+		if (!strcmp(arg, "sockhash"))
+			g.kind = ECHO_MAP_SOCKHASH;
+		else if (!strcmp(arg, "sockmap"))
+			g.kind = ECHO_MAP_SOCKMAP;
+		else
+			net_usage_error("--map: expected sockhash or sockmap, got '%s'", arg);
+		break;
+	case 'p':
+		g.parser = true;
+		break;
+	case 'n':
+		g.max_conns = (uint32_t)net_parse_u64("--max-conns", arg, 1u << 24);
+		if (!g.max_conns)
+			net_usage_error("--max-conns: must be at least 1");
+		break;
 	}
-	if (optind < argc)
-		net_usage_error("unexpected argument '%s'", argv[optind]);
 }
 
 int main(int argc, char **argv)
 {
 	net_prog = "sb-echo-sockmap";
-	const char *listen_addr = "127.0.0.1:0";
-	g.sndbuf = DEFAULT_SNDBUF;
-	g.rcvbuf = DEFAULT_RCVBUF;
+	static const struct option own[] = {
+	    {"map", required_argument, 0, 'm'},
+	    {"parser", no_argument, 0, 'p'},
+	    {"max-conns", required_argument, 0, 'n'},
+	    {0, 0, 0, 0},
+	};
+	struct net_opts opts = {
+	    .listen = "127.0.0.1:0", .sndbuf = DEFAULT_SNDBUF, .rcvbuf = DEFAULT_RCVBUF};
 	g.max_conns = DEFAULT_MAX_CONNS;
 	g.kind = ECHO_MAP_SOCKHASH;
-	parse_args(argc, argv, &listen_addr);
+	net_parse_opts(argc, argv, own, own_opt, usage, INT32_MAX / 2, &opts);
+	const char *listen_addr = opts.listen;
+	g.sndbuf = opts.sndbuf;
+	g.rcvbuf = opts.rcvbuf;
 
 	check_environment();
 	net_raise_nofile();
