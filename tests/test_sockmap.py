@@ -96,16 +96,26 @@ class Conn:
 
 
 def early_clients(
-    port: int, n: int, rnd: random.Random, *, max_size: int = 16384, fin_every: int = 3
+    port: int,
+    n: int,
+    rnd: random.Random,
+    *,
+    max_size: int = 16384,
+    fin_every: int = 3,
+    pieces: int = 1,
 ) -> list[Conn]:
-    """n clients that each write their payload the moment connect() returns. Every fin_every-th
-    one also half-closes at once (data and FIN can arrive before accept); the others wait for
-    their whole echo before they half-close, which is how a lost or stuck byte shows as a hang."""
+    """n clients that each write their payload the moment connect() returns (in `pieces` writes,
+    so that several segments can wait in the server's queue). Every fin_every-th one also
+    half-closes at once (data and FIN can arrive before accept); the others wait for their whole
+    echo before they half-close, which is how a lost or stuck byte shows as a hang."""
     conns = []
     for i in range(n):
         s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c = Conn(s, rnd.randbytes(rnd.randint(1, max_size)))
-        s.sendall(c.data)
+        step = -(-len(c.data) // pieces)
+        for at in range(0, len(c.data), step):
+            s.sendall(c.data[at : at + step])
         if fin_every and i % fin_every == 0:
             s.shutdown(socket.SHUT_WR)
             c.fin_sent = True
@@ -209,7 +219,10 @@ def test_bytes_queued_before_accept_are_echoed(variant: str, fin: bool) -> None:
     rnd = random.Random(f"queued-{variant}-{fin}")
     with running_server("sockmap", *VARIANTS[variant]) as srv:
         with stopped(srv.pid):
-            conns = early_clients(srv.port, 40, rnd, max_size=60000, fin_every=1 if fin else 0)
+            # Small enough to fit the receive window of a socket nobody has accepted yet.
+            conns = early_clients(
+                srv.port, 40, rnd, max_size=16384, fin_every=1 if fin else 0, pieces=4
+            )
         with closing_all(conns):
             pump(conns, timeout=30)
             check_echoed(conns)
