@@ -141,3 +141,21 @@ def test_programs_die_with_a_killed_orchestrator(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert r.returncode == -signal.SIGKILL
     assert gone(int(r.stdout.split()[0]))
+
+
+def test_parent_guard_stops_a_program_whose_orchestrator_is_already_gone():
+    """The window between fork and setpriv's prctl: a program whose parent is no longer the
+    orchestrator must not start (the guard compares $PPID with the orchestrator's pid)."""
+    from splicebench import hosts
+
+    argv = hosts._guarded(["/bin/echo", "started"])
+    assert argv[: len(_pdeathsig_prefix())] == _pdeathsig_prefix()
+    # As if the orchestrator had another pid: the guard refuses to exec the program.
+    stale = argv.copy()
+    stale[stale.index(str(os.getpid()))] = "1"
+    r = subprocess.run(stale, capture_output=True, text=True, timeout=30)
+    assert (r.returncode, r.stdout) == (70, "")
+    # With this process as the parent it runs the program, arguments passed through untouched.
+    hostile = ["/bin/echo", "$(touch /tmp/x)", "a; b", "'\""]
+    r = subprocess.run(hosts._guarded(hostile), capture_output=True, text=True, timeout=30)
+    assert (r.returncode, r.stdout) == (0, "$(touch /tmp/x) a; b '\"\n")

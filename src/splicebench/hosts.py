@@ -171,6 +171,20 @@ def _pdeathsig_prefix() -> list[str]:
 
 
 _PDEATHSIG: list[str] | None = None
+
+# setpriv sets the parent-death signal only after the fork: an orchestrator killed in between would
+# leave the program running. So the program is started through this guard, which runs after the
+# signal is armed and exits if its parent is no longer the orchestrator ($1); the program's argv
+# follows as positional parameters, never through the shell's parser.
+_PARENT_GUARD = '[ "$PPID" = "$1" ] || exit 70; shift; exec "$@"'
+
+
+def _guarded(argv: list[str]) -> list[str]:
+    """argv wrapped so that it dies with this process (setpriv --pdeathsig + parent check)."""
+    prefix = _pdeathsig_prefix()
+    if not prefix:
+        return list(argv)
+    return prefix + ["/bin/sh", "-c", _PARENT_GUARD, "splicebench-guard", str(os.getpid())] + list(argv)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -190,7 +204,7 @@ class LocalProc(Proc):
     def __init__(self, argv: list[str], cwd: str | None, deadman_s: float | None):
         self.argv = [str(a) for a in argv]
         self._popen = subprocess.Popen(
-            _pdeathsig_prefix() + self.argv,
+            _guarded(self.argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
