@@ -53,7 +53,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <linux/capability.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -64,7 +63,6 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -74,14 +72,9 @@
 #include "echo_sockmap.h"
 #include "echo_sockmap.skel.h"
 #include "net.h"
+#include "sockmap_common.h"
 
 #define SERVER "sockmap"
-#ifndef CAP_BPF
-#define CAP_BPF 39
-#endif
-#ifndef SO_COOKIE
-#define SO_COOKIE 57
-#endif
 
 /* Defaults: the kernel's buffer autotuning (measured best, 1 GiB stream on loopback, 6 runs each,
  * quiet host: autotuned 0.84 GiB/s median, fixed 8 MiB 0.64, 32 MiB 0.68, naive echo 0.77).
@@ -157,39 +150,16 @@ static void usage(FILE *f)
 	    DEFAULT_MAX_CONNS);
 }
 
-/* libbpf messages: warnings and errors only; debug output would break the one-line contract. */
-static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
-{
-	if (level == LIBBPF_DEBUG)
-		return 0;
-	return vfprintf(stderr, fmt, ap);
-}
-
-/* True when the effective capability set holds cap. */
-static bool have_cap(int cap)
-{
-	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-	struct __user_cap_data_struct data[2];
-	memset(data, 0, sizeof(data));
-	if (syscall(SYS_capget, &hdr, data) < 0)
-		return false;
-	return data[cap / 32].effective & (1u << (cap % 32));
-}
-
-#define NEED_PRIVS                                                                                 \
-	"run as root or grant CAP_BPF and CAP_NET_ADMIN (setcap cap_bpf,cap_net_admin+ep)"
-
 /* Exit with one line unless this process may load sk_skb programs and this kernel has SOCKMAP. */
 static void check_environment(void)
 {
-	if (!have_cap(CAP_NET_ADMIN) || !(have_cap(CAP_BPF) || have_cap(CAP_SYS_ADMIN)))
-		net_die("missing CAP_BPF/CAP_NET_ADMIN: " NEED_PRIVS);
+	sockmap_check_caps();
 	/* The libbpf probes below answer "unsupported" for any failure, EPERM included (root in a
 	 * user namespace has the capabilities but not bpf()), so first ask bpf() itself. */
 	int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, NULL, 4, 4, 1, NULL);
 	if (fd < 0) {
 		if (errno == EPERM || errno == EACCES)
-			net_die("bpf() not permitted: " NEED_PRIVS);
+			net_die("bpf() not permitted: " SOCKMAP_NEED_PRIVS);
 		net_die("bpf() unavailable: %s (kernel without CONFIG_BPF_SYSCALL?)",
 			strerror(errno));
 	}
@@ -198,15 +168,13 @@ static void check_environment(void)
 	    g.kind == ECHO_MAP_SOCKMAP ? BPF_MAP_TYPE_SOCKMAP : BPF_MAP_TYPE_SOCKHASH;
 	if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SK_SKB, NULL) != 1 ||
 	    libbpf_probe_bpf_map_type(mt, NULL) != 1)
-		net_die("this kernel has no SOCKMAP support (needs CONFIG_BPF_SYSCALL and "
-			"CONFIG_NET_SOCK_MSG%s)",
-			g.parser ? " and CONFIG_BPF_STREAM_PARSER" : "");
+		sockmap_die_unsupported(g.parser);
 }
 
 /* Open, configure, load and attach the BPF side; exits with one line naming the step on failure. */
 static void bpf_setup(void)
 {
-	libbpf_set_print(libbpf_print);
+	sockmap_quiet_libbpf();
 	struct echo_sockmap_bpf *s = echo_sockmap_bpf__open();
 	if (!s)
 		net_die("open BPF object: %s", strerror(errno));
@@ -219,22 +187,14 @@ static void bpf_setup(void)
 	    bpf_map__set_max_entries(s->maps.slot_of, hash ? 1 : g.max_conns))
 		net_die("configure BPF maps: %s", strerror(errno));
 	bpf_program__set_autoload(s->progs.echo_parser, g.parser);
-	int err = echo_sockmap_bpf__load(s);
-	if (err) {
-		if (err == -EPERM || err == -EACCES)
-			net_die("load BPF programs: %s: " NEED_PRIVS, strerror(-err));
-		net_die("load BPF programs: %s", strerror(-err));
-	}
+	sockmap_check_load(echo_sockmap_bpf__load(s));
 	g.map_fd = bpf_map__fd(hash ? s->maps.sock_hash : s->maps.sock_map);
 	g.slot_of_fd = bpf_map__fd(s->maps.slot_of);
-	/* libbpf 1.1 has no bpf_program__attach_sockmap: attach to the map with the raw command. */
-	if (g.parser && bpf_prog_attach(bpf_program__fd(s->progs.echo_parser), g.map_fd,
-					BPF_SK_SKB_STREAM_PARSER, 0) < 0)
-		net_die("attach stream_parser: %s%s", strerror(errno),
-			errno == EOPNOTSUPP ? " (kernel without CONFIG_BPF_STREAM_PARSER)" : "");
-	if (bpf_prog_attach(bpf_program__fd(s->progs.echo_verdict), g.map_fd,
-			    BPF_SK_SKB_STREAM_VERDICT, 0) < 0)
-		net_die("attach stream_verdict: %s", strerror(errno));
+	if (g.parser)
+		sockmap_attach(bpf_program__fd(s->progs.echo_parser), g.map_fd,
+			       BPF_SK_SKB_STREAM_PARSER, "stream_parser");
+	sockmap_attach(bpf_program__fd(s->progs.echo_verdict), g.map_fd, BPF_SK_SKB_STREAM_VERDICT,
+		       "stream_verdict");
 }
 
 /* Detach the programs and free every BPF object this process created (nothing is pinned: the
@@ -243,53 +203,16 @@ static void bpf_teardown(void)
 {
 	if (!g.skel)
 		return;
-	(void)bpf_prog_detach2(bpf_program__fd(g.skel->progs.echo_verdict), g.map_fd,
-			       BPF_SK_SKB_STREAM_VERDICT);
+	sockmap_detach(bpf_program__fd(g.skel->progs.echo_verdict), g.map_fd,
+		       BPF_SK_SKB_STREAM_VERDICT);
 	if (g.parser)
-		(void)bpf_prog_detach2(bpf_program__fd(g.skel->progs.echo_parser), g.map_fd,
-				       BPF_SK_SKB_STREAM_PARSER);
+		sockmap_detach(bpf_program__fd(g.skel->progs.echo_parser), g.map_fd,
+			       BPF_SK_SKB_STREAM_PARSER);
 	echo_sockmap_bpf__destroy(g.skel);
 	g.skel = NULL;
 }
 
-/* Sum one counter slot over all possible CPUs. */
-static uint64_t read_counter(uint32_t slot)
-{
-	int ncpu = libbpf_num_possible_cpus();
-	if (ncpu <= 0)
-		return 0;
-	uint64_t *v = calloc((size_t)ncpu, sizeof(*v));
-	uint64_t sum = 0;
-	if (v && bpf_map_lookup_elem(bpf_map__fd(g.skel->maps.counters), &slot, v) == 0)
-		for (int i = 0; i < ncpu; i++)
-			sum += v[i];
-	free(v);
-	return sum;
-}
-
-/* Buffer sizes above net.core.{w,r}mem_max need the FORCE variants (CAP_NET_ADMIN, which this
- * server has anyway); fall back to the plain options. 0 = leave the kernel's autotuning alone. */
-static void set_bufs(int fd)
-{
-	if (g.sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &g.sndbuf, sizeof(int)) < 0)
-		net_set_bufs(fd, g.sndbuf, 0);
-	if (g.rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &g.rcvbuf, sizeof(int)) < 0)
-		net_set_bufs(fd, 0, g.rcvbuf);
-}
-
-static void timer_set(bool on)
-{
-	if (on == g.timer_armed)
-		return;
-	struct itimerspec its = {0};
-	if (on) {
-		its.it_interval.tv_nsec = DRAIN_TICK_NS;
-		its.it_value.tv_nsec = DRAIN_TICK_NS;
-	}
-	if (timerfd_settime(g.tfd, 0, &its, NULL) < 0)
-		net_die("timerfd_settime: %s", strerror(errno));
-	g.timer_armed = on;
-}
+static void timer_set(bool on) { sockmap_timer_set(g.tfd, &g.timer_armed, on, DRAIN_TICK_NS); }
 
 /* Close c, forget it, and count an error when failed. Closing removes the socket from the map. */
 static void conn_close(struct conn *c, bool failed)
@@ -375,12 +298,11 @@ static void user_io(struct conn *c)
 static void conn_open(int fd)
 {
 	g.st.connections++;
-	set_bufs(fd);
+	sockmap_set_bufs(fd, g.sndbuf, g.rcvbuf);
 	/* As the other servers: an echo of a small message leaves at once, not after Nagle. */
 	net_set_nodelay(fd);
 	uint64_t cookie = 0;
-	socklen_t len = sizeof(cookie);
-	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) < 0) {
+	if (sockmap_cookie(fd, &cookie) < 0) {
 		g.st.errors++;
 		close(fd);
 		return;
@@ -391,7 +313,6 @@ static void conn_open(int fd)
 	c->tag = TAG_CONN;
 	c->fd = fd;
 	c->cookie = cookie;
-	uint64_t val = (uint64_t)fd;
 	int err;
 	if (g.kind == ECHO_MAP_SOCKMAP) {
 		if (!g.nfree) {
@@ -403,14 +324,14 @@ static void conn_open(int fd)
 			 * once. */
 			err = bpf_map_update_elem(g.slot_of_fd, &cookie, &c->slot, BPF_NOEXIST);
 			if (!err)
-				err = bpf_map_update_elem(g.map_fd, &c->slot, &val, BPF_NOEXIST);
+				err = sockmap_insert(g.map_fd, &c->slot, fd);
 			if (err) {
 				(void)bpf_map_delete_elem(g.slot_of_fd, &cookie);
 				g.free_slots[g.nfree++] = c->slot;
 			}
 		}
 	} else {
-		err = bpf_map_update_elem(g.map_fd, &cookie, &val, BPF_NOEXIST);
+		err = sockmap_insert(g.map_fd, &cookie, fd);
 	}
 	if (err && errno != EOPNOTSUPP) {
 		/* Map full (--max-conns) or the socket cannot be added: refuse this connection
@@ -440,8 +361,7 @@ static void conn_open(int fd)
 	}
 	c->in_map = true;
 	/* The kick (see the comment at the top): hands already queued bytes to the verdict. */
-	int one = 1;
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)) < 0) {
+	if (sockmap_kick(fd) < 0) {
 		conn_close(c, true);
 		return;
 	}
@@ -484,20 +404,12 @@ static void accept_all(void)
 	}
 }
 
-/* TCP_INFO of fd, or -1 on error. */
-static int tcp_info(int fd, struct tcp_info *ti)
-{
-	socklen_t len = sizeof(*ti);
-	memset(ti, 0, sizeof(*ti));
-	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len);
-}
-
 /* Echoed everything the client sent? The client's FIN counts one in bytes_received. Returns
  * 1 when done, 0 while bytes are still on the way, -1 on a broken connection. */
 static int drain_state(struct conn *c, uint64_t now)
 {
 	struct tcp_info ti;
-	if (tcp_info(c->fd, &ti) < 0 || ti.tcpi_state == TCP_STATE_CLOSE)
+	if (sockmap_tcp_info(c->fd, &ti) < 0 || ti.tcpi_state == TCP_STATE_CLOSE)
 		return -1;
 	uint64_t want = ti.tcpi_bytes_received ? ti.tcpi_bytes_received - 1 : 0;
 	if (ti.tcpi_bytes_acked >= want)
@@ -536,9 +448,7 @@ static void conn_rdhup(struct conn *c)
 
 static void drain_tick(void)
 {
-	uint64_t ticks;
-	if (read(g.tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
-		net_die("read(timerfd): %s", strerror(errno));
+	sockmap_timer_ack(g.tfd);
 	uint64_t now = net_now_ns();
 	for (struct conn *c = g.drains, *next; c; c = next) {
 		next = c->drain_next;
@@ -563,7 +473,7 @@ static void conn_event(struct conn *c, uint32_t events)
 		/* Both directions shut without error: only when the peer reset or everything ended.
 		 */
 		struct tcp_info ti;
-		conn_close(c, tcp_info(c->fd, &ti) < 0 || ti.tcpi_state == TCP_STATE_CLOSE);
+		conn_close(c, sockmap_tcp_info(c->fd, &ti) < 0 || ti.tcpi_state == TCP_STATE_CLOSE);
 	} else if ((events & EPOLLRDHUP) && !c->draining) {
 		conn_rdhup(c);
 	}
@@ -585,9 +495,7 @@ static void own_opt(int val, const char *arg)
 		g.parser = true;
 		break;
 	case 'n':
-		g.max_conns = (uint32_t)net_parse_u64("--max-conns", arg, 1u << 24);
-		if (!g.max_conns)
-			net_usage_error("--max-conns: must be at least 1");
+		g.max_conns = sockmap_parse_max_conns(arg);
 		break;
 	}
 }
@@ -679,10 +587,11 @@ int main(int argc, char **argv)
 	/* Counters first (the maps go with the skeleton), then the connections, then the programs.
 	 */
 	struct net_stats st = g.st;
-	uint64_t redirected = read_counter(ECHO_CNT_REDIR_BYTES);
+	int counters = bpf_map__fd(g.skel->maps.counters);
+	uint64_t redirected = sockmap_read_counter(counters, ECHO_CNT_REDIR_BYTES);
 	st.bytes_in += redirected;
 	st.bytes_out += redirected;
-	st.errors += read_counter(ECHO_CNT_DROP_SKBS);
+	st.errors += sockmap_read_counter(counters, ECHO_CNT_DROP_SKBS);
 	while (g.conns)
 		conn_close(g.conns, false);
 	close(g.lfd);

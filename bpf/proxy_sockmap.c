@@ -65,7 +65,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
-#include <linux/capability.h>
 #include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
@@ -78,7 +77,6 @@
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -89,14 +87,9 @@
 #include "proxy.h"
 #include "proxy_sockmap.h"
 #include "proxy_sockmap.skel.h"
+#include "sockmap_common.h"
 
 #define SERVER "proxy-sockmap"
-#ifndef CAP_BPF
-#define CAP_BPF 39
-#endif
-#ifndef SO_COOKIE
-#define SO_COOKIE 57
-#endif
 
 #define CLIENT 0
 #define UPSTREAM 1
@@ -107,8 +100,6 @@
 #define DRAIN_STALL_NS 30000000000ull /* no progress for this long: give up */
 #define USER_BUF 131072		      /* buffer of a direction copied in user space */
 #define ROUNDS 16		      /* user-space buffers per direction and turn */
-#define NEED_PRIVS                                                                                 \
-	"run as root or grant CAP_BPF and CAP_NET_ADMIN (setcap cap_bpf,cap_net_admin+ep)"
 
 enum tag { TAG_LISTEN, TAG_SIGNAL, TAG_TIMER, TAG_LEG };
 
@@ -179,57 +170,26 @@ static void usage(FILE *f)
 	    DEFAULT_SNDBUF, DEFAULT_MAX_CONNS);
 }
 
-/* libbpf messages: warnings and errors only; debug output would break the one-line contract. */
-static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
-{
-	if (level == LIBBPF_DEBUG)
-		return 0;
-	return vfprintf(stderr, fmt, ap);
-}
-
-/* True when the effective capability set holds cap. */
-static bool have_cap(int cap)
-{
-	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-	struct __user_cap_data_struct data[2];
-	memset(data, 0, sizeof(data));
-	if (syscall(SYS_capget, &hdr, data) < 0)
-		return false;
-	return data[cap / 32].effective & (1u << (cap % 32));
-}
-
 /* Exit with one line unless this process may load sk_skb programs and this kernel has SOCKHASH. */
 static void check_environment(void)
 {
-	if (!have_cap(CAP_NET_ADMIN) || !(have_cap(CAP_BPF) || have_cap(CAP_SYS_ADMIN)))
-		net_die("missing CAP_BPF/CAP_NET_ADMIN: " NEED_PRIVS);
+	sockmap_check_caps();
 	int prog = libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SK_SKB, NULL);
 	int map = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SOCKHASH, NULL);
 	if (prog < 0 || map < 0) {
 		int err = prog < 0 ? -prog : -map;
 		if (err == EPERM || err == EACCES)
-			net_die("bpf() not permitted: " NEED_PRIVS);
+			net_die("bpf() not permitted: " SOCKMAP_NEED_PRIVS);
 		net_die("cannot probe BPF support: bpf(): %s", strerror(err));
 	}
 	if (!prog || !map)
-		net_die("this kernel has no SOCKMAP support (needs CONFIG_BPF_SYSCALL and "
-			"CONFIG_NET_SOCK_MSG%s)",
-			g.parser ? " and CONFIG_BPF_STREAM_PARSER" : "");
-}
-
-/* Attach prog to map as type; exits with one line naming the step on failure. */
-static void attach(struct bpf_program *prog, int map_fd, enum bpf_attach_type type,
-		   const char *what)
-{
-	if (bpf_prog_attach(bpf_program__fd(prog), map_fd, type, 0) < 0)
-		net_die("attach %s: %s%s", what, strerror(errno),
-			errno == EOPNOTSUPP ? " (kernel without CONFIG_BPF_STREAM_PARSER)" : "");
+		sockmap_die_unsupported(g.parser);
 }
 
 /* Open, configure, load and attach the BPF side; exits with one line naming the step on failure. */
 static void bpf_setup(void)
 {
-	libbpf_set_print(libbpf_print);
+	sockmap_quiet_libbpf();
 	struct proxy_sockmap_bpf *s = proxy_sockmap_bpf__open();
 	if (!s)
 		net_die("open BPF object: %s", strerror(errno));
@@ -239,27 +199,21 @@ static void bpf_setup(void)
 	    bpf_map__set_max_entries(s->maps.peer_of, 2 * g.max_conns))
 		net_die("configure BPF maps: %s", strerror(errno));
 	bpf_program__set_autoload(s->progs.proxy_parser, g.parser);
-	int err = proxy_sockmap_bpf__load(s);
-	if (err) {
-		if (err == -EPERM || err == -EACCES)
-			net_die("load BPF programs: %s: " NEED_PRIVS, strerror(-err));
-		net_die("load BPF programs: %s", strerror(-err));
-	}
+	sockmap_check_load(proxy_sockmap_bpf__load(s));
 	g.clients_fd = bpf_map__fd(s->maps.clients);
 	g.upstreams_fd = bpf_map__fd(s->maps.upstreams);
 	g.peer_of_fd = bpf_map__fd(s->maps.peer_of);
-	/* libbpf 1.1 has no bpf_program__attach_sockmap: attach to the maps with the raw command.
-	 */
 	if (g.parser) {
-		attach(s->progs.proxy_parser, g.clients_fd, BPF_SK_SKB_STREAM_PARSER,
-		       "stream_parser to clients");
-		attach(s->progs.proxy_parser, g.upstreams_fd, BPF_SK_SKB_STREAM_PARSER,
-		       "stream_parser to upstreams");
+		int parser = bpf_program__fd(s->progs.proxy_parser);
+		sockmap_attach(parser, g.clients_fd, BPF_SK_SKB_STREAM_PARSER,
+			       "stream_parser to clients");
+		sockmap_attach(parser, g.upstreams_fd, BPF_SK_SKB_STREAM_PARSER,
+			       "stream_parser to upstreams");
 	}
-	attach(s->progs.client_verdict, g.clients_fd, BPF_SK_SKB_STREAM_VERDICT,
-	       "stream_verdict to clients");
-	attach(s->progs.upstream_verdict, g.upstreams_fd, BPF_SK_SKB_STREAM_VERDICT,
-	       "stream_verdict to upstreams");
+	sockmap_attach(bpf_program__fd(s->progs.client_verdict), g.clients_fd,
+		       BPF_SK_SKB_STREAM_VERDICT, "stream_verdict to clients");
+	sockmap_attach(bpf_program__fd(s->progs.upstream_verdict), g.upstreams_fd,
+		       BPF_SK_SKB_STREAM_VERDICT, "stream_verdict to upstreams");
 }
 
 /* Detach the programs and free every BPF object this process created (nothing is pinned: the
@@ -269,61 +223,24 @@ static void bpf_teardown(void)
 	if (!g.skel)
 		return;
 	struct proxy_sockmap_bpf *s = g.skel;
-	(void)bpf_prog_detach2(bpf_program__fd(s->progs.client_verdict), g.clients_fd,
-			       BPF_SK_SKB_STREAM_VERDICT);
-	(void)bpf_prog_detach2(bpf_program__fd(s->progs.upstream_verdict), g.upstreams_fd,
-			       BPF_SK_SKB_STREAM_VERDICT);
+	sockmap_detach(bpf_program__fd(s->progs.client_verdict), g.clients_fd,
+		       BPF_SK_SKB_STREAM_VERDICT);
+	sockmap_detach(bpf_program__fd(s->progs.upstream_verdict), g.upstreams_fd,
+		       BPF_SK_SKB_STREAM_VERDICT);
 	if (g.parser) {
-		(void)bpf_prog_detach2(bpf_program__fd(s->progs.proxy_parser), g.clients_fd,
-				       BPF_SK_SKB_STREAM_PARSER);
-		(void)bpf_prog_detach2(bpf_program__fd(s->progs.proxy_parser), g.upstreams_fd,
-				       BPF_SK_SKB_STREAM_PARSER);
+		sockmap_detach(bpf_program__fd(s->progs.proxy_parser), g.clients_fd,
+			       BPF_SK_SKB_STREAM_PARSER);
+		sockmap_detach(bpf_program__fd(s->progs.proxy_parser), g.upstreams_fd,
+			       BPF_SK_SKB_STREAM_PARSER);
 	}
 	proxy_sockmap_bpf__destroy(s);
 	g.skel = NULL;
 }
 
-/* Sum one counter slot over all possible CPUs. */
-static uint64_t read_counter(uint32_t slot)
-{
-	int ncpu = libbpf_num_possible_cpus();
-	if (ncpu <= 0)
-		return 0;
-	uint64_t *v = calloc((size_t)ncpu, sizeof(*v));
-	uint64_t sum = 0;
-	if (v && bpf_map_lookup_elem(bpf_map__fd(g.skel->maps.counters), &slot, v) == 0)
-		for (int i = 0; i < ncpu; i++)
-			sum += v[i];
-	free(v);
-	return sum;
-}
+/* proxy_accept's callback: --sndbuf/--rcvbuf on both legs. */
+static void set_bufs(int fd) { sockmap_set_bufs(fd, g.opts.sndbuf, g.opts.rcvbuf); }
 
-/* Buffer sizes above net.core.{w,r}mem_max need the FORCE variants (CAP_NET_ADMIN, which this
- * proxy has anyway); fall back to the plain options. 0 = leave the kernel's autotuning alone. */
-static void set_bufs(int fd)
-{
-	const struct net_opts *o = &g.opts;
-	if (o->sndbuf > 0 &&
-	    setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &o->sndbuf, sizeof(int)) < 0)
-		net_set_bufs(fd, o->sndbuf, 0);
-	if (o->rcvbuf > 0 &&
-	    setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &o->rcvbuf, sizeof(int)) < 0)
-		net_set_bufs(fd, 0, o->rcvbuf);
-}
-
-static void timer_set(bool on)
-{
-	if (on == g.timer_armed)
-		return;
-	struct itimerspec its = {0};
-	if (on) {
-		its.it_interval.tv_nsec = DRAIN_TICK_NS;
-		its.it_value.tv_nsec = DRAIN_TICK_NS;
-	}
-	if (timerfd_settime(g.tfd, 0, &its, NULL) < 0)
-		net_die("timerfd_settime: %s", strerror(errno));
-	g.timer_armed = on;
-}
+static void timer_set(bool on) { sockmap_timer_set(g.tfd, &g.timer_armed, on, DRAIN_TICK_NS); }
 
 /* Set a leg's epoll registration and interest (ADD, MOD or DEL as needed). */
 static void leg_events(struct leg *l, bool registered, uint32_t ev)
@@ -393,14 +310,6 @@ static void conn_end(struct conn *c, bool abort_client, bool abort_upstream, boo
 /* Leg s failed: close it, reset the other leg so that its peer sees the failure. */
 static void conn_fail(struct conn *c, int s) { conn_end(c, s != CLIENT, s != UPSTREAM, true); }
 
-/* TCP_INFO of fd, or -1 on error. */
-static int tcp_info(int fd, struct tcp_info *ti)
-{
-	socklen_t len = sizeof(*ti);
-	memset(ti, 0, sizeof(*ti));
-	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len);
-}
-
 /* Kernel direction s (leg s sent FIN): has leg !s taken every byte leg s received? Returns 1 when
  * done, 0 while bytes are on the way, -1 when leg !s broke, -2 when nothing moved for
  * DRAIN_STALL_NS. */
@@ -409,10 +318,10 @@ static int flow_state(struct conn *c, int s, uint64_t now)
 	struct flow *f = &c->flow[s];
 	struct tcp_info in, out;
 	int outq = 0;
-	if (tcp_info(c->leg[s].fd, &in) < 0)
+	if (sockmap_tcp_info(c->leg[s].fd, &in) < 0)
 		return -2;
 	/* acked before SIOCOUTQ: a byte acked in between is then counted at most once. */
-	if (tcp_info(c->leg[!s].fd, &out) < 0 || out.tcpi_state == TCP_STATE_CLOSE ||
+	if (sockmap_tcp_info(c->leg[!s].fd, &out) < 0 || out.tcpi_state == TCP_STATE_CLOSE ||
 	    ioctl(c->leg[!s].fd, SIOCOUTQ, &outq) < 0)
 		return -1;
 	uint64_t want = in.tcpi_bytes_received ? in.tcpi_bytes_received - 1 : 0;
@@ -502,34 +411,29 @@ static void conn_pair(struct conn *c)
 	c->connecting = false;
 	for (int s = 0; s < 2; s++) {
 		struct leg *l = &c->leg[s];
-		socklen_t len = sizeof(l->cookie);
 		struct tcp_info ti;
-		if (getsockopt(l->fd, SOL_SOCKET, SO_COOKIE, &l->cookie, &len) < 0 ||
-		    tcp_info(l->fd, &ti) < 0) {
+		if (sockmap_cookie(l->fd, &l->cookie) < 0 || sockmap_tcp_info(l->fd, &ti) < 0) {
 			conn_fail(c, s);
 			return;
 		}
 		l->acked_base = ti.tcpi_bytes_acked;
 	}
-	uint64_t cfd = (uint64_t)c->leg[CLIENT].fd, ufd = (uint64_t)c->leg[UPSTREAM].fd;
+	int cfd = c->leg[CLIENT].fd, ufd = c->leg[UPSTREAM].fd;
 	/* peer_of first: once a leg is in clients/upstreams its verdict may run at once, and its
 	 * redirect target must be there already. Entries of a failed attempt stay until close();
 	 * without a verdict they only give the socket an idle psock. */
-	c->flow[UPSTREAM].kernel =
-	    !bpf_map_update_elem(g.peer_of_fd, &c->leg[CLIENT].cookie, &ufd, BPF_NOEXIST) &&
-	    !bpf_map_update_elem(g.peer_of_fd, &c->leg[UPSTREAM].cookie, &cfd, BPF_NOEXIST) &&
-	    !bpf_map_update_elem(g.upstreams_fd, &c->leg[UPSTREAM].cookie, &ufd, BPF_NOEXIST);
+	c->flow[UPSTREAM].kernel = !sockmap_insert(g.peer_of_fd, &c->leg[CLIENT].cookie, ufd) &&
+				   !sockmap_insert(g.peer_of_fd, &c->leg[UPSTREAM].cookie, cfd) &&
+				   !sockmap_insert(g.upstreams_fd, &c->leg[UPSTREAM].cookie, ufd);
 	c->flow[CLIENT].kernel =
-	    c->flow[UPSTREAM].kernel &&
-	    !bpf_map_update_elem(g.clients_fd, &c->leg[CLIENT].cookie, &cfd, BPF_NOEXIST);
+	    c->flow[UPSTREAM].kernel && !sockmap_insert(g.clients_fd, &c->leg[CLIENT].cookie, cfd);
 	/* The kick (see the top): hands bytes queued before the verdict existed to it, in order. */
-	int one = 1;
 	for (int s = 0; s < 2; s++) {
 		if (!c->flow[s].kernel) {
 			g.user_flows++;
 			continue;
 		}
-		if (setsockopt(c->leg[s].fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)) < 0) {
+		if (sockmap_kick(c->leg[s].fd) < 0) {
 			conn_fail(c, s);
 			return;
 		}
@@ -571,9 +475,7 @@ static void leg_event(struct leg *l, uint32_t ev)
 
 static void drain_tick(void)
 {
-	uint64_t ticks;
-	if (read(g.tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
-		net_die("read(timerfd): %s", strerror(errno));
+	sockmap_timer_ack(g.tfd);
 	uint64_t now = net_now_ns();
 	for (struct conn *c = g.drains, *next; c; c = next) {
 		next = c->drain_next;
@@ -622,9 +524,7 @@ static void own_opt(int val, const char *arg)
 		g.parser = true;
 		break;
 	case 'n':
-		g.max_conns = (uint32_t)net_parse_u64("--max-conns", arg, 1u << 24);
-		if (!g.max_conns)
-			net_usage_error("--max-conns: must be at least 1");
+		g.max_conns = sockmap_parse_max_conns(arg);
 		break;
 	}
 }
@@ -705,11 +605,12 @@ int main(int argc, char **argv)
 	/* Counters first (the maps go with the skeleton), then the connections, then the programs.
 	 */
 	struct net_stats st = g.st;
-	st.bytes_in += read_counter(PROXY_CNT_C2U_BYTES);
-	st.bytes_out += read_counter(PROXY_CNT_U2C_BYTES);
+	int counters = bpf_map__fd(g.skel->maps.counters);
+	st.bytes_in += sockmap_read_counter(counters, PROXY_CNT_C2U_BYTES);
+	st.bytes_out += sockmap_read_counter(counters, PROXY_CNT_U2C_BYTES);
 	char extra[96];
 	snprintf(extra, sizeof(extra), ",\"verdict_drops\":%llu,\"user_flows\":%llu",
-		 (unsigned long long)read_counter(PROXY_CNT_DROP_SKBS),
+		 (unsigned long long)sockmap_read_counter(counters, PROXY_CNT_DROP_SKBS),
 		 (unsigned long long)g.user_flows);
 	while (g.conns)
 		conn_end(g.conns, false, false, false);
