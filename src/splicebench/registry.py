@@ -49,6 +49,11 @@ COMMON_SERVER_OPTIONS: dict[str, Option] = {
     "rcvbuf": Option("--rcvbuf", "size", "SO_RCVBUF on accepted sockets (0 = kernel default)"),
 }
 
+# Options that an echo server and its proxy counterpart share.
+_PIPE_SIZE = Option("--pipe-size", "size", "pipe size (capped to fs.pipe-max-size)", minimum=4096)
+_PARSER = Option("--parser", "bool", "add a stream_parser program")
+_MAX_CONNS = Option("--max-conns", "int", "map size", minimum=1)
+
 
 # Options of the peers (NGINX, HAProxy); peers.py turns them into config directives.
 PEER_OPTIONS: dict[str, Option] = {
@@ -99,7 +104,7 @@ SERVERS: dict[str, ServerKind] = {
             "splice",
             "sb-echo-splice",
             "socket -> pipe -> same socket with splice(), epoll, one thread",
-            {"pipe_size": Option("--pipe-size", "size", "pipe size (capped to fs.pipe-max-size)", minimum=4096)},
+            {"pipe_size": _PIPE_SIZE},
         ),
         ServerKind(
             "sockmap",
@@ -107,8 +112,8 @@ SERVERS: dict[str, ServerKind] = {
             "eBPF SOCKMAP: sk_skb stream_verdict redirects each socket's data back to itself",
             {
                 "map": Option("--map", "choice", "map type", choices=("sockhash", "sockmap")),
-                "parser": Option("--parser", "bool", "add a stream_parser program"),
-                "max_conns": Option("--max-conns", "int", "map size", minimum=1),
+                "parser": _PARSER,
+                "max_conns": _MAX_CONNS,
             },
         ),
         # Reverse proxies (docs/programs.md, "Proxies"): a scenario with a `backend` section runs
@@ -124,7 +129,7 @@ SERVERS: dict[str, ServerKind] = {
             "proxy-splice",
             "sb-proxy-splice",
             "reverse proxy: socket -> pipe -> socket with splice(), a pipe per direction",
-            {"pipe_size": Option("--pipe-size", "size", "pipe size (capped to fs.pipe-max-size)", minimum=4096)},
+            {"pipe_size": _PIPE_SIZE},
             role=PROXY,
         ),
         ServerKind(
@@ -132,8 +137,8 @@ SERVERS: dict[str, ServerKind] = {
             "sb-proxy-sockmap",
             "reverse proxy: eBPF sk_skb verdicts redirect each leg's data to the other leg",
             {
-                "parser": Option("--parser", "bool", "add a stream_parser program"),
-                "max_conns": Option("--max-conns", "int", "map size", minimum=1),
+                "parser": _PARSER,
+                "max_conns": _MAX_CONNS,
             },
             role=PROXY,
         ),

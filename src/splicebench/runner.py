@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 from . import peers
 from .errors import HostError, ProcError
-from .hosts import Host, Proc
+from .hosts import Host, Proc, _describe_exit
 from .ssh import start_together
 from .metrics import (Row, client_failure, client_metrics, host_cpu_delta, parse_client_output,
                       parse_proc_stat, server_events, server_metrics)
@@ -234,7 +234,7 @@ class Runner:
             row.update(host_cpu_delta(stat0, stat1, self.clk_tck.get(sample.server_host, 100)))
             code = server.poll()
             if code is not None:
-                errors.append(f"server {_exit_text(code)} during the sample" + _stderr_tail(server))
+                errors.append(f"server {_describe_exit(code)} during the sample" + _stderr_tail(server))
             else:
                 server.signal(signal.SIGTERM)
                 code = server.wait(STOP_TIMEOUT_S)
@@ -242,7 +242,7 @@ class Runner:
                     errors.append(f"server did not exit within {STOP_TIMEOUT_S:g} s of SIGTERM; killed")
                     server.kill()
                 elif code != 0:
-                    errors.append(f"server {_exit_text(code)} after SIGTERM" + _stderr_tail(server))
+                    errors.append(f"server {_describe_exit(code)} after SIGTERM" + _stderr_tail(server))
             row.set(server_exit=server.poll())
             if backend is not None:
                 errors += _stop_backend(backend)
@@ -302,13 +302,13 @@ def _stop_backend(backend: Proc) -> list[str]:
     """Stop a proxy sample's backend after the proxy; why it failed, if it did."""
     code = backend.poll()
     if code is not None:
-        return [f"backend {_exit_text(code)} during the sample" + _stderr_tail(backend)]
+        return [f"backend {_describe_exit(code)} during the sample" + _stderr_tail(backend)]
     backend.signal(signal.SIGTERM)
     code = backend.wait(STOP_TIMEOUT_S)
     if code is None:
         backend.kill()
         return [f"backend did not exit within {STOP_TIMEOUT_S:g} s of SIGTERM; killed"]
-    return [f"backend {_exit_text(code)} after SIGTERM" + _stderr_tail(backend)] if code != 0 else []
+    return [f"backend {_describe_exit(code)} after SIGTERM" + _stderr_tail(backend)] if code != 0 else []
 
 
 def _ends_round(plan: Plan, i: int) -> bool:
@@ -333,15 +333,6 @@ def _cell_has_enough(scenario, rows: list[dict[str, Any]], sample: Sample) -> bo
             vals = vals + [r.get("goodput_bytes_per_s")]
         groups[(r["server_host"], r["server"])] = (vals, n + 1)
     return bool(groups) and enough_for_all(groups, policy)[0]
-
-
-def _exit_text(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
 
 
 def _stderr_tail(proc: Proc) -> str:

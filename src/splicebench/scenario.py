@@ -75,9 +75,6 @@ class ServerConfig:
     kind: str
     options: tuple[tuple[str, Any], ...] = ()
 
-    def options_dict(self) -> dict[str, Any]:
-        return dict(self.options)
-
 
 @dataclass(frozen=True)
 class Backend:

@@ -23,7 +23,6 @@ SIZE_UNITS: dict[str, int] = {
     "GB": 1000**3,
     "TB": 1000**4,
 }
-SIZE_HELP = "a byte count like 64, '64B', '128KiB', '100MiB', '1GiB' (units B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _DUR_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*$")
