@@ -353,9 +353,7 @@ static void conn_open(int fd)
 		c->buf = malloc(USER_BUF);
 		if (!c->buf)
 			net_die("out of memory");
-		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-		if (epoll_ctl(g.ep, EPOLL_CTL_ADD, fd, &ev) < 0)
-			net_die("epoll_ctl(ADD): %s", strerror(errno));
+		net_epoll_add(g.ep, fd, EPOLLIN, c);
 		user_io(c);
 		return;
 	}
@@ -367,9 +365,7 @@ static void conn_open(int fd)
 	}
 	/* No EPOLLIN: the verdict consumes all data, and psock wakeups after every skb would only
 	 * cost wakeups. EPOLLRDHUP reports the client's FIN; EPOLLERR/EPOLLHUP come regardless. */
-	struct epoll_event ev = {.events = EPOLLRDHUP, .data.ptr = c};
-	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, fd, &ev) < 0)
-		net_die("epoll_ctl(ADD): %s", strerror(errno));
+	net_epoll_add(g.ep, fd, EPOLLRDHUP, c);
 }
 
 static void accept_all(void)
@@ -531,20 +527,13 @@ int main(int argc, char **argv)
 	}
 	g.lfd = net_listen(listen_addr);
 	g.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	g.ep = epoll_create1(EPOLL_CLOEXEC);
+	g.ep = net_epoll_create();
 	g.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (g.ep < 0 || g.tfd < 0)
-		net_die("epoll/timerfd: %s", strerror(errno));
-	struct epoll_event ev = {.events = EPOLLIN};
-	ev.data.ptr = &tag_listen;
-	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.lfd, &ev) < 0)
-		net_die("epoll_ctl: %s", strerror(errno));
-	ev.data.ptr = &tag_signal;
-	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.sfd, &ev) < 0)
-		net_die("epoll_ctl: %s", strerror(errno));
-	ev.data.ptr = &tag_timer;
-	if (epoll_ctl(g.ep, EPOLL_CTL_ADD, g.tfd, &ev) < 0)
-		net_die("epoll_ctl: %s", strerror(errno));
+	if (g.tfd < 0)
+		net_die("timerfd_create: %s", strerror(errno));
+	net_epoll_add(g.ep, g.lfd, EPOLLIN, &tag_listen);
+	net_epoll_add(g.ep, g.sfd, EPOLLIN, &tag_signal);
+	net_epoll_add(g.ep, g.tfd, EPOLLIN, &tag_timer);
 	net_print_ready(SERVER, g.lfd);
 
 	struct epoll_event evs[256];

@@ -307,6 +307,16 @@ static void conn_end(struct conn *c, bool abort_client, bool abort_upstream, boo
 	net_accept_resume(&g.srv); /* descriptors are free again */
 }
 
+/* Free the connections that ended (after a batch of events, and at exit). */
+static void free_dead(void)
+{
+	while (g.dead) {
+		struct conn *c = g.dead;
+		g.dead = c->next_dead;
+		free(c);
+	}
+}
+
 /* Leg s failed: close it, reset the other leg so that its peer sees the failure. */
 static void conn_fail(struct conn *c, int s) { conn_end(c, s != CLIENT, s != UPSTREAM, true); }
 
@@ -595,11 +605,7 @@ int main(int argc, char **argv)
 			drain_tick();
 		if (do_accept && running)
 			accept_all();
-		while (g.dead) {
-			struct conn *c = g.dead;
-			g.dead = c->next_dead;
-			free(c);
-		}
+		free_dead();
 	}
 
 	/* Counters first (the maps go with the skeleton), then the connections, then the programs.
@@ -614,11 +620,7 @@ int main(int argc, char **argv)
 		 (unsigned long long)g.user_flows);
 	while (g.conns)
 		conn_end(g.conns, false, false, false);
-	while (g.dead) {
-		struct conn *c = g.dead;
-		g.dead = c->next_dead;
-		free(c);
-	}
+	free_dead();
 	close(srv->lfd);
 	bpf_teardown();
 	proxy_print_summary(SERVER, &st, &g.up, extra);
