@@ -460,15 +460,12 @@ def test_guest_has_no_network_beyond_its_ssh_port(guest):
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        h = SSHHost(inv.get("arm64"), inv)
-        try:
-            # 10.0.2.2 is QEMU's NAT gateway: without restrict=on it leads to this machine.
-            probe = ("import socket,sys\ntry:\n socket.create_connection(('10.0.2.2', int(sys.argv[1])),"
-                     " timeout=5)\n print('connected')\nexcept OSError as e:\n print('refused', e)\n")
+        # 10.0.2.2 is QEMU's NAT gateway: without restrict=on it leads to this machine.
+        probe = ("import socket,sys\ntry:\n socket.create_connection(('10.0.2.2', int(sys.argv[1])),"
+                 " timeout=5)\n print('connected')\nexcept OSError as e:\n print('refused', e)\n")
+        with SSHHost(inv.get("arm64"), inv) as h:
             out = h.run(["python3", "-c", probe, str(port)], timeout=60).stdout
             routes = h.run(["ip", "-4", "route"], timeout=30).stdout
-        finally:
-            h.close()
     assert out.startswith("refused"), out
     assert "default" not in routes  # no way out was configured either
 
@@ -482,12 +479,9 @@ def test_check_shows_aarch64_emulated_and_sockmap(guest):
 
     cfg, _ = guest
     inv = load_inventory(cfg.inventory)
-    h = SSHHost(inv.get("arm64"), inv)
-    try:
+    with SSHHost(inv.get("arm64"), inv) as h:
         rows = {what: (status, detail) for status, what, detail in commands.check(
             commands.Paths.of(REPO), h)}
-    finally:
-        h.close()
     assert rows["machine"][0] == "warn" and rows["machine"][1].startswith("aarch64, 2 CPUs, EMULATED")
     assert rows["BPF support"][0] == "ok" and "sockmap" in rows["BPF support"][1]
     assert rows["build dependencies"] == ("ok", "all installed")

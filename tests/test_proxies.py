@@ -141,16 +141,23 @@ THOUSAND = {
 }
 
 
+def _byte_exact_through(proxy: str, workload: str, opts: dict, per_conn: int, conns: int,
+                       timeout: int):
+    """Run `conns` connections through the proxy to a naive echo; return the (stopped) backend."""
+    with running_server("naive") as backend, running_proxy(proxy, backend.connect) as px:
+        idle = fd_count(px.pid)
+        res = run_client(px.connect, workload, conns=conns, timeout=timeout, **opts)
+        assert_client_ok(res, conns, per_conn)
+        assert_no_leaks(proxy, px, idle)
+        assert_proxy_summary(px, connections=conns, forwarded=conns * per_conn)
+    return backend
+
+
 @pytest.mark.parametrize("proxy", PROXIES)
 @pytest.mark.parametrize("workload", sorted(ONE))
 def test_one_connection_is_byte_exact(proxy: str, workload: str) -> None:
     opts, per_conn = ONE[workload]
-    with running_server("naive") as backend, running_proxy(proxy, backend.connect) as px:
-        idle = fd_count(px.pid)
-        res = run_client(px.connect, workload, conns=1, timeout=60, **opts)
-        assert_client_ok(res, 1, per_conn)
-        assert_no_leaks(proxy, px, idle)
-        assert_proxy_summary(px, connections=1, forwarded=per_conn)
+    backend = _byte_exact_through(proxy, workload, opts, per_conn, conns=1, timeout=60)
     assert backend.summary is not None and backend.summary["bytes_in"] == per_conn
 
 
@@ -161,12 +168,7 @@ def test_thousand_connections_are_byte_exact(proxy: str, workload: str) -> None:
     # sb-client writes the moment each connect() returns: most of these bytes reach the proxy
     # before it accepted, let alone connected upstream (early data, client side).
     opts, per_conn = THOUSAND[workload]
-    with running_server("naive") as backend, running_proxy(proxy, backend.connect) as px:
-        idle = fd_count(px.pid)
-        res = run_client(px.connect, workload, conns=1000, timeout=90, **opts)
-        assert_client_ok(res, 1000, per_conn)
-        assert_no_leaks(proxy, px, idle)
-        assert_proxy_summary(px, connections=1000, forwarded=1000 * per_conn)
+    _byte_exact_through(proxy, workload, opts, per_conn, conns=1000, timeout=90)
 
 
 @pytest.mark.privileged

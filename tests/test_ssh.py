@@ -20,7 +20,6 @@ from splicebench.ssh import (
     HostUnreachable,
     SSHHost,
     UnknownHostKey,
-    fingerprint,
     trust_host,
 )
 

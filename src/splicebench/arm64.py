@@ -45,6 +45,7 @@ from typing import Callable, Iterator
 import yaml
 
 from .errors import HostError, UserError
+from .lab import _alive
 
 Log = Callable[[str], None]
 
@@ -1190,15 +1191,6 @@ def _is_char_device(p: Path) -> bool:
         return stat.S_ISCHR(os.lstat(p).st_mode)
     except OSError:
         return False
-
-
-def _alive(pid: int) -> bool:
-    """True while pid exists and is not a zombie (orphans are reaped late here)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _which(tool: str) -> str | None:
