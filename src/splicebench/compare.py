@@ -459,19 +459,29 @@ def compare(alignment: Alignment, metrics: Sequence[analysis.Metric] = COMPARE_M
     if not alignment.sources:
         return []
     ref_src = alignment.sources[0]
-    pending = []
+    pairs = []
     for other_src in alignment.sources[1:]:
         for key in alignment.keys:
             ref = alignment.groups.get((ref_src.index, key))
             other = alignment.groups.get((other_src.index, key))
-            if ref is None or other is None:
+            if ref is not None and other is not None:
+                pairs.append((key, ref, other))
+    return compare_groups(pairs, metrics, alpha)
+
+
+def compare_groups(pairs: Sequence[tuple[Key, Group, Group]],
+                   metrics: Sequence[analysis.Metric] = COMPARE_METRICS,
+                   alpha: float = stats.ALPHA) -> list[MetricComparison]:
+    """Each (key, ref, other) pair on each metric either side measured; p-values adjusted
+    (Benjamini-Hochberg) over all comparisons returned, verdicts from the adjusted value."""
+    pending = []
+    for key, ref, other in pairs:
+        for m in metrics:
+            a, b = ref.values(m.column), other.values(m.column)
+            if len(a) == 0 and len(b) == 0:
                 continue
-            for m in metrics:
-                a, b = ref.values(m.column), other.values(m.column)
-                if len(a) == 0 and len(b) == 0:
-                    continue
-                raw = stats.compare_samples(a, b, higher_is_better=m.higher_is_better, alpha=alpha)
-                pending.append((key, m, ref, other, a, b, raw))
+            raw = stats.compare_samples(a, b, higher_is_better=m.higher_is_better, alpha=alpha)
+            pending.append((key, m, ref, other, a, b, raw))
     adjusted = stats.adjust_p_values([t.p_value for *_, t in pending])
     out = []
     for (key, m, ref, other, a, b, raw), p_adj in zip(pending, adjusted):

@@ -25,8 +25,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import analysis, charts, export, stats
-from .compare import (COMPARE_METRICS, Alignment, Group, MetricComparison, RunData, Source, align, architectures,
-                      compare, emulation, fact_differences, fairness, needs_arch_section, show_fact, sources)
+from .compare import (Alignment, Group, MetricComparison, RunData, Source, align, architectures,
+                      compare, compare_groups, emulation, fact_differences, fairness, needs_arch_section, show_fact, sources)
+from .report import ChartView
 from .results import atomic_write_text
 from .units import format_ns, format_rate
 
@@ -100,14 +101,6 @@ def verdict_class(v: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # View-models
-
-
-@dataclass(frozen=True)
-class ChartView:
-    id: str
-    title: str
-    svg: str
-    caption: str
 
 
 @dataclass(frozen=True)
@@ -619,7 +612,7 @@ def run_sections(run: RunData, baseline: str) -> RunSectionsView:
     """Statistics sections of a single run's report: each server against the baseline server."""
     srcs = sources([run])
     al = align(srcs)
-    pending = []
+    pairs = []
     for s in srcs:
         for k in al.keys:
             if k.server == baseline:
@@ -627,20 +620,9 @@ def run_sections(run: RunData, baseline: str) -> RunSectionsView:
             base_key = next((b for b in al.keys if b.server == baseline and _same_cell(b, k)), None)
             g = al.groups.get((s.index, k))
             bg = al.groups.get((s.index, base_key)) if base_key else None
-            if g is None or bg is None:
-                continue
-            for m in COMPARE_METRICS:
-                a, b = bg.values(m.column), g.values(m.column)
-                if len(a) == 0 and len(b) == 0:
-                    continue
-                pending.append((k, m, bg, g, a, b, stats.compare_samples(a, b, higher_is_better=m.higher_is_better)))
-    adjusted = stats.adjust_p_values([t.p_value for *_, t in pending])
-    comps = []
-    for (k, m, bg, g, a, b, raw), p_adj in zip(pending, adjusted):
-        test = stats.compare_samples(a, b, higher_is_better=m.higher_is_better,
-                                     p_value=p_adj if math.isfinite(p_adj) else None)
-        comps.append(MetricComparison(k, m, bg, g, stats.median_ci(a), stats.median_ci(b), stats.ratio_ci(a, b),
-                                      test, raw.p_value, stats.cv(a), stats.cv(b)))
+            if g is not None and bg is not None:
+                pairs.append((k, bg, g))
+    comps = compare_groups(pairs)
     rows = comparison_rows(comps, al.varying)
     # In one run the "other" side is a server, not a run letter.
     many = len(srcs) > 1
