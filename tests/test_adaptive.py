@@ -57,7 +57,8 @@ def test_bad_adaptive_fields_get_their_exact_message(reps, message):
 
 @pytest.mark.unit
 def test_schema_accepts_adaptive_and_refuses_both_forms():
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema  # a test dependency (pyproject [test])
+
     schema = scenario.json_schema()
     ok = {"servers": ["naive"], "workload": {"type": "stream"},
           "repetitions": {"warmup": 1, "min": 6, "max": 20, "target_ci_width": 0.05}}

@@ -41,8 +41,7 @@ def ink(png: bytes) -> tuple[float, int]:
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(cdp.CHROMIUM).exists():
-        pytest.skip(f"{cdp.CHROMIUM} missing: `invoke test` installs Debian's chromium package")
+    assert Path(cdp.CHROMIUM).exists(), f"{cdp.CHROMIUM} missing: `invoke test` installs Debian's chromium package"
     b = cdp.Browser()
     try:
         yield b
