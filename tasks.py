@@ -1,4 +1,4 @@
-"""Invoke tasks: `invoke --list`. Each task is a thin wrapper over splicebench.commands."""
+"""Invoke tasks: `invoke --list`. Each task is a thin wrapper over splicebench.cli.commands."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT / "src"))
 
-from splicebench import commands  # noqa: E402
+from splicebench.cli import commands  # noqa: E402
 from splicebench.errors import UserError  # noqa: E402
 
 
@@ -90,7 +90,7 @@ def report(c, run=None, results_dir=None, reports_dir=None):
 def compare(c, run_a, run_b, more=None, results_dir=None, reports_dir=None):
     """Compare runs (before/after, host vs host): one HTML report with ratios, significance, host differences."""
     with user_errors():
-        from splicebench import compare_report
+        from splicebench.report import compare_report
 
         paths = commands.Paths.of(ROOT, results_dir, reports_dir)
         out, parquet, summary = compare_report.compare_runs(paths.results, paths.reports, [run_a, run_b, *(more or [])])
@@ -106,7 +106,7 @@ def compare(c, run_a, run_b, more=None, results_dir=None, reports_dir=None):
 def export(c, run=None, results_dir=None, output=None):
     """Write a run's samples (derived metrics and host facts included) as Parquet, for notebooks."""
     with user_errors():
-        from splicebench import export as export_mod
+        from splicebench.report import export as export_mod
 
         paths = commands.Paths.of(ROOT, results_dir)
         print(export_mod.export_run(paths.results, paths.reports, run, output))
@@ -149,8 +149,8 @@ def clean(c, results_dir=None, hosts=None, only=None):
             "no-provision": "do not install missing build dependencies with apt"})
 def deploy(c, hosts=None, only=None, no_provision=False):
     """Provision, upload and build the programs on every inventory host in parallel (cached by hash)."""
-    from splicebench import fleet
-    from splicebench.inventory import load_inventory
+    from splicebench.run import fleet
+    from splicebench.hosts.inventory import load_inventory
 
     with user_errors():
         inv = load_inventory(hosts)
@@ -166,8 +166,8 @@ def deploy(c, hosts=None, only=None, no_provision=False):
 
 
 def fleet_check(hosts, only):
-    from splicebench import fleet
-    from splicebench.inventory import load_inventory
+    from splicebench.run import fleet
+    from splicebench.hosts.inventory import load_inventory
 
     inv = load_inventory(hosts)
     hs = fleet.open_hosts(fleet.inventory_hosts(inv, only), inv)
@@ -178,8 +178,8 @@ def fleet_check(hosts, only):
 
 
 def fleet_clean(hosts, only):
-    from splicebench import fleet
-    from splicebench.inventory import load_inventory
+    from splicebench.run import fleet
+    from splicebench.hosts.inventory import load_inventory
 
     inv = load_inventory(hosts)
     hs = fleet.open_hosts(fleet.inventory_hosts(inv, only), inv)
@@ -216,7 +216,7 @@ def test(c, args=""):
 
 
 # lab.* (SSH hosts in network namespaces) and hosts.* (inventory) tasks.
-from splicebench import tasks_lab  # noqa: E402
+from splicebench.cli import tasks_lab  # noqa: E402
 
 ns = Collection.from_module(sys.modules[__name__])
 for _sub in tasks_lab.COLLECTIONS:

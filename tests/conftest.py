@@ -54,8 +54,8 @@ def cache_dir():
 @pytest.fixture(scope="session")
 def programs(cache_dir):
     """The data-path programs built from this checkout into the session's cache."""
-    from splicebench import deploy
-    from splicebench.hosts import LocalHost
+    from splicebench.programs import deploy
+    from splicebench.hosts.local import LocalHost
 
     old = os.environ.get("SPLICEBENCH_CACHE")
     os.environ["SPLICEBENCH_CACHE"] = str(cache_dir)
@@ -79,7 +79,7 @@ def use_cache(programs, cache_dir, monkeypatch):
 @pytest.fixture
 def no_leftovers(cache_dir):
     """Fails the test if any program started from the session's build cache is still running."""
-    from splicebench.hosts import LocalHost
+    from splicebench.hosts.local import LocalHost
 
     yield
     host = LocalHost()

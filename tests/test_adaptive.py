@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from splicebench import commands, compare, compare_report, results, scenario
+from splicebench import scenario
+from splicebench.cli import commands
+from splicebench.analysis import compare
+from splicebench.report import compare_report
+from splicebench.results import rundir as results
 from splicebench.errors import ScenarioError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from splicebench import analysis
-from splicebench.metrics import SAMPLE_COLUMNS
+from splicebench.analysis import summary as analysis
+from splicebench.results.metrics import SAMPLE_COLUMNS
 
 pytestmark = pytest.mark.unit
 GIB = 1 << 30

@@ -16,9 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from splicebench import arm64, facts, lab, plan, scenario
+from splicebench import scenario
+from splicebench.lab import arm64
+from splicebench.util.procs import pid_alive
+from splicebench.hosts import facts
+from splicebench.lab import netns as lab
+from splicebench.scenario import plan
 from splicebench.errors import ScenarioError
-from splicebench.inventory import load_inventory
+from splicebench.hosts.inventory import load_inventory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -363,7 +368,7 @@ def _processes_mentioning(text: str) -> list[int]:
     for p in Path("/proc").iterdir():
         if p.name.isdigit() and int(p.name) != os.getpid():
             try:
-                if text.encode() in (p / "cmdline").read_bytes() and arm64._alive(int(p.name)):
+                if text.encode() in (p / "cmdline").read_bytes() and pid_alive(int(p.name)):
                     out.append(int(p.name))
             except OSError:
                 pass
@@ -413,7 +418,7 @@ def _short_multiarch(tmp_path: Path) -> Path:
 @pytest.mark.privileged
 @pytest.mark.e2e
 def test_lab_multiarch_end_to_end(guest, use_cache, no_leftovers, tmp_path):
-    from splicebench import commands
+    from splicebench.cli import commands
 
     cfg, lg = guest
     assert lg.uname.endswith("aarch64")
@@ -452,7 +457,7 @@ def test_lab_multiarch_end_to_end(guest, use_cache, no_leftovers, tmp_path):
 def test_guest_has_no_network_beyond_its_ssh_port(guest):
     import socket
 
-    from splicebench.ssh import SSHHost
+    from splicebench.hosts.ssh import SSHHost
 
     cfg, lg = guest
     inv = load_inventory(cfg.inventory)
@@ -474,8 +479,8 @@ def test_guest_has_no_network_beyond_its_ssh_port(guest):
 @pytest.mark.slow
 @pytest.mark.privileged
 def test_check_shows_aarch64_emulated_and_sockmap(guest):
-    from splicebench import commands
-    from splicebench.ssh import SSHHost
+    from splicebench.cli import commands
+    from splicebench.hosts.ssh import SSHHost
 
     cfg, _ = guest
     inv = load_inventory(cfg.inventory)

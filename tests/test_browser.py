@@ -21,7 +21,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from splicebench import compare, compare_report, report
+from splicebench.analysis import compare
+from splicebench.report import compare_report
+from splicebench.report import run_report as report
 
 sys.path.insert(0, str(Path(__file__).parent))
 import cdp  # noqa: E402

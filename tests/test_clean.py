@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from splicebench import commands
+from splicebench.cli import commands
 
 pytestmark = pytest.mark.e2e
 

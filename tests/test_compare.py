@@ -17,7 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from splicebench import compare, compare_report, export, report, stats
+from splicebench.analysis import compare
+from splicebench.report import compare_report
+from splicebench.report import export
+from splicebench.report import run_report as report
+from splicebench.analysis import stats
 from splicebench.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from splicebench import deploy
+from splicebench.programs import deploy
 from splicebench.errors import BuildError
-from splicebench.hosts import LocalHost
+from splicebench.hosts.local import LocalHost
 
 REPO = deploy.Path(__file__).resolve().parents[1]
 

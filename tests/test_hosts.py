@@ -12,7 +12,7 @@ import time
 import pytest
 
 from splicebench.errors import CommandFailed, ProcError
-from splicebench.hosts import LocalHost, _pdeathsig_prefix
+from splicebench.hosts.local import LocalHost, _pdeathsig_prefix
 
 pytestmark = pytest.mark.e2e
 
@@ -133,7 +133,7 @@ def test_programs_die_with_a_killed_orchestrator(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(os.path.dirname(os.path.dirname(__file__)) + '/src')!r})
-        from splicebench.hosts import LocalHost
+        from splicebench.hosts.local import LocalHost
         p = LocalHost().start(["sleep", "60"])
         print(p.pid, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -146,7 +146,7 @@ def test_programs_die_with_a_killed_orchestrator(tmp_path):
 def test_parent_guard_stops_a_program_whose_orchestrator_is_already_gone():
     """The window between fork and setpriv's prctl: a program whose parent is no longer the
     orchestrator must not start (the guard compares $PPID with the orchestrator's pid)."""
-    from splicebench import hosts
+    from splicebench.hosts import local as hosts
 
     argv = hosts._guarded(["/bin/echo", "started"])
     assert argv[: len(_pdeathsig_prefix())] == _pdeathsig_prefix()

@@ -10,7 +10,7 @@ import paramiko
 import pytest
 
 from splicebench.errors import UserError
-from splicebench.inventory import (
+from splicebench.hosts.inventory import (
     LOCAL_HOST,
     InventoryError,
     empty_inventory,

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from splicebench import lab
-from splicebench.inventory import load_inventory
-from splicebench.ssh import SSHHost
+from splicebench.lab import netns as lab
+from splicebench.util.procs import pid_alive
+from splicebench.hosts.inventory import load_inventory
+from splicebench.hosts.ssh import SSHHost
 
 pytestmark = [pytest.mark.privileged]
 
@@ -80,7 +81,7 @@ def test_down_removes_namespaces_links_processes_and_files(cfg):
     removed = lab.down(cfg)
     assert f"netns {cfg.ns(1)}" in removed and f"bridge {cfg.bridge}" in removed
     assert leftovers(cfg) == []
-    assert not [p for p in pids if lab._alive(p)]
+    assert not [p for p in pids if pid_alive(p)]
     assert lab.down(cfg) == []
 
 
@@ -91,7 +92,7 @@ def test_down_works_without_state_after_a_crash(cfg):
     assert lab.status(cfg) is None
     lab.down(cfg)
     assert leftovers(cfg) == []
-    assert not [p for p in pids if lab._alive(p)]
+    assert not [p for p in pids if pid_alive(p)]
 
 
 def test_subnet_in_use_is_refused(cfg):
@@ -123,5 +124,5 @@ def test_needs_root_message():
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                         "python3", "-c", "from splicebench import lab; lab.up(1)"],
                        capture_output=True, text=True, cwd="/",
-                       env={**os.environ, "PYTHONPATH": str(Path(lab.__file__).parents[1])})
+                       env={**os.environ, "PYTHONPATH": str(Path(lab.__file__).parents[3])})
     assert "the lab needs root" in r.stderr

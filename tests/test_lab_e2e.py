@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from splicebench import deploy, lab, scenario
-from splicebench.inventory import load_inventory
-from splicebench.plan import build_plan
-from splicebench.runner import Runner
-from splicebench.ssh import SSHHost, for_each_host, open_host
+from splicebench import scenario
+from splicebench.programs import deploy
+from splicebench.lab import netns as lab
+from splicebench.hosts.inventory import load_inventory
+from splicebench.scenario.plan import build_plan
+from splicebench.run.runner import Runner
+from splicebench.hosts.ssh import SSHHost, for_each_host, open_host
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from splicebench.metrics import (SAMPLE_COLUMNS, Row, client_failure, client_metrics, hist_percentile,
+from splicebench.results.metrics import (SAMPLE_COLUMNS, Row, client_failure, client_metrics, hist_percentile,
                                  host_cpu_delta, merge_hist, parse_client_output, parse_proc_stat,
                                  server_events, server_metrics)
 

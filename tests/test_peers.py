@@ -20,10 +20,12 @@ import pandas as pd
 import pytest
 
 from progs import descendants, run_client, running_server
-from splicebench import commands, peers, results
+from splicebench.cli import commands
+from splicebench.programs import peers
+from splicebench.results import rundir as results
 from splicebench.errors import ProcError
-from splicebench.hosts import LocalHost
-from splicebench.peers import PeerError, peer_config, render
+from splicebench.hosts.local import LocalHost
+from splicebench.programs.peers import PeerError, peer_config, render
 
 MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from splicebench import scenario
-from splicebench.plan import build_plan, expected_bytes
+from splicebench.scenario.plan import build_plan, expected_bytes
 
 pytestmark = pytest.mark.unit
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from splicebench import provision
+from splicebench.programs import provision
 from splicebench.errors import ProvisionError
-from splicebench.hosts import LocalHost
+from splicebench.hosts.local import LocalHost
 
 DEBIAN = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nID=debian\n'
 UBUNTU = 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nPRETTY_NAME="Ubuntu 24.04 LTS"\n'

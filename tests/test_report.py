@@ -9,8 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from splicebench import charts, report, results, scenario
-from splicebench.metrics import SAMPLE_COLUMNS
+from splicebench import scenario
+from splicebench.report import charts
+from splicebench.report import run_report as report
+from splicebench.results import rundir as results
+from splicebench.results.metrics import SAMPLE_COLUMNS
 
 pytestmark = pytest.mark.unit
 GIB = 1 << 30

@@ -8,9 +8,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from splicebench import results
+from splicebench.results import rundir as results
 from splicebench.errors import ResultsError
-from splicebench.metrics import SAMPLE_COLUMNS
+from splicebench.util import files
+from splicebench.util.files import atomic_write_text
+from splicebench.results.metrics import SAMPLE_COLUMNS
 
 pytestmark = pytest.mark.unit
 
@@ -24,11 +26,11 @@ def test_run_id_is_utc_timestamp_plus_suffix():
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     p = tmp_path / "a" / "f.txt"
-    results.atomic_write_text(p, "one")
-    results.atomic_write_text(p, "two")
+    atomic_write_text(p, "one")
+    atomic_write_text(p, "two")
     assert p.read_text() == "two"
     assert os.listdir(p.parent) == ["f.txt"]
-    assert p.stat().st_mode & 0o777 == 0o666 & ~results._UMASK
+    assert p.stat().st_mode & 0o777 == 0o666 & ~files._UMASK
 
 
 def test_run_dir_is_renamed_when_finished_and_never_overwritten(tmp_path):

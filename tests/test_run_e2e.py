@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from splicebench import commands, results
-from splicebench.hosts import LocalHost
+from splicebench.cli import commands
+from splicebench.results import rundir as results
+from splicebench.hosts.local import LocalHost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.privileged]
 REPO = Path(__file__).resolve().parents[1]

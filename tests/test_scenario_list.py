@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from splicebench import commands
+from splicebench.cli import commands
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from splicebench import lab
+from splicebench.lab import netns as lab
 from splicebench.errors import CommandFailed, HostError, ProcError
-from splicebench.inventory import load_inventory, parse_inventory
-from splicebench.ssh import (
+from splicebench.hosts.inventory import load_inventory, parse_inventory
+from splicebench.hosts.ssh import (
     ChangedHostKey,
     HostUnreachable,
     SSHHost,

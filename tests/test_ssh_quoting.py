@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from splicebench.ssh import _exit_code, _parse_times, fingerprint, remote_command
+from splicebench.hosts.ssh import _exit_code, _parse_times, fingerprint, remote_command
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splicebench import stats
+from splicebench.analysis import stats
 
 pytestmark = pytest.mark.unit
 

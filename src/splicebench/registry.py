@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .units import format_size
+from splicebench.units import format_size
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Numbers: statistics, summaries, CIs, ratios, run-vs-run comparisons (pure: pandas, scipy)."""

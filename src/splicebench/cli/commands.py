@@ -1,0 +1,362 @@
+"""What the invoke tasks do, as plain functions (tasks.py stays a thin layer of @task wrappers)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from splicebench import __version__, scenario as scenario_mod
+from splicebench.programs import deploy
+from splicebench.hosts import facts
+from splicebench.programs import peers
+from splicebench.scenario import plan as plan_mod
+from splicebench.programs import provision
+from splicebench.results import rundir as results
+from splicebench.errors import UserError
+from splicebench.hosts.local import Host, LocalHost
+from splicebench.hosts.inventory import Inventory, empty_inventory, load_inventory
+from splicebench.run.progress import Progress
+from splicebench.run.runner import RunOutcome, Runner
+from splicebench.util.files import atomic_write_text, utc_now_iso
+from splicebench.util.signals import deferred_interrupts
+
+Log = Callable[[str], None]
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class RunInterrupted(UserError):
+    exit_code = 130
+
+
+class SamplesFailed(UserError):
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+    scenarios: Path
+    results: Path
+    reports: Path
+
+    @classmethod
+    def of(cls, root: Path, results_dir: str | None = None, reports_dir: str | None = None) -> "Paths":
+        root = Path(root).resolve()
+        return cls(root, root / "scenarios",
+                   Path(results_dir).resolve() if results_dir else root / "results",
+                   Path(reports_dir).resolve() if reports_dir else root / "reports")
+
+
+def open_hosts(names: list[str], inventory: Inventory | None = None) -> dict[str, Host]:
+    """Host objects for the names a scenario places programs on ('local' needs no inventory)."""
+    from splicebench.run import fleet
+
+    return fleet.open_hosts(names, inventory or empty_inventory())
+
+
+def git_info(root: Path) -> dict[str, object]:
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    rev = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", "servers", "bpf", "Makefile", "src")
+    return {"git_revision": rev, "git_dirty": bool(status) if status is not None else None}
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report: Path | None
+    status: str
+    counts: dict[str, int]
+    table: str
+
+
+def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report: bool = True,
+        log: Log = _err, progress_stream=None, hosts_file: str | None = None) -> RunResult:
+    """Validate, build, run, write results/<run-id>/, render the report.
+
+    hosts_file: inventory of the SSH hosts the scenario places programs on (None: the default
+    inventory location, if any; see inventory.py)."""
+    from splicebench.run import fleet
+
+    src = scenario_mod.resolve(scenario_ref, paths.scenarios)
+    inv = load_inventory(hosts_file)
+    sc = scenario_mod.load(src, known_hosts=inv.names())
+    text = src.read_text(encoding="utf-8")
+    the_plan = plan_mod.build_plan(sc)
+    log(f"scenario {sc.name}: {len(the_plan.samples)} samples "
+        f"({len(sc.cells())} cell(s) x {len(sc.servers)} server(s) x {sc.warmup}+{sc.measured} rounds)")
+    hosts = open_hosts(the_plan.hosts(), inv)
+    try:
+        built = fleet.deploy_all(hosts, paths.root, provision=provision_deps, log=log)
+        err = fleet.failures(built, "deploy")
+        if err:
+            raise err
+        builds = {n: b for n, b in built.items() if isinstance(b, deploy.Build)}
+        for name, b in builds.items():
+            log(f"host {name}: programs {b.hash} " + (f"built in {b.seconds:.1f} s" if b.built else "cached"))
+        # NGINX/HAProxy where the scenario runs them: installed, configs accepted, versions recorded.
+        peer_kinds: dict[str, set[str]] = {}
+        for s in the_plan.samples:
+            if s.server_kind.peer:
+                peer_kinds.setdefault(s.server_host, set()).add(s.server.kind)
+        peer_versions = peers.prepare(hosts, peer_kinds, provision=provision_deps, log=log)
+        host_facts = fleet.facts_all(hosts)
+        run_id = results.new_run_id()
+        started = utc_now_iso()
+        t0 = time.monotonic()
+        rd = results.RunDir(paths.results, run_id)
+        manifest = {
+            "run_id": run_id,
+            "status": "running",
+            "started_at": started,
+            "tool": {"name": "splicebench", "version": __version__, **git_info(paths.root),
+                     "python": sys.version.split()[0], "command": sys.argv},
+            "scenario": sc.to_dict(),
+            "scenario_file": str(src),
+            "scenario_sha256": sha256(text.encode()).hexdigest(),
+            "scenario_text": text,
+            "baseline": sc.baseline,
+            "build": {n: {"hash": b.hash, "dir": b.dir, "built": b.built, "seconds": round(b.seconds, 3)}
+                      for n, b in builds.items()},
+            "hosts": host_facts,
+            "peers": peer_versions,
+            "plan": {"samples": len(the_plan.samples), "cells": [c.label for c in sc.cells()],
+                     "interleaving": "per cell: warm-up rounds then measured rounds; each round runs every "
+                                     "server once in scenario order",
+                     "order": [s.id for s in the_plan.samples]},
+        }
+        rows: list[dict] = []
+        outcome = None
+
+        def on_sample(sample, row, raw):
+            files = [rd.write_text(f"raw/{sample.id}.{suffix}", content) for suffix, content in raw.items()]
+            row["raw_files"] = " ".join(files)
+            rows.append(row)
+            rd.write_samples(rows)
+
+        runner = Runner(hosts, {n: b.dir for n, b in builds.items()}, run_id=run_id,
+                        clk_tck={n: f.get("clk_tck") or 100 for n, f in host_facts.items()},
+                        progress=Progress(len(the_plan.samples), cells=len(sc.cells()), stream=progress_stream),
+                        on_sample=on_sample)
+        try:
+            rd.write_manifest(manifest)
+            outcome = runner.run(the_plan)
+        except KeyboardInterrupt:
+            outcome = RunOutcome(status="interrupted", reason="interrupted")
+        finally:
+            with deferred_interrupts():
+                # Account for every planned sample, also after an interruption or an internal error.
+                # Samples that adaptive repetitions found unnecessary were not run and get no row.
+                done = {r["sample_id"] for r in rows} | set(outcome.not_needed if outcome else ())
+                why = "the run was interrupted" if outcome else "the run ended with an internal error"
+                rows += [runner.skipped_row(s, f"not run: {why}") for s in the_plan.samples if s.id not in done]
+                manifest.update(status=outcome.status if outcome else "error",
+                                reason=outcome.reason if outcome else "internal error",
+                                finished_at=utc_now_iso(),
+                                duration_s=round(time.monotonic() - t0, 3),
+                                counts=_counts(rows))
+                rd.write_samples(rows)
+                rd.write_manifest(manifest)
+                run_dir = rd.finish()
+    finally:
+        for h in hosts.values():
+            h.close()
+
+    counts = _counts(rows)
+    if outcome.status == "interrupted":
+        raise RunInterrupted(f"interrupted: partial results in {run_dir} "
+                             f"({', '.join(f'{v} {k}' for k, v in counts.items())}); "
+                             f"render them with: invoke report --run {run_id}")
+    report_file, table = None, ""
+    if report:
+        from splicebench.report import run_report as report_mod
+
+        report_file, view, _ = report_mod.render_run(run_dir, paths.reports)
+        table = report_mod.text_table(view)
+    return RunResult(run_dir, report_file, outcome.status, counts, table)
+
+
+def _counts(rows: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        out[r["status"]] = out.get(r["status"], 0) + 1
+    return dict(sorted(out.items()))
+
+
+def render_report(paths: Paths, run_ref: str | None):
+    from splicebench.report import run_report as report_mod
+
+    run_dir = results.find_run(paths.results, run_ref)
+    out, view, _ = report_mod.render_run(run_dir, paths.reports)
+    return run_dir, out, report_mod.text_table(view)
+
+
+def _named_hosts(path: Path) -> tuple[str, ...]:
+    """Host names other than 'local' that a scenario file places programs on (best effort: a file
+    that does not parse yields none and fails validation with its own message)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return ()
+    if not isinstance(data, dict):
+        return ()
+    names: list[str] = []
+    placements = data.get("placement")
+    for p in placements if isinstance(placements, list) else [placements]:
+        if isinstance(p, dict):
+            names.append(p.get("server"))
+            clients = p.get("clients")
+            names.extend(clients if isinstance(clients, list) else [])
+    backend = data.get("backend")
+    if isinstance(backend, dict):
+        names.append(backend.get("host"))
+    found = [n for n in names if isinstance(n, str) and n != scenario_mod.LOCAL]
+    return tuple(dict.fromkeys(found))
+
+
+def list_scenarios(paths: Paths) -> list[tuple[str, str, str]]:
+    """(name, summary, description or error) for each scenario file."""
+    out = []
+    for name in scenario_mod.available(paths.scenarios):
+        path = paths.scenarios / f"{name}.yaml"
+        # Scenarios for SSH hosts name hosts that only an inventory defines: validate them against
+        # the names they use, and say which inventory hosts they need.
+        needs = _named_hosts(path)
+        try:
+            sc = scenario_mod.load(path, known_hosts=(scenario_mod.LOCAL, *needs))
+        except UserError as e:
+            out.append((name, "INVALID", str(e)))
+            continue
+        servers = ",".join(s.label for s in sc.servers)
+        info = f"{sc.workload_type}, {servers}, {sc.samples_total()} samples"
+        if needs:
+            info += f"; needs --hosts with {', '.join(needs)}"
+        out.append((name, info, sc.description))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# check and clean
+
+
+def check(paths: Paths, host: Host | None = None) -> list[tuple[str, str, str]]:
+    """Preflight of a host: (status ok|warn|FAIL, what, detail) rows."""
+    host = host or LocalHost()
+    f = facts.gather(host)
+    rows: list[tuple[str, str, str]] = []
+
+    def add(ok: bool | None, what: str, detail: str, warn_only: bool = False) -> None:
+        rows.append(("ok" if ok else ("warn" if warn_only or ok is None else "FAIL"), what, detail))
+
+    kernel = f.get("kernel") or ""
+    try:
+        major, minor = (int(x) for x in kernel.split(".")[:2])
+        kv = (major, minor)
+    except ValueError:
+        kv = (0, 0)
+    add(kv >= (5, 10), "kernel", f"{kernel} (SOCKMAP verdict-only echo needs >= 5.10)", warn_only=kv >= (4, 18))
+    emulated = f.get("emulated") is True
+    add(not emulated, "machine", f"{f.get('arch') or 'unknown'}, {f.get('cpu_count')} CPUs, " + (
+        f"EMULATED ({f.get('virt_how')}): its numbers are not this architecture's hardware performance"
+        if emulated else f"virtualization: {f.get('virt') or 'unknown'}"), warn_only=True)
+    info = provision.os_info(host)
+    add(info.apt, "OS", f"{info.pretty}" + ("" if info.apt else ": build dependencies cannot be installed "
+                                             "automatically"), warn_only=True)
+    miss = provision.missing(host, provision.BUILD_PACKAGES)
+    root = f.get("uid") == 0
+    add(not miss, "build dependencies",
+        "all installed" if not miss else f"missing {' '.join(p.name for p in miss)}"
+        + (" (invoke run installs them)" if info.apt and root else ""), warn_only=bool(info.apt and root))
+    caps = f.get("capabilities") or {}
+    priv = root or (caps.get("CAP_BPF") and caps.get("CAP_NET_ADMIN"))
+    add(bool(priv), "privileges", "root" if root else
+        ("CAP_BPF and CAP_NET_ADMIN" if priv else "not root and no CAP_BPF+CAP_NET_ADMIN: the SOCKMAP server "
+                                                 "cannot load its BPF program"))
+    probe = (f.get("bpf") or {}).get("bpftool_probe")
+    if probe:
+        need = {"map_sockhash": "SOCKHASH maps", "map_sockmap": "SOCKMAP maps", "prog_sk_skb": "sk_skb programs",
+                "helper_sk_redirect_hash": "bpf_sk_redirect_hash"}
+        lacking = [d for k, d in need.items() if not probe.get(k)]
+        add(not lacking, "BPF support", "sockmap, sockhash, sk_skb, sk_redirect helpers" if not lacking
+            else "missing " + ", ".join(lacking))
+        jit = (probe.get("system_config") or {}).get("bpf_jit_enable")
+        add(jit == 1, "BPF JIT", f"bpf_jit_enable={jit}", warn_only=True)
+    else:
+        add(None, "BPF support", "not probed: bpftool missing or not root")
+    add(bool((f.get("bpf") or {}).get("btf_vmlinux")), "BTF", "/sys/kernel/btf/vmlinux", warn_only=True)
+    pipe = (f.get("sysctls") or {}).get("fs.pipe-max-size")
+    add(pipe is not None and int(pipe) >= 1 << 20, "fs.pipe-max-size", f"{pipe} (splice uses 1 MiB pipes)",
+        warn_only=True)
+    from splicebench.hosts.local import _pdeathsig_prefix
+
+    add(bool(_pdeathsig_prefix()), "setpriv --pdeathsig",
+        "programs die with the orchestrator" if _pdeathsig_prefix() else
+        "missing: programs survive a SIGKILLed orchestrator until their deadman timer", warn_only=True)
+    load = f.get("loadavg_at_start")
+    try:
+        busy = float(load.split()[0]) > 0.5 * (f.get("cpu_count") or 1)
+    except (AttributeError, ValueError, IndexError):
+        busy = False
+    add(not busy, "load average", f"{load} on {f.get('cpu_count')} CPUs" + (" (busy: numbers will be noisy)" if busy else ""),
+        warn_only=True)
+    return rows
+
+
+@dataclass
+class CleanReport:
+    killed: list[int]
+    cache: str
+    temp_dirs: list[Path]
+
+
+def clean(paths: Paths, host: Host | None = None) -> CleanReport:
+    """Stop leftover programs started from the build cache, drop the cache, remove dead temp run dirs."""
+    host = host or LocalHost()
+    base = f"{host.workdir()}/build"
+    pids = host.pids_with_exe_under(base) if host.exists(base) else []
+    host.kill_pids(pids)
+    dropped = deploy.drop_cache(host)
+    stale = results.stale_temp_dirs(paths.results)
+    for d in stale:
+        import shutil
+
+        shutil.rmtree(d, ignore_errors=True)
+    return CleanReport(pids, dropped, stale)
+
+
+def ensure_test_deps(log: Log = _err) -> None:
+    host = LocalHost()
+    provision.ensure(host, provision.BUILD_PACKAGES + provision.TEST_PACKAGES + provision.ARM64_LAB_PACKAGES,
+                     what="build and test dependencies", log=log)
+
+
+def write_schema(paths: Paths) -> Path:
+    out = paths.scenarios / "schema.json"
+    atomic_write_text(out, scenario_mod.json_schema_text())
+    return out
+
+
+def pytest_argv(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-q", *args]
+
+
+def run_pytest(paths: Paths, args: list[str]) -> int:
+    env = dict(os.environ)
+    return subprocess.call(pytest_argv(args), cwd=paths.root, env=env)

@@ -1,0 +1,479 @@
+"""Hosts behind one small interface: run a command, copy files, start background programs (I/O).
+
+`Host` and `Proc` are the seam between the runner and where programs actually run. `LocalHost` is
+this machine (subprocess, never a shell); an SSH host (ssh.py) subclasses the same bases, so the
+runner, deploy and facts code work unchanged on either.
+
+Every background program runs in its own process group (its own session), so that stopping it
+stops everything it started, and a Ctrl-C in the terminal reaches only the orchestrator, which then
+stops its programs in order. Locally each program is also started under `setpriv --pdeathsig KILL`
+(util-linux), so that it dies with the orchestrator even if the orchestrator is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from splicebench.errors import CommandFailed, ProcError, _tail
+
+LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Proc(ABC):
+    """A background program started in its own process group."""
+
+    pid: int
+
+    @abstractmethod
+    def read_stdout_lines(self) -> list[str]:
+        """Complete stdout lines received so far (non-blocking)."""
+
+    @abstractmethod
+    def wait_json_event(self, event: str, timeout: float) -> dict:
+        """The first stdout line that is a JSON object with "event" == event.
+
+        Raises ProcError if the program exits (closes stdout) first or `timeout` seconds pass."""
+
+    @abstractmethod
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the whole process group (no-op once the program has been reaped)."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> int | None:
+        """Exit code (negative: killed by that signal), or None if still running after `timeout`."""
+
+    @abstractmethod
+    def stdout(self) -> str:
+        """All stdout received so far."""
+
+    @abstractmethod
+    def stderr(self) -> str:
+        """All stderr received so far."""
+
+    @abstractmethod
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, sys) CPU seconds of the program including its waited-for children."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """SIGKILL the process group and reap the program; safe to call more than once."""
+
+    def poll(self) -> int | None:
+        return self.wait(0)
+
+
+class Host(ABC):
+    """A machine where programs are built and run."""
+
+    name: str
+    # How programs on other hosts reach this one (the server's connect address for remote clients).
+    address: str = "127.0.0.1"
+
+    @abstractmethod
+    def run(self, argv: list[str], *, timeout: float = 60, check: bool = True,
+            cwd: str | None = None) -> RunResult:
+        """Run argv to completion; CommandFailed if check and it fails or times out."""
+
+    @abstractmethod
+    def put(self, local_path: str | os.PathLike, remote_path: str) -> None:
+        """Copy a local file to this host."""
+
+    @abstractmethod
+    def get(self, remote_path: str, local_path: str | os.PathLike) -> None:
+        """Copy a file from this host to the local machine."""
+
+    @abstractmethod
+    def start(self, argv: list[str], *, cwd: str | None = None, deadman_s: float | None = None) -> Proc:
+        """Start argv in the background in its own process group.
+
+        deadman_s: the program is killed after that many seconds if still running, even if the
+        orchestrator is gone."""
+
+    @abstractmethod
+    def read_text(self, path: str) -> str:
+        """Contents of a text file on this host (OSError if it cannot be read)."""
+
+    @abstractmethod
+    def workdir(self) -> str:
+        """Base directory on this host for copied sources and builds."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Kill programs this object started that are still running; release connections."""
+
+    # Helpers built on the primitives above; subclasses may override them with faster versions.
+
+    def exists(self, path: str) -> bool:
+        return self.run(["test", "-e", path], check=False, timeout=30).returncode == 0
+
+    def makedirs(self, path: str) -> None:
+        self.run(["mkdir", "-p", "--", path], timeout=30)
+
+    def remove_tree(self, path: str) -> None:
+        self.run(["rm", "-rf", "--", path], timeout=120)
+
+    def pids_with_exe_under(self, prefix: str) -> list[int]:
+        """PIDs of processes whose executable lies under directory `prefix` (leftover finder)."""
+        script = 'for p in /proc/[0-9]*; do e=$(readlink "$p/exe" 2>/dev/null) || continue; ' \
+                 'case "$e" in "$1"/*) echo "${p#/proc/}";; esac; done'
+        r = self.run(["sh", "-c", script, "sh", prefix.rstrip("/")], check=False, timeout=30)
+        return sorted(int(x) for x in r.stdout.split() if x.isdigit())
+
+    def kill_pids(self, pids: list[int]) -> None:
+        if pids:
+            self.run(["kill", "-KILL", "--", *map(str, pids)], check=False, timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Local host
+
+
+def _pdeathsig_prefix() -> list[str]:
+    """['setpriv', '--pdeathsig', 'KILL', '--'] where setpriv supports it, else []."""
+    global _PDEATHSIG
+    if _PDEATHSIG is None:
+        path = shutil.which("setpriv")
+        ok = False
+        if path:
+            try:
+                out = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=10).stdout
+                ok = "--pdeathsig" in out
+            except (OSError, subprocess.SubprocessError):
+                ok = False
+        _PDEATHSIG = [path, "--pdeathsig", "KILL", "--"] if ok else []
+    return list(_PDEATHSIG)
+
+
+_PDEATHSIG: list[str] | None = None
+
+# setpriv sets the parent-death signal only after the fork: an orchestrator killed in between would
+# leave the program running. So the program is started through this guard, which runs after the
+# signal is armed and exits if its parent is no longer the orchestrator ($1); the program's argv
+# follows as positional parameters, never through the shell's parser.
+_PARENT_GUARD = '[ "$PPID" = "$1" ] || exit 70; shift; exec "$@"'
+
+
+def _guarded(argv: list[str]) -> list[str]:
+    """argv wrapped so that it dies with this process (setpriv --pdeathsig + parent check)."""
+    prefix = _pdeathsig_prefix()
+    if not prefix:
+        return list(argv)
+    return prefix + ["/bin/sh", "-c", _PARENT_GUARD, "splicebench-guard", str(os.getpid())] + list(argv)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class LocalProc(Proc):
+    """A program on this machine; stdout/stderr are collected by two reader threads.
+
+    Start it from the thread that will outlive it (normally the main thread): the kernel's
+    parent-death signal fires when the starting *thread* exits."""
+
+    def __init__(self, argv: list[str], cwd: str | None, deadman_s: float | None):
+        self.argv = [str(a) for a in argv]
+        self._popen = subprocess.Popen(
+            _guarded(self.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.pid = self._popen.pid
+        self._cond = threading.Condition()
+        self._lines: list[str] = []
+        self._partial = b""
+        self._err: list[bytes] = []
+        self._stdout_eof = False
+        self._last_cpu = (0.0, 0.0)
+        self._readers = [
+            threading.Thread(target=self._read_stdout, daemon=True, name=f"out-{self.pid}"),
+            threading.Thread(target=self._read_stderr, daemon=True, name=f"err-{self.pid}"),
+        ]
+        for t in self._readers:
+            t.start()
+        self._deadman = None
+        if deadman_s is not None:
+            self._deadman = threading.Timer(deadman_s, self._deadman_fire)
+            self._deadman.daemon = True
+            self._deadman.start()
+
+    # readers
+    def _read_stdout(self) -> None:
+        f = self._popen.stdout
+        assert f is not None
+        while True:
+            chunk = f.read1(65536)
+            with self._cond:
+                if not chunk:
+                    if self._partial:
+                        self._lines.append(self._partial.decode("utf-8", "replace"))
+                        self._partial = b""
+                    self._stdout_eof = True
+                    self._cond.notify_all()
+                    return
+                data = self._partial + chunk
+                *complete, self._partial = data.split(b"\n")
+                self._lines.extend(c.decode("utf-8", "replace") for c in complete)
+                if complete:
+                    self._cond.notify_all()
+
+    def _read_stderr(self) -> None:
+        f = self._popen.stderr
+        assert f is not None
+        while True:
+            chunk = f.read1(65536)
+            if not chunk:
+                return
+            with self._cond:
+                self._err.append(chunk)
+
+    def _deadman_fire(self) -> None:
+        if self._popen.poll() is None:
+            _kill_group(self.pid, signal.SIGKILL)
+
+    # Proc interface
+    def read_stdout_lines(self) -> list[str]:
+        with self._cond:
+            return list(self._lines)
+
+    def wait_json_event(self, event: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self._lines:
+                    obj = _json_object(line)
+                    if obj is not None and obj.get("event") == event:
+                        return obj
+                if self._stdout_eof:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ProcError(f"{self._name()} printed no {event!r} line within {timeout:g} s"
+                                    + self._stderr_suffix())
+                self._cond.wait(left)
+        code = self.wait(2.0)
+        how = "closed its output" if code is None else _describe_exit(code)
+        raise ProcError(f"{self._name()} {how} before printing a {event!r} line" + self._stderr_suffix())
+
+    def signal(self, sig: int) -> None:
+        if self._popen.returncode is None:
+            _kill_group(self.pid, sig)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            code = self._popen.wait(timeout=max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            return None
+        self._finish()
+        return code
+
+    def stdout(self) -> str:
+        with self._cond:
+            return "".join(line + "\n" for line in self._lines) + self._partial.decode("utf-8", "replace")
+
+    def stderr(self) -> str:
+        with self._cond:
+            return b"".join(self._err).decode("utf-8", "replace")
+
+    def cpu_times(self) -> tuple[float, float]:
+        if self._popen.returncode is None:
+            try:
+                with open(f"/proc/{self.pid}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+                self._last_cpu = ((utime + cutime) / CLK_TCK, (stime + cstime) / CLK_TCK)
+            except (OSError, IndexError, ValueError):
+                pass
+        return self._last_cpu
+
+    def kill(self) -> None:
+        _kill_group(self.pid, signal.SIGKILL)
+        try:
+            self._popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # uninterruptible sleep; nothing more we can do
+            pass
+        self._finish()
+
+    # internals
+    def _finish(self) -> None:
+        if self._deadman is not None:
+            self._deadman.cancel()
+        for t in self._readers:
+            t.join(timeout=2)
+
+    def _name(self) -> str:
+        return f"{Path(self.argv[0]).name} (pid {self.pid})"
+
+    def _stderr_suffix(self) -> str:
+        tail = _tail(self.stderr(), 5)
+        return f"; stderr: {tail}" if tail else ""
+
+    def __repr__(self) -> str:
+        return f"<LocalProc {self._name()}>"
+
+
+def _json_object(line: str) -> dict | None:
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class LocalHost(Host):
+    """This machine."""
+
+    def __init__(self, name: str = LOCAL):
+        self.name = name
+        self.address = "127.0.0.1"
+        self._procs: list[LocalProc] = []
+
+    def run(self, argv: list[str], *, timeout: float = 60, check: bool = True,
+            cwd: str | None = None) -> RunResult:
+        argv = [str(a) for a in argv]
+        try:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 cwd=cwd, start_new_session=True)
+        except OSError as e:
+            if check:
+                raise CommandFailed(self.name, argv, 127, "", f"cannot execute: {e.strerror}") from None
+            return RunResult(127, "", f"cannot execute {argv[0]}: {e.strerror}")
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop_group(p)
+            out, err = p.communicate()
+            o, e = _dec(out), _dec(err) + f"\n[timed out after {timeout:g} s]"
+            if check:
+                raise CommandFailed(self.name, argv, None, o, e) from None
+            return RunResult(124, o, e)
+        except BaseException:
+            _stop_group(p)
+            raise
+        result = RunResult(p.returncode, _dec(out), _dec(err))
+        if check and result.returncode != 0:
+            raise CommandFailed(self.name, argv, result.returncode, result.stdout, result.stderr)
+        return result
+
+    def put(self, local_path, remote_path) -> None:
+        Path(remote_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(local_path, remote_path)
+
+    def get(self, remote_path, local_path) -> None:
+        Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(remote_path, local_path)
+
+    def start(self, argv: list[str], *, cwd: str | None = None, deadman_s: float | None = None) -> LocalProc:
+        self._procs = [p for p in self._procs if p.poll() is None]
+        proc = LocalProc(argv, cwd, deadman_s)
+        self._procs.append(proc)
+        return proc
+
+    def read_text(self, path: str) -> str:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+
+    def workdir(self) -> str:
+        env = os.environ.get("SPLICEBENCH_CACHE")
+        if env:
+            return str(Path(env).expanduser().resolve())
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return str(Path(base) / "splicebench")
+
+    def close(self) -> None:
+        for p in self._procs:
+            p.kill()
+        self._procs = []
+
+    # faster local versions of the helpers
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def remove_tree(self, path: str) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def pids_with_exe_under(self, prefix: str) -> list[int]:
+        prefix = os.path.realpath(prefix).rstrip("/") + "/"
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                exe = os.readlink(f"/proc/{entry}/exe")
+            except OSError:
+                continue
+            if exe.startswith(prefix):
+                pids.append(int(entry))
+        return sorted(pids)
+
+    def kill_pids(self, pids: list[int]) -> None:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _stop_group(p: subprocess.Popen) -> None:
+    """SIGTERM the command's process group, SIGKILL after 3 s, reap."""
+    _kill_group(p.pid, signal.SIGTERM)
+    try:
+        p.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        pass
+    _kill_group(p.pid, signal.SIGKILL)
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _dec(b: bytes | None) -> str:
+    return (b or b"").decode("utf-8", "replace")

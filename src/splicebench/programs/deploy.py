@@ -1,0 +1,142 @@
+"""Build the data-path programs on a host, cached by the content hash of their sources (I/O).
+
+The sources (Makefile, servers/, bpf/) are hashed; the programs of hash H live in
+<workdir>/build/H/ on the host, and <workdir>/build/H/.complete marks a finished build. A build
+runs in <workdir>/build/H.tmp-XXXX (sources unpacked into it, `make BUILD=<that dir>`), which is
+renamed to H only when everything is there, so an interrupted build never looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from splicebench.errors import BuildError, CommandFailed
+from splicebench.hosts.local import Host
+from splicebench.programs.provision import BUILD_PACKAGES, ensure
+from splicebench.registry import CLIENT_PROGRAM, SERVERS
+
+# What the Makefile reads. Add a path here when the build starts to depend on it.
+SOURCES = ("Makefile", "servers", "bpf")
+SKIP_SUFFIXES = (".o", ".skel.h", ".swp", "~")
+COMPLETE = ".complete"
+MAKE_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class Build:
+    host: str
+    hash: str
+    dir: str  # directory on the host holding the sb-* programs
+    built: bool  # False: found in the cache
+    seconds: float
+
+    def program(self, name: str) -> str:
+        return f"{self.dir}/{name}"
+
+
+def source_files(root: Path) -> list[Path]:
+    """The files that make up the build, relative to root, sorted."""
+    files = []
+    for top in SOURCES:
+        p = root / top
+        if p.is_file():
+            files.append(Path(top))
+        elif p.is_dir():
+            for f in sorted(p.rglob("*")):
+                rel = f.relative_to(root)
+                if f.is_file() and not any(part.startswith(".") for part in rel.parts) \
+                        and not f.name.endswith(SKIP_SUFFIXES):
+                    files.append(rel)
+    if not files:
+        raise BuildError(f"no program sources under {root} (expected {', '.join(SOURCES)})")
+    return sorted(files)
+
+
+def content_hash(root: Path) -> str:
+    """16 hex digits over every source file's path, executable bit and content."""
+    h = hashlib.sha256()
+    for rel in source_files(root):
+        f = root / rel
+        h.update(rel.as_posix().encode() + b"\0")
+        h.update(b"x" if os.access(f, os.X_OK) else b"-")
+        h.update(f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def expected_programs() -> list[str]:
+    return sorted({s.program for s in SERVERS.values() if s.built} | {CLIENT_PROGRAM})
+
+
+def _tarball(root: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for rel in source_files(root):
+            info = tar.gettarinfo(str(root / rel), arcname=rel.as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0  # make decides by existence in a fresh tree; fixed mtimes keep it reproducible
+            with open(root / rel, "rb") as f:
+                tar.addfile(info, f)
+    return buf.getvalue()
+
+
+def build(host: Host, root: Path, *, provision: bool = True,
+          log: Callable[[str], None] = print) -> Build:
+    """Programs of the current sources on `host`, built unless already cached."""
+    t0 = time.monotonic()
+    digest = content_hash(root)
+    base = f"{host.workdir()}/build"
+    final = f"{base}/{digest}"
+    if host.exists(f"{final}/{COMPLETE}"):
+        return Build(host.name, digest, final, False, time.monotonic() - t0)
+    if provision:
+        ensure(host, BUILD_PACKAGES, what="build dependencies", log=log)
+    log(f"host {host.name}: building programs {digest} in {final}")
+    tmp = f"{final}.tmp-{secrets.token_hex(4)}"
+    try:
+        host.makedirs(f"{tmp}/src")
+        with tempfile.TemporaryDirectory(prefix="splicebench-src-") as d:
+            tar = Path(d) / "src.tar"
+            tar.write_bytes(_tarball(root))
+            host.put(tar, f"{tmp}/src.tar")
+        host.run(["tar", "-xf", f"{tmp}/src.tar", "-C", f"{tmp}/src"], timeout=120)
+        try:
+            host.run(["make", "-C", f"{tmp}/src", f"BUILD={tmp}", "-j2"], timeout=MAKE_TIMEOUT_S)
+        except CommandFailed as e:
+            raise BuildError(f"host {host.name}: building the programs failed (make exited with "
+                             f"{e.returncode}):\n{_tail(e.stderr or e.stdout)}") from None
+        missing = [p for p in expected_programs() if not host.exists(f"{tmp}/{p}")]
+        if missing:
+            raise BuildError(f"host {host.name}: make succeeded but did not produce {', '.join(missing)} "
+                             f"(the Makefile must build {', '.join(expected_programs())} into $(BUILD))")
+        host.remove_tree(f"{tmp}/src")
+        host.run(["rm", "-f", "--", f"{tmp}/src.tar"], timeout=30)
+        host.run(["sh", "-c", 'printf "%s\\n" "$1" > "$2.tmp" && mv -f "$2.tmp" "$2"', "sh", digest,
+                  f"{tmp}/{COMPLETE}"], timeout=30)
+        r = host.run(["mv", "-T", "--", tmp, final], check=False, timeout=30)
+        if r.returncode != 0 and not host.exists(f"{final}/{COMPLETE}"):
+            raise BuildError(f"host {host.name}: cannot move the build into {final}: {r.stderr.strip()}")
+    finally:
+        if host.exists(tmp):
+            host.remove_tree(tmp)
+    return Build(host.name, digest, final, True, time.monotonic() - t0)
+
+
+def drop_cache(host: Host) -> str:
+    """Remove every cached build on `host`; return the directory removed."""
+    base = f"{host.workdir()}/build"
+    host.remove_tree(base)
+    return base
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])

@@ -1,0 +1,246 @@
+"""Raw program output -> numbers (pure): /proc/stat deltas, client and server JSON, one tidy row.
+
+Parsers are separate from the code that runs programs, and are tested on real captured output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from splicebench.registry import COMMON_SERVER_OPTIONS, SERVERS, WORKLOAD_FIELDS
+
+GIB = float(1 << 30)
+PROC_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """The aggregate 'cpu' line (clock ticks) and the context-switch counter of /proc/stat."""
+
+    cpu: dict[str, int]
+    ctxt: int
+
+
+def parse_proc_stat(text: str) -> ProcStat:
+    cpu: dict[str, int] = {}
+    ctxt = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "cpu":
+            cpu = {name: int(v) for name, v in zip(PROC_STAT_FIELDS, parts[1:])}
+        elif parts[0] == "ctxt":
+            ctxt = int(parts[1])
+    if not cpu:
+        raise ValueError("no aggregate 'cpu' line in /proc/stat")
+    return ProcStat(cpu, ctxt)
+
+
+def host_cpu_delta(before: ProcStat, after: ProcStat, clk_tck: int) -> dict[str, float]:
+    """Whole-host CPU seconds (summed over all CPUs) spent between two /proc/stat readings."""
+    d = {k: (after.cpu.get(k, 0) - before.cpu.get(k, 0)) / clk_tck for k in PROC_STAT_FIELDS}
+    busy = d["user"] + d["nice"] + d["system"] + d["irq"] + d["softirq"] + d["steal"]
+    return {
+        "host_cpu_user_s": d["user"] + d["nice"],
+        "host_cpu_sys_s": d["system"],
+        "host_cpu_irq_s": d["irq"],
+        "host_cpu_softirq_s": d["softirq"],
+        "host_cpu_steal_s": d["steal"],
+        "host_cpu_idle_s": d["idle"] + d["iowait"],
+        "host_cpu_busy_s": busy,
+        "host_ctxt": after.ctxt - before.ctxt,
+    }
+
+
+def parse_client_output(stdout: str) -> dict[str, Any] | None:
+    """The client's JSON object (the last stdout line that is one), or None."""
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                return obj
+    try:
+        obj = json.loads(stdout)
+        return obj if isinstance(obj, dict) else None
+    except ValueError:
+        return None
+
+
+def server_events(stdout: str) -> dict[str, dict[str, Any]]:
+    """event name -> JSON object for each event line the server printed (first one wins)."""
+    events: dict[str, dict[str, Any]] = {}
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("event"), str):
+            events.setdefault(obj["event"], obj)
+    return events
+
+
+def hist_percentile(buckets: Sequence[Sequence[float]], q: float) -> float:
+    """q-quantile (0..1) from [lo, hi, count] buckets: the midpoint of the bucket holding it."""
+    rows = sorted((float(lo), float(hi), int(n)) for lo, hi, n in buckets if int(n) > 0)
+    total = sum(n for _, _, n in rows)
+    if total == 0:
+        return math.nan
+    rank = q * total
+    seen = 0
+    for lo, hi, n in rows:
+        seen += n
+        if seen >= rank:
+            return (lo + hi) / 2
+    return (rows[-1][0] + rows[-1][1]) / 2
+
+
+def merge_hist(hists: Sequence[Sequence[Sequence[float]]]) -> list[list[float]]:
+    acc: dict[tuple[float, float], int] = {}
+    for h in hists:
+        for lo, hi, n in h:
+            acc[(lo, hi)] = acc.get((lo, hi), 0) + int(n)
+    return [[lo, hi, n] for (lo, hi), n in sorted(acc.items())]
+
+
+LAT_KEYS = ("count", "min", "mean", "p50", "p90", "p99", "p999", "max")
+
+
+def client_metrics(clients: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
+    """Metrics of one sample's clients (one per client host), merged.
+
+    One client: its own numbers. Several (run concurrently): bytes, connections and goodput add up,
+    wall time is the longest, latency percentiles come from the merged histograms."""
+    present = [c for c in clients if c]
+    out: dict[str, Any] = {}
+    if not present:
+        return out
+
+    def total(key: str) -> Any:
+        vals = [c.get(key) for c in present]
+        return sum(vals) if all(isinstance(v, (int, float)) for v in vals) else None
+
+    out["client_ok"] = all(c.get("ok") is True for c in present) and len(present) == len(clients)
+    for key in ("conns_ok", "conns_failed", "bytes_sent", "bytes_verified", "bytes_expected",
+                "errors_total", "goodput_bytes_per_s", "cpu_user_s", "cpu_sys_s"):
+        out_key = {"errors_total": "client_errors_total", "cpu_user_s": "client_cpu_user_s",
+                   "cpu_sys_s": "client_cpu_sys_s"}.get(key, key)
+        out[out_key] = total(key)
+    walls = [c.get("wall_s") for c in present if isinstance(c.get("wall_s"), (int, float))]
+    out["wall_s"] = max(walls) if walls else None
+    if len(present) == 1:
+        lat = present[0].get("latency_ns") or {}
+        for k in LAT_KEYS:
+            out[f"lat_{k}_ns"] = lat.get(k)
+    else:
+        lats = [c.get("latency_ns") or {} for c in present]
+        hist = merge_hist([(c.get("hist") or {}).get("buckets", []) for c in present])
+        counts = [x.get("count") or 0 for x in lats]
+        n = sum(counts)
+        out["lat_count_ns"] = n
+        mins = [x["min"] for x in lats if x.get("min") is not None]
+        maxs = [x["max"] for x in lats if x.get("max") is not None]
+        out["lat_min_ns"] = min(mins) if mins else None
+        out["lat_max_ns"] = max(maxs) if maxs else None
+        means = [(x.get("mean") or 0) * c for x, c in zip(lats, counts)]
+        out["lat_mean_ns"] = sum(means) / n if n else None
+        for k, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)):
+            out[f"lat_{k}_ns"] = hist_percentile(hist, q) if hist else None
+    out["lat_count"] = out.pop("lat_count_ns", None)
+    return out
+
+
+def client_failure(client: Mapping[str, Any] | None, exit_code: int | None, stderr: str) -> str | None:
+    """Why a client run failed, in one line, or None if it succeeded."""
+    if client is not None and client.get("ok") is True and exit_code == 0:
+        return None
+    reasons = []
+    if exit_code is None:
+        reasons.append("did not finish in time (killed)")
+    elif exit_code < 0:
+        reasons.append(f"killed by signal {-exit_code}")
+    elif exit_code != 0:
+        reasons.append(f"exit code {exit_code}")
+    if client is None:
+        reasons.append("no JSON output")
+    else:
+        mm = client.get("mismatch")
+        if mm:
+            reasons.append(f"data mismatch on connection {mm.get('conn')} at offset {mm.get('offset')} "
+                           f"(expected {mm.get('expected')}, got {mm.get('got')})")
+        errs = client.get("errors") or []
+        if errs:
+            e = errs[0]
+            more = client.get("errors_total", len(errs)) - 1
+            reasons.append(f"connection {e.get('conn')}: {e.get('error')} at offset {e.get('offset')}"
+                           + (f" (+{more} more)" if more > 0 else ""))
+        if client.get("ok") is False and not mm and not errs:
+            reasons.append("reported ok=false")
+    line = next((ln.strip() for ln in stderr.splitlines() if ln.strip()), "")
+    if line:
+        reasons.append(f"stderr: {line}")
+    return "; ".join(reasons) or "failed"
+
+
+# Columns of samples.csv, in order. Parameters first, then status, then metrics.
+OPTION_COLUMNS = sorted({f"opt_{k}" for s in SERVERS.values() for k in s.options})
+PARAM_COLUMNS = ["workload", *WORKLOAD_FIELDS, *COMMON_SERVER_OPTIONS, *OPTION_COLUMNS]
+SAMPLE_COLUMNS = [
+    "run_id", "sample_id", "seq", "cell", "cell_label", "round", "phase", "repetition",
+    "server", "server_kind", "server_host", "client_hosts",
+    *PARAM_COLUMNS,
+    "status", "error", "started_at", "duration_s",
+    "client_ok", "conns_ok", "conns_failed", "bytes_sent", "bytes_verified", "bytes_expected",
+    "wall_s", "goodput_bytes_per_s",
+    "lat_count", "lat_min_ns", "lat_mean_ns", "lat_p50_ns", "lat_p90_ns", "lat_p99_ns", "lat_p999_ns", "lat_max_ns",
+    "client_errors_total", "client_cpu_user_s", "client_cpu_sys_s",
+    "server_pid", "server_exit", "server_connections", "server_bytes_in", "server_bytes_out", "server_errors",
+    "server_cpu_user_s", "server_cpu_sys_s", "server_life_cpu_user_s", "server_life_cpu_sys_s",
+    "host_interval_s", "host_cpu_user_s", "host_cpu_sys_s", "host_cpu_irq_s", "host_cpu_softirq_s",
+    "host_cpu_steal_s", "host_cpu_idle_s", "host_cpu_busy_s", "host_ctxt",
+    "raw_files",
+]
+
+
+def server_metrics(events: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    ready = events.get("ready") or {}
+    summary = events.get("summary") or {}
+    return {
+        "server_pid": ready.get("pid"),
+        "server_connections": summary.get("connections"),
+        "server_bytes_in": summary.get("bytes_in"),
+        "server_bytes_out": summary.get("bytes_out"),
+        "server_errors": summary.get("errors"),
+        "server_life_cpu_user_s": summary.get("cpu_user_s"),
+        "server_life_cpu_sys_s": summary.get("cpu_sys_s"),
+    }
+
+
+@dataclass
+class Row:
+    """Builder for one samples.csv row; unknown columns are refused so the format stays fixed."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def set(self, **kw: Any) -> "Row":
+        for k, v in kw.items():
+            if k not in SAMPLE_COLUMNS:
+                raise KeyError(f"not a samples.csv column: {k}")
+            self.values[k] = v
+        return self
+
+    def update(self, d: Mapping[str, Any]) -> "Row":
+        return self.set(**dict(d))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {c: self.values.get(c) for c in SAMPLE_COLUMNS}

@@ -1,0 +1,139 @@
+"""Several hosts at once: open them from an inventory, deploy, check and clean them in parallel (I/O).
+
+Every function runs its per-host work concurrently and returns name -> result, where a host that
+failed with a problem the user can fix has its `UserError` as the value: one failed host is reported
+next to the others' results instead of hiding them (`failures` turns them into one error when the
+caller needs every host).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from splicebench.programs import deploy
+from splicebench.hosts import facts
+from splicebench.errors import UserError
+from splicebench.hosts.local import LOCAL, Host
+from splicebench.hosts.inventory import Inventory
+from splicebench.hosts.ssh import SSHHost, for_each_host, open_host
+
+T = TypeVar("T")
+Log = Callable[[str], None]
+
+
+def open_hosts(names: list[str], inventory: Inventory) -> dict[str, Host]:
+    """Host objects for names (local needs no inventory; the others must be in it)."""
+    for n in names:
+        if n != LOCAL:
+            inventory.get(n)  # an unknown name fails before anything connects
+    return {n: open_host(n, inventory) for n in names}
+
+
+def inventory_hosts(inventory: Inventory, only: str | None = None) -> list[str]:
+    """The inventory's host names, or the comma-separated subset `only` (local allowed there)."""
+    if not only:
+        if not inventory.hosts:
+            raise UserError("no hosts: name an inventory with --hosts FILE")
+        return list(inventory.hosts)
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    for n in names:
+        if n != LOCAL:
+            inventory.get(n)
+    return names
+
+
+def failures(results: dict[str, object], what: str) -> UserError | None:
+    """One error naming every failed host and every host that succeeded, or None."""
+    bad = {n: r for n, r in results.items() if isinstance(r, Exception)}
+    if not bad:
+        return None
+    good = [n for n in results if n not in bad]
+    msg = f"{what} failed on {len(bad)} of {len(results)} host(s):\n"
+    msg += "\n".join(f"- {n}: {e}" for n, e in bad.items())
+    if good:
+        msg += f"\n{what} succeeded on: {', '.join(good)}"
+    return UserError(msg)
+
+
+def deploy_all(hosts: dict[str, Host], root: Path, *, provision: bool = True,
+               log: Log = print) -> dict[str, deploy.Build | UserError]:
+    """Build the programs on every host in parallel (each natively; cached by content hash)."""
+    return for_each_host(list(hosts.values()),
+                         lambda h: deploy.build(h, root, provision=provision, log=log))
+
+
+def facts_all(hosts: dict[str, Host]) -> dict[str, dict]:
+    """facts.gather for every host in parallel; a host whose facts fail gets {"error": ...}."""
+    res = for_each_host(list(hosts.values()), facts.gather)
+    return {n: (r if isinstance(r, dict) else {"name": n, "error": str(r)}) for n, r in res.items()}
+
+
+def deploy_table(results: dict[str, deploy.Build | UserError]) -> str:
+    """One line per host: built / cached / FAILED, with hash, seconds and directory or the error."""
+    lines = [f"{'host':<12} {'result':<7} {'hash':<16} {'s':>7}  where"]
+    for n, r in results.items():
+        if isinstance(r, deploy.Build):
+            lines.append(f"{n:<12} {'built' if r.built else 'cached':<7} {r.hash:<16} "
+                         f"{r.seconds:>7.2f}  {r.dir}")
+        else:
+            first, *rest = str(r).splitlines() or [""]
+            lines.append(f"{n:<12} {'FAILED':<7} {'':<16} {'':>7}  {first}")
+            lines += [f"{'':<46}{x}" for x in rest[-8:]]
+    return "\n".join(lines)
+
+
+def check_all(hosts: dict[str, Host],
+              check: Callable[[Host], list[tuple[str, str, str]]]) -> dict[str, list | UserError]:
+    """The preflight `check(host)` on every host in parallel."""
+    return for_each_host(list(hosts.values()), check)
+
+
+def check_table(results: dict[str, list | UserError]) -> tuple[str, bool]:
+    """Rows host | status | check | detail, and whether anything FAILed (an unreachable host does)."""
+    rows: list[tuple[str, str, str, str]] = []
+    failed = False
+    for n, r in results.items():
+        if isinstance(r, Exception):
+            rows.append((n, "FAIL", "reachable", str(r).splitlines()[0]))
+            failed = True
+            continue
+        for status, what, detail in r:
+            rows.append((n, status, what, detail))
+            failed |= status == "FAIL"
+    wh = max([len(r[0]) for r in rows] + [4])
+    ww = max([len(r[2]) for r in rows] + [5])
+    out = [f"{'host':<{wh}}  {'':<5} {'check':<{ww}}  detail"]
+    out += [f"{h:<{wh}}  {s:<5} {w:<{ww}}  {d}" for h, s, w, d in rows]
+    return "\n".join(out), failed
+
+
+@dataclass
+class HostClean:
+    programs: list[int]  # leftover programs stopped (tagged background programs, build binaries)
+    cache: str  # build cache directory removed
+
+
+def clean_all(hosts: dict[str, Host]) -> dict[str, HostClean | UserError]:
+    """On every host in parallel: stop leftovers of earlier runs, drop the build cache."""
+
+    def one(h: Host) -> HostClean:
+        killed: list[int] = []
+        if isinstance(h, SSHHost):
+            killed += h.clean()  # programs started over SSH (any earlier run), and their files
+        base = f"{h.workdir()}/build"
+        if h.exists(base):
+            pids = [p for p in h.pids_with_exe_under(base) if p not in killed]
+            h.kill_pids(pids)
+            killed += pids
+        return HostClean(sorted(killed), deploy.drop_cache(h))
+    return for_each_host(list(hosts.values()), one)
+
+
+def close_all(hosts: dict[str, Host]) -> None:
+    for h in hosts.values():
+        try:
+            h.close()
+        except UserError:
+            pass

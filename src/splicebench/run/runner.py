@@ -1,0 +1,297 @@
+"""Executes a plan sample by sample, never losing one, never leaving a process behind (I/O).
+
+For each sample: start the server, wait for its ready line, read the host's /proc/stat and the
+server's CPU times, run one client per client host, read them again, check that the server is
+still alive, stop it with SIGTERM and collect its summary line. Every sample ends up as one row,
+whatever happened: 'ok', 'failed' (with the reason), 'interrupted' (Ctrl-C or SIGTERM) or
+'skipped' (not run because the run was interrupted or stopped on a failure).
+
+Processes are stopped in a `finally` with Ctrl-C deferred, so a second Ctrl-C cannot cut the
+clean-up short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from splicebench.programs import peers
+from splicebench.errors import HostError, ProcError
+from splicebench.hosts.local import Host, Proc, _describe_exit
+from splicebench.hosts.ssh import start_together
+from splicebench.results.metrics import (Row, client_failure, client_metrics, host_cpu_delta, parse_client_output,
+                      parse_proc_stat, server_events, server_metrics)
+from splicebench.scenario.plan import MEASURED, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan, Sample
+from splicebench.registry import CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, SERVERS, WORKLOAD_FIELDS
+from splicebench.util.files import utc_now_iso
+from splicebench.util.signals import Interrupt, deferred_interrupts, interrupt_on_terminate
+
+OK, FAILED, INTERRUPTED, SKIPPED = "ok", "failed", "interrupted", "skipped"
+
+
+@dataclass
+class RunOutcome:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "complete"  # complete | stopped (stop_on_failure) | interrupted
+    reason: str = ""
+    # Adaptive repetitions: planned samples not run because their cell had enough (no row).
+    not_needed: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Runs samples on hosts whose programs are in `bin_dirs[host]`."""
+
+    def __init__(self, hosts: Mapping[str, Host], bin_dirs: Mapping[str, str], *, run_id: str,
+                 clk_tck: Mapping[str, int] | None = None, progress=None,
+                 on_sample: Callable[[Sample, dict[str, Any], dict[str, str]], None] | None = None):
+        self.hosts = hosts
+        self.bin_dirs = bin_dirs
+        self.run_id = run_id
+        self.clk_tck = dict(clk_tck or {})
+        self.progress = progress
+        # Called after each sample with (sample, row, raw files {name: text}); the row is complete
+        # except for 'raw_files', which the callback may fill in.
+        self.on_sample = on_sample
+
+    def run(self, plan: Plan) -> RunOutcome:
+        outcome = RunOutcome()
+        phase_totals = {WARMUP: plan.scenario.warmup, MEASURED: plan.scenario.measured}
+        stop_reason = ""
+        not_needed: set[str] = set()
+        with interrupt_on_terminate():
+            for i, sample in enumerate(plan.samples):
+                if sample.id in not_needed:
+                    continue
+                if stop_reason:
+                    row = self.skipped_row(sample, stop_reason)
+                    self._emit(sample, row, {})
+                    outcome.rows.append(row)
+                    continue
+                try:
+                    if self.progress:
+                        self.progress.start(sample, phase_totals[sample.phase])
+                    row, raw, interrupted = self._run_sample(sample, plan)
+                except KeyboardInterrupt as e:
+                    sig = str(e) if isinstance(e, Interrupt) else "SIGINT"
+                    row = self._base_row(sample).set(status=INTERRUPTED, error=f"interrupted ({sig})").as_dict()
+                    raw, interrupted = {}, True
+                with deferred_interrupts():
+                    self._emit(sample, row, raw)
+                    outcome.rows.append(row)
+                    if self.progress:
+                        self.progress.end(row["status"], row)
+                if interrupted:
+                    outcome.status = "interrupted"
+                    outcome.reason = row["error"]
+                    stop_reason = "not run: the run was interrupted"
+                elif row["status"] == FAILED and plan.scenario.stop_on_failure:
+                    outcome.status = "stopped"
+                    outcome.reason = f"stop_on_failure: sample {sample.id} failed"
+                    stop_reason = f"not run: stopped after sample {sample.id} failed (stop_on_failure)"
+                elif sample.phase == MEASURED and plan.scenario.target_ci_width is not None \
+                        and _ends_round(plan, i) and _cell_has_enough(plan.scenario, outcome.rows, sample):
+                    rest = [s.id for s in plan.samples[i + 1:] if s.cell.index == sample.cell.index]
+                    not_needed.update(rest)
+                    outcome.not_needed.extend(rest)
+        if self.progress and stop_reason:
+            self.progress.skipped(sum(1 for r in outcome.rows if r["status"] == SKIPPED), stop_reason[9:])
+        return outcome
+
+    # -----------------------------------------------------------------------------------------
+
+    def _emit(self, sample: Sample, row: dict[str, Any], raw: dict[str, str]) -> None:
+        if self.on_sample:
+            self.on_sample(sample, row, raw)
+
+    def _base_row(self, sample: Sample) -> Row:
+        r = Row().set(
+            run_id=self.run_id, sample_id=sample.id, seq=sample.seq, cell=sample.cell.index,
+            cell_label=sample.cell.label, round=sample.round, phase=sample.phase, repetition=sample.repetition,
+            server=sample.server.label, server_kind=sample.server.kind,
+            server_host=sample.row_host or sample.server_host,
+            client_hosts="+".join(sample.client_hosts),
+        )
+        r.set(workload=sample.workload)
+        for k, v in sample.params().items():
+            r.set(**{k if k in WORKLOAD_FIELDS or k in COMMON_SERVER_OPTIONS else f"opt_{k}": v})
+        return r
+
+    def skipped_row(self, sample: Sample, reason: str) -> dict[str, Any]:
+        return self._base_row(sample).set(status=SKIPPED, error=reason).as_dict()
+
+    def _program(self, host: str, name: str, built: bool = True) -> str:
+        return f"{self.bin_dirs[host]}/{name}" if built else name
+
+    def _run_sample(self, sample: Sample, plan: Plan) -> tuple[dict[str, Any], dict[str, str], bool]:
+        row = self._base_row(sample)
+        row.set(started_at=utc_now_iso())
+        t_start = time.monotonic()
+        errors: list[str] = []
+        interrupted = False
+        server: Proc | None = None
+        backend: Proc | None = None
+        clients: list[tuple[str, Proc]] = []
+        client_exit: dict[int, int | None] = {}
+        shost = self.hosts[sample.server_host]
+        deadman = sample.client_timeout_s + READY_TIMEOUT_S + STOP_TIMEOUT_S + 60
+        try:
+            kind = sample.server_kind
+            upstream: tuple[str, int] | None = None
+            if sample.backend is not None and sample.backend_host is not None:
+                # A proxy sample: the backend first, then the proxy pointed at it.
+                bhost = self.hosts[sample.backend_host]
+                backend = bhost.start(sample.backend_argv(self._program(sample.backend_host,
+                                                                        SERVERS[sample.backend].program)),
+                                      deadman_s=deadman)
+                bready = backend.wait_json_event("ready", READY_TIMEOUT_S)
+                baddr = str(bready.get("addr") or "127.0.0.1") if sample.backend_host == sample.server_host \
+                    else bhost.address
+                upstream = (baddr, int(bready["port"]))
+            if kind.peer:
+                assert upstream is not None
+                server = peers.start(kind.name, shost, listen_host=sample.listen.rsplit(":", 1)[0],
+                                     upstream_host=upstream[0], upstream_port=upstream[1],
+                                     options=dict(sample.server_options), deadman_s=deadman,
+                                     ready_timeout=READY_TIMEOUT_S)
+            else:
+                server = shost.start(sample.server_argv(self._program(sample.server_host, kind.program, kind.built),
+                                                        peers.host_port(*upstream) if upstream else None),
+                                     deadman_s=deadman)
+            ready = server.wait_json_event("ready", READY_TIMEOUT_S)
+            port = ready.get("port")
+            if not isinstance(port, int) or not 0 < port < 65536:
+                raise ProcError(f"server ready line has no valid port: {ready}")
+            stat0 = parse_proc_stat(shost.read_text("/proc/stat"))
+            cpu0 = server.cpu_times()
+            t0 = time.monotonic()
+            starts = []
+            for i, hname in enumerate(sample.client_hosts):
+                addr = str(ready.get("addr") or "127.0.0.1") if hname == sample.server_host else shost.address
+                connect = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+                argv = sample.client_argv(self._program(hname, CLIENT_PROGRAM), connect)
+                starts.append((self.hosts[hname], argv, {"deadman_s": sample.client_timeout_s + 30}))
+            # Client hosts start together (SSH hosts within milliseconds: gated, then released).
+            clients = list(zip(sample.client_hosts, start_together(starts)))
+            deadline = time.monotonic() + sample.client_timeout_s
+            for i, (hname, proc) in enumerate(clients):
+                code = proc.wait(max(0.0, deadline - time.monotonic()))
+                if code is None:
+                    proc.kill()
+                client_exit[i] = code
+            t1 = time.monotonic()
+            cpu1 = server.cpu_times()
+            stat1 = parse_proc_stat(shost.read_text("/proc/stat"))
+            row.set(host_interval_s=t1 - t0,
+                    server_cpu_user_s=max(0.0, cpu1[0] - cpu0[0]),
+                    server_cpu_sys_s=max(0.0, cpu1[1] - cpu0[1]))
+            row.update(host_cpu_delta(stat0, stat1, self.clk_tck.get(sample.server_host, 100)))
+            code = server.poll()
+            if code is not None:
+                errors.append(f"server {_describe_exit(code)} during the sample" + _stderr_tail(server))
+            else:
+                server.signal(signal.SIGTERM)
+                code = server.wait(STOP_TIMEOUT_S)
+                if code is None:
+                    errors.append(f"server did not exit within {STOP_TIMEOUT_S:g} s of SIGTERM; killed")
+                    server.kill()
+                elif code != 0:
+                    errors.append(f"server {_describe_exit(code)} after SIGTERM" + _stderr_tail(server))
+            row.set(server_exit=server.poll())
+            if backend is not None:
+                errors += _stop_backend(backend)
+        except KeyboardInterrupt as e:
+            interrupted = True
+            sig = str(e) if isinstance(e, Interrupt) else "SIGINT"
+            errors.insert(0, f"interrupted ({sig or 'SIGINT'})")
+        except (ProcError, HostError, OSError, ValueError) as e:
+            errors.append(str(e))
+        finally:
+            with deferred_interrupts():
+                for _, proc in clients:
+                    if proc.poll() is None:
+                        proc.kill()
+                if server is not None and server.poll() is None:
+                    server.kill()
+                if backend is not None and backend.poll() is None:
+                    backend.kill()
+        # Collect what the programs printed, whatever happened above.
+        raw: dict[str, str] = {}
+        if server is not None:
+            out = server.stdout()
+            events = server_events(out)
+            row.update(server_metrics(events))
+            if server.poll() is not None and row.values.get("server_exit") is None:
+                row.set(server_exit=server.poll())
+            raw["server.jsonl"] = out
+            if server.stderr().strip():
+                raw["server.stderr.txt"] = server.stderr()
+            if not interrupted and not errors and "summary" not in events:
+                errors.append("server printed no summary line")
+        if backend is not None:
+            raw["backend.jsonl"] = backend.stdout()
+            if backend.stderr().strip():
+                raw["backend.stderr.txt"] = backend.stderr()
+        parsed = []
+        for i, (hname, proc) in enumerate(clients):
+            out, err = proc.stdout(), proc.stderr()
+            obj = parse_client_output(out)
+            parsed.append(obj)
+            suffix = "" if len(clients) == 1 else f"-{i}-{hname}"
+            raw[f"client{suffix}.json"] = out
+            if err.strip():
+                raw[f"client{suffix}.stderr.txt"] = err
+            if not interrupted:
+                why = client_failure(obj, client_exit.get(i, proc.poll()), err)
+                if why:
+                    errors.append(f"client on {hname}: {why}")
+        if clients:
+            row.update(client_metrics(parsed))
+        status = INTERRUPTED if interrupted else (FAILED if errors else OK)
+        row.set(status=status, error="; ".join(errors), duration_s=time.monotonic() - t_start)
+        return row.as_dict(), raw, interrupted
+
+
+def _stop_backend(backend: Proc) -> list[str]:
+    """Stop a proxy sample's backend after the proxy; why it failed, if it did."""
+    code = backend.poll()
+    if code is not None:
+        return [f"backend {_describe_exit(code)} during the sample" + _stderr_tail(backend)]
+    backend.signal(signal.SIGTERM)
+    code = backend.wait(STOP_TIMEOUT_S)
+    if code is None:
+        backend.kill()
+        return [f"backend did not exit within {STOP_TIMEOUT_S:g} s of SIGTERM; killed"]
+    return [f"backend {_describe_exit(code)} after SIGTERM" + _stderr_tail(backend)] if code != 0 else []
+
+
+def _ends_round(plan: Plan, i: int) -> bool:
+    """Whether sample i is the last of its round (the next one starts another round or cell)."""
+    s = plan.samples[i]
+    nxt = plan.samples[i + 1] if i + 1 < len(plan.samples) else None
+    return nxt is None or (nxt.cell.index, nxt.round) != (s.cell.index, s.round)
+
+
+def _cell_has_enough(scenario, rows: list[dict[str, Any]], sample: Sample) -> bool:
+    """Adaptive repetitions: whether every (host, server) of the sample's cell has enough measured
+    samples (stats.enough_for_all on goodput; failed samples count as attempts)."""
+    from splicebench.analysis.stats import RepetitionPolicy, enough_for_all
+
+    policy = RepetitionPolicy(scenario.min_measured or 1, scenario.measured, scenario.target_ci_width)
+    groups: dict[tuple[str, str], tuple[list[Any], int]] = {}
+    for r in rows:
+        if r["cell"] != sample.cell.index or r["phase"] != MEASURED:
+            continue
+        vals, n = groups.get((r["server_host"], r["server"]), ([], 0))
+        if r["status"] == OK:
+            vals = vals + [r.get("goodput_bytes_per_s")]
+        groups[(r["server_host"], r["server"])] = (vals, n + 1)
+    return bool(groups) and enough_for_all(groups, policy)[0]
+
+
+def _stderr_tail(proc: Proc) -> str:
+    lines = [ln for ln in proc.stderr().strip().splitlines() if ln.strip()]
+    return f" (stderr: {lines[-1].strip()})" if lines else ""
