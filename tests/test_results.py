@@ -30,7 +30,19 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_text(p, "two")
     assert p.read_text() == "two"
     assert os.listdir(p.parent) == ["f.txt"]
-    assert p.stat().st_mode & 0o777 == 0o666 & ~files._UMASK
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask
+    atomic_write_text(p, "three", 0o600)
+    assert p.stat().st_mode & 0o777 == 0o600 and p.read_text() == "three"
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    p = tmp_path / "f.txt"
+    atomic_write_text(p, "old")
+    with pytest.raises(TypeError):
+        files.atomic_write_bytes(p, "not bytes")  # type: ignore[arg-type]
+    assert p.read_text() == "old" and os.listdir(tmp_path) == ["f.txt"]
 
 
 def test_run_dir_is_renamed_when_finished_and_never_overwritten(tmp_path):
