@@ -20,6 +20,7 @@ from splicebench import scenario
 from splicebench.lab import arm64
 from splicebench.util.procs import pid_alive
 from splicebench.hosts import facts
+from splicebench.lab import lifecycle
 from splicebench.lab import netns as lab
 from splicebench.scenario import plan
 from splicebench.errors import ScenarioError
@@ -388,7 +389,7 @@ def guest(image):
     try:
         yield cfg, arm64.up(cfg.state, root=CACHE, log=print)
     finally:
-        lab.down(cfg)
+        lifecycle.down(cfg)
     assert _processes_mentioning(str(cfg.state)) == [] and not cfg.state.exists()
 
 
@@ -511,7 +512,7 @@ def test_ssh_not_answering_in_time_fails_clearly_and_leaves_nothing(image):
         assert "last console lines" in str(e.value)
         _no_guest_left(cfg.state)
     finally:
-        lab.down(cfg)
+        lifecycle.down(cfg)
 
 
 @pytest.mark.arm64
@@ -544,7 +545,7 @@ def test_qemu_exiting_during_boot_fails_clearly_and_leaves_nothing(image):
     finally:
         stop.set()
         t.join(5)
-        lab.down(cfg)
+        lifecycle.down(cfg)
 
 
 @pytest.mark.arm64
@@ -558,7 +559,7 @@ def test_qemu_refusing_to_start_names_its_error(image):
         assert e.value.step == "boot" and "QEMU exited with code 1 at start" in str(e.value)
         _no_guest_left(cfg.state)
     finally:
-        lab.down(cfg)
+        lifecycle.down(cfg)
 
 
 @pytest.mark.arm64

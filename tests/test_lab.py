@@ -26,8 +26,8 @@ def make_config() -> lab.LabConfig:
 
 def leftovers(cfg: lab.LabConfig) -> list[str]:
     """Everything of cfg's lab that still exists on this machine."""
-    found = [f"netns {n}" for n in lab._netns_list() if n.startswith(cfg.prefix + "-")]
-    found += [f"link {n}" for n in lab._links() if n.startswith(cfg.prefix + "-")]
+    found = [f"netns {n}" for n in lab.netns_list() if n.startswith(cfg.prefix + "-")]
+    found += [f"link {n}" for n in lab.link_names() if n.startswith(cfg.prefix + "-")]
     if cfg.state.exists():
         found.append(f"dir {cfg.state}")
     return found
@@ -75,7 +75,7 @@ def test_down_removes_namespaces_links_processes_and_files(cfg):
     inv = load_inventory(lb.inventory)
     h = SSHHost(inv.get("lab2"), inv)
     h.start(["sleep", "300"])  # a program left running on purpose
-    h._drop()  # the orchestrator goes away without cleaning up
+    h.connect().close()  # the orchestrator goes away without cleaning up
     pids = [p for x in lb.hosts for p in lab.namespace_pids(x.namespace)]
     assert len(pids) >= 3
     removed = lab.down(cfg)
@@ -122,7 +122,7 @@ def test_bad_size_is_refused(cfg):
 
 def test_needs_root_message():
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        "python3", "-c", "from splicebench import lab; lab.up(1)"],
+                        "python3", "-c", "from splicebench.lab import netns; netns.up(1)"],
                        capture_output=True, text=True, cwd="/",
-                       env={**os.environ, "PYTHONPATH": str(Path(lab.__file__).parents[3])})
+                       env={**os.environ, "PYTHONPATH": str(Path(lab.__file__).parents[2])})
     assert "the lab needs root" in r.stderr

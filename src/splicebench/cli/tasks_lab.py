@@ -9,6 +9,7 @@ import sys
 
 from invoke import Collection, Exit, task
 
+from splicebench.lab import lifecycle
 from splicebench.lab import netns as labmod
 from splicebench.errors import UserError
 from splicebench.util.procs import pid_alive
@@ -26,7 +27,7 @@ def _cfg(prefix: str, subnet: str) -> labmod.LabConfig:
 def up(c, hosts=2, subnet=labmod.LabConfig.subnet, prefix=labmod.LabConfig.prefix):
     """Create a lab of SSH hosts in network namespaces; print its inventory file (needs root)."""
     try:
-        lb = labmod.up(int(hosts), _cfg(prefix, subnet))
+        lb = lifecycle.up(int(hosts), _cfg(prefix, subnet))
     except UserError as e:
         raise Exit(str(e)) from None
     print(f"{'host':<8} {'address':<15} {'namespace':<12} sshd pid")
@@ -40,7 +41,7 @@ def up(c, hosts=2, subnet=labmod.LabConfig.subnet, prefix=labmod.LabConfig.prefi
 def down(c, prefix=labmod.LabConfig.prefix):
     """Remove the lab: every process in its namespaces, the namespaces, links and its files."""
     try:
-        removed = labmod.down(labmod.LabConfig(prefix=prefix))
+        removed = lifecycle.down(labmod.LabConfig(prefix=prefix))
     except UserError as e:
         raise Exit(str(e)) from None
     print("\n".join(f"removed {r}" for r in removed) if removed else "no lab to remove")

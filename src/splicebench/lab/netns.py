@@ -13,6 +13,10 @@ The state directory (default /tmp/<prefix>) holds inventory.yaml, known_hosts, t
 per-host sshd files; `down` removes namespaces, links, every process inside the namespaces and the
 state directory, and works from the names alone, so it also cleans up after a crash. All traffic stays
 on addresses this module created. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN for mounts).
+
+The state directory may hold other tenants (the arm64 guest of `invoke lab.arm64`): `up` and `down`
+take their stop functions as `tenants` and call them before removing it; lifecycle.py passes them,
+so this module knows nothing of them.
 """
 
 from __future__ import annotations
@@ -22,14 +26,14 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable
 
 from splicebench.errors import UserError
+from splicebench.lab import inventory_files
+from splicebench.lab.processes import terminate, wait_for_sshd
 from splicebench.util.procs import pid_alive
 from splicebench.util.sshkeys import keygen
 
@@ -122,11 +126,11 @@ class LabConfig:
 
     @property
     def inventory(self) -> Path:
-        return self.state / "inventory.yaml"
+        return inventory_files.inventory_path(self.state)
 
     @property
     def known_hosts(self) -> Path:
-        return self.state / "known_hosts"
+        return inventory_files.known_hosts_path(self.state)
 
 
 @dataclass
@@ -159,8 +163,14 @@ def host_name(i: int) -> str:
     return f"lab{i}"
 
 
-def up(n: int = 2, config: LabConfig | None = None) -> Lab:
-    """Create (or reuse, if already running with n hosts) a lab of n SSH hosts; return it."""
+#: A tenant of the state directory: stops itself, given the state directory; returns what it did.
+Tenant = Callable[[Path], list[str]]
+
+
+def up(n: int = 2, config: LabConfig | None = None, *, tenants: Iterable[Tenant] = ()) -> Lab:
+    """Create (or reuse, if already running with n hosts) a lab of n SSH hosts; return it.
+
+    A lab that is not reused is removed first, its tenants stopped (see `down`)."""
     cfg = config or LabConfig()
     if not 1 <= n <= MAX_HOSTS:
         raise LabError(f"lab size {n}: use 1 to {MAX_HOSTS} hosts")
@@ -168,7 +178,7 @@ def up(n: int = 2, config: LabConfig | None = None) -> Lab:
     existing = status(cfg)
     if existing is not None and len(existing.hosts) == n and _healthy(existing):
         return existing
-    down(cfg)
+    down(cfg, tenants=tenants)
     _check_subnet_free(cfg)
     try:
         return _build(n, cfg)
@@ -177,18 +187,18 @@ def up(n: int = 2, config: LabConfig | None = None) -> Lab:
         raise
 
 
-def down(config: LabConfig | None = None) -> list[str]:
-    """Remove everything of the lab named by config's prefix; idempotent. Returns what was removed."""
-    cfg = config or LabConfig()
-    from splicebench.lab import arm64  # its QEMU guest (`invoke lab.arm64`) lives in the state directory too
+def down(config: LabConfig | None = None, *, tenants: Iterable[Tenant] = ()) -> list[str]:
+    """Remove everything of the lab named by config's prefix; idempotent. Returns what was removed.
 
-    removed: list[str] = arm64.power_off(cfg.state)
+    tenants: stop functions of what else lives in the state directory, called first (in order)."""
+    cfg = config or LabConfig()
+    removed: list[str] = [done for stop in tenants for done in stop(cfg.state)]
     pat = re.compile(rf"^{re.escape(cfg.prefix)}-\d+$")
-    for ns in _netns_list():
+    for ns in netns_list():
         if pat.match(ns):
             _kill_namespace(ns)
             removed.append(f"netns {ns}")
-    links = _links()
+    links = link_names()
     for link in links:
         if re.match(rf"^{re.escape(cfg.prefix)}-\d+v$", link):
             _ip("link", "del", link, check=False)
@@ -258,8 +268,8 @@ def _build(n: int, cfg: LabConfig) -> Lab:
         keygen(hd / "ssh_host_ed25519_key", f"{host_name(i)}-hostkey")
         (hd / "sshd_config").write_text(_SSHD_CONFIG.format(addr=cfg.addr(i)))
         (hd / "authorized_keys").write_text(pub)
-        hostpub = (hd / "ssh_host_ed25519_key.pub").read_text().split()
-        known.append(f"{cfg.addr(i)} {hostpub[0]} {hostpub[1]}\n")
+        known.append(inventory_files.known_hosts_line(
+            cfg.addr(i), (hd / "ssh_host_ed25519_key.pub").read_text()))
         log = open(hd / "sshd.log", "wb")
         p = subprocess.Popen(
             ["ip", "netns", "exec", cfg.ns(i), "unshare", "--uts", "sh", "-c", _SSHD_SCRIPT,
@@ -272,8 +282,7 @@ def _build(n: int, cfg: LabConfig) -> Lab:
     for h, p in zip(hosts, procs):
         _wait_sshd(h, p, st / "hosts" / str(h.index) / "sshd.log")
 
-    (st / "known_hosts").write_text("".join(known))
-    (st / "inventory.yaml").write_text(_inventory_text(hosts))
+    inventory_files.write_namespaces_files(st, [(h.name, h.address) for h in hosts], known)
     lab = Lab(config=cfg, hosts=hosts)
     (st / "lab.json").write_text(json.dumps(
         {"prefix": cfg.prefix, "subnet": cfg.subnet,
@@ -281,47 +290,20 @@ def _build(n: int, cfg: LabConfig) -> Lab:
     return lab
 
 
-def _inventory_text(hosts: list[LabHost]) -> str:
-    rows = "".join(f"  {h.name}: {{host: {h.address}, labels: [lab]}}\n" for h in hosts)
-    return (
-        "# splicebench lab inventory: written by `invoke lab.up`, removed by `invoke lab.down`.\n"
-        "version: 1\n"
-        "known_hosts: known_hosts\n"
-        "ssh_config: null\n"
-        "defaults:\n"
-        "  user: root\n"
-        "  key: id_ed25519\n"
-        "  sudo: root\n"
-        "  workdir: /tmp/splicebench\n"
-        "  connect_timeout: 5\n"
-        "  command_timeout: 300\n"
-        "  io_timeout: 10\n"
-        "  keepalive: 2\n"
-        "hosts:\n" + rows)
-
-
 def _wait_sshd(h: LabHost, p: subprocess.Popen, log: Path, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if p.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-            raise LabError(f"sshd of lab host {h.name} exited with code {p.returncode}:\n"
-                           + "\n".join(tail))
-        try:
-            with socket.create_connection((h.address, 22), timeout=1) as s:
-                s.settimeout(2)
-                if s.recv(64).startswith(b"SSH-"):
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise LabError(f"sshd of lab host {h.name} ({h.address}) did not answer in {timeout} s"
-                           f"; see {log}")
-        time.sleep(0.05)
+    got = wait_for_sshd(h.address, 22, timeout=timeout, alive=lambda: p.poll() is None,
+                        interval=0.05, connect_timeout=1, read_timeout=2)
+    if got == "exited":
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise LabError(f"sshd of lab host {h.name} exited with code {p.returncode}:\n"
+                       + "\n".join(tail))
+    if got == "timeout":
+        raise LabError(f"sshd of lab host {h.name} ({h.address}) did not answer in {timeout} s"
+                       f"; see {log}")
 
 
 def _healthy(lab: Lab) -> bool:
-    names = set(_netns_list())
+    names = set(netns_list())
     for h in lab.hosts:
         if h.namespace not in names or not pid_alive(h.sshd_pid):
             return False
@@ -384,21 +366,7 @@ def _require_root_tools() -> None:
 
 def _kill_namespace(ns: str) -> None:
     """Kill every process in namespace ns (TERM, then KILL), wait until gone, delete ns."""
-    pids = namespace_pids(ns)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + (1.0 if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < deadline:
-            pids = [p for p in namespace_pids(ns) if pid_alive(p)]
-            if not pids:
-                break
-            time.sleep(0.05)
-        if not pids:
-            break
+    terminate(lambda: namespace_pids(ns), term_wait=1.0, kill_wait=5.0)
     _ip("netns", "del", ns, check=False)
 
 
@@ -419,11 +387,13 @@ def _ip_batch(cmds: list[str], ns: str | None = None) -> None:
         raise LabError(f"setting up lab links failed: {r.stderr.strip()}")
 
 
-def _netns_list() -> list[str]:
+def netns_list() -> list[str]:
+    """Names of this machine's network namespaces (`ip netns list`)."""
     return [line.split()[0] for line in _ip("netns", "list", check=False).splitlines()
             if line.strip()]
 
 
-def _links() -> list[str]:
+def link_names() -> list[str]:
+    """Names of the root namespace's network interfaces."""
     out = _ip("-o", "link", "show", check=False)
     return [m.group(1) for m in re.finditer(r"^\d+:\s+([^:@\s]+)", out, re.M)]
