@@ -2,9 +2,11 @@
 #   make                 -> build/sb-*
 #   make BUILD=/some/dir -> /some/dir/sb-*   (the orchestrator builds into a content-hashed directory)
 # Naming: servers/echo_naive.c -> sb-echo-naive; bpf/echo_sockmap.c (loader) + bpf/echo_sockmap.bpf.c
-# (kernel side, embedded into the loader as a bpftool skeleton) -> sb-echo-sockmap. A bpf/X.c is a
-# loader exactly when bpf/X.bpf.c exists; every other bpf/*.c (e.g. bpf/sockmap_common.c) is compiled
-# to $(BUILD)/bpf-X.o and linked into every loader.
+# (kernel side, embedded into the loader as a bpftool skeleton) -> sb-echo-sockmap. Every servers/*.c
+# is a program except the shared ones in SERVER_LIBS, each compiled once to $(BUILD)/X.o:
+# servers/net.c is linked into every program, servers/proxy.c into every proxy (servers/proxy_*.c,
+# bpf/proxy_*.c). A bpf/X.c is a loader exactly when bpf/X.bpf.c exists; every other bpf/*.c (e.g.
+# bpf/sockmap_common.c) is compiled to $(BUILD)/bpf-X.o and linked into every loader.
 
 BUILD ?= build
 CC ?= gcc
@@ -15,12 +17,16 @@ WARN := -Wall -Wextra -Werror
 TRIPLE := $(shell $(CC) -dumpmachine)
 
 HEADERS := $(wildcard servers/*.h)
-SERVER_SRCS := $(filter-out servers/net.c,$(wildcard servers/*.c))
+SERVER_LIBS := servers/net.c servers/proxy.c
+SERVER_SRCS := $(filter-out $(SERVER_LIBS),$(wildcard servers/*.c))
+SERVER_LIB_OBJS := $(patsubst servers/%.c,$(BUILD)/%.o,$(SERVER_LIBS))
 BPF_HEADERS := $(wildcard bpf/*.h)
 BPF_LOADERS := $(patsubst %.bpf.c,%.c,$(wildcard bpf/*.bpf.c))
 BPF_LIB_SRCS := $(filter-out %.bpf.c $(BPF_LOADERS),$(wildcard bpf/*.c))
 BPF_LIB_OBJS := $(patsubst bpf/%.c,$(BUILD)/bpf-%.o,$(BPF_LIB_SRCS))
 name = $(BUILD)/sb-$(subst _,-,$(basename $(notdir $(1))))
+# The shared objects program source $(1) links: net.o, and proxy.o for a proxy.
+libs = $(strip $(BUILD)/net.o $(if $(filter proxy_%,$(notdir $(1))),$(BUILD)/proxy.o))
 SERVER_BINS := $(foreach s,$(SERVER_SRCS),$(call name,$(s)))
 BPF_BINS := $(foreach s,$(BPF_LOADERS),$(call name,$(s)))
 
@@ -29,12 +35,12 @@ all: $(SERVER_BINS) $(BPF_BINS)
 $(BUILD):
 	mkdir -p $@
 
-$(BUILD)/net.o: servers/net.c $(HEADERS) | $(BUILD)
+$(SERVER_LIB_OBJS): $(BUILD)/%.o: servers/%.c $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) $(WARN) -c $< -o $@
 
 define server_rule
-$(call name,$(1)): $(1) $(BUILD)/net.o $(HEADERS) | $(BUILD)
-	$$(CC) $$(CFLAGS) $$(WARN) -Iservers $$< $$(BUILD)/net.o -o $$@ -lm
+$(call name,$(1)): $(1) $(call libs,$(1)) $(HEADERS) | $(BUILD)
+	$$(CC) $$(CFLAGS) $$(WARN) -Iservers $$< $(call libs,$(1)) -o $$@ -lm
 endef
 $(foreach s,$(SERVER_SRCS),$(eval $(call server_rule,$(s))))
 
@@ -48,8 +54,8 @@ $(BUILD)/bpf-%.o: bpf/%.c $(HEADERS) $(BPF_HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) $(WARN) -Iservers -Ibpf -c $< -o $@
 
 define bpf_rule
-$(call name,$(1)): $(1) $(BUILD)/$(basename $(notdir $(1))).skel.h $(BUILD)/net.o $(BPF_LIB_OBJS) $(HEADERS) $(BPF_HEADERS) | $(BUILD)
-	$$(CC) $$(CFLAGS) $$(WARN) -Iservers -Ibpf -I$$(BUILD) $$< $$(BPF_LIB_OBJS) $$(BUILD)/net.o -o $$@ -lbpf -lelf -lz
+$(call name,$(1)): $(1) $(BUILD)/$(basename $(notdir $(1))).skel.h $(call libs,$(1)) $(BPF_LIB_OBJS) $(HEADERS) $(BPF_HEADERS) | $(BUILD)
+	$$(CC) $$(CFLAGS) $$(WARN) -Iservers -Ibpf -I$$(BUILD) $$< $$(BPF_LIB_OBJS) $(call libs,$(1)) -o $$@ -lbpf -lelf -lz
 endef
 $(foreach s,$(BPF_LOADERS),$(eval $(call bpf_rule,$(s))))
 

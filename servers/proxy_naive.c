@@ -12,152 +12,73 @@
  * waits in its socket. A FIN is forwarded (shutdown SHUT_WR) once everything read before it was
  * written; the connection closes when both directions ended. When one leg fails (upstream refuses,
  * a reset, EPIPE) the other is closed with a reset so that its peer cannot mistake the failure for
- * a clean end. */
+ * a clean end. All of that but the copy itself is proxy_run's (servers/proxy.c). */
 #define _GNU_SOURCE
 #include "net.h"
 #include "proxy.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
-#include <unistd.h>
 
-#define CLIENT 0
-#define UPSTREAM 1
 /* Buffers copied per direction before the loop turns to other connections. */
 #define ROUNDS 16
 
-struct conn;
-
-/* One socket of a proxied connection; its address is the epoll tag. */
-struct leg {
-	struct conn *c;
-	int fd;
-	uint32_t events; /* current epoll interest; 0 = not registered */
-};
-
 struct conn {
-	struct leg leg[2];	   /* CLIENT, UPSTREAM */
+	struct proxy_conn pc;	   /* first: proxy_run's part */
 	struct proxy_flow flow[2]; /* flow[s]: from leg s to leg !s */
-	bool connecting;	   /* upstream connect in progress */
-	bool dead;		   /* closed; freed after the current batch of events */
-	struct conn *next_dead;
 };
 
-static struct net_stats st;
-static struct proxy_upstream up;
-static struct net_server srv;
-static struct net_opts opts = {.listen = "127.0.0.1:0"};
+static struct proxy px = {.server = "proxy-naive", .opts = {.listen = "127.0.0.1:0"}};
 static size_t bufsize = 131072;
-static struct conn *dead_list;
-
-/* Set a leg's epoll interest: registered while there is something to wait for, removed when not. */
-static void set_events(struct leg *l, uint32_t ev)
-{
-	net_epoll_set(srv.ep, l->fd, l, &l->events, ev);
-}
-
-/* End a connection: close both legs (abortive ones with a reset), free it after this batch. */
-static void conn_end(struct conn *c, bool abort_client, bool abort_upstream, bool failed)
-{
-	for (int s = 0; s < 2; s++) {
-		if ((s == CLIENT && abort_client) || (s == UPSTREAM && abort_upstream))
-			proxy_abort(c->leg[s].fd);
-		else
-			close(c->leg[s].fd);
-	}
-	c->dead = true;
-	c->next_dead = dead_list;
-	dead_list = c;
-	st.active--;
-	if (failed)
-		st.errors++;
-	net_accept_resume(&srv); /* descriptors are free again */
-}
-
-/* Leg s failed: close it, reset the other leg so that its peer sees the failure. */
-static void conn_fail(struct conn *c, int s) { conn_end(c, s != CLIENT, s != UPSTREAM, true); }
 
 /* Copy from leg s to leg !s until one of them would block, EOF is forwarded, or ROUNDS buffers
- * went through. Returns false if the connection failed (it is then ended). */
-static bool pump(struct conn *c, int s)
+ * went through. */
+static enum proxy_copy_result pump(struct proxy_conn *pc, int s)
 {
-	enum proxy_copy_result r =
-	    proxy_copy(&c->flow[s], c->leg[s].fd, c->leg[!s].fd, bufsize, ROUNDS,
-		       s == CLIENT ? &st.bytes_in : NULL, s == UPSTREAM ? &st.bytes_out : NULL);
-	if (r == PROXY_COPY_OK)
-		return true;
-	conn_fail(c, r == PROXY_COPY_IN_FAILED ? s : !s);
-	return false;
+	struct conn *c = (struct conn *)pc;
+	return proxy_copy(&c->flow[s], pc->leg[s].fd, pc->leg[!s].fd, bufsize, ROUNDS,
+			  s == PROXY_CLIENT ? &px.st.bytes_in : NULL,
+			  s == PROXY_UPSTREAM ? &px.st.bytes_out : NULL);
 }
 
-/* Recompute both legs' interest after pumping: EPOLLIN while a leg's outgoing buffer is empty and
- * it has not sent FIN, EPOLLOUT while bytes for it wait. */
-static void update_events(struct conn *c)
+/* EPOLLIN while leg s's outgoing buffer is empty and it has not sent FIN, EPOLLOUT while bytes for
+ * it wait. */
+static uint32_t interest(const struct proxy_conn *pc, int s)
 {
-	for (int s = 0; s < 2; s++) {
-		uint32_t ev = 0;
-		if (!c->flow[s].eof && c->flow[s].off == c->flow[s].len)
-			ev |= EPOLLIN;
-		if (c->flow[!s].off < c->flow[!s].len)
-			ev |= EPOLLOUT;
-		set_events(&c->leg[s], ev);
-	}
+	const struct conn *c = (const struct conn *)pc;
+	uint32_t ev = 0;
+	if (!c->flow[s].eof && c->flow[s].off == c->flow[s].len)
+		ev |= EPOLLIN;
+	if (c->flow[!s].off < c->flow[!s].len)
+		ev |= EPOLLOUT;
+	return ev;
 }
 
-/* Handle the epoll events of one leg. */
-static void on_leg(void *tag, uint32_t ev)
+/* Whether leg s's FIN was forwarded. */
+static bool shut(const struct proxy_conn *pc, int s)
 {
-	struct leg *l = tag;
-	struct conn *c = l->c;
-	if (c->dead)
-		return; /* ended earlier in this batch */
-	if (c->connecting) {
-		int done = proxy_connected(&up, l->fd, ev, EPOLLERR | EPOLLHUP);
-		if (done < 0)
-			conn_fail(c, UPSTREAM);
-		if (done <= 0)
-			return;
-		c->connecting = false;
-	}
-	if (!pump(c, CLIENT) || !pump(c, UPSTREAM))
-		return;
-	if (c->flow[CLIENT].shut && c->flow[UPSTREAM].shut)
-		conn_end(c, false, false, false); /* both FINs forwarded */
-	else
-		update_events(c);
+	return ((const struct conn *)pc)->flow[s].shut;
 }
 
-/* --sndbuf/--rcvbuf on a leg. */
-static void set_bufs(int fd) { net_set_bufs(fd, opts.sndbuf, opts.rcvbuf); }
-
-/* Accept every pending connection and start its upstream connect. */
-static void on_listen(void)
+/* The connection ended: free its buffers. */
+static void conn_close(struct proxy_conn *pc)
 {
-	int fd, ufd;
-	bool done;
-	while ((fd = proxy_accept(&srv, &up, &st, set_bufs, &ufd, &done)) >= 0) {
-		struct conn *c = calloc(1, sizeof(*c));
-		if (!c)
-			net_die("out of memory");
-		for (int s = 0; s < 2; s++)
-			c->leg[s].c = c;
-		c->leg[CLIENT].fd = fd;
-		c->leg[UPSTREAM].fd = ufd;
-		st.active++;
-		if (done) {
-			update_events(c);
-		} else {
-			c->connecting = true;
-			set_events(&c->leg[UPSTREAM], EPOLLOUT);
-		}
-	}
+	struct conn *c = (struct conn *)pc;
+	free(c->flow[0].buf);
+	free(c->flow[1].buf);
 }
+
+static const struct proxy_ops ops = {
+    .conn_size = sizeof(struct conn),
+    .pump = pump,
+    .interest = interest,
+    .shut = shut,
+    .close = conn_close,
+};
 
 static void usage(FILE *f)
 {
@@ -185,18 +106,6 @@ static void own_opt(int val, const char *arg)
 		bufsize = net_parse_u64("--buf", arg, 1u << 30);
 }
 
-/* Free the connections that ended in this batch of events. */
-static void free_dead(void)
-{
-	while (dead_list) {
-		struct conn *c = dead_list;
-		dead_list = c->next_dead;
-		free(c->flow[0].buf);
-		free(c->flow[1].buf);
-		free(c);
-	}
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option own[] = {
@@ -205,13 +114,13 @@ int main(int argc, char **argv)
 	    {0, 0, 0, 0},
 	};
 	net_prog = "sb-proxy-naive";
-	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &opts);
-	proxy_require_upstream(upstream, &up);
+	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &px.opts);
+	proxy_require_upstream(upstream, &px.up);
 	if (bufsize == 0)
 		net_usage_error("--buf must be at least 1");
 
-	net_server_open(&srv, opts.listen, "proxy-naive");
-	net_server_run(&srv, on_listen, on_leg, free_dead);
-	proxy_print_summary("proxy-naive", &st, &up, "");
+	px.ops = &ops;
+	proxy_run(&px);
+	proxy_print_summary(px.server, &px.st, &px.up, "");
 	return 0;
 }

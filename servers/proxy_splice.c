@@ -12,7 +12,7 @@
  * early waits in its socket. A FIN is forwarded (shutdown SHUT_WR) once the pipe is empty; the
  * connection closes when both directions ended. When one leg fails (upstream refuses, a reset,
  * EPIPE) the other is closed with a reset so that its peer cannot mistake the failure for a clean
- * end. */
+ * end. All of that but the splicing itself is proxy_run's (servers/proxy.c). */
 #define _GNU_SOURCE
 #include "net.h"
 #include "proxy.h"
@@ -23,26 +23,14 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#define CLIENT 0
-#define UPSTREAM 1
 /* Pipe fills per direction before the loop turns to other connections. */
 #define ROUNDS 16
 /* SPLICE_F_MOVE is only a hint (a no-op since Linux 2.6.21); kept as the classic idiom. */
 #define SPLICE_FLAGS (SPLICE_F_NONBLOCK | SPLICE_F_MOVE)
-
-struct conn;
-
-/* One socket of a proxied connection; its address is the epoll tag. */
-struct leg {
-	struct conn *c;
-	int fd;
-	uint32_t events; /* current epoll interest; 0 = not registered */
-};
 
 /* One direction: bytes spliced from one leg into the pipe and not yet out to the other. */
 struct flow {
@@ -55,57 +43,49 @@ struct flow {
 };
 
 struct conn {
-	struct leg leg[2];   /* CLIENT, UPSTREAM */
-	struct flow flow[2]; /* flow[s]: from leg s to leg !s */
-	bool connecting;     /* upstream connect in progress */
-	bool dead;	     /* closed; freed after the current batch of events */
-	struct conn *next_dead;
+	struct proxy_conn pc; /* first: proxy_run's part */
+	struct flow flow[2];  /* flow[s]: from leg s to leg !s */
 };
 
-static struct net_stats st;
-static struct proxy_upstream up;
-static struct net_server srv;
-static struct net_opts opts = {.listen = "127.0.0.1:0"};
+static struct proxy px = {.server = "proxy-splice", .opts = {.listen = "127.0.0.1:0"}};
 static size_t pipe_size = 1048576;
 static uint64_t pipes_default; /* pipes that kept the default size: F_SETPIPE_SZ refused */
-static struct conn *dead_list;
 
-/* Set a leg's epoll interest: registered while there is something to wait for, removed when not. */
-static void set_events(struct leg *l, uint32_t ev)
+/* Give a new connection its two pipes. Returns 0, or -1 with no pipe left open when one could not
+ * be made (the first time also said on stderr, like a failed accept). */
+static int conn_open(struct proxy_conn *pc)
 {
-	net_epoll_set(srv.ep, l->fd, l, &l->events, ev);
+	struct conn *c = (struct conn *)pc;
+	if ((c->flow[0].cap = net_pipe(c->flow[0].pipe, pipe_size, &pipes_default)) &&
+	    (c->flow[1].cap = net_pipe(c->flow[1].pipe, pipe_size, &pipes_default)))
+		return 0;
+	if (!px.srv.accept_warned)
+		net_warn("pipe2: %s", strerror(errno));
+	px.srv.accept_warned = true;
+	for (int s = 0; s < 2; s++)
+		if (c->flow[s].cap) {
+			close(c->flow[s].pipe[0]);
+			close(c->flow[s].pipe[1]);
+		}
+	return -1;
 }
 
-/* End a connection: close both legs (abortive ones with a reset), free it after this batch. */
-static void conn_end(struct conn *c, bool abort_client, bool abort_upstream, bool failed)
+/* The connection ended: close its pipes. */
+static void conn_close(struct proxy_conn *pc)
 {
+	struct conn *c = (struct conn *)pc;
 	for (int s = 0; s < 2; s++) {
-		if ((s == CLIENT && abort_client) || (s == UPSTREAM && abort_upstream))
-			proxy_abort(c->leg[s].fd);
-		else
-			close(c->leg[s].fd);
 		close(c->flow[s].pipe[0]);
 		close(c->flow[s].pipe[1]);
 	}
-	c->dead = true;
-	c->next_dead = dead_list;
-	dead_list = c;
-	st.active--;
-	if (failed)
-		st.errors++;
-	net_accept_resume(&srv); /* descriptors are free again */
 }
 
-/* Leg s failed: close it, reset the other leg so that its peer sees the failure. */
-static void conn_fail(struct conn *c, int s) { conn_end(c, s != CLIENT, s != UPSTREAM, true); }
-
 /* Move bytes from leg s through its pipe to leg !s until neither side makes progress, EOF is
- * forwarded, or ROUNDS pipe fills went through. Returns false if the connection failed (it is then
- * ended). */
-static bool pump(struct conn *c, int s)
+ * forwarded, or ROUNDS pipe fills went through. */
+static enum proxy_copy_result pump(struct proxy_conn *pc, int s)
 {
-	struct flow *f = &c->flow[s];
-	int in = c->leg[s].fd, out = c->leg[!s].fd;
+	struct flow *f = &((struct conn *)pc)->flow[s];
+	int in = pc->leg[s].fd, out = pc->leg[!s].fd;
 	for (int round = 0; round < ROUNDS; round++) {
 		bool progress = false;
 		if (!f->eof && !f->full && f->inpipe < f->cap) {
@@ -113,8 +93,8 @@ static bool pump(struct conn *c, int s)
 			    splice(in, NULL, f->pipe[1], NULL, f->cap - f->inpipe, SPLICE_FLAGS);
 			if (n > 0) {
 				f->inpipe += (size_t)n;
-				if (s == CLIENT)
-					st.bytes_in += (uint64_t)n;
+				if (s == PROXY_CLIENT)
+					px.st.bytes_in += (uint64_t)n;
 				progress = true;
 			} else if (n == 0) {
 				f->eof = true;
@@ -127,21 +107,19 @@ static bool pump(struct conn *c, int s)
 				if (f->inpipe > 0)
 					f->full = true;
 			} else if (errno != EINTR) {
-				conn_fail(c, s);
-				return false;
+				return PROXY_COPY_IN_FAILED;
 			}
 		}
 		if (f->inpipe > 0) {
 			ssize_t n = splice(f->pipe[0], NULL, out, NULL, f->inpipe, SPLICE_FLAGS);
 			if (n > 0) {
 				f->inpipe -= (size_t)n;
-				if (s == UPSTREAM)
-					st.bytes_out += (uint64_t)n;
+				if (s == PROXY_UPSTREAM)
+					px.st.bytes_out += (uint64_t)n;
 				f->full = false;
 				progress = true;
 			} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-				conn_fail(c, !s);
-				return false;
+				return PROXY_COPY_OUT_FAILED;
 			}
 		}
 		if (f->eof && f->inpipe == 0) {
@@ -150,93 +128,42 @@ static bool pump(struct conn *c, int s)
 				(void)shutdown(out, SHUT_WR);
 				f->shut = true;
 			}
-			return true;
+			return PROXY_COPY_OK;
 		}
 		if (!progress)
 			break;
 	}
-	return true;
+	return PROXY_COPY_OK;
 }
 
-/* Recompute both legs' interest after pumping: EPOLLIN while a leg's pipe has room and it has not
- * sent FIN, EPOLLOUT while bytes for it wait in the other pipe. */
-static void update_events(struct conn *c)
+/* EPOLLIN while leg s's pipe has room and it has not sent FIN, EPOLLOUT while bytes for it wait in
+ * the other pipe. */
+static uint32_t interest(const struct proxy_conn *pc, int s)
 {
-	for (int s = 0; s < 2; s++) {
-		uint32_t ev = 0;
-		const struct flow *f = &c->flow[s];
-		if (!f->eof && !f->full && f->inpipe < f->cap)
-			ev |= EPOLLIN;
-		if (c->flow[!s].inpipe > 0)
-			ev |= EPOLLOUT;
-		set_events(&c->leg[s], ev);
-	}
+	const struct conn *c = (const struct conn *)pc;
+	const struct flow *f = &c->flow[s];
+	uint32_t ev = 0;
+	if (!f->eof && !f->full && f->inpipe < f->cap)
+		ev |= EPOLLIN;
+	if (c->flow[!s].inpipe > 0)
+		ev |= EPOLLOUT;
+	return ev;
 }
 
-/* Handle the epoll events of one leg. */
-static void on_leg(void *tag, uint32_t ev)
+/* Whether leg s's FIN was forwarded. */
+static bool shut(const struct proxy_conn *pc, int s)
 {
-	struct leg *l = tag;
-	struct conn *c = l->c;
-	if (c->dead)
-		return; /* ended earlier in this batch */
-	if (c->connecting) {
-		int done = proxy_connected(&up, l->fd, ev, EPOLLERR | EPOLLHUP);
-		if (done < 0)
-			conn_fail(c, UPSTREAM);
-		if (done <= 0)
-			return;
-		c->connecting = false;
-	}
-	if (!pump(c, CLIENT) || !pump(c, UPSTREAM))
-		return;
-	if (c->flow[CLIENT].shut && c->flow[UPSTREAM].shut)
-		conn_end(c, false, false, false); /* both FINs forwarded */
-	else
-		update_events(c);
+	return ((const struct conn *)pc)->flow[s].shut;
 }
 
-/* --sndbuf/--rcvbuf on a leg. */
-static void set_bufs(int fd) { net_set_bufs(fd, opts.sndbuf, opts.rcvbuf); }
-
-/* Accept every pending connection, give it two pipes and start its upstream connect. */
-static void on_listen(void)
-{
-	int fd, ufd;
-	bool done;
-	while ((fd = proxy_accept(&srv, &up, &st, set_bufs, &ufd, &done)) >= 0) {
-		struct conn *c = calloc(1, sizeof(*c));
-		if (!c)
-			net_die("out of memory");
-		if (!(c->flow[0].cap = net_pipe(c->flow[0].pipe, pipe_size, &pipes_default)) ||
-		    !(c->flow[1].cap = net_pipe(c->flow[1].pipe, pipe_size, &pipes_default))) {
-			if (!srv.accept_warned)
-				net_warn("pipe2: %s", strerror(errno));
-			srv.accept_warned = true;
-			for (int s = 0; s < 2; s++)
-				if (c->flow[s].cap) {
-					close(c->flow[s].pipe[0]);
-					close(c->flow[s].pipe[1]);
-				}
-			free(c);
-			st.errors++;
-			proxy_abort(fd);
-			close(ufd);
-			continue;
-		}
-		for (int s = 0; s < 2; s++)
-			c->leg[s].c = c;
-		c->leg[CLIENT].fd = fd;
-		c->leg[UPSTREAM].fd = ufd;
-		st.active++;
-		if (done) {
-			update_events(c);
-		} else {
-			c->connecting = true;
-			set_events(&c->leg[UPSTREAM], EPOLLOUT);
-		}
-	}
-}
+static const struct proxy_ops ops = {
+    .conn_size = sizeof(struct conn),
+    .open = conn_open,
+    .pump = pump,
+    .interest = interest,
+    .shut = shut,
+    .close = conn_close,
+};
 
 static void usage(FILE *f)
 {
@@ -265,16 +192,6 @@ static void own_opt(int val, const char *arg)
 		pipe_size = net_parse_u64("--pipe-size", arg, 1u << 30);
 }
 
-/* Free the connections that ended in this batch of events. */
-static void free_dead(void)
-{
-	while (dead_list) {
-		struct conn *c = dead_list;
-		dead_list = c->next_dead;
-		free(c);
-	}
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option own[] = {
@@ -283,16 +200,16 @@ int main(int argc, char **argv)
 	    {0, 0, 0, 0},
 	};
 	net_prog = "sb-proxy-splice";
-	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &opts);
-	proxy_require_upstream(upstream, &up);
+	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &px.opts);
+	proxy_require_upstream(upstream, &px.up);
 	pipe_size = net_pipe_size(pipe_size);
 
-	net_server_open(&srv, opts.listen, "proxy-splice");
-	net_server_run(&srv, on_listen, on_leg, free_dead);
+	px.ops = &ops;
+	proxy_run(&px);
 	char extra[64];
 	snprintf(extra, sizeof(extra), ",\"pipes_default\":%llu",
 		 (unsigned long long)pipes_default);
 	net_pipe_report(pipes_default);
-	proxy_print_summary("proxy-splice", &st, &up, extra);
+	proxy_print_summary(px.server, &px.st, &px.up, extra);
 	return 0;
 }
