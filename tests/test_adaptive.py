@@ -10,7 +10,7 @@ import pytest
 from splicebench import scenario
 from splicebench.cli import commands
 from splicebench.analysis import compare
-from splicebench.report import compare_report
+from splicebench.report import run_sections
 from splicebench.results import rundir as results
 from splicebench.errors import ScenarioError
 
@@ -93,7 +93,7 @@ def test_run_stops_when_the_target_is_met(tmp_path, use_cache, no_leftovers):
     assert 6 <= measured["naive"] < 30
     assert (df["status"] == "ok").all() and len(df) == 2 * (1 + measured["naive"])
     run = compare.load_run(run_dir)
-    x = compare_report.run_sections(run, "naive")
+    x = run_sections.build(run, "naive")
     assert x.adaptive is not None and not x.adaptive.any_bound_hit
     assert [r[3] for r in x.adaptive.rows] == ["target met", "target met"]
     page = (tmp_path / "reports" / f"adaptive-{run_dir.name}.html").read_text()

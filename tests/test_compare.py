@@ -1,4 +1,5 @@
-"""compare.py, compare_report.py and export.py on recorded runs (tests/data/runs/)."""
+"""analysis/compare.py, the comparison report, the run report's statistics sections and export.py on
+recorded runs (tests/data/runs/)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import pandas as pd
 import pytest
 
 from splicebench.analysis import compare
-from splicebench.report import compare_report
+from splicebench.report import compare_report, render, run_sections, sections
+from splicebench.report import format as fmt
 from splicebench.report import export
 from splicebench.report import run_report as report
 from splicebench.analysis import stats
@@ -191,8 +193,8 @@ def test_architecture_section_for_runs_of_two_architectures(tmp_path):
     # Per core: median / 4 CPUs; per core.GHz: / (4 x 3.0); the x86 host reports no clock.
     b = goodput(recorded.RUN_B)
     med = float(np.median(b["naive"]))
-    assert a64.rows[0].per_core == compare_report.fmt_metric("throughput_gib_s", med / 4)
-    assert a64.rows[0].per_core_ghz == compare_report.fmt_metric("throughput_gib_s", med / 12)
+    assert a64.rows[0].per_core == fmt.metric("throughput_gib_s", med / 4)
+    assert a64.rows[0].per_core_ghz == fmt.metric("throughput_gib_s", med / 12)
     assert x86.rows[0].per_core_ghz == "clock unknown"
     assert "<svg" in x86.chart.svg and "<svg" in a64.chart.svg
     assert not view.fair
@@ -205,7 +207,7 @@ def test_architecture_section_for_one_run_with_an_emulated_host(tmp_path):
     srcs = compare.sources([run])
     assert [(s.letter, s.host, s.arch, s.emulated) for s in srcs] == [
         ("A:local", "local", "x86_64", False), ("A:arm64", "arm64", "aarch64", True)]
-    x = compare_report.run_sections(run, "naive")
+    x = run_sections.build(run, "naive")
     assert x.arch is not None
     emu = x.arch.columns[1].sources[0]
     assert emu.emulated and "not the performance of this architecture" in emu.emulation_note
@@ -215,11 +217,11 @@ def test_architecture_section_for_one_run_with_an_emulated_host(tmp_path):
     assert {r.other_label for r in x.comparisons} == {"vs naive on local", "vs naive on arm64"}
     # The emulated host's merged percentiles are those of the recorded run they came from.
     b = compare.align(compare.sources([compare.load_run(recorded.RUN_B)]))
-    want = compare_report.percentile_rows(b)
+    want = sections.percentile_rows(b)
     got = [p for p in x.percentiles if p.emulated]
     assert [(p.p50, p.p99, p.p999) for p in got] == [(p.p50, p.p99, p.p999) for p in want]
 
-    page = report.environment().get_template("_run_sections.html.j2").render(x=x)
+    page = render.environment().get_template("_run_sections.html.j2").render(x=x)
     assert 'id="architectures"' in page and "EMULATED: not native performance" in page
     assert page.count("<svg") == 2  # one chart per host
 
@@ -297,10 +299,10 @@ def test_adaptive_repetitions_report_the_bound(ab):
     for target, hit in ((0.05, True), (5.0, False)):
         m = json.loads(json.dumps(run.manifest))
         m["scenario"]["repetitions"] = {"warmup": 1, "min": 6, "max": 6, "target_ci_width": target}
-        x = compare_report.run_sections(compare.RunData(run.path, m, run.samples, run.hists), "naive")
+        x = run_sections.build(compare.RunData(run.path, m, run.samples, run.hists), "naive")
         assert x.adaptive is not None and x.adaptive.any_bound_hit is hit
         assert all(r[4] is hit for r in x.adaptive.rows)
-    assert compare_report.run_sections(run, "naive").adaptive is None
+    assert run_sections.build(run, "naive").adaptive is None
 
 
 @pytest.mark.slow
@@ -328,9 +330,9 @@ def test_run_report_latency_columns_are_merged_percentiles(tmp_path):
     al = compare.align(compare.sources([run]))
     for row, key in zip(view.summary_rows, al.keys):
         p = al.groups[(0, key)].percentiles()
-        assert (row.server, row.p50, row.p99) == (key.server, compare_report.format_ns(p["p50"]),
-                                                  compare_report.format_ns(p["p99"]))
-    assert view.latency_merged and view.extra is not None
+        assert (row.server, row.p50, row.p99) == (key.server, fmt.latency(p["p50"]),
+                                                  fmt.latency(p["p99"]))
+    assert view.latency_merged and view.sections is not None
     page = out.read_text()
     assert "latency p50 and p99 from the clients' histograms" in page
     assert 'id="significance"' in page and 'id="download-csv"' in page
@@ -350,14 +352,14 @@ def test_recorded_run_on_x86_and_an_emulated_arm64_guest(tmp_path):
     assert [(s.letter, s.arch, s.emulated) for s in srcs] == [("A:local", "x86_64", False),
                                                               ("A:arm64", "aarch64", True)]
     assert "TCG" in compare.emulation(srcs[1].facts)[1]
-    x = compare_report.run_sections(run, "naive")
+    x = run_sections.build(run, "naive")
     assert [c.arch for c in x.arch.columns] == ["x86_64", "aarch64"]
     native, emu = x.arch.columns[0].sources[0], x.arch.columns[1].sources[0]
     assert not native.emulated and emu.emulated and "TCG" in emu.emulation_note
     assert [r.per_core for r in emu.rows] == ["emulated"] * 3
     med = float(np.median(goodput(recorded.RUN_MULTI)["naive"]))
     assert len(goodput(recorded.RUN_MULTI, "arm64")["naive"]) == 6
-    assert native.rows[0].per_core == compare_report.fmt_metric("throughput_gib_s", med / 2)
+    assert native.rows[0].per_core == fmt.metric("throughput_gib_s", med / 2)
     # Stream with one connection: one latency per sample, so only merging gives a real p99.
     out, view, _ = report.render_run(recorded.RUN_MULTI, tmp_path)
     first = view.summary_rows[0]
@@ -370,11 +372,12 @@ def test_recorded_run_on_x86_and_an_emulated_arm64_guest(tmp_path):
 
 @pytest.mark.unit
 def test_summary_ratios_not_significant_are_marked(tmp_path):
-    # RUN_A: splice 1.52x and sockmap 0.56x of naive, neither significant after adjustment.
+    # RUN_A: splice 1.52x and sockmap 0.562x of naive, neither significant after adjustment.
     out, view, _ = report.render_run(recorded.RUN_A, tmp_path)
     assert [(r.server, r.ratio) for r in view.summary_rows] == [("naive", "baseline"), ("splice", "1.52x"),
-                                                               ("sockmap", "0.56x")]
-    assert view.ratio_marks == ["", "n.s.", "n.s."]
+                                                               ("sockmap", "0.562x")]
+    assert [r.ratio_mark for r in view.summary_rows] == ["", "n.s.", "n.s."]
     assert out.read_text().count('title="not significant">n.s.</span>') == 2
     _, multi, _ = report.render_run(recorded.RUN_MULTI, tmp_path)
-    assert len(multi.ratio_marks) == 6 and multi.ratio_marks[0] == multi.ratio_marks[3] == ""
+    marks = [r.ratio_mark for r in multi.summary_rows]
+    assert len(marks) == 6 and marks[0] == marks[3] == ""

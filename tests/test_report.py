@@ -6,11 +6,10 @@ import html.parser
 import re
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from splicebench import scenario
-from splicebench.report import charts
+from splicebench.report import charts, render
 from splicebench.report import run_report as report
 from splicebench.results import rundir as results
 from splicebench.results.metrics import SAMPLE_COLUMNS
@@ -90,12 +89,12 @@ def test_report_shows_the_numbers(tmp_path):
     assert rows["naive"].ratio == "baseline"
     assert rows["sockmap"].n == "2/3" and rows["sockmap"].warn
     assert rows["naive"].p50 == "1.00 ms"
-    assert rows["naive"].proc_cpu == "0.300" and rows["naive"].host_cpu == "0.900"
+    assert rows["naive"].proc_cpu == "0.300 s" and rows["naive"].host_cpu == "0.900 s"
     assert [f.sample_id for f in view.failures] == ["0009-c0-sockmap-m3"]
     table = report.text_table(view)
     assert table.splitlines()[0].split()[:3] == ["server", "ok/n", "throughput"]
     assert "2.00x" in table
-    page = report.render(view)
+    page = report.render_html(view)
     for s in ("1.10 GiB/s", "2.00x", "Method", "Test CPU", "0009-c0-sockmap-m3", "Execution order"):
         assert s in page
 
@@ -115,7 +114,7 @@ def test_rendering_is_deterministic(tmp_path):
 
 
 def test_autoescape_is_on():
-    assert report.environment().autoescape is True
+    assert render.environment().autoescape is True
 
 
 @pytest.mark.unit

@@ -1,14 +1,13 @@
 """Proxy scenarios in the report: every proxy next to the direct row, as ratios to the naive proxy
 and to each peer (NGINX, HAProxy), for throughput, latency and CPU per GiB (pure).
 
-A view-model only (numbers already formatted); templates/peers/_proxy_ratios.html.j2 prints it.
+A view-model only (numbers formatted by report/format.py); templates/_proxy_ratios.html.j2 prints it.
 Ratios are analysis.summarize()'s ratio of medians with its bootstrap CI, computed once per
 reference server, in the same host and matrix cell.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +15,8 @@ import pandas as pd
 
 from splicebench.analysis import summary as analysis
 from splicebench.registry import SERVERS
+from splicebench.report import format as fmt
 from splicebench.scenario import DIRECT
-from splicebench.units import format_ns, format_rate
 
 NAIVE_PROXY = "proxy-naive"
 
@@ -33,7 +32,7 @@ TABLES = (
 @dataclass(frozen=True)
 class RatioCell:
     ratio: str  # "1.23x", "=" for the reference itself, "n/a"
-    ci: str  # "[1.10, 1.40]" or ""
+    ci: str  # "[1.10, 1.40]", "n/a", or "" for the reference itself
 
 
 @dataclass(frozen=True)
@@ -71,36 +70,6 @@ def references(servers: list[dict[str, Any]]) -> list[str]:
     return ([NAIVE_PROXY] if NAIVE_PROXY in labels else []) + peers
 
 
-def _fmt_ratio(x: Any) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if math.isnan(v) else f"{v:.2f}x"
-
-
-def _fmt_ci(lo: Any, hi: Any) -> str:
-    try:
-        a, b = float(lo), float(hi)
-    except (TypeError, ValueError):
-        return ""
-    return "" if math.isnan(a) or math.isnan(b) else f"[{a:.2f}, {b:.2f}]"
-
-
-def _fmt_value(column: str, x: Any) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    if math.isnan(v):
-        return "n/a"
-    if column == "throughput_gib_s":
-        return format_rate(v * (1 << 30))
-    if column == "lat_p50_us":
-        return format_ns(v * 1e3)
-    return f"{v:.3f} s" if v < 10 else f"{v:.1f} s"
-
-
 def build(manifest: dict[str, Any], samples: pd.DataFrame) -> ProxyView | None:
     """The proxy section of a run's report, or None when the scenario has no backend."""
     sc = manifest.get("scenario") or {}
@@ -122,11 +91,11 @@ def build(manifest: dict[str, Any], samples: pd.DataFrame) -> ProxyView | None:
                 if s["server"] == ref:
                     cells.append(RatioCell("=", ""))
                 else:
-                    cells.append(RatioCell(_fmt_ratio(s[f"{column}_ratio"]),
-                                           _fmt_ci(s[f"{column}_ratio_lo"], s[f"{column}_ratio_hi"])))
+                    cells.append(RatioCell(fmt.ratio(s[f"{column}_ratio"]),
+                                           fmt.ratio_ci(s[f"{column}_ratio_lo"], s[f"{column}_ratio_hi"])))
             label = str(r["cell_label"])
             rows.append(RatioRow("" if label in ("", "nan") else label, str(r["server"]), str(r["server_kind"]),
-                                 _fmt_value(column, r[f"{column}_median"]), cells))
+                                 fmt.metric(column, r[f"{column}_median"]), cells))
         tables.append(RatioTable(column, title, meaning, refs, rows))
     placement = sc.get("placement") or {}
     if isinstance(placement, list):

@@ -1,28 +1,32 @@
 """Run directory -> one self-contained HTML report, and the terminal summary table.
 
-View-model dataclasses are built first with every number already formatted; the Jinja2 template
-only loops and prints. One Environment with autoescape on; the only `|safe` is for the SVG charts
-that charts.py generates.
+The report is built in one pass: the run's data (analysis.compare.RunData: manifest, samples with
+derived metrics, histograms) -> ReportView, every number formatted by report/format.py -> the
+template report.html.j2 through render.py's one autoescaping Environment. The summary table's
+latency columns and the latency chart show percentiles of the samples' merged histograms where
+they were recorded (analysis/latency.py); the statistics sections come from run_sections.py and
+the proxy section from proxy_report.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
-from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from splicebench.analysis import latency
 from splicebench.analysis import summary as analysis
-from splicebench.report import charts
-from splicebench.report import proxy_report
-from splicebench.results.rundir import load_manifest, load_samples
-from splicebench.util.files import atomic_write_text
+from splicebench.analysis.compare import RunData, load_run
+from splicebench.report import charts, proxy_report, render, run_sections
+from splicebench.report import format as fmt
+from splicebench.report.views import ChartView, RunSectionsView
 from splicebench.scenario import format_param
-from splicebench.units import format_duration, format_ns, format_rate
+from splicebench.units import format_duration
+from splicebench.util.files import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -36,20 +40,14 @@ class SummaryRowView:
     throughput_ci: str
     ratio: str
     ratio_ci: str
+    ratio_mark: str  # "", "n.s." (not significant) or "few" (too few samples to tell)
+    ratio_mark_title: str  # what the mark means, for its tooltip
     p50: str
     p99: str
     proc_cpu: str
     host_cpu: str
     softirq: str
     warn: bool
-
-
-@dataclass(frozen=True)
-class ChartView:
-    id: str
-    title: str
-    svg: str
-    caption: str
 
 
 @dataclass(frozen=True)
@@ -83,93 +81,81 @@ class ReportView:
     counts: str
     summary_rows: list[SummaryRowView]
     show_cells: bool
+    latency_merged: bool  # summary latency columns and chart come from merged histograms
     charts: list[ChartView]
     failures: list[FailureView]
+    # Significance, merged percentiles, noise, adaptive repetitions, architectures and downloads.
+    sections: RunSectionsView
+    # Proxy scenarios: ratios to the naive proxy and to each peer, or None.
+    proxies: proxy_report.ProxyView | None
     hosts: list[HostView]
     scenario_text: str
     order: list[str]
     method: list[str]
     notes: list[str] = field(default_factory=list)
-    # Significance, merged percentiles, noise, adaptive repetitions, architectures and downloads
-    # (compare_report.RunSectionsView); None when rendering without the run directory.
-    extra: Any = None
-    latency_merged: bool = False  # summary latency columns come from merged histograms
-    ratio_marks: list[str] = field(default_factory=list)  # per summary row: "", "n.s." or "few"
-    # Proxy scenarios: ratios to the naive proxy and to each peer (proxy_report.ProxyView), or None.
-    proxies: Any = None
 
 
-# ---------------------------------------------------------------------------------------------
-# number formatting
+LATENCY_CAPTION = "Median across samples of each sample's p50, p90, p99 and p99.9; band: 95 % CI."
+MERGED_LATENCY_CAPTION = ("p50, p90, p99 and p99.9 of all measured samples' latency histograms merged (bucket "
+                          "counts summed); each value is the upper end of its bucket (at most 1.6 % above the "
+                          "exact value).")
 
 
-def _f(x: Any) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return math.nan
-    return v
-
-
-def fmt_gibs(x: Any) -> str:
-    v = _f(x)
-    return "n/a" if math.isnan(v) else format_rate(v * (1 << 30))
-
-
-def fmt_ci(lo: Any, hi: Any, fmt) -> str:
-    a, b = _f(lo), _f(hi)
-    if math.isnan(a) or math.isnan(b):
-        return "n/a"
-    return f"[{fmt(a)}, {fmt(b)}]"
-
-
-def fmt_ratio(x: Any) -> str:
-    v = _f(x)
-    return "n/a" if math.isnan(v) else f"{v:.2f}x"
-
-
-def fmt_us(x: Any) -> str:
-    v = _f(x)
-    return "n/a" if math.isnan(v) else format_ns(v * 1e3)
-
-
-def fmt_cpu(x: Any) -> str:
-    v = _f(x)
-    if math.isnan(v):
-        return "n/a"
-    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
-
-
-def _num(v: float) -> str:
-    return f"{v:.2f}"
-
-
-# ---------------------------------------------------------------------------------------------
-# view building
-
-
-def summary_rows(summary: pd.DataFrame) -> list[SummaryRowView]:
+def summary_rows(summary: pd.DataFrame, merged: Sequence[dict[str, float] | None],
+                 marks: Sequence[tuple[str, str]]) -> list[SummaryRowView]:
+    """The summary table: one row per summary row, with its merged latency percentiles (ns) where
+    recorded (else the medians of per-sample percentiles) and the mark of its throughput ratio."""
     rows = []
-    for _, r in summary.iterrows():
+    for (_, r), m, (mark, mark_title) in zip(summary.iterrows(), merged, marks):
+        base = bool(r["is_baseline"])
         rows.append(SummaryRowView(
             cell_label=str(r["cell_label"]) if str(r["cell_label"]) not in ("", "nan") else "",
             server=str(r["server"]),
             kind=str(r["server_kind"]),
-            is_baseline=bool(r["is_baseline"]),
+            is_baseline=base,
             n=f"{int(r['n_ok'])}/{int(r['n_total'])}",
-            throughput=fmt_gibs(r["throughput_gib_s_median"]),
-            throughput_ci=fmt_ci(r["throughput_gib_s_ci_lo"], r["throughput_gib_s_ci_hi"],
-                                 lambda v: format_rate(v * (1 << 30))),
-            ratio="baseline" if r["is_baseline"] else fmt_ratio(r["throughput_gib_s_ratio"]),
-            ratio_ci="" if r["is_baseline"] else fmt_ci(r["throughput_gib_s_ratio_lo"], r["throughput_gib_s_ratio_hi"], _num),
-            p50=fmt_us(r["lat_p50_us_median"]),
-            p99=fmt_us(r["lat_p99_us_median"]),
-            proc_cpu=fmt_cpu(r["proc_cpu_s_per_gib_median"]),
-            host_cpu=fmt_cpu(r["host_cpu_s_per_gib_median"]),
-            softirq=fmt_cpu(r["host_softirq_s_per_gib_median"]),
+            throughput=fmt.throughput(r["throughput_gib_s_median"]),
+            throughput_ci=fmt.ci(r["throughput_gib_s_ci_lo"], r["throughput_gib_s_ci_hi"], fmt.throughput),
+            ratio="baseline" if base else fmt.ratio(r["throughput_gib_s_ratio"]),
+            ratio_ci="" if base else fmt.ratio_ci(r["throughput_gib_s_ratio_lo"], r["throughput_gib_s_ratio_hi"]),
+            ratio_mark=mark,
+            ratio_mark_title=mark_title,
+            p50=fmt.latency(m["p50"]) if m else fmt.latency_us(r["lat_p50_us_median"]),
+            p99=fmt.latency(m["p99"]) if m else fmt.latency_us(r["lat_p99_us_median"]),
+            proc_cpu=fmt.cpu_per_gib(r["proc_cpu_s_per_gib_median"]),
+            host_cpu=fmt.cpu_per_gib(r["host_cpu_s_per_gib_median"]),
+            softirq=fmt.cpu_per_gib(r["host_softirq_s_per_gib_median"]),
             warn=int(r["n_ok"]) < int(r["n_total"]),
         ))
     return rows
+
+
+def run_charts(summary: pd.DataFrame, derived: pd.DataFrame,
+               merged: Sequence[dict[str, float] | None]) -> list[ChartView]:
+    """Throughput, latency and CPU charts; the latency chart plots merged-histogram percentiles
+    for the groups that have them, never per-sample percentiles averaged."""
+    if summary.empty or summary["n_ok"].sum() == 0:
+        return []
+    return [
+        ChartView("throughput", "Throughput",
+                  charts.grouped_bars(summary, derived, "throughput_gib_s", "GiB/s", "Throughput (median, 95 % CI)"),
+                  "Bars: median of the measured samples; whiskers: 95 % bootstrap CI of the median; "
+                  "dots: individual samples."),
+        ChartView("latency", "Latency percentiles",
+                  charts.latency_percentiles(latency.with_merged_latency(summary, merged)),
+                  MERGED_LATENCY_CAPTION if any(merged) else LATENCY_CAPTION),
+        ChartView("cpu", "CPU per GiB", charts.cpu_per_gib(summary),
+                  "CPU seconds per GiB echoed: the server process alone, the whole host (client "
+                  "included), and the host's softirq part."),
+    ]
+
+
+def _with_host_labels(df: pd.DataFrame, hosts: dict[str, Any]) -> pd.DataFrame:
+    """Servers on several hosts (placement lists): "label @ host", and "(emulated)" where it is."""
+    out = df.copy()
+    out["server"] = [f"{s} @ {h}" + (" (emulated)" if (hosts.get(h) or {}).get("emulated") else "")
+                     for s, h in zip(df["server"], df["server_host"])]
+    return out
 
 
 def _host_items(facts: dict[str, Any]) -> list[tuple[str, str]]:
@@ -222,7 +208,7 @@ def method_text(manifest: dict[str, Any]) -> list[str]:
     reps = sc["repetitions"]
     measured = (f"{reps['measured']} measured round(s)" if "measured" in reps else
                 f"{reps['min']} to {reps['max']} measured rounds (adaptive: until the 95 % CI of the median "
-                f"throughput is at most {reps['target_ci_width']:.1%} of the median wide)")
+                f"throughput is at most {fmt.percent(reps['target_ci_width'])} of the median wide)")
     return [
         "Each sample starts a fresh server process, waits for its ready line, runs the verifying load "
         "client sb-client against it and then stops the server with SIGTERM. The client checks every "
@@ -252,45 +238,25 @@ def method_text(manifest: dict[str, Any]) -> list[str]:
     ]
 
 
-def build_view(manifest: dict[str, Any], samples: pd.DataFrame) -> tuple[ReportView, pd.DataFrame]:
-    """The report's view-model and the summary table it shows."""
-    baseline = manifest.get("baseline") or manifest["scenario"]["baseline"]
-    summary = analysis.summarize(samples, baseline)
-    derived = analysis.add_derived(samples)
+def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
+    """The report's view-model and the summary table it shows (server labels as shown)."""
+    manifest, samples = run.manifest, run.samples
     sc = manifest["scenario"]
+    baseline = manifest.get("baseline") or sc["baseline"]
+    summary = analysis.summarize(samples, baseline)
+    stats_sections = run_sections.build(run, baseline)
+    merged = latency.merged_per_row(run, summary)
+    marks = run_sections.ratio_marks(stats_sections, summary)
+    derived = samples
     if not summary.empty and summary["server_host"].nunique() > 1:
-        # Servers on several hosts (placement lists): name the host, and say which are emulated.
-        host_facts = manifest.get("hosts") or {}
-        for df in (summary, derived):
-            df["server"] = [f"{s} @ {h}" + (" (emulated)" if (host_facts.get(h) or {}).get("emulated") else "")
-                            for s, h in zip(df["server"], df["server_host"])]
-    chart_list: list[ChartView] = []
-    if not summary.empty and summary["n_ok"].sum() > 0:
-        chart_list = [
-            ChartView("throughput", "Throughput",
-                      charts.grouped_bars(summary, derived, "throughput_gib_s", "GiB/s", "Throughput (median, 95 % CI)"),
-                      "Bars: median of the measured samples; whiskers: 95 % bootstrap CI of the median; "
-                      "dots: individual samples."),
-            ChartView("latency", "Latency percentiles", charts.latency_percentiles(summary),
-                      "Median across samples of each sample's p50, p90, p99 and p99.9; band: 95 % CI."),
-            ChartView("cpu", "CPU per GiB", charts.cpu_per_gib(summary),
-                      "CPU seconds per GiB echoed: the server process alone, the whole host (client "
-                      "included), and the host's softirq part."),
-        ]
+        hosts = manifest.get("hosts") or {}
+        summary, derived = _with_host_labels(summary, hosts), _with_host_labels(samples, hosts)
     failures = [
         FailureView(str(r["sample_id"]), str(r["server"]), str(r["phase"]), str(r["status"]), str(r["error"]))
         for _, r in samples.iterrows() if r["status"] != "ok"
     ]
-    hosts = [HostView(name, _host_items(f)) for name, f in (manifest.get("hosts") or {}).items()]
     counts = analysis.status_counts(samples) if len(samples) else {}
-    order = [f"{r['sample_id']}" for _, r in samples.sort_values("seq").iterrows()]
     status = manifest.get("status", "unknown")
-    note = {
-        "complete": "",
-        "interrupted": "The run was interrupted; the report shows the samples taken before that.",
-        "stopped": "The run stopped at the first failed sample (stop_on_failure).",
-        "error": "The run ended with an internal error; the report shows the samples taken before that.",
-    }.get(status, "")
     tool = manifest.get("tool", {})
     view = ReportView(
         title=f"splicebench: {sc['name']}",
@@ -298,7 +264,7 @@ def build_view(manifest: dict[str, Any], samples: pd.DataFrame) -> tuple[ReportV
         description=sc.get("description", ""),
         run_id=manifest["run_id"],
         status=status,
-        status_note=note,
+        status_note=STATUS_NOTES.get(status, ""),
         started_at=manifest.get("started_at", ""),
         duration=format_duration(manifest.get("duration_s") or math.nan),
         tool=f"splicebench {tool.get('version', '?')}, git {tool.get('git_revision') or 'unknown'}"
@@ -306,33 +272,31 @@ def build_view(manifest: dict[str, Any], samples: pd.DataFrame) -> tuple[ReportV
         baseline=baseline,
         workload=f"{sc['workload']['type']}",
         counts=", ".join(f"{v} {k}" for k, v in counts.items()),
-        summary_rows=summary_rows(summary) if not summary.empty else [],
+        summary_rows=summary_rows(summary, merged, marks),
         show_cells=summary["cell"].nunique() > 1 if not summary.empty else False,
-        charts=chart_list,
+        latency_merged=any(merged),
+        charts=run_charts(summary, derived, merged),
         failures=failures,
-        hosts=hosts,
+        sections=stats_sections,
+        proxies=proxy_report.build(manifest, samples),
+        hosts=[HostView(name, _host_items(f)) for name, f in (manifest.get("hosts") or {}).items()],
         scenario_text=manifest.get("scenario_text") or json.dumps(sc, indent=2),
-        order=order,
+        order=[f"{r['sample_id']}" for _, r in samples.sort_values("seq").iterrows()],
         method=method_text(manifest),
         notes=list(manifest.get("notes", [])),
-        proxies=proxy_report.build(manifest, samples),
     )
     return view, summary
 
 
-_ENV: Environment | None = None
+STATUS_NOTES = {
+    "interrupted": "The run was interrupted; the report shows the samples taken before that.",
+    "stopped": "The run stopped at the first failed sample (stop_on_failure).",
+    "error": "The run ended with an internal error; the report shows the samples taken before that.",
+}
 
 
-def environment() -> Environment:
-    global _ENV
-    if _ENV is None:
-        _ENV = Environment(loader=PackageLoader("splicebench.report", "templates"), autoescape=True,
-                           undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return _ENV
-
-
-def render(view: ReportView) -> str:
-    return environment().get_template("report.html.j2").render(v=view)
+def render_html(view: ReportView) -> str:
+    return render.render("report.html.j2", view)
 
 
 def report_path(reports_dir: Path, manifest: dict[str, Any]) -> Path:
@@ -341,42 +305,10 @@ def report_path(reports_dir: Path, manifest: dict[str, Any]) -> Path:
 
 def render_run(run_dir: Path, reports_dir: Path) -> tuple[Path, ReportView, pd.DataFrame]:
     """Write the report of a run directory; return its path, view and summary."""
-    manifest = load_manifest(run_dir)
-    samples = load_samples(run_dir)
-    view, summary = build_view(manifest, samples)
-    from splicebench.analysis import compare
-    from splicebench.report import compare_report
-
-    run = compare.RunData(Path(run_dir), manifest, analysis.add_derived(samples),
-                          compare.read_histograms(Path(run_dir), samples))
-    # Latency columns from the samples' histograms merged (bucket counts summed) where recorded.
-    merged = [compare_report.merged_latency(run, r["server_host"], r["cell"], r["server"]) for _, r in summary.iterrows()]
-    rows = [replace(v, p50=format_ns(m["p50"]), p99=format_ns(m["p99"])) if m else v
-            for v, m in zip(view.summary_rows, merged)]
-    extra = compare_report.run_sections(run, view.baseline)
-    if any(merged):
-        # The latency chart too shows percentiles of the merged histograms, never per-sample
-        # percentiles averaged; groups without histograms keep their per-sample medians.
-        lat = summary.copy()
-        for i, m in enumerate(merged):
-            if m:
-                for key, _ in charts.PERCENTILES:
-                    lat.iloc[i, lat.columns.get_loc(f"lat_{key}_us_median")] = m[key] / 1e3
-                    lat.iloc[i, lat.columns.get_loc(f"lat_{key}_us_ci_lo")] = float("nan")
-                    lat.iloc[i, lat.columns.get_loc(f"lat_{key}_us_ci_hi")] = float("nan")
-        charts_list = [
-            replace(c, svg=charts.latency_percentiles(lat),
-                    caption="p50, p90, p99 and p99.9 of all measured samples' latency histograms "
-                            "merged (bucket counts summed); each value is the upper end of its bucket "
-                            "(at most 1.6 % above the exact value).")
-            if c.id == "latency" else c
-            for c in view.charts
-        ]
-        view = replace(view, charts=charts_list)
-    view = replace(view, summary_rows=rows, latency_merged=any(merged), extra=extra,
-                   ratio_marks=compare_report.summary_marks(extra, summary))
-    out = report_path(reports_dir, manifest)
-    atomic_write_text(out, render(view))
+    run = load_run(Path(run_dir))
+    view, summary = build_view(run)
+    out = report_path(reports_dir, run.manifest)
+    atomic_write_text(out, render_html(view))
     return out, view, summary
 
 

@@ -1,0 +1,128 @@
+"""One formatter per quantity: every table, chart caption and terminal line of the reports prints
+its numbers through these functions, so a quantity reads the same everywhere (pure).
+
+Every formatter prints MISSING ("n/a") for a value that is absent, None, not a number, NaN or
+infinite; nothing prints "nan", "None" or an empty cell for a missing number.
+
+- throughput(gib_s): GiB/s in; binary units, three significant digits: "1.52 GiB/s", "830 MiB/s"
+  (units.format_rate on bytes/s).
+- latency(ns), latency_us(us): the same spelling from nanoseconds or microseconds, three
+  significant digits: "850 ns", "54.2 us", "12.0 ms", "1.20 s" (units.format_ns).
+- cpu_per_gib(s): CPU seconds per GiB, three decimals below 10 and one from 10 up, with its unit:
+  "0.300 s", "57.4 s".
+- ratio(x): a ratio of medians, three significant digits and "x": "2.00x", "0.291x", "12.3x".
+- ci(lo, hi, fmt): a 95 % CI as "[lo, hi]", both bounds through the quantity's own formatter;
+  ratio_ci(lo, hi) prints a ratio's CI with three significant digits and no "x": "[0.950, 2.37]".
+  MISSING when either bound is missing.
+- p_value(p): "< 0.001", else three decimals: "0.016".
+- percent(fraction): one decimal and a spaced sign: 0.123 -> "12.3 %".
+- cliffs_delta(delta, magnitude): signed, two decimals, with its magnitude: "+0.52 (large)".
+- metric(column, v): the formatter of a metric column of analysis.summary (throughput_gib_s,
+  lat_*_us, *_cpu_s_per_gib).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from splicebench.units import format_ns, format_rate
+
+MISSING = "n/a"
+GIB = 1 << 30
+
+
+def number(x: Any) -> float | None:
+    """x as a finite float, or None when it is missing (None, not a number, NaN, infinite)."""
+    if isinstance(x, bool):
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def is_number(x: Any) -> bool:
+    return number(x) is not None
+
+
+def sig3(v: float) -> str:
+    """Three significant digits without exponent (at least three digits from 100 up)."""
+    if v == 0:
+        return "0.00"
+    decimals = max(0, 2 - math.floor(math.log10(abs(v))))
+    text = f"{v:.{decimals}f}"
+    if decimals and abs(float(text)) >= 10 ** (3 - decimals):  # 9.996 rounds to 10.00: one digit less
+        text = f"{v:.{decimals - 1}f}"
+    return text
+
+
+def throughput(gib_s: Any) -> str:
+    v = number(gib_s)
+    return MISSING if v is None else format_rate(v * GIB)
+
+
+def latency(ns: Any) -> str:
+    v = number(ns)
+    return MISSING if v is None else format_ns(v)
+
+
+def latency_us(us: Any) -> str:
+    v = number(us)
+    return MISSING if v is None else format_ns(v * 1e3)
+
+
+def cpu_per_gib(seconds: Any) -> str:
+    v = number(seconds)
+    if v is None:
+        return MISSING
+    return f"{v:.3f} s" if v < 10 else f"{v:.1f} s"
+
+
+def ratio(x: Any) -> str:
+    v = number(x)
+    return MISSING if v is None else f"{sig3(v)}x"
+
+
+def ci(lo: Any, hi: Any, fmt: Callable[[Any], str]) -> str:
+    a, b = number(lo), number(hi)
+    if a is None or b is None:
+        return MISSING
+    return f"[{fmt(a)}, {fmt(b)}]"
+
+
+def ratio_ci(lo: Any, hi: Any) -> str:
+    return ci(lo, hi, sig3)
+
+
+def p_value(p: Any) -> str:
+    v = number(p)
+    if v is None:
+        return MISSING
+    return "< 0.001" if v < 0.001 else f"{v:.3f}"
+
+
+def percent(fraction: Any) -> str:
+    v = number(fraction)
+    return MISSING if v is None else f"{100 * v:.1f} %"
+
+
+def cliffs_delta(delta: Any, magnitude: str) -> str:
+    v = number(delta)
+    return MISSING if v is None else f"{v:+.2f} ({magnitude})"
+
+
+def metric(column: str, v: Any) -> str:
+    """A value of a metric column of analysis.summary, through the formatter of its quantity."""
+    if column == "throughput_gib_s":
+        return throughput(v)
+    if column.startswith("lat_") and column.endswith("_us"):
+        return latency_us(v)
+    if column.endswith("_s_per_gib"):
+        return cpu_per_gib(v)
+    raise ValueError(f"no formatter for metric column {column!r}")
+
+
+def metric_formatter(column: str) -> Callable[[Any], str]:
+    return lambda v: metric(column, v)
