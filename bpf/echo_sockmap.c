@@ -61,9 +61,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -94,10 +92,8 @@
 #define USER_BUF 65536		/* buffer of a connection echoed in user space */
 #define DRAIN_STALL_NS 30000000000ull /* no echo progress for this long: give up */
 
-enum tag { TAG_LISTEN, TAG_SIGNAL, TAG_TIMER, TAG_CONN };
-
+/* A connection; its address is the epoll tag. */
 struct conn {
-	enum tag tag; /* TAG_CONN; first member so that epoll data can point to any tagged object */
 	int fd;
 	uint64_t cookie;
 	uint32_t slot; /* --map sockmap only */
@@ -120,16 +116,17 @@ static struct {
 	bool parser;
 	int sndbuf, rcvbuf;
 	uint32_t max_conns;
-	int ep, lfd, sfd, tfd;
-	int spare_fd; /* reserved descriptor for shedding connections at EMFILE */
-	bool timer_armed;
-	uint32_t *free_slots; /* --map sockmap: stack of free slots */
+	struct net_server srv; /* the timer hook drains half-closed connections */
+	int spare_fd;	       /* reserved descriptor for shedding connections at EMFILE */
+	bool accept_pending;   /* the listening socket is readable: accept after this batch */
+	uint32_t *free_slots;  /* --map sockmap: stack of free slots */
 	uint32_t nfree;
 	struct conn *conns, *drains;
 	struct net_stats st;
-} g = {.map_fd = -1, .slot_of_fd = -1, .ep = -1, .lfd = -1, .sfd = -1, .tfd = -1, .spare_fd = -1};
-
-static enum tag tag_listen = TAG_LISTEN, tag_signal = TAG_SIGNAL, tag_timer = TAG_TIMER;
+} g = {.map_fd = -1,
+       .slot_of_fd = -1,
+       .srv = {.ep = -1, .lfd = -1, .sfd = -1, .tfd = -1},
+       .spare_fd = -1};
 
 static void usage(FILE *f)
 {
@@ -212,7 +209,8 @@ static void bpf_teardown(void)
 	g.skel = NULL;
 }
 
-static void timer_set(bool on) { sockmap_timer_set(g.tfd, &g.timer_armed, on, DRAIN_TICK_NS); }
+/* Run drain_tick every DRAIN_TICK_NS (on) or not at all. */
+static void timer_set(bool on) { net_server_timer_arm(&g.srv, on); }
 
 /* Close c, forget it, and count an error when failed. Closing removes the socket from the map. */
 static void conn_close(struct conn *c, bool failed)
@@ -289,7 +287,7 @@ static void user_io(struct conn *c)
 		g.st.bytes_in += (uint64_t)n;
 	}
 	struct epoll_event ev = {.events = want_out ? EPOLLOUT : EPOLLIN, .data.ptr = c};
-	if (epoll_ctl(g.ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+	if (epoll_ctl(g.srv.ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
 		net_die("epoll_ctl(MOD): %s", strerror(errno));
 }
 
@@ -310,7 +308,6 @@ static void conn_open(int fd)
 	struct conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		net_die("out of memory");
-	c->tag = TAG_CONN;
 	c->fd = fd;
 	c->cookie = cookie;
 	int err;
@@ -353,7 +350,7 @@ static void conn_open(int fd)
 		c->buf = malloc(USER_BUF);
 		if (!c->buf)
 			net_die("out of memory");
-		net_epoll_add(g.ep, fd, EPOLLIN, c);
+		net_epoll_add(g.srv.ep, fd, EPOLLIN, c);
 		user_io(c);
 		return;
 	}
@@ -365,13 +362,15 @@ static void conn_open(int fd)
 	}
 	/* No EPOLLIN: the verdict consumes all data, and psock wakeups after every skb would only
 	 * cost wakeups. EPOLLRDHUP reports the client's FIN; EPOLLERR/EPOLLHUP come regardless. */
-	net_epoll_add(g.ep, fd, EPOLLRDHUP, c);
+	net_epoll_add(g.srv.ep, fd, EPOLLRDHUP, c);
 }
 
+/* Accept every pending connection (conn_open), shedding one at EMFILE/ENFILE with the spare
+ * descriptor. */
 static void accept_all(void)
 {
 	for (;;) {
-		int fd = accept4(g.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(g.srv.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0) {
 			conn_open(fd);
 			continue;
@@ -389,7 +388,7 @@ static void accept_all(void)
 			 * the listener does not stay readable forever. */
 			g.st.errors++;
 			close(g.spare_fd);
-			fd = accept(g.lfd, NULL, NULL);
+			fd = accept(g.srv.lfd, NULL, NULL);
 			if (fd >= 0)
 				close(fd);
 			g.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -431,7 +430,7 @@ static void conn_rdhup(struct conn *c)
 	}
 	/* Stop the level-triggered RDHUP; errors and hangups are still reported. */
 	struct epoll_event ev = {.events = 0, .data.ptr = c};
-	if (epoll_ctl(g.ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+	if (epoll_ctl(g.srv.ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
 		net_die("epoll_ctl(MOD): %s", strerror(errno));
 	c->draining = true;
 	c->drain_prev = NULL;
@@ -442,9 +441,9 @@ static void conn_rdhup(struct conn *c)
 	timer_set(true);
 }
 
+/* The timer hook: close the draining connections that are done or broken. */
 static void drain_tick(void)
 {
-	sockmap_timer_ack(g.tfd);
 	uint64_t now = net_now_ns();
 	for (struct conn *c = g.drains, *next; c; c = next) {
 		next = c->drain_next;
@@ -454,8 +453,10 @@ static void drain_tick(void)
 	}
 }
 
-static void conn_event(struct conn *c, uint32_t events)
+/* Handle the epoll events of connection tag. */
+static void conn_event(void *tag, uint32_t events)
 {
+	struct conn *c = tag;
 	if (!c->in_map) {
 		if (events & EPOLLERR)
 			conn_close(c, true);
@@ -473,6 +474,21 @@ static void conn_event(struct conn *c, uint32_t events)
 	} else if ((events & EPOLLRDHUP) && !c->draining) {
 		conn_rdhup(c);
 	}
+}
+
+/* The listening socket is readable: note it; accept_all runs after the batch of events (see
+ * after_batch). */
+static void on_listen(void) { g.accept_pending = true; }
+
+/* After each batch of events (and after drain_tick): accept what is pending. A connection appears
+ * at most once per batch and may be freed while handled, so its pointer is not looked at again;
+ * accepts, like the timer hook, run after the batch. */
+static void after_batch(void)
+{
+	if (!g.accept_pending)
+		return;
+	g.accept_pending = false;
+	accept_all();
 }
 
 /* --map, --parser, --max-conns; the common options are net_parse_opts's. */
@@ -516,7 +532,8 @@ int main(int argc, char **argv)
 
 	check_environment();
 	net_raise_nofile();
-	g.sfd = net_signalfd(); /* before anything needs cleaning up: signals then wait in the fd */
+	/* Before anything needs cleaning up: signals then wait in the fd. */
+	g.srv.sfd = net_signalfd();
 	bpf_setup();
 	if (g.kind == ECHO_MAP_SOCKMAP) {
 		g.free_slots = malloc(sizeof(*g.free_slots) * g.max_conns);
@@ -525,53 +542,17 @@ int main(int argc, char **argv)
 		for (uint32_t i = 0; i < g.max_conns; i++)
 			g.free_slots[g.nfree++] = g.max_conns - 1 - i;
 	}
-	g.lfd = net_listen(listen_addr);
+	struct net_server *srv = &g.srv;
+	srv->lfd = net_listen(listen_addr);
 	g.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	g.ep = net_epoll_create();
-	g.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (g.tfd < 0)
-		net_die("timerfd_create: %s", strerror(errno));
-	net_epoll_add(g.ep, g.lfd, EPOLLIN, &tag_listen);
-	net_epoll_add(g.ep, g.sfd, EPOLLIN, &tag_signal);
-	net_epoll_add(g.ep, g.tfd, EPOLLIN, &tag_timer);
-	net_print_ready(SERVER, g.lfd);
-
-	struct epoll_event evs[256];
-	for (bool running = true; running;) {
-		int n = epoll_wait(g.ep, evs, 256, -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			net_die("epoll_wait: %s", strerror(errno));
-		}
-		/* A connection appears at most once per batch and may be freed while handled, so
-		 * its pointer is not looked at again; accepts and ticks run after the batch. */
-		bool do_accept = false, do_tick = false;
-		for (int i = 0; i < n; i++) {
-			switch (*(enum tag *)evs[i].data.ptr) {
-			case TAG_SIGNAL: {
-				struct signalfd_siginfo si;
-				while (read(g.sfd, &si, sizeof(si)) == sizeof(si))
-					;
-				running = false;
-				break;
-			}
-			case TAG_LISTEN:
-				do_accept = true;
-				break;
-			case TAG_TIMER:
-				do_tick = true;
-				break;
-			case TAG_CONN:
-				conn_event(evs[i].data.ptr, evs[i].events);
-				break;
-			}
-		}
-		if (do_tick)
-			drain_tick();
-		if (do_accept && running)
-			accept_all();
-	}
+	srv->ep = net_epoll_create();
+	srv->listen_tag = &srv->lfd;
+	srv->signal_tag = &srv->sfd;
+	net_epoll_add(srv->ep, srv->lfd, EPOLLIN, srv->listen_tag);
+	net_epoll_add(srv->ep, srv->sfd, EPOLLIN, srv->signal_tag);
+	net_server_timer(srv, drain_tick, DRAIN_TICK_NS);
+	net_print_ready(SERVER, srv->lfd);
+	net_server_run(srv, on_listen, conn_event, after_batch);
 
 	/* Counters first (the maps go with the skeleton), then the connections, then the programs.
 	 */
@@ -583,7 +564,7 @@ int main(int argc, char **argv)
 	st.errors += sockmap_read_counter(counters, ECHO_CNT_DROP_SKBS);
 	while (g.conns)
 		conn_close(g.conns, false);
-	close(g.lfd);
+	close(srv->lfd);
 	bpf_teardown();
 	net_print_summary(SERVER, &st);
 	return 0;

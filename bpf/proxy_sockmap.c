@@ -75,9 +75,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -101,13 +99,10 @@
 #define USER_BUF 131072		      /* buffer of a direction copied in user space */
 #define ROUNDS 16		      /* user-space buffers per direction and turn */
 
-enum tag { TAG_LISTEN, TAG_SIGNAL, TAG_TIMER, TAG_LEG };
-
 struct conn;
 
-/* One socket of a proxied connection. */
+/* One socket of a proxied connection; its address is the epoll tag. */
 struct leg {
-	enum tag tag; /* TAG_LEG; first member so that epoll data can point to any tagged object */
 	struct conn *c;
 	int fd;
 	uint64_t cookie;
@@ -143,15 +138,12 @@ static struct {
 	struct net_opts opts;
 	uint32_t max_conns;
 	struct proxy_upstream up;
-	struct net_server srv;
-	int tfd;
-	bool timer_armed;
+	struct net_server srv; /* the timer hook polls draining directions */
+	bool accept_pending;   /* the listening socket is readable: accept after this batch */
 	struct conn *conns, *drains, *dead;
 	struct net_stats st; /* bytes_in/bytes_out: only what user space forwarded */
 	uint64_t user_flows; /* directions forwarded in user space (see conn_pair) */
-} g = {.srv = {.ep = -1, .lfd = -1, .sfd = -1}, .tfd = -1};
-
-static enum tag tag_listen = TAG_LISTEN, tag_signal = TAG_SIGNAL, tag_timer = TAG_TIMER;
+} g = {.srv = {.ep = -1, .lfd = -1, .sfd = -1, .tfd = -1}};
 
 static void usage(FILE *f)
 {
@@ -240,7 +232,8 @@ static void bpf_teardown(void)
 /* proxy_accept's callback: --sndbuf/--rcvbuf on both legs. */
 static void set_bufs(int fd) { sockmap_set_bufs(fd, g.opts.sndbuf, g.opts.rcvbuf); }
 
-static void timer_set(bool on) { sockmap_timer_set(g.tfd, &g.timer_armed, on, DRAIN_TICK_NS); }
+/* Run drain_tick every DRAIN_TICK_NS (on) or not at all. */
+static void timer_set(bool on) { net_server_timer_arm(&g.srv, on); }
 
 /* Set a leg's epoll registration and interest (ADD, MOD or DEL as needed). */
 static void leg_events(struct leg *l, bool registered, uint32_t ev)
@@ -453,9 +446,10 @@ static void conn_pair(struct conn *c)
 	(void)conn_check(c, now);
 }
 
-/* Handle the epoll events of one leg. */
-static void leg_event(struct leg *l, uint32_t ev)
+/* Handle the epoll events of leg tag. */
+static void leg_event(void *tag, uint32_t ev)
 {
+	struct leg *l = tag;
 	struct conn *c = l->c;
 	int s = l == &c->leg[CLIENT] ? CLIENT : UPSTREAM;
 	if (c->dead)
@@ -483,9 +477,9 @@ static void leg_event(struct leg *l, uint32_t ev)
 	(void)conn_check(c, now);
 }
 
+/* The timer hook: check every connection with a draining direction (conn_check). */
 static void drain_tick(void)
 {
-	sockmap_timer_ack(g.tfd);
 	uint64_t now = net_now_ns();
 	for (struct conn *c = g.drains, *next; c; c = next) {
 		next = c->drain_next;
@@ -503,7 +497,6 @@ static void accept_all(void)
 		if (!c)
 			net_die("out of memory");
 		for (int s = 0; s < 2; s++) {
-			c->leg[s].tag = TAG_LEG;
 			c->leg[s].c = c;
 		}
 		c->leg[CLIENT].fd = fd;
@@ -519,6 +512,20 @@ static void accept_all(void)
 		else
 			leg_events(&c->leg[UPSTREAM], true, EPOLLOUT);
 	}
+}
+
+/* The listening socket is readable: note it; accept_all runs after the batch of events. */
+static void on_listen(void) { g.accept_pending = true; }
+
+/* After each batch of events (and after drain_tick): accept what is pending, then free the
+ * connections that ended. */
+static void after_batch(void)
+{
+	if (g.accept_pending) {
+		g.accept_pending = false;
+		accept_all();
+	}
+	free_dead();
 }
 
 static const char *upstream;
@@ -557,56 +564,18 @@ int main(int argc, char **argv)
 	check_environment();
 	net_raise_nofile();
 	struct net_server *srv = &g.srv;
-	srv->sfd =
-	    net_signalfd(); /* before anything needs cleaning up: signals then wait in the fd */
+	/* Before anything needs cleaning up: signals then wait in the fd. */
+	srv->sfd = net_signalfd();
 	bpf_setup();
 	srv->lfd = net_listen(g.opts.listen);
 	srv->ep = net_epoll_create();
-	g.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (g.tfd < 0)
-		net_die("timerfd_create: %s", strerror(errno));
-	srv->listen_tag = &tag_listen;
-	srv->signal_tag = &tag_signal;
+	srv->listen_tag = &srv->lfd;
+	srv->signal_tag = &srv->sfd;
 	net_epoll_add(srv->ep, srv->lfd, EPOLLIN, srv->listen_tag);
 	net_epoll_add(srv->ep, srv->sfd, EPOLLIN, srv->signal_tag);
-	net_epoll_add(srv->ep, g.tfd, EPOLLIN, &tag_timer);
+	net_server_timer(srv, drain_tick, DRAIN_TICK_NS);
 	net_print_ready(SERVER, srv->lfd);
-
-	struct epoll_event evs[256];
-	for (bool running = true; running;) {
-		int n = epoll_wait(srv->ep, evs, 256, -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			net_die("epoll_wait: %s", strerror(errno));
-		}
-		bool do_accept = false, do_tick = false;
-		for (int i = 0; i < n; i++) {
-			switch (*(enum tag *)evs[i].data.ptr) {
-			case TAG_SIGNAL: {
-				struct signalfd_siginfo si;
-				while (read(srv->sfd, &si, sizeof(si)) == sizeof(si))
-					;
-				running = false;
-				break;
-			}
-			case TAG_LISTEN:
-				do_accept = true;
-				break;
-			case TAG_TIMER:
-				do_tick = true;
-				break;
-			case TAG_LEG:
-				leg_event(evs[i].data.ptr, evs[i].events);
-				break;
-			}
-		}
-		if (do_tick && running)
-			drain_tick();
-		if (do_accept && running)
-			accept_all();
-		free_dead();
-	}
+	net_server_run(srv, on_listen, leg_event, after_batch);
 
 	/* Counters first (the maps go with the skeleton), then the connections, then the programs.
 	 */

@@ -10,7 +10,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <bpf/libbpf.h>
@@ -127,27 +126,6 @@ int sockmap_tcp_info(int fd, struct tcp_info *ti)
 	socklen_t len = sizeof(*ti);
 	memset(ti, 0, sizeof(*ti));
 	return getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len);
-}
-
-void sockmap_timer_set(int tfd, bool *armed, bool on, long long tick_ns)
-{
-	if (on == *armed)
-		return;
-	struct itimerspec its = {0};
-	if (on) {
-		its.it_interval.tv_nsec = tick_ns;
-		its.it_value.tv_nsec = tick_ns;
-	}
-	if (timerfd_settime(tfd, 0, &its, NULL) < 0)
-		net_die("timerfd_settime: %s", strerror(errno));
-	*armed = on;
-}
-
-void sockmap_timer_ack(int tfd)
-{
-	uint64_t ticks;
-	if (read(tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
-		net_die("read(timerfd): %s", strerror(errno));
 }
 
 uint32_t sockmap_parse_max_conns(const char *arg)

@@ -70,14 +70,6 @@ int sockmap_kick(int fd);
 /* TCP_INFO of fd into *ti (zeroed first). Returns 0, or -1 with errno set. */
 int sockmap_tcp_info(int fd, struct tcp_info *ti);
 
-/* Arm (on) or disarm the timerfd tfd as a periodic tick of tick_ns (below 1 s) unless *armed
- * already says so; *armed tracks the state. Exits with one line on failure. */
-void sockmap_timer_set(int tfd, bool *armed, bool on, long long tick_ns);
-
-/* Consume the expirations of the non-blocking timerfd tfd (none pending is fine); exits with one
- * line on a read error. */
-void sockmap_timer_ack(int tfd);
-
 /* The value of --max-conns: a decimal from 1 to 2^24; anything else exits with a usage error. */
 uint32_t sockmap_parse_max_conns(const char *arg);
 

@@ -16,6 +16,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -402,6 +403,9 @@ void net_server_run(struct net_server *s, void (*on_listen)(void),
 				continue;
 			net_die("epoll_wait: %s", strerror(errno));
 		}
+		/* The timer hook runs after the batch: it may end connections whose events come
+		 * later in the same batch. */
+		bool tick = false;
 		for (int i = 0; i < n; i++) {
 			void *p = evs[i].data.ptr;
 			if (p == s->listen_tag) {
@@ -410,13 +414,47 @@ void net_server_run(struct net_server *s, void (*on_listen)(void),
 				struct signalfd_siginfo si;
 				if (read(s->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
 					return;
+			} else if (p == &s->tfd) {
+				tick = true;
 			} else {
 				on_event(p, evs[i].events);
 			}
 		}
+		if (tick) {
+			uint64_t expirations;
+			if (read(s->tfd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+				net_die("read(timerfd): %s", strerror(errno));
+			s->on_timer();
+		}
 		if (after_batch)
 			after_batch();
 	}
+}
+
+void net_server_timer(struct net_server *s, void (*on_timer)(void), long long interval_ns)
+{
+	s->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (s->tfd < 0)
+		net_die("timerfd_create: %s", strerror(errno));
+	s->on_timer = on_timer;
+	s->timer_ns = interval_ns;
+	s->timer_armed = false;
+	net_epoll_add(s->ep, s->tfd, EPOLLIN, &s->tfd);
+}
+
+void net_server_timer_arm(struct net_server *s, bool on)
+{
+	if (on == s->timer_armed)
+		return;
+	struct itimerspec its = {0};
+	if (on) {
+		its.it_interval.tv_sec = s->timer_ns / 1000000000;
+		its.it_interval.tv_nsec = s->timer_ns % 1000000000;
+		its.it_value = its.it_interval;
+	}
+	if (timerfd_settime(s->tfd, 0, &its, NULL) < 0)
+		net_die("timerfd_settime: %s", strerror(errno));
+	s->timer_armed = on;
 }
 
 int net_accept(struct net_server *s, uint64_t active)

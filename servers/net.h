@@ -2,8 +2,8 @@
 /* Shared helpers for the splicebench data-path programs: address parsing, the command-line options
  * every server takes, listening sockets, the ready/summary JSON protocol on stdout
  * (docs/programs.md), signal handling through a signalfd, the one-thread epoll loop with its
- * accept handling, pipes for splice(), and errors that end the program with one line naming the
- * cause. */
+ * accept handling and timer hook, pipes for splice(), and errors that end the program with one line
+ * naming the cause. */
 #ifndef SPLICEBENCH_NET_H
 #define SPLICEBENCH_NET_H
 
@@ -118,7 +118,8 @@ void net_epoll_mod(int ep, int fd, void *tag, uint32_t *cur, uint32_t ev);
  * reports EPOLLHUP forever and must not spin the loop. Exits on error. */
 void net_epoll_set(int ep, int fd, void *tag, uint32_t *cur, uint32_t ev);
 
-/* A server's listening socket, signalfd and epoll set (one thread, level-triggered). */
+/* A server's listening socket, signalfd and epoll set (one thread, level-triggered), and its
+ * optional timer hook (net_server_timer). */
 struct net_server {
 	int ep;		    /* epoll instance */
 	int lfd;	    /* listening socket, registered with data.ptr listen_tag */
@@ -127,16 +128,30 @@ struct net_server {
 	void *signal_tag;   /* (callers that register lfd themselves set listen_tag) */
 	bool accept_paused; /* lfd has no interest: descriptors or memory ran out */
 	bool accept_warned; /* the first accept (or per-connection pipe) failure was reported */
+	void (*on_timer)(void); /* the timer hook; NULL: none */
+	int tfd;		/* its timerfd, registered with data.ptr &tfd */
+	long long timer_ns;	/* its period */
+	bool timer_armed;	/* tfd is ticking */
 };
 
 /* Start a server: signalfd (net_signalfd), RLIMIT_NOFILE raised, listen on addr (net_listen), an
  * epoll set with both, then the ready line for `server` on stdout. Exits on error. */
 void net_server_open(struct net_server *s, const char *addr, const char *server);
 /* Serve until SIGTERM or SIGINT: hand the listening socket's events to on_listen() and every
- * other event to on_event(data.ptr, events); after each batch of events call after_batch() when
- * it is not NULL. Returns as soon as a signal was read (the rest of that batch is not handled). */
+ * other event to on_event(data.ptr, events), in the order epoll_wait reported them. After a batch
+ * of events in which the timer hook's timerfd (net_server_timer) reported expirations, call
+ * s->on_timer() once, after every other event of that batch, whether or not the hook was disarmed
+ * meanwhile (expirations are consumed; missed ones do not add calls). Then call after_batch() when
+ * it is not NULL. Returns as soon as a signal was read: neither the rest of that batch, nor the
+ * timer hook, nor after_batch() runs. */
 void net_server_run(struct net_server *s, void (*on_listen)(void),
 		    void (*on_event)(void *tag, uint32_t events), void (*after_batch)(void));
+/* Give s a timer hook for net_server_run: on_timer() runs every interval_ns (> 0) while the
+ * hook is armed (net_server_timer_arm); it starts disarmed. Needs s->ep; exits on error. */
+void net_server_timer(struct net_server *s, void (*on_timer)(void), long long interval_ns);
+/* Arm (on: the first tick interval_ns from now, then periodic) or disarm the timer hook; nothing
+ * changes when it already is (arming an armed hook keeps its phase). Exits on error. */
+void net_server_timer_arm(struct net_server *s, bool on);
 /* Accept one pending connection (non-blocking, close-on-exec). Returns its descriptor, or -1 when
  * there is nothing to accept now: none pending (also after EINTR or ECONNABORTED), or descriptors
  * or memory ran out, in which case the first time is reported on stderr and, while active > 0
