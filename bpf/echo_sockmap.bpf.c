@@ -9,6 +9,7 @@
 
 #include <bpf/bpf_helpers.h>
 
+#include "counters.h"
 #include "echo_sockmap.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
@@ -43,20 +44,6 @@ struct {
 	__type(value, __u32);
 } slot_of SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ECHO_CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
-static __always_inline void count(__u32 slot, __u64 n)
-{
-	__u64 *c = bpf_map_lookup_elem(&counters, &slot);
-	if (c)
-		*c += n; /* per-CPU slot: no other writer */
-}
-
 /* Accept everything that is queued as one message: with a parser, the verdict still sees every
  * byte in order, only in the strparser's framing. */
 SEC("sk_skb/stream_parser")
@@ -85,11 +72,11 @@ int echo_verdict(struct __sk_buff *skb)
 		verdict = bpf_sk_redirect_hash(skb, &sock_hash, &cookie, 0);
 	}
 	if (verdict == SK_PASS) {
-		count(ECHO_CNT_REDIR_BYTES, len);
-		count(ECHO_CNT_REDIR_SKBS, 1);
+		counter_add(ECHO_CNT_REDIR_BYTES, len);
+		counter_add(ECHO_CNT_REDIR_SKBS, 1);
 	} else {
-		count(ECHO_CNT_DROP_BYTES, len);
-		count(ECHO_CNT_DROP_SKBS, 1);
+		counter_add(ECHO_CNT_DROP_BYTES, len);
+		counter_add(ECHO_CNT_DROP_SKBS, 1);
 	}
 	return verdict;
 }

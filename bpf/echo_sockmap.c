@@ -67,6 +67,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "counters.h"
 #include "echo_sockmap.h"
 #include "echo_sockmap.skel.h"
 #include "net.h"

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Shared between bpf/echo_sockmap.bpf.c (kernel side) and bpf/echo_sockmap.c (loader): which map
- * the verdict program redirects through, and the slots of its per-CPU counter array. Plain C types
- * only, so that both the BPF target and the host compiler accept it. */
+ * the verdict program redirects through (its counters are in bpf/counters.h). Plain C types only,
+ * so that both the BPF target and the host compiler accept it. */
 #ifndef SPLICEBENCH_ECHO_SOCKMAP_H
 #define SPLICEBENCH_ECHO_SOCKMAP_H
 
@@ -9,15 +9,6 @@
 enum echo_map_kind {
 	ECHO_MAP_SOCKHASH = 0, /* sock_hash keyed by socket cookie */
 	ECHO_MAP_SOCKMAP = 1,  /* sock_map keyed by slot; slot_of maps cookie -> slot */
-};
-
-/* Slots of the `counters` PERCPU_ARRAY; the loader sums them over CPUs. */
-enum echo_counter {
-	ECHO_CNT_REDIR_BYTES = 0, /* bytes handed to the echo redirect */
-	ECHO_CNT_REDIR_SKBS,	  /* skbs handed to the echo redirect */
-	ECHO_CNT_DROP_BYTES,	  /* bytes dropped: the socket was not found in the map */
-	ECHO_CNT_DROP_SKBS,	  /* skbs dropped for the same reason */
-	ECHO_CNT_MAX,
 };
 
 #endif

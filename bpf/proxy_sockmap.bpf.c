@@ -13,7 +13,7 @@
 
 #include <bpf/bpf_helpers.h> /* needs the types of linux/bpf.h first */
 
-#include "proxy_sockmap.h"
+#include "counters.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -39,20 +39,6 @@ struct {
 	__type(value, __u64); /* an fd on update; user-space lookups return the cookie */
 } peer_of SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, PROXY_CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
-static __always_inline void count(__u32 slot, __u64 n)
-{
-	__u64 *c = bpf_map_lookup_elem(&counters, &slot);
-	if (c)
-		*c += n; /* per-CPU slot: no other writer */
-}
-
 /* Send the skb out of the peer leg. A failed lookup (the peer leg is being closed, which happens
  * only when the connection ends) returns SK_DROP, never SK_PASS: passed bytes would wait in user
  * space while later bytes overtake them in the kernel.
@@ -70,10 +56,10 @@ static __always_inline int forward(struct __sk_buff *skb, __u32 slot)
 	long verdict = bpf_sk_redirect_hash(skb, &peer_of, &cookie, 0);
 
 	if (verdict == SK_PASS) {
-		count(slot, len);
+		counter_add(slot, len);
 	} else {
-		count(PROXY_CNT_DROP_BYTES, len);
-		count(PROXY_CNT_DROP_SKBS, 1);
+		counter_add(PROXY_CNT_DROP_BYTES, len);
+		counter_add(PROXY_CNT_DROP_SKBS, 1);
 	}
 	return verdict;
 }

@@ -81,9 +81,9 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "counters.h"
 #include "net.h"
 #include "proxy.h"
-#include "proxy_sockmap.h"
 #include "proxy_sockmap.skel.h"
 #include "sockmap_common.h"
 
