@@ -10,14 +10,14 @@ import os
 import secrets
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from splicebench import scenario
-from splicebench.lab import arm64
+from splicebench.lab import (apt_sources, arm64, arm64_build, arm64_build_steps, arm64_guest,
+                             arm64_host, arm64_image)
 from splicebench.util.procs import pid_alive
 from splicebench.hosts import facts
 from splicebench.lab import lifecycle
@@ -85,7 +85,7 @@ deb cdrom:[Debian]/ bookworm main
 
 @pytest.mark.unit
 def test_deb822_sources_keep_deb_entries_that_serve_arm64():
-    got = arm64.parse_deb822_sources(DEB822)
+    got = apt_sources.parse_deb822_sources(DEB822)
     assert [(s.uri, s.suite) for s in got] == [
         ("http://deb.debian.org/debian", "bookworm"),
         ("http://deb.debian.org/debian", "bookworm-updates"),
@@ -99,7 +99,7 @@ def test_deb822_sources_keep_deb_entries_that_serve_arm64():
 
 @pytest.mark.unit
 def test_one_line_sources():
-    got = arm64.parse_sources_list(ONE_LINE)
+    got = apt_sources.parse_sources_list(ONE_LINE)
     assert [(s.uri, s.suite, s.components, s.signed_by) for s in got] == [
         ("http://ftp.example.invalid/debian", "bookworm", ("main", "contrib"), None),
         ("http://both.invalid/debian", "bookworm-updates", ("main",), "/k.gpg"),
@@ -109,30 +109,30 @@ def test_one_line_sources():
 
 @pytest.mark.unit
 def test_select_sources_takes_the_release_and_its_update_suites():
-    srcs = arm64.parse_deb822_sources(DEB822)
-    mirror, guest = arm64.select_sources(srcs, "bookworm")
+    srcs = apt_sources.parse_deb822_sources(DEB822)
+    mirror, guest = apt_sources.select_sources(srcs, "bookworm")
     assert (mirror.uri, mirror.suite) == ("http://deb.debian.org/debian", "bookworm")
     assert [s.suite for s in guest] == ["bookworm", "bookworm-updates", "bookworm-security",
                                         "bookworm-backports"]
     # the guest's sources file says the same thing back
-    assert arm64.parse_deb822_sources(arm64.render_deb822(guest)) == list(guest)
+    assert apt_sources.parse_deb822_sources(apt_sources.render_deb822(guest)) == list(guest)
 
 
 @pytest.mark.unit
 @pytest.mark.parametrize("sources, codename, message", [
     ([], "bookworm", "apt sources: no 'deb' source for suite 'bookworm' with component 'main'"),
-    ([arm64.AptSource("http://x.invalid/debian", "trixie", ("main",))], "bookworm",
+    ([apt_sources.AptSource("http://x.invalid/debian", "trixie", ("main",))], "bookworm",
      "apt sources: no 'deb' source for suite 'bookworm'"),
-    ([arm64.AptSource("http://x.invalid/debian", "bookworm", ("contrib",))], "bookworm",
+    ([apt_sources.AptSource("http://x.invalid/debian", "bookworm", ("contrib",))], "bookworm",
      "apt sources: no 'deb' source for suite 'bookworm' with component 'main'"),
-    ([arm64.AptSource("cdrom:[Debian]/", "bookworm", ("main",))], "bookworm",
+    ([apt_sources.AptSource("cdrom:[Debian]/", "bookworm", ("main",))], "bookworm",
      "apt sources: source URI 'cdrom:[Debian]/' is not an http(s) or file URI"),
-    ([arm64.AptSource("http://x.invalid/debian;reboot", "bookworm", ("main",))], "bookworm",
+    ([apt_sources.AptSource("http://x.invalid/debian;reboot", "bookworm", ("main",))], "bookworm",
      "is not an http(s) or file URI"),
 ])
 def test_select_sources_errors(sources, codename, message):
-    with pytest.raises(arm64.Arm64Error) as e:
-        arm64.select_sources(sources, codename)
+    with pytest.raises(arm64_host.Arm64Error) as e:
+        apt_sources.select_sources(sources, codename)
     assert message in str(e.value)
     assert e.value.step == "apt sources"
 
@@ -143,28 +143,28 @@ def test_host_recipe_reads_etc(tmp_path):
     (tmp_path / "os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n'
                                          'VERSION_CODENAME=bookworm\nID=debian\n')
     (tmp_path / "apt" / "sources.list.d" / "debian.sources").write_text(DEB822)
-    r = arm64.host_recipe(tmp_path)
+    r = arm64_image.host_recipe(tmp_path)
     assert r.codename == "bookworm" and r.mirror.uri == "http://deb.debian.org/debian"
     assert "openssh-server" in r.packages and "libbpf-dev" in r.packages
     assert "ca-certificates" not in r.packages  # no https source
     (tmp_path / "os-release").write_text("ID=debian\n")
-    with pytest.raises(arm64.Arm64Error, match="no VERSION_CODENAME in /etc/os-release"):
-        arm64.host_recipe(tmp_path)
+    with pytest.raises(arm64_host.Arm64Error, match="no VERSION_CODENAME in /etc/os-release"):
+        arm64_image.host_recipe(tmp_path)
 
 
 @pytest.mark.unit
 def test_recipe_key_names_everything_that_decides_the_image():
-    m = arm64.AptSource("http://deb.debian.org/debian", "bookworm", ("main",))
-    base = arm64.Recipe(codename="bookworm", mirror=m, sources=(m,))
-    assert base.key == arm64.Recipe(codename="bookworm", mirror=m, sources=(m,)).key
+    m = apt_sources.AptSource("http://deb.debian.org/debian", "bookworm", ("main",))
+    base = arm64_image.Recipe(codename="bookworm", mirror=m, sources=(m,))
+    assert base.key == arm64_image.Recipe(codename="bookworm", mirror=m, sources=(m,)).key
     assert len(base.key) == 16 and int(base.key, 16) >= 0
-    other_mirror = arm64.AptSource("http://ftp.de.debian.org/debian", "bookworm", ("main",))
+    other_mirror = apt_sources.AptSource("http://ftp.de.debian.org/debian", "bookworm", ("main",))
     variants = [
-        arm64.Recipe(codename="bookworm", mirror=other_mirror, sources=(other_mirror,)),
-        arm64.Recipe(codename="bookworm", mirror=m, sources=(m,), packages=("openssh-server",)),
-        arm64.Recipe(codename="bookworm", mirror=m, sources=(m,), initramfs_modules=("ext4",)),
-        arm64.Recipe(codename="bookworm", mirror=m, sources=(m,), disk_gib=4),
-        arm64.Recipe(codename="bookworm", mirror=m, sources=(m,), version=arm64.RECIPE_VERSION + 1),
+        arm64_image.Recipe(codename="bookworm", mirror=other_mirror, sources=(other_mirror,)),
+        arm64_image.Recipe(codename="bookworm", mirror=m, sources=(m,), packages=("openssh-server",)),
+        arm64_image.Recipe(codename="bookworm", mirror=m, sources=(m,), initramfs_modules=("ext4",)),
+        arm64_image.Recipe(codename="bookworm", mirror=m, sources=(m,), disk_gib=4),
+        arm64_image.Recipe(codename="bookworm", mirror=m, sources=(m,), version=arm64_image.RECIPE_VERSION + 1),
     ]
     keys = {v.key for v in variants}
     assert len(keys) == len(variants) and base.key not in keys
@@ -172,9 +172,9 @@ def test_recipe_key_names_everything_that_decides_the_image():
 
 @pytest.mark.unit
 def test_cache_root_follows_splicebench_cache():
-    assert arm64.cache_root({"SPLICEBENCH_CACHE": "/srv/c"}) == Path("/srv/c/arm64")
-    assert arm64.cache_root({"XDG_CACHE_HOME": "/x"}) == Path("/x/splicebench/arm64")
-    assert arm64.cache_root({}) == Path.home() / ".cache" / "splicebench" / "arm64"
+    assert arm64_image.cache_root({"SPLICEBENCH_CACHE": "/srv/c"}) == Path("/srv/c/arm64")
+    assert arm64_image.cache_root({"XDG_CACHE_HOME": "/x"}) == Path("/x/splicebench/arm64")
+    assert arm64_image.cache_root({}) == Path.home() / ".cache" / "splicebench" / "arm64"
 
 
 @pytest.mark.unit
@@ -182,9 +182,9 @@ def test_debootstrap_progress_summary():
     lines = ["I: Retrieving InRelease", "I: Retrieving libc6 2.36", "I: Validating libc6 2.36",
              "I: Extracting libc6...", "I: Unpacking required packages...",
              "I: Configuring libc6...", "I: Configuring base-files..."]
-    assert arm64._debootstrap_summary(lines) == "configuring (2 packages so far)"
-    assert arm64._debootstrap_summary([]) == "starting"
-    assert arm64._debootstrap_summary(["W: some warning"]) == "W: some warning"
+    assert arm64_build_steps.debootstrap_summary(lines) == "configuring (2 packages so far)"
+    assert arm64_build_steps.debootstrap_summary([]) == "starting"
+    assert arm64_build_steps.debootstrap_summary(["W: some warning"]) == "W: some warning"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,9 +193,9 @@ def test_debootstrap_progress_summary():
 
 @pytest.mark.unit
 def test_qemu_argv_forwards_only_ssh_on_loopback_and_isolates_the_guest(tmp_path):
-    img = arm64.Image(tmp_path / "img,1")
+    img = arm64_image.Image(tmp_path / "img,1")
     gdir = tmp_path / "lab,x" / "arm64"
-    argv = arm64.qemu_argv(img, gdir, 40022)
+    argv = arm64_guest.qemu_argv(img, gdir, 40022)
     net = argv[argv.index("-netdev") + 1]
     assert net == "user,id=n,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"
     assert argv.count("-netdev") == 1 and "-nodefaults" in argv and "-no-reboot" in argv
@@ -223,8 +223,8 @@ hosts:
 """
 
 
-def _fake_image(tmp_path: Path) -> arm64.Image:
-    img = arm64.Image(tmp_path / "cache" / "0123456789abcdef")
+def _fake_image(tmp_path: Path) -> arm64_image.Image:
+    img = arm64_image.Image(tmp_path / "cache" / "0123456789abcdef")
     img.dir.mkdir(parents=True)
     img.host_key_pub.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheGuest0000000000"
                                 "000000000000 splicebench-arm64-hostkey\n")
@@ -238,22 +238,22 @@ def test_guest_joins_and_leaves_the_lab_inventory(tmp_path):
     (state / "inventory.yaml").write_text(LAB_INVENTORY)
     (state / "known_hosts").write_text("10.203.0.11 ssh-ed25519 AAAAlab1\n")
     img = _fake_image(tmp_path)
-    g = arm64.Guest(name="arm64", port=40022, pid=1, image=img.key, dir=str(state / "arm64"))
-    arm64.add_to_inventory(state, g, img)
-    arm64.add_to_inventory(state, g, img)  # idempotent
+    g = arm64_guest.Guest(name="arm64", port=40022, pid=1, image=img.key, dir=str(state / "arm64"))
+    arm64_guest.add_to_inventory(state, g, img)
+    arm64_guest.add_to_inventory(state, g, img)  # idempotent
     inv = load_inventory(state / "inventory.yaml")
     assert inv.names() == ["local", "lab1", "arm64"]
     h = inv.get("arm64")
     assert (h.hostname, h.port, h.user, h.sudo) == ("127.0.0.1", 40022, "root", "root")
     assert h.key_files == (str(img.client_key),)
-    assert h.labels == ("lab", "arm64", "emulated") and h.workdir == arm64.GUEST_WORKDIR
+    assert h.labels == ("lab", "arm64", "emulated") and h.workdir == arm64_guest.GUEST_WORKDIR
     assert h.known_hosts == (str(state / "known_hosts"),)
     assert inv.get("lab1").key_files == (str(state / "id_ed25519"),)  # the rest is unchanged
     kh = (state / "known_hosts").read_text().splitlines()
     assert kh == ["10.203.0.11 ssh-ed25519 AAAAlab1",
                   "[127.0.0.1]:40022 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheGuest0000000000"
                   "000000000000"]
-    arm64.remove_from_inventory(state, g)
+    arm64_guest.remove_from_inventory(state, g)
     assert load_inventory(state / "inventory.yaml").names() == ["local", "lab1"]
     assert (state / "known_hosts").read_text() == "10.203.0.11 ssh-ed25519 AAAAlab1\n"
 
@@ -263,12 +263,12 @@ def test_guest_alone_makes_an_inventory_of_its_own(tmp_path):
     state = tmp_path / "lab"
     state.mkdir()
     img = _fake_image(tmp_path)
-    g = arm64.Guest(name="arm64", port=40100, pid=1, image=img.key, dir=str(state / "arm64"))
-    arm64.add_to_inventory(state, g, img)
+    g = arm64_guest.Guest(name="arm64", port=40100, pid=1, image=img.key, dir=str(state / "arm64"))
+    arm64_guest.add_to_inventory(state, g, img)
     inv = load_inventory(state / "inventory.yaml")
     assert inv.names() == ["local", "arm64"] and inv.get("arm64").port == 40100
     assert (state / "inventory.yaml").stat().st_mode & 0o077 == 0
-    arm64.remove_from_inventory(state, g)
+    arm64_guest.remove_from_inventory(state, g)
     assert not (state / "inventory.yaml").exists()
     assert (state / "known_hosts").read_text() == ""
 
@@ -355,7 +355,7 @@ def test_bad_placement_lists(placement, message):
 # The real guest (root; the first run builds the image: minutes). One guest for the module.
 
 real = [pytest.mark.arm64, pytest.mark.slow, pytest.mark.privileged, pytest.mark.e2e]
-CACHE = arm64.cache_root()  # read once: other fixtures point SPLICEBENCH_CACHE elsewhere for a while
+CACHE = arm64_image.cache_root()  # read once: other fixtures point SPLICEBENCH_CACHE elsewhere for a while
 
 
 def _lab_config() -> lab.LabConfig:
@@ -378,8 +378,8 @@ def _processes_mentioning(text: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def image():
-    arm64.provision_host(log=print)  # as `invoke lab.arm64` does
-    img, _ = arm64.ensure_image(root=CACHE, log=print)
+    arm64_host.provision_host(log=print)  # as `invoke lab.arm64` does
+    img, _ = arm64_build.ensure_image(root=CACHE, log=print)
     return img
 
 
@@ -399,9 +399,9 @@ def guest(image):
 def test_image_is_complete_and_reused(image):
     assert image.complete() and image.dir.parent == CACHE
     info = image.info()
-    assert info["key"] == image.key == arm64.host_recipe().key
+    assert info["key"] == image.key == arm64_image.host_recipe().key
     assert info["guest_kernel"]
-    assert arm64.ensure_image(root=CACHE, log=print) == (image, False)
+    assert arm64_build.ensure_image(root=CACHE, log=print) == (image, False)
     assert not list(CACHE.glob(".tmp-*"))
 
 
@@ -494,9 +494,9 @@ def test_check_shows_aarch64_emulated_and_sockmap(guest):
 
 
 def _no_guest_left(state: Path) -> None:
-    assert arm64.qemu_pids(state) == []
+    assert arm64_guest.qemu_pids(state) == []
     assert _processes_mentioning(str(state)) == []
-    assert not arm64.guest_dir(state).exists()
+    assert not arm64_guest.guest_dir(state).exists()
 
 
 @pytest.mark.arm64
@@ -505,8 +505,8 @@ def _no_guest_left(state: Path) -> None:
 def test_ssh_not_answering_in_time_fails_clearly_and_leaves_nothing(image):
     cfg = _lab_config()
     try:
-        with pytest.raises(arm64.Arm64Error) as e:
-            arm64.boot(image, cfg.state, ssh_timeout=1, log=print)
+        with pytest.raises(arm64_host.Arm64Error) as e:
+            arm64_guest.boot(image, cfg.state, ssh_timeout=1, log=print)
         assert e.value.step == "boot"
         assert "SSH on 127.0.0.1:" in str(e.value) and "did not answer within 1 s" in str(e.value)
         assert "last console lines" in str(e.value)
@@ -531,14 +531,14 @@ def test_qemu_exiting_during_boot_fails_clearly_and_leaves_nothing(image):
     def crash():  # then QEMU dies, like a crash of the emulator
         while not stop.is_set():
             if started.wait(0.1):
-                for pid in arm64.qemu_pids(cfg.state):
+                for pid in arm64_guest.qemu_pids(cfg.state):
                     os.kill(pid, signal.SIGKILL)
                 return
     t = threading.Thread(target=crash, daemon=True)
     t.start()
     try:
-        with pytest.raises(arm64.Arm64Error) as e:
-            arm64.boot(image, cfg.state, ssh_timeout=120, log=log)
+        with pytest.raises(arm64_host.Arm64Error) as e:
+            arm64_guest.boot(image, cfg.state, ssh_timeout=120, log=log)
         assert e.value.step == "boot"
         assert "exited before the guest's SSH answered" in str(e.value)
         _no_guest_left(cfg.state)
@@ -554,8 +554,8 @@ def test_qemu_exiting_during_boot_fails_clearly_and_leaves_nothing(image):
 def test_qemu_refusing_to_start_names_its_error(image):
     cfg = _lab_config()
     try:
-        with pytest.raises(arm64.Arm64Error) as e:
-            arm64.boot(image, cfg.state, memory_mb=1 << 30, log=print)  # 1 PiB of guest memory
+        with pytest.raises(arm64_host.Arm64Error) as e:
+            arm64_guest.boot(image, cfg.state, memory_mb=1 << 30, log=print)  # 1 PiB of guest memory
         assert e.value.step == "boot" and "QEMU exited with code 1 at start" in str(e.value)
         _no_guest_left(cfg.state)
     finally:
@@ -566,18 +566,18 @@ def test_qemu_refusing_to_start_names_its_error(image):
 @pytest.mark.slow
 @pytest.mark.privileged
 def test_failed_build_leaves_no_partial_cache_and_no_mounts(tmp_path):
-    mirror = arm64.AptSource(f"file://{tmp_path}/no-mirror", "bookworm", ("main",))
-    recipe = arm64.Recipe(codename="bookworm", mirror=mirror, sources=(mirror,))
+    mirror = apt_sources.AptSource(f"file://{tmp_path}/no-mirror", "bookworm", ("main",))
+    recipe = arm64_image.Recipe(codename="bookworm", mirror=mirror, sources=(mirror,))
     root = tmp_path / "cache"
     lines: list[str] = []
-    with pytest.raises(arm64.Arm64Error) as e:
-        arm64.ensure_image(recipe, root=root, log=lines.append)
+    with pytest.raises(arm64_host.Arm64Error) as e:
+        arm64_build.ensure_image(recipe, root=root, log=lines.append)
     assert e.value.step == "debootstrap", str(e.value)
     assert "exited with code" in str(e.value) and f"{recipe.key}.failed.log" in str(e.value)
     assert sorted(p.name for p in root.iterdir()) == [f"{recipe.key}.failed.log", f"{recipe.key}.lock"]
-    assert arm64._mounts_under(root) == []
+    assert arm64_host.mounts_under(root) == []
     assert any("[4/7] debootstrap" in ln for ln in lines)  # progress named the step
-    assert arm64.cached_image(recipe, root) is None
+    assert arm64_image.cached_image(recipe, root) is None
 
 
 @pytest.mark.arm64
@@ -588,10 +588,10 @@ def test_lab_down_from_another_process_powers_the_guest_off(guest):
     import subprocess
 
     cfg, lg = guest
-    assert arm64.qemu_pids(cfg.state) == [lg.guest.pid]
+    assert arm64_guest.qemu_pids(cfg.state) == [lg.guest.pid]
     r = subprocess.run(["invoke", "lab.down", "--prefix", cfg.prefix], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert f"arm64 guest (QEMU pid {lg.guest.pid}, powered off)" in r.stdout  # over SSH, not killed
-    assert arm64.qemu_pids(cfg.state) == [] and _processes_mentioning(str(cfg.state)) == []
+    assert arm64_guest.qemu_pids(cfg.state) == [] and _processes_mentioning(str(cfg.state)) == []
     assert not cfg.state.exists()

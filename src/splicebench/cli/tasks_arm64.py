@@ -8,6 +8,7 @@ from __future__ import annotations
 from invoke import Exit, task
 
 from splicebench.lab import arm64 as arm64mod
+from splicebench.lab import arm64_guest
 from splicebench.lab import netns as labmod
 from splicebench.errors import UserError
 
@@ -15,11 +16,11 @@ from splicebench.errors import UserError
 @task(name="arm64", help={
     "prefix": "name prefix of the lab to add the host to (default sb-lab)",
     "ssh-timeout": f"seconds to wait for the guest's SSH after starting QEMU "
-                   f"(default {arm64mod.SSH_TIMEOUT_S:g})",
+                   f"(default {arm64_guest.SSH_TIMEOUT_S:g})",
     "no-provision": "do not install missing host packages (qemu-system-arm, debootstrap, ...)",
     "off": "power the arm64 host off and take it out of the lab (the rest of the lab stays)",
 })
-def arm64(c, prefix=labmod.LabConfig.prefix, ssh_timeout=int(arm64mod.SSH_TIMEOUT_S),
+def arm64(c, prefix=labmod.LabConfig.prefix, ssh_timeout=int(arm64_guest.SSH_TIMEOUT_S),
           no_provision=False, off=False):
     """Add an emulated aarch64 host to the lab: a Debian arm64 guest under QEMU (needs root).
 
@@ -29,7 +30,7 @@ def arm64(c, prefix=labmod.LabConfig.prefix, ssh_timeout=int(arm64mod.SSH_TIMEOU
     try:
         state = labmod.LabConfig(prefix=prefix).state
         if off:
-            done = arm64mod.power_off(state, log=print)
+            done = arm64_guest.power_off(state, log=print)
             print("\n".join(done) if done else "no arm64 host in this lab")
             return
         lg = arm64mod.up(state, ssh_timeout=float(ssh_timeout), provision=not no_provision)

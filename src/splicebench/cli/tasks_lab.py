@@ -50,11 +50,11 @@ def down(c, prefix=labmod.LabConfig.prefix):
 @task(help={"prefix": "name prefix of the lab (default sb-lab)"})
 def status(c, prefix=labmod.LabConfig.prefix):
     """Show the lab's hosts and whether their sshd (or the arm64 host's QEMU) is running."""
-    from splicebench.lab import arm64 as arm64mod
+    from splicebench.lab import arm64_guest
 
     cfg = labmod.LabConfig(prefix=prefix)
     lb = labmod.status(cfg)
-    guest = arm64mod.status(cfg.state)
+    guest = arm64_guest.status(cfg.state)
     if lb is None and guest is None:
         print("no lab (create one with: invoke lab.up)")
         return
@@ -62,7 +62,7 @@ def status(c, prefix=labmod.LabConfig.prefix):
         state = "up" if pid_alive(h.sshd_pid) else "DOWN"
         print(f"{h.name:<8} {h.address:<15} {h.namespace:<12} sshd {h.sshd_pid} {state}")
     if guest is not None:
-        state = "up" if arm64mod.qemu_pids(cfg.state) else "DOWN"
+        state = "up" if arm64_guest.qemu_pids(cfg.state) else "DOWN"
         print(f"{guest.name:<8} {'127.0.0.1:' + str(guest.port):<15} {'(QEMU)':<12} qemu {guest.pid} "
               f"{state} (emulated aarch64)")
     print(f"inventory: {cfg.inventory}")

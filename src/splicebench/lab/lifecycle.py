@@ -7,7 +7,7 @@ stopped before the directory goes. Use these functions wherever a guest may be r
 
 from __future__ import annotations
 
-from splicebench.lab import arm64 as arm64_guest
+from splicebench.lab import arm64_guest
 from splicebench.lab import netns
 
 #: What else lives in a lab's state directory, each stopped (given the directory) before it is removed.
