@@ -12,9 +12,7 @@ clean-up short.
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -127,82 +125,19 @@ class Runner:
         return f"{self.bin_dirs[host]}/{name}" if built else name
 
     def _run_sample(self, sample: Sample, plan: Plan) -> tuple[dict[str, Any], dict[str, str], bool]:
+        """Run one sample from start to end: (row, raw outputs {file suffix: text}, interrupted).
+
+        A problem of the sample (a program that fails, a host command that fails) is recorded in the
+        row's status and error instead of raised; Ctrl-C or SIGTERM ends it as 'interrupted'. When
+        it returns, no program of the sample is running, and whatever they printed is in raw."""
         row = self._base_row(sample)
         row.set(started_at=utc_now_iso())
         t_start = time.monotonic()
         errors: list[str] = []
         interrupted = False
-        server: Proc | None = None
-        backend: Proc | None = None
-        clients: list[tuple[str, Proc]] = []
-        client_exit: dict[int, int | None] = {}
-        shost = self.hosts[sample.server_host]
-        deadman = sample.client_timeout_s + READY_TIMEOUT_S + STOP_TIMEOUT_S + 60
+        procs = _SampleProcs()
         try:
-            kind = sample.server_kind
-            upstream: tuple[str, int] | None = None
-            if sample.backend is not None and sample.backend_host is not None:
-                # A proxy sample: the backend first, then the proxy pointed at it.
-                bhost = self.hosts[sample.backend_host]
-                backend = bhost.start(sample.backend_argv(self._program(sample.backend_host,
-                                                                        SERVERS[sample.backend].program)),
-                                      deadman_s=deadman)
-                bready = backend.wait_json_event("ready", READY_TIMEOUT_S)
-                baddr = str(bready.get("addr") or "127.0.0.1") if sample.backend_host == sample.server_host \
-                    else bhost.address
-                upstream = (baddr, int(bready["port"]))
-            if kind.peer:
-                assert upstream is not None
-                server = peers.start(kind.name, shost, listen_host=sample.listen.rsplit(":", 1)[0],
-                                     upstream_host=upstream[0], upstream_port=upstream[1],
-                                     options=dict(sample.server_options), deadman_s=deadman,
-                                     ready_timeout=READY_TIMEOUT_S)
-            else:
-                server = shost.start(sample.server_argv(self._program(sample.server_host, kind.program, kind.built),
-                                                        peers.host_port(*upstream) if upstream else None),
-                                     deadman_s=deadman)
-            ready = server.wait_json_event("ready", READY_TIMEOUT_S)
-            port = ready.get("port")
-            if not isinstance(port, int) or not 0 < port < 65536:
-                raise ProcError(f"server ready line has no valid port: {ready}")
-            stat0 = parse_proc_stat(shost.read_text("/proc/stat"))
-            cpu0 = server.cpu_times()
-            t0 = time.monotonic()
-            starts = []
-            for i, hname in enumerate(sample.client_hosts):
-                addr = str(ready.get("addr") or "127.0.0.1") if hname == sample.server_host else shost.address
-                connect = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-                argv = sample.client_argv(self._program(hname, CLIENT_PROGRAM), connect)
-                starts.append((self.hosts[hname], argv, {"deadman_s": sample.client_timeout_s + 30}))
-            # Client hosts start together (SSH hosts within milliseconds: gated, then released).
-            clients = list(zip(sample.client_hosts, start_together(starts)))
-            deadline = time.monotonic() + sample.client_timeout_s
-            for i, (hname, proc) in enumerate(clients):
-                code = proc.wait(max(0.0, deadline - time.monotonic()))
-                if code is None:
-                    proc.kill()
-                client_exit[i] = code
-            t1 = time.monotonic()
-            cpu1 = server.cpu_times()
-            stat1 = parse_proc_stat(shost.read_text("/proc/stat"))
-            row.set(host_interval_s=t1 - t0,
-                    server_cpu_user_s=max(0.0, cpu1[0] - cpu0[0]),
-                    server_cpu_sys_s=max(0.0, cpu1[1] - cpu0[1]))
-            row.update(host_cpu_delta(stat0, stat1, self.clk_tck.get(sample.server_host, 100)))
-            code = server.poll()
-            if code is not None:
-                errors.append(f"server {_describe_exit(code)} during the sample" + _stderr_tail(server))
-            else:
-                server.signal(signal.SIGTERM)
-                code = server.wait(STOP_TIMEOUT_S)
-                if code is None:
-                    errors.append(f"server did not exit within {STOP_TIMEOUT_S:g} s of SIGTERM; killed")
-                    server.kill()
-                elif code != 0:
-                    errors.append(f"server {_describe_exit(code)} after SIGTERM" + _stderr_tail(server))
-            row.set(server_exit=server.poll())
-            if backend is not None:
-                errors += _stop_backend(backend)
+            self._execute(sample, row, procs, errors)
         except KeyboardInterrupt as e:
             interrupted = True
             sig = str(e) if isinstance(e, Interrupt) else "SIGINT"
@@ -211,15 +146,113 @@ class Runner:
             errors.append(str(e))
         finally:
             with deferred_interrupts():
-                for _, proc in clients:
-                    if proc.poll() is None:
-                        proc.kill()
-                if server is not None and server.poll() is None:
-                    server.kill()
-                if backend is not None and backend.poll() is None:
-                    backend.kill()
+                procs.kill_running()
         # Collect what the programs printed, whatever happened above.
+        raw = self._collect_server(row, procs, errors, interrupted)
+        raw.update(self._collect_clients(row, procs, errors, interrupted))
+        status = INTERRUPTED if interrupted else (FAILED if errors else OK)
+        row.set(status=status, error="; ".join(errors), duration_s=time.monotonic() - t_start)
+        return row.as_dict(), raw, interrupted
+
+    def _execute(self, sample: Sample, row: Row, procs: _SampleProcs, errors: list[str]) -> None:
+        """The sample's programs in order: backend (proxy samples), server, clients (measured), then
+        the server and the backend stopped with SIGTERM.
+
+        Each program is put into procs as soon as it starts, so the caller can kill what is left
+        whatever this raises. What went wrong while stopping them is appended to errors; a sample
+        that cannot go on raises ProcError, HostError, OSError or ValueError; Ctrl-C and SIGTERM
+        raise KeyboardInterrupt."""
+        deadman = sample.client_timeout_s + READY_TIMEOUT_S + STOP_TIMEOUT_S + 60
+        upstream = self._start_backend(sample, procs, deadman)
+        ready = self._start_server(sample, procs, upstream, deadman)
+        self._measure(sample, row, procs, ready)
+        assert procs.server is not None
+        errors.extend(_stop(procs.server, "server"))
+        row.set(server_exit=procs.server.poll())
+        if procs.backend is not None:
+            errors.extend(_stop(procs.backend, "backend"))
+
+    def _start_backend(self, sample: Sample, procs: _SampleProcs, deadman: float) -> tuple[str, int] | None:
+        """For a proxy sample, start its backend (into procs.backend) and wait for its ready line:
+        the (address, port) the proxy forwards to, as seen from the proxy's host. None otherwise."""
+        if sample.backend is None or sample.backend_host is None:
+            return None
+        bhost = self.hosts[sample.backend_host]
+        procs.backend = bhost.start(
+            sample.backend_argv(self._program(sample.backend_host, SERVERS[sample.backend].program)),
+            deadman_s=deadman)
+        bready = procs.backend.wait_json_event("ready", READY_TIMEOUT_S)
+        baddr = str(bready.get("addr") or "127.0.0.1") if sample.backend_host == sample.server_host \
+            else bhost.address
+        return baddr, int(bready["port"])
+
+    def _start_server(self, sample: Sample, procs: _SampleProcs, upstream: tuple[str, int] | None,
+                      deadman: float) -> dict[str, Any]:
+        """Start the sample's server (into procs.server; NGINX/HAProxy through peers.py, pointed at
+        upstream) and wait for its ready line, which is returned; ProcError if it has no valid port."""
+        kind = sample.server_kind
+        shost = self.hosts[sample.server_host]
+        if kind.peer:
+            assert upstream is not None
+            procs.server = peers.start(kind.name, shost, listen_host=sample.listen.rsplit(":", 1)[0],
+                                       upstream_host=upstream[0], upstream_port=upstream[1],
+                                       options=dict(sample.server_options), deadman_s=deadman,
+                                       ready_timeout=READY_TIMEOUT_S)
+        else:
+            procs.server = shost.start(
+                sample.server_argv(self._program(sample.server_host, kind.program, kind.built),
+                                   peers.host_port(*upstream) if upstream else None),
+                deadman_s=deadman)
+        ready = procs.server.wait_json_event("ready", READY_TIMEOUT_S)
+        port = ready.get("port")
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ProcError(f"server ready line has no valid port: {ready}")
+        return ready
+
+    def _measure(self, sample: Sample, row: Row, procs: _SampleProcs, ready: dict[str, Any]) -> None:
+        """Run the clients between two readings of the server host's /proc/stat and the server's CPU
+        times; sets the row's interval and CPU columns."""
+        assert procs.server is not None
+        shost = self.hosts[sample.server_host]
+        stat0 = parse_proc_stat(shost.read_text("/proc/stat"))
+        cpu0 = procs.server.cpu_times()
+        t0 = time.monotonic()
+        self._run_clients(sample, procs, ready)
+        t1 = time.monotonic()
+        cpu1 = procs.server.cpu_times()
+        stat1 = parse_proc_stat(shost.read_text("/proc/stat"))
+        row.set(host_interval_s=t1 - t0,
+                server_cpu_user_s=max(0.0, cpu1[0] - cpu0[0]),
+                server_cpu_sys_s=max(0.0, cpu1[1] - cpu0[1]))
+        row.update(host_cpu_delta(stat0, stat1, self.clk_tck.get(sample.server_host, 100)))
+
+    def _run_clients(self, sample: Sample, procs: _SampleProcs, ready: dict[str, Any]) -> None:
+        """Start one client per client host, together (into procs.clients), pointed at the server's
+        ready address, and wait for them until the sample's client timeout; a client still running
+        then is killed. Their exit codes (None: killed at the timeout) go into procs.client_exit."""
+        shost = self.hosts[sample.server_host]
+        port = ready["port"]
+        starts = []
+        for hname in sample.client_hosts:
+            addr = str(ready.get("addr") or "127.0.0.1") if hname == sample.server_host else shost.address
+            connect = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+            argv = sample.client_argv(self._program(hname, CLIENT_PROGRAM), connect)
+            starts.append((self.hosts[hname], argv, {"deadman_s": sample.client_timeout_s + 30}))
+        # Client hosts start together (SSH hosts within milliseconds: gated, then released).
+        procs.clients = list(zip(sample.client_hosts, start_together(starts)))
+        deadline = time.monotonic() + sample.client_timeout_s
+        for i, (_, proc) in enumerate(procs.clients):
+            code = proc.wait(max(0.0, deadline - time.monotonic()))
+            if code is None:
+                proc.kill()
+            procs.client_exit[i] = code
+
+    def _collect_server(self, row: Row, procs: _SampleProcs, errors: list[str],
+                        interrupted: bool) -> dict[str, str]:
+        """The server's and the backend's outputs as raw files; the server's metrics and exit code
+        into the row. A sample that went well so far fails if the server printed no summary line."""
         raw: dict[str, str] = {}
+        server, backend = procs.server, procs.backend
         if server is not None:
             out = server.stdout()
             events = server_events(out)
@@ -235,37 +268,63 @@ class Runner:
             raw["backend.jsonl"] = backend.stdout()
             if backend.stderr().strip():
                 raw["backend.stderr.txt"] = backend.stderr()
+        return raw
+
+    def _collect_clients(self, row: Row, procs: _SampleProcs, errors: list[str],
+                         interrupted: bool) -> dict[str, str]:
+        """The clients' outputs as raw files (client.json, or client-<i>-<host>.json for several);
+        their merged metrics into the row; why each failed into errors (not after an interrupt)."""
+        raw: dict[str, str] = {}
         parsed = []
-        for i, (hname, proc) in enumerate(clients):
+        for i, (hname, proc) in enumerate(procs.clients):
             out, err = proc.stdout(), proc.stderr()
             obj = parse_client_output(out)
             parsed.append(obj)
-            suffix = "" if len(clients) == 1 else f"-{i}-{hname}"
+            suffix = "" if len(procs.clients) == 1 else f"-{i}-{hname}"
             raw[f"client{suffix}.json"] = out
             if err.strip():
                 raw[f"client{suffix}.stderr.txt"] = err
             if not interrupted:
-                why = client_failure(obj, client_exit.get(i, proc.poll()), err)
+                why = client_failure(obj, procs.client_exit.get(i, proc.poll()), err)
                 if why:
                     errors.append(f"client on {hname}: {why}")
-        if clients:
+        if procs.clients:
             row.update(client_metrics(parsed))
-        status = INTERRUPTED if interrupted else (FAILED if errors else OK)
-        row.set(status=status, error="; ".join(errors), duration_s=time.monotonic() - t_start)
-        return row.as_dict(), raw, interrupted
+        return raw
 
 
-def _stop_backend(backend: Proc) -> list[str]:
-    """Stop a proxy sample's backend after the proxy; why it failed, if it did."""
-    code = backend.poll()
+@dataclass
+class _SampleProcs:
+    """The programs of one sample, each recorded as soon as it has started."""
+
+    server: Proc | None = None
+    backend: Proc | None = None
+    clients: list[tuple[str, Proc]] = field(default_factory=list)  # (client host, its client)
+    client_exit: dict[int, int | None] = field(default_factory=dict)  # client index -> exit code
+
+    def kill_running(self) -> None:
+        """Kill every one of them still running (call with interrupts deferred)."""
+        for _, proc in self.clients:
+            if proc.poll() is None:
+                proc.kill()
+        if self.server is not None and self.server.poll() is None:
+            self.server.kill()
+        if self.backend is not None and self.backend.poll() is None:
+            self.backend.kill()
+
+
+def _stop(proc: Proc, what: str) -> list[str]:
+    """Stop a sample's server or backend (`what`) with SIGTERM, killing it if it does not exit in
+    time; why it failed, if it did (it exited before, did not stop in time, or exited non-zero)."""
+    code = proc.poll()
     if code is not None:
-        return [f"backend {_describe_exit(code)} during the sample" + _stderr_tail(backend)]
-    backend.signal(signal.SIGTERM)
-    code = backend.wait(STOP_TIMEOUT_S)
+        return [f"{what} {_describe_exit(code)} during the sample" + _stderr_tail(proc)]
+    proc.signal(signal.SIGTERM)
+    code = proc.wait(STOP_TIMEOUT_S)
     if code is None:
-        backend.kill()
-        return [f"backend did not exit within {STOP_TIMEOUT_S:g} s of SIGTERM; killed"]
-    return [f"backend {_describe_exit(code)} after SIGTERM" + _stderr_tail(backend)] if code != 0 else []
+        proc.kill()
+        return [f"{what} did not exit within {STOP_TIMEOUT_S:g} s of SIGTERM; killed"]
+    return [f"{what} {_describe_exit(code)} after SIGTERM" + _stderr_tail(proc)] if code != 0 else []
 
 
 def _ends_round(plan: Plan, i: int) -> bool:
