@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -100,6 +99,27 @@ def test_row_refuses_unknown_columns():
         r.set(throughput=1)
 
 
-def test_captured_outputs_are_single_json_objects():
-    for name in ("client-stream-ok.json", "client-pingpong-ok.json", "client-pingpong-timeout.json"):
-        assert isinstance(json.loads(text(name)), dict)
+# Each captured client output through the parser and client_metrics, with values read off the file.
+CAPTURED_CLIENTS = [
+    ("client-stream-ok.json", dict(client_ok=True, conns_ok=1, conns_failed=0, bytes_sent=4194304,
+                                   bytes_verified=4194304, bytes_expected=4194304, client_errors_total=0,
+                                   wall_s=0.006222402, goodput_bytes_per_s=674065095.8, lat_count=1,
+                                   lat_p50_ns=5576205, lat_max_ns=5576205, client_cpu_sys_s=0.005002)),
+    ("client-pingpong-ok.json", dict(client_ok=True, conns_ok=1, conns_failed=0, bytes_sent=12800,
+                                     bytes_verified=12800, bytes_expected=12800, client_errors_total=0,
+                                     wall_s=0.017557983, goodput_bytes_per_s=729013.1, lat_count=200,
+                                     lat_min_ns=18274, lat_p50_ns=19586, lat_p99_ns=1323321, lat_max_ns=9498500)),
+    ("client-pingpong-timeout.json", dict(client_ok=False, conns_ok=0, conns_failed=2, bytes_sent=291008,
+                                          bytes_verified=290880, bytes_expected=1280000000, client_errors_total=2,
+                                          wall_s=0.300841244, lat_count=4545, lat_p90_ns=60504,
+                                          client_cpu_user_s=0.003434, client_cpu_sys_s=0.044653)),
+]
+
+
+@pytest.mark.parametrize("name, expected", CAPTURED_CLIENTS, ids=[n for n, _ in CAPTURED_CLIENTS])
+def test_captured_client_outputs_parse_to_their_values(name, expected):
+    # As the runner reads them: the client's stdout, possibly after other lines.
+    obj = parse_client_output("sb-client: starting\n" + text(name))
+    assert obj is not None and obj["tool"] == "sb-client" and obj["format"] == 1
+    m = client_metrics([obj])
+    assert {k: m[k] for k in expected} == expected
