@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from splicebench import scenario
-from splicebench.report import charts, render
+from splicebench.report import charts, proxy_report, render
 from splicebench.report import run_report as report
 from splicebench.results import rundir as results
 from splicebench.results.metrics import SAMPLE_COLUMNS
@@ -19,14 +19,15 @@ GIB = 1 << 30
 EVIL = "<script>alert(1)</script>"
 
 
-def make_run(tmp_path, *, status="complete", description=EVIL):
-    text = (f"description: '{description}'\nservers: [naive, splice, sockmap]\n"
-            "workload: {type: stream, bytes: 1MiB}\nrepetitions: {warmup: 0, measured: 3}\n")
+def make_run(tmp_path, *, status="complete", description=EVIL, servers=("naive", "splice", "sockmap"), extra="", baseline="naive"):
+    text = (f"description: '{description}'\nservers: [{', '.join(servers)}]\n"
+            "workload: {type: stream, bytes: 1MiB}\nrepetitions: {warmup: 0, measured: 3}\n" + extra)
     sc = scenario.parse(text, "evil.yaml")
+    servers = [s["label"] for s in sc.to_dict()["servers"]]
     rows = []
     seq = 0
     for rep in range(3):
-        for i, srv in enumerate(["naive", "splice", "sockmap"]):
+        for i, srv in enumerate(servers):
             r = dict.fromkeys(SAMPLE_COLUMNS)
             r.update(run_id="r", sample_id=f"{seq + 1:04d}-c0-{srv}-m{rep + 1}", seq=seq, cell=0, cell_label="",
                      round=rep + 1, phase="measured", repetition=rep + 1, server=srv, server_kind=srv,
@@ -43,7 +44,7 @@ def make_run(tmp_path, *, status="complete", description=EVIL):
     rd.write_samples(rows)
     rd.write_manifest({"run_id": "20261125T000000Z-abcdef", "status": status, "started_at": "2026-11-25T00:00:00Z",
                        "duration_s": 12.5, "tool": {"version": "0.1.0", "git_revision": "abc123", "git_dirty": False},
-                       "scenario": sc.to_dict(), "scenario_text": text, "baseline": "naive",
+                       "scenario": sc.to_dict(), "scenario_text": text, "baseline": baseline,
                        "hosts": {"local": {"hostname": EVIL, "kernel": "6.18", "cpu_model": "Test CPU", "cpu_count": 2,
                                            "sysctls": {"fs.pipe-max-size": "1048576"}, "bpf": {}, "tools": {}}}})
     return rd.finish()
@@ -77,6 +78,26 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     assert EVIL not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert page.count("<svg") == 3
+
+
+def test_proxy_scenario_shows_ratios_to_the_naive_proxy_and_the_peer(tmp_path):
+    run = make_run(tmp_path, servers=("proxy-naive", "proxy-splice", "nginx"), baseline="proxy-naive",
+                   extra="backend: {name: naive}\nbaseline: proxy-naive\n")
+    out, view, _ = report.render_run(run, tmp_path / "reports")
+    p = view.proxies
+    assert p is not None and p.references == ["proxy-naive", "nginx"]
+    throughput = p.tables[0]
+    rows = {r.server: r for r in throughput.rows}
+    assert [r.server for r in throughput.rows] == ["direct", "proxy-naive", "proxy-splice", "nginx"]
+    assert rows["proxy-naive"].cells[0] == proxy_report.RatioCell("=", "")
+    # Medians 1.1 (direct), 2.2 (naive proxy), 3.3 and 4.4 GiB/s (nginx): one ratio formatter.
+    assert rows["proxy-splice"].median == "3.30 GiB/s"
+    assert [(c.ratio, c.ci) for c in rows["proxy-splice"].cells] == [("1.50x", "[1.25, 1.80]"),
+                                                                     ("0.750x", "[0.625, 0.900]")]
+    assert rows["direct"].cells[0].ratio == "0.500x" and rows["nginx"].cells[1] == proxy_report.RatioCell("=", "")
+    assert p.tables[2].rows[0].median == "0.300 s"  # proxy process CPU per GiB, with its unit
+    page = out.read_text()
+    assert 'id="proxies"' in page and 'id="proxies-throughput_gib_s"' in page and "0.500x" in page
 
 
 def test_report_shows_the_numbers(tmp_path):
