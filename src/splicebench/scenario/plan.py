@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from splicebench.registry import CLIENT_PROGRAM, SERVERS, client_args, payload_bytes
-from splicebench.scenario import DIRECT, Cell, Scenario, ServerConfig
+from splicebench.scenario.model import DIRECT, Cell, Scenario, ServerConfig
 
 WARMUP = "warmup"
 MEASURED = "measured"
