@@ -167,12 +167,12 @@ void proxy_print_summary(const char *server, const struct net_stats *st,
  * ------------------ */
 
 /* The proxy proxy_run serves; net_server_run's callbacks take no argument. */
-static struct proxy *px;
+static struct proxy *cur;
 
 /* Set a leg's epoll interest: registered while there is something to wait for, removed when not. */
 static void set_events(struct proxy_leg *l, uint32_t ev)
 {
-	net_epoll_set(px->srv.ep, l->fd, l, &l->events, ev);
+	net_epoll_set(cur->srv.ep, l->fd, l, &l->events, ev);
 }
 
 /* End a connection: close both legs (abortive ones with a reset), release the data path's
@@ -185,15 +185,15 @@ static void conn_end(struct proxy_conn *c, bool abort_client, bool abort_upstrea
 		else
 			close(c->leg[s].fd);
 	}
-	if (px->ops->close)
-		px->ops->close(c);
+	if (cur->ops->close)
+		cur->ops->close(c);
 	c->dead = true;
-	c->next_dead = px->dead;
-	px->dead = c;
-	px->st.active--;
+	c->next_dead = cur->dead;
+	cur->dead = c;
+	cur->st.active--;
 	if (failed)
-		px->st.errors++;
-	net_accept_resume(&px->srv); /* descriptors are free again */
+		cur->st.errors++;
+	net_accept_resume(&cur->srv); /* descriptors are free again */
 }
 
 /* Leg s failed: close it, reset the other leg so that its peer sees the failure. */
@@ -206,7 +206,7 @@ static void conn_fail(struct proxy_conn *c, int s)
  * ended). */
 static bool pump(struct proxy_conn *c, int s)
 {
-	enum proxy_copy_result r = px->ops->pump(c, s);
+	enum proxy_copy_result r = cur->ops->pump(c, s);
 	if (r == PROXY_COPY_OK)
 		return true;
 	conn_fail(c, r == PROXY_COPY_IN_FAILED ? s : !s);
@@ -217,7 +217,7 @@ static bool pump(struct proxy_conn *c, int s)
 static void update_events(struct proxy_conn *c)
 {
 	for (int s = 0; s < 2; s++)
-		set_events(&c->leg[s], px->ops->interest(c, s));
+		set_events(&c->leg[s], cur->ops->interest(c, s));
 }
 
 /* Handle the epoll events of one leg. */
@@ -228,7 +228,7 @@ static void on_leg(void *tag, uint32_t ev)
 	if (c->dead)
 		return; /* ended earlier in this batch */
 	if (c->connecting) {
-		int done = proxy_connected(&px->up, l->fd, ev, EPOLLERR | EPOLLHUP);
+		int done = proxy_connected(&cur->up, l->fd, ev, EPOLLERR | EPOLLHUP);
 		if (done < 0)
 			conn_fail(c, PROXY_UPSTREAM);
 		if (done <= 0)
@@ -237,27 +237,27 @@ static void on_leg(void *tag, uint32_t ev)
 	}
 	if (!pump(c, PROXY_CLIENT) || !pump(c, PROXY_UPSTREAM))
 		return;
-	if (px->ops->shut(c, PROXY_CLIENT) && px->ops->shut(c, PROXY_UPSTREAM))
+	if (cur->ops->shut(c, PROXY_CLIENT) && cur->ops->shut(c, PROXY_UPSTREAM))
 		conn_end(c, false, false, false); /* both FINs forwarded */
 	else
 		update_events(c);
 }
 
 /* --sndbuf/--rcvbuf on a leg. */
-static void set_bufs(int fd) { net_set_bufs(fd, px->opts.sndbuf, px->opts.rcvbuf); }
+static void set_bufs(int fd) { net_set_bufs(fd, cur->opts.sndbuf, cur->opts.rcvbuf); }
 
 /* Accept every pending connection, set up its data path and start its upstream connect. */
 static void on_listen(void)
 {
 	int fd, ufd;
 	bool done;
-	while ((fd = proxy_accept(&px->srv, &px->up, &px->st, set_bufs, &ufd, &done)) >= 0) {
-		struct proxy_conn *c = calloc(1, px->ops->conn_size);
+	while ((fd = proxy_accept(&cur->srv, &cur->up, &cur->st, set_bufs, &ufd, &done)) >= 0) {
+		struct proxy_conn *c = calloc(1, cur->ops->conn_size);
 		if (!c)
 			net_die("out of memory");
-		if (px->ops->open && px->ops->open(c) < 0) {
+		if (cur->ops->open && cur->ops->open(c) < 0) {
 			free(c);
-			px->st.errors++;
+			cur->st.errors++;
 			proxy_abort(fd);
 			close(ufd);
 			continue;
@@ -266,7 +266,7 @@ static void on_listen(void)
 			c->leg[s].c = c;
 		c->leg[PROXY_CLIENT].fd = fd;
 		c->leg[PROXY_UPSTREAM].fd = ufd;
-		px->st.active++;
+		cur->st.active++;
 		if (done) {
 			update_events(c);
 		} else {
@@ -279,16 +279,16 @@ static void on_listen(void)
 /* Free the connections that ended in this batch of events. */
 static void free_dead(void)
 {
-	while (px->dead) {
-		struct proxy_conn *c = px->dead;
-		px->dead = c->next_dead;
+	while (cur->dead) {
+		struct proxy_conn *c = cur->dead;
+		cur->dead = c->next_dead;
 		free(c);
 	}
 }
 
 void proxy_run(struct proxy *p)
 {
-	px = p;
+	cur = p;
 	net_server_open(&p->srv, p->opts.listen, p->server);
 	net_server_run(&p->srv, on_listen, on_leg, free_dead);
 }
