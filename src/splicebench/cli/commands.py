@@ -87,94 +87,40 @@ class RunResult:
     table: str
 
 
+@dataclass
+class _Loaded:
+    """A scenario read and planned, with the inventory that names its hosts."""
+
+    src: Path
+    text: str
+    scenario: scenario_mod.Scenario
+    plan: plan_mod.Plan
+    inventory: Inventory
+
+
+@dataclass
+class _Prepared:
+    """What the hosts are ready with: programs built (host -> Build), peers' versions, host facts."""
+
+    builds: dict[str, deploy.Build]
+    peer_versions: dict
+    host_facts: dict[str, dict]
+
+
 def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report: bool = True,
         log: Log = _err, progress_stream=None, hosts_file: str | None = None) -> RunResult:
     """Validate, build, run, write results/<run-id>/, render the report.
 
     hosts_file: inventory of the SSH hosts the scenario places programs on (None: the default
     inventory location, if any; see inventory.py)."""
-    from splicebench.run import fleet
-
-    src = scenario_mod.resolve(scenario_ref, paths.scenarios)
-    inv = load_inventory(hosts_file)
-    sc = scenario_mod.load(src, known_hosts=inv.names())
-    text = src.read_text(encoding="utf-8")
-    the_plan = plan_mod.build_plan(sc)
-    log(f"scenario {sc.name}: {len(the_plan.samples)} samples "
-        f"({len(sc.cells())} cell(s) x {len(sc.servers)} server(s) x {sc.warmup}+{sc.measured} rounds)")
-    hosts = open_hosts(the_plan.hosts(), inv)
+    loaded = _load(paths, scenario_ref, hosts_file, log)
+    hosts = open_hosts(loaded.plan.hosts(), loaded.inventory)
     try:
-        built = fleet.deploy_all(hosts, paths.root, provision=provision_deps, log=log)
-        err = fleet.failures(built, "deploy")
-        if err:
-            raise err
-        builds = {n: b for n, b in built.items() if isinstance(b, deploy.Build)}
-        for name, b in builds.items():
-            log(f"host {name}: programs {b.hash} " + (f"built in {b.seconds:.1f} s" if b.built else "cached"))
-        # NGINX/HAProxy where the scenario runs them: installed, configs accepted, versions recorded.
-        peer_kinds: dict[str, set[str]] = {}
-        for s in the_plan.samples:
-            if s.server_kind.peer:
-                peer_kinds.setdefault(s.server_host, set()).add(s.server.kind)
-        peer_versions = peers.prepare(hosts, peer_kinds, provision=provision_deps, log=log)
-        host_facts = fleet.facts_all(hosts)
-        run_id = results.new_run_id()
-        started = utc_now_iso()
+        prepared = _prepare_hosts(paths, loaded.plan, hosts, provision_deps, log)
+        rd = results.RunDir(paths.results, results.new_run_id())
         t0 = time.monotonic()
-        rd = results.RunDir(paths.results, run_id)
-        manifest = {
-            "run_id": run_id,
-            "status": "running",
-            "started_at": started,
-            "tool": {"name": "splicebench", "version": __version__, **git_info(paths.root),
-                     "python": sys.version.split()[0], "command": sys.argv},
-            "scenario": sc.to_dict(),
-            "scenario_file": str(src),
-            "scenario_sha256": sha256(text.encode()).hexdigest(),
-            "scenario_text": text,
-            "baseline": sc.baseline,
-            "build": {n: {"hash": b.hash, "dir": b.dir, "built": b.built, "seconds": round(b.seconds, 3)}
-                      for n, b in builds.items()},
-            "hosts": host_facts,
-            "peers": peer_versions,
-            "plan": {"samples": len(the_plan.samples), "cells": [c.label for c in sc.cells()],
-                     "interleaving": "per cell: warm-up rounds then measured rounds; each round runs every "
-                                     "server once in scenario order",
-                     "order": [s.id for s in the_plan.samples]},
-        }
-        rows: list[dict] = []
-        outcome = None
-
-        def on_sample(sample, row, raw):
-            files = [rd.write_text(f"raw/{sample.id}.{suffix}", content) for suffix, content in raw.items()]
-            row["raw_files"] = " ".join(files)
-            rows.append(row)
-            rd.write_samples(rows)
-
-        runner = Runner(hosts, {n: b.dir for n, b in builds.items()}, run_id=run_id,
-                        clk_tck={n: f.get("clk_tck") or 100 for n, f in host_facts.items()},
-                        progress=Progress(len(the_plan.samples), cells=len(sc.cells()), stream=progress_stream),
-                        on_sample=on_sample)
-        try:
-            rd.write_manifest(manifest)
-            outcome = runner.run(the_plan)
-        except KeyboardInterrupt:
-            outcome = RunOutcome(status="interrupted", reason="interrupted")
-        finally:
-            with deferred_interrupts():
-                # Account for every planned sample, also after an interruption or an internal error.
-                # Samples that adaptive repetitions found unnecessary were not run and get no row.
-                done = {r["sample_id"] for r in rows} | set(outcome.not_needed if outcome else ())
-                why = "the run was interrupted" if outcome else "the run ended with an internal error"
-                rows += [runner.skipped_row(s, f"not run: {why}") for s in the_plan.samples if s.id not in done]
-                manifest.update(status=outcome.status if outcome else "error",
-                                reason=outcome.reason if outcome else "internal error",
-                                finished_at=utc_now_iso(),
-                                duration_s=round(time.monotonic() - t0, 3),
-                                counts=_counts(rows))
-                rd.write_samples(rows)
-                rd.write_manifest(manifest)
-                run_dir = rd.finish()
+        manifest = _manifest(paths, loaded, prepared, rd.run_id)
+        rows, outcome, run_dir = _run_and_record(loaded.plan, hosts, prepared, rd, manifest, t0, progress_stream)
     finally:
         for h in hosts.values():
             h.close()
@@ -183,14 +129,123 @@ def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report:
     if outcome.status == "interrupted":
         raise RunInterrupted(f"interrupted: partial results in {run_dir} "
                              f"({', '.join(f'{v} {k}' for k, v in counts.items())}); "
-                             f"render them with: invoke report --run {run_id}")
-    report_file, table = None, ""
-    if report:
-        from splicebench.report import run_report as report_mod
-
-        report_file, view, _ = report_mod.render_run(run_dir, paths.reports)
-        table = report_mod.text_table(view)
+                             f"render them with: invoke report --run {rd.run_id}")
+    report_file, table = _render(run_dir, paths) if report else (None, "")
     return RunResult(run_dir, report_file, outcome.status, counts, table)
+
+
+def _load(paths: Paths, scenario_ref: str, hosts_file: str | None, log: Log) -> _Loaded:
+    """Read the inventory and the scenario, validate it against the inventory's host names and plan
+    it; logs the plan's size. Raises ScenarioError (or another UserError) before anything runs."""
+    src = scenario_mod.resolve(scenario_ref, paths.scenarios)
+    inv = load_inventory(hosts_file)
+    sc = scenario_mod.load(src, known_hosts=inv.names())
+    text = src.read_text(encoding="utf-8")
+    the_plan = plan_mod.build_plan(sc)
+    log(f"scenario {sc.name}: {len(the_plan.samples)} samples "
+        f"({len(sc.cells())} cell(s) x {len(sc.servers)} server(s) x {sc.warmup}+{sc.measured} rounds)")
+    return _Loaded(src, text, sc, the_plan, inv)
+
+
+def _prepare_hosts(paths: Paths, the_plan: plan_mod.Plan, hosts: dict[str, Host], provision_deps: bool,
+                   log: Log) -> _Prepared:
+    """Build the programs on every host (one UserError naming each failed host if any failed), make
+    NGINX/HAProxy ready where the plan runs them, and gather every host's facts."""
+    from splicebench.run import fleet
+
+    built = fleet.deploy_all(hosts, paths.root, provision=provision_deps, log=log)
+    err = fleet.failures(built, "deploy")
+    if err:
+        raise err
+    builds = {n: b for n, b in built.items() if isinstance(b, deploy.Build)}
+    for name, b in builds.items():
+        log(f"host {name}: programs {b.hash} " + (f"built in {b.seconds:.1f} s" if b.built else "cached"))
+    # NGINX/HAProxy where the scenario runs them: installed, configs accepted, versions recorded.
+    peer_kinds: dict[str, set[str]] = {}
+    for s in the_plan.samples:
+        if s.server_kind.peer:
+            peer_kinds.setdefault(s.server_host, set()).add(s.server.kind)
+    peer_versions = peers.prepare(hosts, peer_kinds, provision=provision_deps, log=log)
+    return _Prepared(builds, peer_versions, fleet.facts_all(hosts))
+
+
+def _manifest(paths: Paths, loaded: _Loaded, prepared: _Prepared, run_id: str) -> dict:
+    """The run's manifest as written before the first sample (status "running"; the end of the run
+    adds status, reason, finished_at, duration_s and counts)."""
+    sc, the_plan = loaded.scenario, loaded.plan
+    return {
+        "run_id": run_id,
+        "status": "running",
+        "started_at": utc_now_iso(),
+        "tool": {"name": "splicebench", "version": __version__, **git_info(paths.root),
+                 "python": sys.version.split()[0], "command": sys.argv},
+        "scenario": sc.to_dict(),
+        "scenario_file": str(loaded.src),
+        "scenario_sha256": sha256(loaded.text.encode()).hexdigest(),
+        "scenario_text": loaded.text,
+        "baseline": sc.baseline,
+        "build": {n: {"hash": b.hash, "dir": b.dir, "built": b.built, "seconds": round(b.seconds, 3)}
+                  for n, b in prepared.builds.items()},
+        "hosts": prepared.host_facts,
+        "peers": prepared.peer_versions,
+        "plan": {"samples": len(the_plan.samples), "cells": [c.label for c in sc.cells()],
+                 "interleaving": "per cell: warm-up rounds then measured rounds; each round runs every "
+                                 "server once in scenario order",
+                 "order": [s.id for s in the_plan.samples]},
+    }
+
+
+def _run_and_record(the_plan: plan_mod.Plan, hosts: dict[str, Host], prepared: _Prepared, rd: results.RunDir,
+                    manifest: dict, t0: float, progress_stream) -> tuple[list[dict], RunOutcome, Path]:
+    """Run every sample, writing samples.csv and the raw outputs after each one; returns (rows,
+    outcome, finished run directory). t0: time.monotonic() when the run started (for duration_s).
+
+    Every planned sample ends up accounted for, also after Ctrl-C (outcome "interrupted", returned)
+    or an internal error (re-raised after the run directory is finished with status "error"):
+    samples not run get a 'skipped' row, except those adaptive repetitions found unnecessary."""
+    sc = the_plan.scenario
+    rows: list[dict] = []
+    outcome = None
+
+    def on_sample(sample, row, raw):
+        files = [rd.write_text(f"raw/{sample.id}.{suffix}", content) for suffix, content in raw.items()]
+        row["raw_files"] = " ".join(files)
+        rows.append(row)
+        rd.write_samples(rows)
+
+    runner = Runner(hosts, {n: b.dir for n, b in prepared.builds.items()}, run_id=rd.run_id,
+                    clk_tck={n: f.get("clk_tck") or 100 for n, f in prepared.host_facts.items()},
+                    progress=Progress(len(the_plan.samples), cells=len(sc.cells()), stream=progress_stream),
+                    on_sample=on_sample)
+    try:
+        rd.write_manifest(manifest)
+        outcome = runner.run(the_plan)
+    except KeyboardInterrupt:
+        outcome = RunOutcome(status="interrupted", reason="interrupted")
+    finally:
+        with deferred_interrupts():
+            # Account for every planned sample, also after an interruption or an internal error.
+            # Samples that adaptive repetitions found unnecessary were not run and get no row.
+            done = {r["sample_id"] for r in rows} | set(outcome.not_needed if outcome else ())
+            why = "the run was interrupted" if outcome else "the run ended with an internal error"
+            rows += [runner.skipped_row(s, f"not run: {why}") for s in the_plan.samples if s.id not in done]
+            manifest.update(status=outcome.status if outcome else "error",
+                            reason=outcome.reason if outcome else "internal error",
+                            finished_at=utc_now_iso(),
+                            duration_s=round(time.monotonic() - t0, 3),
+                            counts=_counts(rows))
+            rd.write_samples(rows)
+            rd.write_manifest(manifest)
+            run_dir = rd.finish()
+    return rows, outcome, run_dir
+
+
+def _render(run_dir: Path, paths: Paths) -> tuple[Path, str]:
+    """Render the run's HTML report into paths.reports; (report file, text table of its summary)."""
+    from splicebench.report import run_report as report_mod
+
+    report_file, view, _ = report_mod.render_run(run_dir, paths.reports)
+    return report_file, report_mod.text_table(view)
 
 
 def _counts(rows: list[dict]) -> dict[str, int]:
@@ -324,6 +379,7 @@ class CleanReport:
     killed: list[int]
     cache: str
     temp_dirs: list[Path]
+
 
 
 def clean(paths: Paths, host: Host | None = None) -> CleanReport:
