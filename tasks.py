@@ -1,13 +1,14 @@
-"""Invoke tasks: `invoke --list`. Each task is a thin wrapper over splicebench.cli.commands."""
+"""Invoke tasks: `invoke --list`. Each task is a thin wrapper over splicebench.cli.commands: it parses
+its flags, calls, prints. Tasks are declared with splicebench.cli.edge.task, which ends a UserError as
+its message and exit code, and Ctrl-C as 130."""
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 import sys
 from pathlib import Path
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Context, Exit
 
 ROOT = Path(__file__).resolve().parent
 try:
@@ -15,23 +16,13 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT / "src"))
 
-from splicebench.cli import commands  # noqa: E402
-from splicebench.errors import UserError  # noqa: E402
+from splicebench.cli import commands, fleet_commands  # noqa: E402
+from splicebench.cli.edge import task  # noqa: E402  (invoke's task + the one UserError handler)
+from splicebench.run import fleet  # noqa: E402
 
 
 HOSTS_HELP = "inventory of SSH hosts (default: $SPLICEBENCH_HOSTS or ~/.config/splicebench/hosts.yaml)"
 ONLY_HELP = "comma-separated subset of the inventory's hosts ('local' allowed)"
-
-
-@contextlib.contextmanager
-def user_errors():
-    """The one place where problems the user can fix become a message and an exit code."""
-    try:
-        yield
-    except UserError as e:
-        raise Exit(str(e), code=getattr(e, "exit_code", 1)) from None
-    except KeyboardInterrupt:
-        raise Exit("interrupted", code=130) from None
 
 
 @task(help={
@@ -41,30 +32,28 @@ def user_errors():
     "no-provision": "do not install missing build dependencies with apt",
     "hosts": HOSTS_HELP,
 })
-def run(c, scenario="loopback-100mib", results_dir=None, reports_dir=None, no_provision=False,
-        hosts=None):
+def run(c: Context, scenario: str = "loopback-100mib", results_dir: str | None = None,
+        reports_dir: str | None = None, no_provision: bool = False, hosts: str | None = None) -> None:
     """Run a scenario: build the programs on its hosts, run every sample, write results and a report."""
-    with user_errors():
-        paths = commands.Paths.of(ROOT, results_dir, reports_dir)
-        res = commands.run(paths, scenario, provision_deps=not no_provision, hosts_file=hosts)
-        print(res.table)
-        print(f"\nresults: {res.run_dir}")
-        print(f"report:  {res.report}")
-        failed = {k: v for k, v in res.counts.items() if k != "ok"}
-        if failed:
-            raise commands.SamplesFailed(
-                f"not every sample succeeded ({', '.join(f'{v} {k}' for k, v in failed.items())}); "
-                f"the report lists them")
+    paths = commands.Paths.of(ROOT, results_dir, reports_dir)
+    res = commands.run(paths, scenario, provision_deps=not no_provision, hosts_file=hosts)
+    print(res.table)
+    print(f"\nresults: {res.run_dir}")
+    print(f"report:  {res.report}")
+    failed = {k: v for k, v in res.counts.items() if k != "ok"}
+    if failed:
+        raise commands.SamplesFailed(
+            f"not every sample succeeded ({', '.join(f'{v} {k}' for k, v in failed.items())}); "
+            f"the report lists them")
 
 
 @task
-def scenarios(c):
+def scenarios(c: Context) -> None:
     """List the scenarios in scenarios/ with their workload, servers, sample count and description."""
-    with user_errors():
-        for name, info, desc in commands.list_scenarios(commands.Paths.of(ROOT)):
-            print(f"{name:<22} {info}")
-            if desc:
-                print(f"{'':<22} {desc}")
+    for name, info, desc in commands.list_scenarios(commands.Paths.of(ROOT)):
+        print(f"{name:<22} {info}")
+        if desc:
+            print(f"{'':<22} {desc}")
 
 
 @task(help={
@@ -72,12 +61,12 @@ def scenarios(c):
     "results-dir": "where run directories are (default: results/)",
     "reports-dir": "where the HTML report goes (default: reports/)",
 })
-def report(c, run=None, results_dir=None, reports_dir=None):
+def report(c: Context, run: str | None = None, results_dir: str | None = None,
+           reports_dir: str | None = None) -> None:
     """Render the HTML report of a run again (e.g. after an interrupted run or a template change)."""
-    with user_errors():
-        run_dir, out, table = commands.render_report(commands.Paths.of(ROOT, results_dir, reports_dir), run)
-        print(table)
-        print(f"\nresults: {run_dir}\nreport:  {out}")
+    run_dir, out, table = commands.render_report(commands.Paths.of(ROOT, results_dir, reports_dir), run)
+    print(table)
+    print(f"\nresults: {run_dir}\nreport:  {out}")
 
 
 @task(positional=["run_a", "run_b"], iterable=["more"], help={
@@ -87,15 +76,15 @@ def report(c, run=None, results_dir=None, reports_dir=None):
     "results-dir": "where run directories are (default: results/)",
     "reports-dir": "where the HTML report and its Parquet samples go (default: reports/)",
 })
-def compare(c, run_a, run_b, more=None, results_dir=None, reports_dir=None):
+def compare(c: Context, run_a: str, run_b: str, more: list[str] | None = None, results_dir: str | None = None,
+            reports_dir: str | None = None) -> None:
     """Compare runs (before/after, host vs host): one HTML report with ratios, significance, host differences."""
-    with user_errors():
-        from splicebench.report import compare_report
+    from splicebench.report import compare_report
 
-        paths = commands.Paths.of(ROOT, results_dir, reports_dir)
-        out, parquet, summary = compare_report.compare_runs(paths.results, paths.reports, [run_a, run_b, *(more or [])])
-        print(summary)
-        print(f"\nreport:  {out}\nsamples: {parquet}")
+    paths = commands.Paths.of(ROOT, results_dir, reports_dir)
+    out, parquet, summary = compare_report.compare_runs(paths.results, paths.reports, [run_a, run_b, *(more or [])])
+    print(summary)
+    print(f"\nreport:  {out}\nsamples: {parquet}")
 
 
 @task(help={
@@ -103,116 +92,64 @@ def compare(c, run_a, run_b, more=None, results_dir=None, reports_dir=None):
     "results-dir": "where run directories are (default: results/)",
     "output": "Parquet file to write (default: reports/<scenario>-<run-id>.parquet)",
 })
-def export(c, run=None, results_dir=None, output=None):
+def export(c: Context, run: str | None = None, results_dir: str | None = None, output: str | None = None) -> None:
     """Write a run's samples (derived metrics and host facts included) as Parquet, for notebooks."""
-    with user_errors():
-        from splicebench.report import export as export_mod
+    from splicebench.report import export as export_mod
 
-        paths = commands.Paths.of(ROOT, results_dir)
-        print(export_mod.export_run(paths.results, paths.reports, run, output))
+    paths = commands.Paths.of(ROOT, results_dir)
+    print(export_mod.export_run(paths.results, paths.reports, run, output))
 
 
 @task(help={"hosts": HOSTS_HELP + "; checks every host of it", "only": ONLY_HELP})
-def check(c, hosts=None, only=None):
+def check(c: Context, hosts: str | None = None, only: str | None = None) -> None:
     """Preflight this host (or every inventory host): kernel, BPF support, tools, privileges, arch."""
-    with user_errors():
-        if hosts or only:
-            table, failed = fleet_check(hosts, only)
-            print(table)
-            if failed:
-                raise Exit("some checks failed", code=1)
-            return
+    if hosts or only:
+        table, failed = fleet.check_table(fleet_commands.check(commands.Paths.of(ROOT), hosts, only))
+    else:
         rows = commands.check(commands.Paths.of(ROOT))
-        width = max(len(r[1]) for r in rows)
-        for status, what, detail in rows:
-            print(f"{status:<5} {what:<{width}}  {detail}")
-        if any(r[0] == "FAIL" for r in rows):
-            raise Exit("some checks failed", code=1)
+        table, failed = commands.check_table(rows), any(r[0] == "FAIL" for r in rows)
+    print(table)
+    if failed:
+        raise Exit("some checks failed", code=1)
 
 
 @task(help={"results-dir": "where run directories are (default: results/)",
             "hosts": HOSTS_HELP + "; cleans every host of it", "only": ONLY_HELP})
-def clean(c, results_dir=None, hosts=None, only=None):
+def clean(c: Context, results_dir: str | None = None, hosts: str | None = None, only: str | None = None) -> None:
     """Stop leftover server/client processes, drop the build cache, remove temp dirs of killed runs."""
-    with user_errors():
-        if hosts or only:
-            fleet_clean(hosts, only)  # those hosts only ('local' among them if named in --only)
-            return
-        r = commands.clean(commands.Paths.of(ROOT, results_dir))
-        print(f"stopped {len(r.killed)} leftover process(es)" + (f": {' '.join(map(str, r.killed))}" if r.killed else ""))
-        print(f"removed build cache {r.cache}")
-        for d in r.temp_dirs:
-            print(f"removed {d}")
+    if hosts or only:  # those hosts only ('local' among them if named in --only)
+        res = fleet_commands.clean(hosts, only)
+        print("\n".join(fleet_commands.clean_lines(res)))
+        if fleet.failures(res, "clean"):
+            raise Exit("clean failed on some hosts")
+        return
+    print("\n".join(commands.clean(commands.Paths.of(ROOT, results_dir)).lines()))
 
 
 @task(help={"hosts": HOSTS_HELP + "; deploys to every host of it", "only": ONLY_HELP,
             "no-provision": "do not install missing build dependencies with apt"})
-def deploy(c, hosts=None, only=None, no_provision=False):
+def deploy(c: Context, hosts: str | None = None, only: str | None = None, no_provision: bool = False) -> None:
     """Provision, upload and build the programs on every inventory host in parallel (cached by hash)."""
-    from splicebench.run import fleet
-    from splicebench.hosts.inventory import load_inventory
-
-    with user_errors():
-        inv = load_inventory(hosts)
-        hs = fleet.open_hosts(fleet.inventory_hosts(inv, only), inv)
-        try:
-            res = fleet.deploy_all(hs, ROOT, provision=not no_provision,
-                                   log=lambda m: print(m, file=sys.stderr))
-        finally:
-            fleet.close_all(hs)
-        print(fleet.deploy_table(res))
-        if fleet.failures(res, "deploy"):
-            raise Exit(f"deploy failed on {sum(isinstance(r, Exception) for r in res.values())} host(s)")
-
-
-def fleet_check(hosts, only):
-    from splicebench.run import fleet
-    from splicebench.hosts.inventory import load_inventory
-
-    inv = load_inventory(hosts)
-    hs = fleet.open_hosts(fleet.inventory_hosts(inv, only), inv)
-    try:
-        return fleet.check_table(fleet.check_all(hs, lambda h: commands.check(commands.Paths.of(ROOT), h)))
-    finally:
-        fleet.close_all(hs)
-
-
-def fleet_clean(hosts, only):
-    from splicebench.run import fleet
-    from splicebench.hosts.inventory import load_inventory
-
-    inv = load_inventory(hosts)
-    hs = fleet.open_hosts(fleet.inventory_hosts(inv, only), inv)
-    try:
-        res = fleet.clean_all(hs)
-    finally:
-        fleet.close_all(hs)
-    for n, r in res.items():
-        if isinstance(r, Exception):
-            print(f"{n}: FAILED: {r}")
-        else:
-            print(f"{n}: stopped {len(r.programs)} leftover process(es)"
-                  + (f": {' '.join(map(str, r.programs))}" if r.programs else "")
-                  + f"; removed build cache {r.cache}")
-    if fleet.failures(res, "clean"):
-        raise Exit("clean failed on some hosts")
+    res = fleet_commands.deploy(ROOT, hosts, only, provision=not no_provision,
+                                log=lambda m: print(m, file=sys.stderr))
+    print(fleet.deploy_table(res))
+    if fleet.failures(res, "deploy"):
+        raise Exit(f"deploy failed on {fleet_commands.deploy_failed_hosts(res)} host(s)")
 
 
 @task
-def schema(c):
+def schema(c: Context) -> None:
     """Write scenarios/schema.json (the JSON Schema of scenario files, for editors)."""
-    with user_errors():
-        print(commands.write_schema(commands.Paths.of(ROOT)))
+    print(commands.write_schema(commands.Paths.of(ROOT)))
 
 
 @task(help={"args": "extra pytest arguments, e.g. --args='-m unit -x'"})
-def test(c, args=""):
+def test(c: Context, args: str = "") -> None:
     """Install build and test dependencies when missing (apt), then run the test suite with pytest."""
-    with user_errors():
-        commands.ensure_test_deps()
-        code = commands.run_pytest(commands.Paths.of(ROOT), shlex.split(args))
-        if code:
-            raise Exit(code=code)
+    commands.ensure_test_deps()
+    code = commands.run_pytest(commands.Paths.of(ROOT), shlex.split(args))
+    if code:
+        raise Exit(code=code)
 
 
 # lab.* (SSH hosts in network namespaces) and hosts.* (inventory) tasks.

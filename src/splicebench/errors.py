@@ -2,8 +2,9 @@
 
 Every problem that a user can act on (a bad scenario file, a missing tool, a failed build, a run
 directory that does not exist) is raised as a `UserError` subclass with a message that says what is
-wrong and, where possible, what to do next. tasks.py catches `UserError` once and turns it into
-`invoke.Exit(message)`; anything else is a bug and keeps its traceback.
+wrong and, where possible, what to do next. cli/edge.py catches `UserError` once, for every task,
+and turns it into `invoke.Exit(message)` with the error's `exit_code` (1 unless a subclass sets
+another); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

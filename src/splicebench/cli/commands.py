@@ -359,10 +359,9 @@ def check(paths: Paths, host: Host | None = None) -> list[tuple[str, str, str]]:
     pipe = (f.get("sysctls") or {}).get("fs.pipe-max-size")
     add(pipe is not None and int(pipe) >= 1 << 20, "fs.pipe-max-size", f"{pipe} (splice uses 1 MiB pipes)",
         warn_only=True)
-    from splicebench.hosts.local import _pdeathsig_prefix
-
-    add(bool(_pdeathsig_prefix()), "setpriv --pdeathsig",
-        "programs die with the orchestrator" if _pdeathsig_prefix() else
+    pdeathsig = has_pdeathsig(host)
+    add(pdeathsig, "setpriv --pdeathsig",
+        "programs die with the orchestrator" if pdeathsig else
         "missing: programs survive a SIGKILLed orchestrator until their deadman timer", warn_only=True)
     load = f.get("loadavg_at_start")
     try:
@@ -374,12 +373,30 @@ def check(paths: Paths, host: Host | None = None) -> list[tuple[str, str, str]]:
     return rows
 
 
+def has_pdeathsig(host: Host) -> bool:
+    """Whether `host` (the one checked, local or over SSH) has a setpriv that knows --pdeathsig."""
+    r = host.run(["setpriv", "--help"], check=False, timeout=10)
+    return r.returncode == 0 and "--pdeathsig" in r.stdout
+
+
+def check_table(rows: list[tuple[str, str, str]]) -> str:
+    """check()'s rows as aligned text lines: status, what, detail."""
+    width = max(len(r[1]) for r in rows)
+    return "\n".join(f"{status:<5} {what:<{width}}  {detail}" for status, what, detail in rows)
+
+
 @dataclass
 class CleanReport:
     killed: list[int]
     cache: str
     temp_dirs: list[Path]
 
+    def lines(self) -> list[str]:
+        """What clean did, one line per action."""
+        return ([f"stopped {len(self.killed)} leftover process(es)"
+                 + (f": {' '.join(map(str, self.killed))}" if self.killed else ""),
+                 f"removed build cache {self.cache}"]
+                + [f"removed {d}" for d in self.temp_dirs])
 
 
 def clean(paths: Paths, host: Host | None = None) -> CleanReport:

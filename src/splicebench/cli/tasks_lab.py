@@ -1,5 +1,7 @@
 """Invoke tasks for the SSH lab and for inventory hosts: `lab.*` and `hosts.*` (thin wrappers).
 
+Declared with cli/edge.py's `task`, so a UserError ends as its message and exit code.
+
 tasks.py includes them with: ``for sub in tasks_lab.COLLECTIONS: ns.add_collection(sub)``
 """
 
@@ -7,13 +9,13 @@ from __future__ import annotations
 
 import sys
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Context, Exit
 
 from splicebench.lab import lifecycle
 from splicebench.lab import netns as labmod
-from splicebench.errors import UserError
 from splicebench.util.procs import pid_alive
 from splicebench.hosts.inventory import load_inventory
+from splicebench.cli.edge import task
 from splicebench.cli.tasks_arm64 import arm64
 
 
@@ -24,12 +26,10 @@ def _cfg(prefix: str, subnet: str) -> labmod.LabConfig:
 @task(help={"hosts": "number of lab hosts, 1-32 (default 2)",
             "subnet": f"private IPv4 /24 for the lab (default {labmod.LabConfig.subnet})",
             "prefix": "name prefix of namespaces and links (default sb-lab)"})
-def up(c, hosts=2, subnet=labmod.LabConfig.subnet, prefix=labmod.LabConfig.prefix):
+def up(c: Context, hosts: int = 2, subnet: str = labmod.LabConfig.subnet,
+       prefix: str = labmod.LabConfig.prefix) -> None:
     """Create a lab of SSH hosts in network namespaces; print its inventory file (needs root)."""
-    try:
-        lb = lifecycle.up(int(hosts), _cfg(prefix, subnet))
-    except UserError as e:
-        raise Exit(str(e)) from None
+    lb = lifecycle.up(int(hosts), _cfg(prefix, subnet))
     print(f"{'host':<8} {'address':<15} {'namespace':<12} sshd pid")
     for h in lb.hosts:
         print(f"{h.name:<8} {h.address:<15} {h.namespace:<12} {h.sshd_pid}")
@@ -38,17 +38,14 @@ def up(c, hosts=2, subnet=labmod.LabConfig.subnet, prefix=labmod.LabConfig.prefi
 
 
 @task(help={"prefix": "name prefix of the lab to remove (default sb-lab)"})
-def down(c, prefix=labmod.LabConfig.prefix):
+def down(c: Context, prefix: str = labmod.LabConfig.prefix) -> None:
     """Remove the lab: every process in its namespaces, the namespaces, links and its files."""
-    try:
-        removed = lifecycle.down(labmod.LabConfig(prefix=prefix))
-    except UserError as e:
-        raise Exit(str(e)) from None
+    removed = lifecycle.down(labmod.LabConfig(prefix=prefix))
     print("\n".join(f"removed {r}" for r in removed) if removed else "no lab to remove")
 
 
 @task(help={"prefix": "name prefix of the lab (default sb-lab)"})
-def status(c, prefix=labmod.LabConfig.prefix):
+def status(c: Context, prefix: str = labmod.LabConfig.prefix) -> None:
     """Show the lab's hosts and whether their sshd (or the arm64 host's QEMU) is running."""
     from splicebench.lab import arm64_guest
 
@@ -72,7 +69,7 @@ def status(c, prefix=labmod.LabConfig.prefix):
             "hosts": "inventory file (default: $SPLICEBENCH_HOSTS or "
                      "~/.config/splicebench/hosts.yaml)",
             "yes": "write the key without asking (it is still printed first)"})
-def trust(c, name, hosts=None, yes=False):
+def trust(c: Context, name: str, hosts: str | None = None, yes: bool = False) -> None:
     """Fetch a host's SSH key, show its fingerprint, and add it to known_hosts when confirmed."""
     from splicebench.hosts.ssh import trust_host
 
@@ -84,24 +81,17 @@ def trust(c, name, hosts=None, yes=False):
             raise Exit("not a terminal: check the fingerprint above, then repeat with --yes")
         return input("Type 'yes' to trust it: ").strip().lower() == "yes"
 
-    try:
-        inv = load_inventory(hosts)
-        spec = inv.get(name)
-        result = trust_host(spec, inv, confirm)
-    except UserError as e:
-        raise Exit(str(e)) from None
+    inv = load_inventory(hosts)
+    result = trust_host(inv.get(name), inv, confirm)
     print({"already": f"{name}: this key is already trusted",
            "added": f"{name}: key added to {inv.known_hosts_file}",
            "declined": f"{name}: nothing written"}[result])
 
 
 @task(name="list", help={"hosts": "inventory file"})
-def list_(c, hosts=None):
+def list_(c: Context, hosts: str | None = None) -> None:
     """List the inventory's hosts: SSH target, sudo mode, labels."""
-    try:
-        inv = load_inventory(hosts)
-    except UserError as e:
-        raise Exit(str(e)) from None
+    inv = load_inventory(hosts)
     print(f"{'name':<12} {'target':<32} {'sudo':<5} labels")
     print(f"{'local':<12} {'(this machine)':<32} {'-':<5}")
     for h in inv.hosts.values():
