@@ -1,0 +1,1 @@
+"""A run's directory (manifest, samples, raw output; atomic, versioned) and per-sample metrics (pure)."""
