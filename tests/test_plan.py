@@ -1,10 +1,13 @@
-"""Plans: interleaved order, ids, argv for servers and client."""
+"""Plans: interleaved order, ids, argv for servers and client; scenario values stay one argv word each."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from splicebench import scenario
+from splicebench.errors import ScenarioError
 from splicebench.scenario.plan import build_plan, expected_bytes
 
 pytestmark = pytest.mark.unit
@@ -57,10 +60,86 @@ def test_server_argv_maps_options_and_matrix_overrides():
                                      "sndbuf": 4 << 20}
 
 
+# Accepted by the format, awkward for a shell: free text with quotes, $, backticks and globs; labels and a
+# name using every punctuation a name allows; sizes and a duration written with spaces.
+HOSTILE = (
+    "name: 0.x_-y\n"
+    "description: \"it's \\\"quoted\\\"; $(rm -rf /) `id` && echo $HOME | tee /tmp/x *\"\n"
+    "servers: [{name: proxy-naive, label: a.b_c-1},\n"
+    "          {name: proxy-sockmap, label: 9-lives..x, options: {parser: true, max_conns: 16}}]\n"
+    "backend: {name: sockmap, options: {map: sockhash, sndbuf: ' 64 KiB '}}\n"
+    "workload: {type: stream, bytes: ' 1 MiB ', chunk: 64KiB}\n"
+    "timeout: ' 90s '\nseed: 7\nrepetitions: {warmup: 0, measured: 1}\n"
+)
+# Program paths and addresses as the runner might pass them, with spaces, quotes and $ of their own.
+SRV, BACKEND, CLIENT = "/opt/sb dir/$x/sb-proxy", "/b it's/sb-echo-sockmap", "/c 'x'; $(id)/sb-client"
+UP, CONNECT = "127.0.0.1:4001", "127.0.0.1:4002"
+
+
+def command_lines(s):
+    """The argv lists the runner starts for one sample: server, backend (proxy samples), client."""
+    lines = [s.server_argv(SRV, UP if s.backend else None), s.client_argv(CLIENT, CONNECT)]
+    return lines + ([s.backend_argv(BACKEND)] if s.backend else [])
+
+
 def test_hostile_values_stay_single_argv_words():
-    # Labels and values never pass through a shell; a label with shell syntax cannot even validate.
-    with pytest.raises(scenario.ScenarioError):
-        plan_of("servers: [{name: naive, label: 'x; rm -rf /'}]\nworkload: {type: stream}")
+    sc = scenario.parse(HOSTILE, "h.yaml")
+    assert sc.description == "it's \"quoted\"; $(rm -rf /) `id` && echo $HOME | tee /tmp/x *"
+    assert [s.label for s in sc.servers] == ["direct", "a.b_c-1", "9-lives..x"]
+    p = build_plan(sc)
+    by_label = {s.server.label: s for s in p.samples}
+    assert command_lines(by_label["9-lives..x"]) == [
+        [SRV, "--listen", "127.0.0.1:0", "--upstream", UP, "--max-conns", "16", "--parser"],
+        [CLIENT, "--connect", CONNECT, "--workload", "stream", "--conns", "1", "--bytes", "1048576",
+         "--chunk", "65536", "--seed", "7", "--timeout", "90"],
+        [BACKEND, "--listen", "127.0.0.1:0", "--map", "sockhash", "--sndbuf", "65536"],
+    ]
+    assert by_label["direct"].server_argv(BACKEND) == [
+        BACKEND, "--listen", "127.0.0.1:0", "--map", "sockhash", "--sndbuf", "65536"]
+    free_text = (sc.name, sc.description, *(s.label for s in sc.servers))
+    for s in p.samples:
+        for argv in command_lines(s):
+            assert all(type(w) is str for w in argv)
+            assert argv[0] in (SRV, BACKEND, CLIENT)
+            for w in argv[1:]:
+                assert w in (UP, CONNECT, "127.0.0.1:0") or re.fullmatch(r"--[a-z-]+|\d+|[a-z]+", w), (s.id, w)
+            for text in free_text:  # if it ever reaches a command line, then whole, as one word
+                assert all(text == w or text not in w for w in argv), (s.id, text)
+
+
+NAME = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+W = "workload: {type: stream}\n"
+# Shell syntax where the format has no room for it: each refused with its one message.
+HOSTILE_REFUSED = [
+    ("servers: [{name: naive, label: 'x; rm -rf /'}]\n" + W,
+     f"h.yaml: servers[0].label: not a valid name; found 'x; rm -rf /', allowed: {NAME}"),
+    ("servers: [{name: naive, label: $HOME}]\n" + W,
+     f"h.yaml: servers[0].label: not a valid name; found '$HOME', allowed: {NAME}"),
+    ("servers: [{name: naive, label: '-rf'}]\n" + W,
+     f"h.yaml: servers[0].label: not a valid name; found '-rf', allowed: {NAME}"),
+    ("servers: [{name: naive, label: 'two words'}]\n" + W,
+     f"h.yaml: servers[0].label: not a valid name; found 'two words', allowed: {NAME}"),
+    ("servers: [{name: naive, label: \"it's\"}]\n" + W,
+     f"h.yaml: servers[0].label: not a valid name; found \"it's\", allowed: {NAME}"),
+    ("name: '$(id)'\nservers: [naive]\n" + W, f"h.yaml: name: not a valid name; found '$(id)', allowed: {NAME}"),
+    ("servers: [{name: sockmap, options: {map: 'sockhash; reboot'}}]\n" + W,
+     "h.yaml: servers[0].options.map: not a valid choice; found 'sockhash; reboot', allowed: sockhash, sockmap "
+     "(did you mean 'sockhash'?)"),
+    ("servers: [naive]\nworkload: {type: stream, bytes: '1MiB; rm -rf /'}\n",
+     "h.yaml: workload.bytes: not a size; found '1MiB; rm -rf /', allowed: a size >= 1B, e.g. 64, '64B', '128KiB', "
+     "'100MiB', '1GiB'"),
+    ("servers: [naive]\n" + W + "timeout: '$(sleep 9)'\n",
+     "h.yaml: timeout: not a duration; found '$(sleep 9)', allowed: seconds as a number, or a string like '500ms', "
+     "'90s', '2m', '1h'"),
+    ("servers: [naive]\n" + W + "seed: '7; id'\n", "h.yaml: seed: not an integer; found '7; id', allowed: an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("text,message", HOSTILE_REFUSED, ids=[m.split(": ")[1] for _, m in HOSTILE_REFUSED])
+def test_hostile_values_the_format_refuses(text, message):
+    with pytest.raises(ScenarioError) as exc:
+        build_plan(scenario.parse(text, "h.yaml"))
+    assert str(exc.value) == message
 
 
 def test_programs_needed_per_host():

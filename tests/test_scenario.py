@@ -3,7 +3,9 @@ JSON Schema matches the validator."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -12,6 +14,9 @@ import yaml
 
 from splicebench import scenario
 from splicebench.errors import ScenarioError
+from splicebench.registry import SERVERS, WORKLOAD_FIELDS, WORKLOADS
+from splicebench.scenario.model import MATRIX_SERVER_KEYS
+from splicebench.scenario.validation import BACKEND_KEYS, PLACEMENT_KEYS, REPETITION_KEYS, SERVER_KEYS, TOP_KEYS
 
 pytestmark = pytest.mark.unit
 
@@ -19,6 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = REPO / "scenarios"
 OK = "servers: [naive]\nworkload: {type: stream}\n"
 SIZE = "a size >= 1B, e.g. 64, '64B', '128KiB', '100MiB', '1GiB'"
+SIZE0 = "a size >= 0B, e.g. 64, '64B', '128KiB', '100MiB', '1GiB'"
+NAME = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+CI = "a fraction of the median greater than 0 and at most 1, e.g. 0.05 for 5 %"
 DUR = "seconds as a number, or a string like '500ms', '90s', '2m', '1h'"
 TOP = ("name, description, servers, workload, repetitions, baseline, stop_on_failure, timeout, seed, "
        "matrix, placement, backend")
@@ -159,18 +167,111 @@ BAD = [
     ("", f"bad.yaml: (top level): empty file; found nothing, allowed: a mapping with keys {TOP}", None),
     ("- naive\n- splice", f"bad.yaml: (top level): not a mapping; found a list, allowed: a mapping with keys {TOP}",
      True),
+    (OK + "description: 5", "bad.yaml: description: not a string; found 5, allowed: text", True),
+    (OK + "placement: []",
+     "bad.yaml: placement: empty list; found an empty list, allowed: a mapping with keys server, clients, or a "
+     "non-empty list of them", True),
+    ("servers: [nginx]\nbackend: naive\nworkload: {type: stream}",
+     "bad.yaml: backend: not a mapping; found 'naive', allowed: a mapping with keys name, options, host", True),
+    ("servers: [{name: naive, label: 'x; rm -rf /'}]\nworkload: {type: stream}",
+     f"bad.yaml: servers[0].label: not a valid name; found 'x; rm -rf /', allowed: {NAME}", True),
+    ("servers: [{name: naive, options: 5}]\nworkload: {type: stream}",
+     "bad.yaml: servers[0].options: not a mapping; found 5, allowed: buf, rcvbuf, sndbuf", True),
+    (OK + "repetitions: {min: 3}",
+     "bad.yaml: repetitions.min: only applies with repetitions.target_ci_width; found 3, allowed: measured: N for "
+     "a fixed count, or min, max and target_ci_width for adaptive repetitions", False),
+    (OK + "repetitions: {target_ci_width: 0.1, max: 0}",
+     "bad.yaml: repetitions.max: must be positive; found 0, allowed: an integer >= 1", True),
+    (OK + "repetitions: {target_ci_width: 1.5}",
+     f"bad.yaml: repetitions.target_ci_width: out of range; found 1.5, allowed: {CI}", True),
+    ("servers: [nginx]\nbackend: {name: naive, options: 3}\nworkload: {type: stream}",
+     "bad.yaml: backend.options: not a mapping; found 3, allowed: buf, rcvbuf, sndbuf", True),
+    ("servers: [naive]\nworkload: {type: pingpong, round_trips: 0}",
+     "bad.yaml: workload.round_trips: must be positive; found 0, allowed: an integer >= 1", True),
+    ("servers: [naive]\nworkload: {type: burst, burst_size: 0}",
+     f"bad.yaml: workload.burst_size: must be positive; found 0, allowed: {SIZE}", True),
+    ("servers: [naive]\nworkload: {type: burst, bursts: many}",
+     "bad.yaml: workload.bursts: not an integer; found 'many', allowed: an integer >= 1", True),
+    (OK + "matrix: {sndbuf: [-1]}", f"bad.yaml: matrix.sndbuf[0]: must not be negative; found -1, allowed: {SIZE0}",
+     True),
+    ("servers: [{name: naive, options: {rcvbuf: 4MiB}}]\nworkload: {type: stream}\nmatrix: {rcvbuf: [0, 1MiB]}",
+     "bad.yaml: matrix.rcvbuf: also set in the options of server 'naive'; found 'rcvbuf', allowed: each parameter "
+     "in one place", False),
+    ("servers: [{name: naive, options: {sndbuf: big}}]\nworkload: {type: stream}",
+     f"bad.yaml: servers[0].options.sndbuf: not a size; found 'big', allowed: {SIZE0}", True),
+    ("servers: [{name: naive, options: {rcvbuf: -4}}]\nworkload: {type: stream}",
+     f"bad.yaml: servers[0].options.rcvbuf: must not be negative; found -4, allowed: {SIZE0}", True),
+    ("servers: [{name: naive, options: {buf: 0}}]\nworkload: {type: stream}",
+     f"bad.yaml: servers[0].options.buf: must be positive; found 0, allowed: {SIZE}", True),
+    ("servers: [{name: splice, options: {pipe_size: 1KiB}}]\nworkload: {type: stream}",
+     "bad.yaml: servers[0].options.pipe_size: too small; found '1KiB', allowed: a size >= 4KiB, e.g. 64, '64B', "
+     "'128KiB', '100MiB', '1GiB'", False),
+    ("servers: [{name: sockmap, options: {max_conns: 0}}]\nworkload: {type: stream}",
+     "bad.yaml: servers[0].options.max_conns: must be positive; found 0, allowed: an integer >= 1", True),
+    ("servers: [{name: nginx, options: {buffer: 512}}]\nbackend: {name: naive}\nworkload: {type: stream}",
+     "bad.yaml: servers[0].options.buffer: too small; found 512, allowed: a size >= 1KiB, e.g. 64, '64B', "
+     "'128KiB', '100MiB', '1GiB'", True),
 ]
 
 
 @pytest.mark.parametrize("text,message,_", BAD, ids=[m.split(": ")[1] + f"-{i}" for i, (_, m, _s) in enumerate(BAD)])
 def test_bad_input_gets_its_exact_message(text, message, _):
+    assert "\n" not in message
     with pytest.raises(ScenarioError) as exc:
         scenario.parse(text, "bad.yaml")
     assert str(exc.value) == message
 
 
-def test_bad_table_is_big_enough():
-    assert len(BAD) >= 20
+def field_of(message: str) -> str:
+    """The FIELD.PATH a message names, list indices dropped: 'servers[0].options.buf' -> 'servers.options.buf'."""
+    return re.sub(r"\[\d+\]", "", message.split(": ")[1])
+
+
+def fields_that_can_be_wrong() -> set[str]:
+    """Every field path of a scenario file, from the validator's key tables and the registry."""
+    return {
+        *TOP_KEYS,
+        *(f"servers.{k}" for k in SERVER_KEYS),
+        *(f"servers.options.{k}" for kind in SERVERS.values() for k in kind.all_options()),
+        *(f"repetitions.{k}" for k in REPETITION_KEYS),
+        *(f"placement.{k}" for k in PLACEMENT_KEYS),
+        *(f"backend.{k}" for k in BACKEND_KEYS),
+        "workload.type",
+        *(f"workload.{k}" for k in WORKLOAD_FIELDS),
+        *(f"matrix.{k}" for k in MATRIX_SERVER_KEYS),
+    }
+
+
+def test_every_field_that_can_be_wrong_has_a_bad_input():
+    uncovered = fields_that_can_be_wrong() - {field_of(m) for _, m, _s in BAD}
+    assert uncovered == set(), f"add an entry to BAD for each of {sorted(uncovered)}"
+
+
+def test_the_key_tables_are_the_keys_of_the_model():
+    # A scenario using every section: its canonical form has exactly the keys the validator allows, so
+    # the field list above (derived from the key tables) follows the model.
+    sc = scenario.parse("servers: [{name: nginx, label: ngx, options: {workers: 2}}]\n"
+                        "backend: {name: naive, options: {buf: 4KiB}, host: lab1}\n"
+                        "workload: {type: stream}\nmatrix: {sndbuf: [0, 1MiB]}\n"
+                        "repetitions: {warmup: 0, min: 6, max: 8, target_ci_width: 0.1}\n"
+                        "placement: {server: local, clients: [lab1]}\n", "full.yaml",
+                        known_hosts=("local", "lab1"))
+    d = sc.to_dict()
+    assert set(d) == set(TOP_KEYS)
+    assert {k for s in d["servers"] for k in s} == set(SERVER_KEYS)
+    assert set(d["repetitions"]) | {"measured"} == set(REPETITION_KEYS)
+    assert set(d["placement"]) == set(PLACEMENT_KEYS)
+    assert set(d["backend"]) == set(BACKEND_KEYS)
+    assert set(d["workload"]) == {"type", *WORKLOADS["stream"]}
+    assert {f.name for f in dataclasses.fields(scenario.Scenario)} == {
+        "name", "description", "servers", "workload_type", "workload", "warmup", "measured", "baseline",
+        "stop_on_failure", "timeout_s", "seed", "matrix", "placements", "backend", "source", "min_measured",
+        "target_ci_width"}, "a new model field: give it a key in validation.py's tables and bad inputs in BAD"
+
+
+def test_bad_inputs_are_distinct():
+    texts = [t for t, _m, _s in BAD]
+    assert len(texts) == len(set(texts))
 
 
 @pytest.fixture(scope="module")
