@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from splicebench.programs import deploy
+from splicebench.programs import deploy  # noqa: E402
 from splicebench.lab import netns as lab  # noqa: E402
 from splicebench.hosts.inventory import load_inventory  # noqa: E402
 from splicebench.hosts.ssh import for_each_host, open_host  # noqa: E402

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -194,7 +193,7 @@ def test_parsers_of_captured_output() -> None:
 
 @pytest.mark.unit
 def test_every_peer_has_packages_and_a_template() -> None:
-    for name, v in peers.VARIANTS.items():
+    for v in peers.VARIANTS.values():
         assert v.program in peers.PACKAGES
         assert (Path(peers.__file__).parent / "templates" / "peers" / v.template).is_file()
     assert peers.programs_of(["naive", "haproxy-splice", "nginx"]) == {"haproxy", "nginx"}

@@ -354,7 +354,7 @@ def hist_quantile(buckets: Iterable[Any], q: float) -> float:
     # The same rank as the client's exact percentiles (servers/client.c), robust to q * N rounding.
     rank = min(total, max(1, math.ceil(q * total - 1e-9)))
     seen = 0
-    for lo, hi, n in rows:
+    for _lo, hi, n in rows:
         seen += n
         if seen >= rank:
             return float(hi - 1)
