@@ -145,9 +145,13 @@ def schema(c: Context) -> None:
 
 @task(help={"args": "extra pytest arguments, e.g. --args='-m unit -x'"})
 def test(c: Context, args: str = "") -> None:
-    """Install build and test dependencies when missing (apt), then run the test suite with pytest."""
+    """Install build and test dependencies when missing (apt), check the import layering and ruff, run pytest."""
     commands.ensure_test_deps()
-    code = commands.run_pytest(commands.Paths.of(ROOT), shlex.split(args))
+    paths = commands.Paths.of(ROOT)
+    failed = commands.run_static_checks(paths)
+    code = commands.run_pytest(paths, shlex.split(args))
+    if failed:
+        raise Exit(f"static checks failed: {', '.join(failed)}", code=1)
     if code:
         raise Exit(code=code)
 

@@ -426,6 +426,28 @@ def write_schema(paths: Paths) -> Path:
     return out
 
 
+# Static checks `invoke test` runs before pytest: the layering contracts of pyproject.toml
+# (import-linter) and ruff's checks. Each is (what, argv); both are installed by the test extras.
+STATIC_CHECKS = (
+    ("import layering (lint-imports)",
+     [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())"]),
+    ("ruff", [sys.executable, "-m", "ruff", "check", "--quiet", "src", "tests", "bench", "tasks.py"]),
+)
+
+
+def run_static_checks(paths: Paths, log: Log = _err) -> list[str]:
+    """Run STATIC_CHECKS in the repository; the names of those that failed (their output went to stderr)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(paths.root / "src"),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    failed = []
+    for what, argv in STATIC_CHECKS:
+        r = subprocess.run(argv, cwd=paths.root, env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            log(f"{what} failed:\n{r.stdout}{r.stderr}".rstrip())
+            failed.append(what)
+    return failed
+
+
 def pytest_argv(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "pytest", "-q", *args]
 
