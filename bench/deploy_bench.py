@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "src"))
 from splicebench.programs import deploy  # noqa: E402
 from splicebench.lab import netns as lab  # noqa: E402
 from splicebench.hosts.inventory import load_inventory  # noqa: E402
-from splicebench.hosts.ssh import for_each_host, open_host  # noqa: E402
+from splicebench.run.fleet import for_each_host, open_host  # noqa: E402
 
 
 def timed_deploy(hosts) -> tuple[float, dict]:

@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from splicebench.programs import peers  # noqa: E402
-from splicebench.hosts.local import LocalHost, Proc  # noqa: E402
+from splicebench.hosts.local import LocalHost  # noqa: E402
+from splicebench.hosts.base import Proc  # noqa: E402
 from splicebench.units import parse_size  # noqa: E402
 
 GiB = 1 << 30

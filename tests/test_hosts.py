@@ -12,7 +12,7 @@ import time
 import pytest
 
 from splicebench.errors import CommandFailed, ProcError
-from splicebench.hosts.local import LocalHost, _pdeathsig_prefix
+from splicebench.hosts.local import LocalHost, pdeathsig_prefix
 
 pytestmark = pytest.mark.e2e
 
@@ -134,7 +134,7 @@ def test_close_kills_what_the_host_started():
 
 
 def test_programs_die_with_a_killed_orchestrator(tmp_path):
-    assert _pdeathsig_prefix(), "setpriv with --pdeathsig is needed (util-linux)"
+    assert pdeathsig_prefix(), "setpriv with --pdeathsig is needed (util-linux)"
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(os.path.dirname(os.path.dirname(__file__)) + '/src')!r})
@@ -153,8 +153,8 @@ def test_parent_guard_stops_a_program_whose_orchestrator_is_already_gone():
     orchestrator must not start (the guard compares $PPID with the orchestrator's pid)."""
     from splicebench.hosts import local as hosts
 
-    argv = hosts._guarded(["/bin/echo", "started"])
-    assert argv[: len(_pdeathsig_prefix())] == _pdeathsig_prefix()
+    argv = hosts.guarded(["/bin/echo", "started"])
+    assert argv[: len(pdeathsig_prefix())] == pdeathsig_prefix()
     # As if the orchestrator had another pid: the guard refuses to exec the program.
     stale = argv.copy()
     stale[stale.index(str(os.getpid()))] = "1"
@@ -162,5 +162,5 @@ def test_parent_guard_stops_a_program_whose_orchestrator_is_already_gone():
     assert (r.returncode, r.stdout) == (70, "")
     # With this process as the parent it runs the program, arguments passed through untouched.
     hostile = ["/bin/echo", "$(touch /tmp/x)", "a; b", "'\""]
-    r = subprocess.run(hosts._guarded(hostile), capture_output=True, text=True, timeout=30)
+    r = subprocess.run(hosts.guarded(hostile), capture_output=True, text=True, timeout=30)
     assert (r.returncode, r.stdout) == (0, "$(touch /tmp/x) a; b '\"\n")

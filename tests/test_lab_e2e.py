@@ -21,7 +21,8 @@ from splicebench.lab import netns as lab
 from splicebench.hosts.inventory import load_inventory
 from splicebench.scenario.plan import build_plan
 from splicebench.run.runner import Runner
-from splicebench.hosts.ssh import SSHHost, for_each_host, open_host
+from splicebench.hosts.ssh import SSHHost
+from splicebench.run.fleet import for_each_host, open_host
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow]
 

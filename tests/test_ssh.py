@@ -15,13 +15,10 @@ import pytest
 from splicebench.lab import netns as lab
 from splicebench.errors import CommandFailed, HostError, ProcError
 from splicebench.hosts.inventory import load_inventory, parse_inventory
-from splicebench.hosts.ssh import (
-    ChangedHostKey,
-    HostUnreachable,
-    SSHHost,
-    UnknownHostKey,
-    trust_host,
-)
+from splicebench.hosts.host_keys import ChangedHostKey, UnknownHostKey
+from splicebench.hosts.connection import HostUnreachable
+from splicebench.hosts.ssh import SSHHost
+from splicebench.hosts.trust import trust_host
 
 pytestmark = [pytest.mark.privileged]
 
@@ -153,8 +150,8 @@ def test_proxyjump_from_ssh_config_verifies_every_hop(labenv, tmp_path):
     h.close()
     # Without the hop's key in known_hosts, the hop is refused by name.
     kh = tmp_path / "kh"
-    kh.write_text("".join(l + "\n" for l in (st / "known_hosts").read_text().splitlines()
-                          if not l.startswith(a1 + " ")))
+    kh.write_text("".join(ln + "\n" for ln in (st / "known_hosts").read_text().splitlines()
+                          if not ln.startswith(a1 + " ")))
     inv = parse_inventory(text.replace(f"{st}/known_hosts", str(kh)), source=tmp_path / "i.yaml")
     with pytest.raises(UnknownHostKey, match=f"ProxyJump hop 1: {a1}"):
         SSHHost(inv.get("inner"), inv).run(["true"])

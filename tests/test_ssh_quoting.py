@@ -8,7 +8,9 @@ import subprocess
 
 import pytest
 
-from splicebench.hosts.ssh import _exit_code, _parse_times, fingerprint, remote_command
+from splicebench.hosts.ssh_proc import exit_code, parse_times
+from splicebench.hosts.host_keys import fingerprint
+from splicebench.hosts.connection import remote_command
 
 pytestmark = pytest.mark.unit
 
@@ -73,9 +75,9 @@ def test_bad_env_name_is_refused():
 
 
 def test_exit_code_and_times_parsing():
-    assert [_exit_code(x) for x in (0, 1, 124, 137, 143, 255)] == [0, 1, 124, -9, -15, 255]
-    assert _parse_times("1m2.50s") == pytest.approx(62.5)
-    assert _parse_times("0m0.010000s") == pytest.approx(0.01)
+    assert [exit_code(x) for x in (0, 1, 124, 137, 143, 255)] == [0, 1, 124, -9, -15, 255]
+    assert parse_times("1m2.50s") == pytest.approx(62.5)
+    assert parse_times("0m0.010000s") == pytest.approx(0.01)
 
 
 def test_fingerprint_matches_ssh_keygen(tmp_path):

@@ -18,7 +18,8 @@ import pytest
 
 from splicebench.cli import commands, edge
 from splicebench.errors import UserError
-from splicebench.hosts.local import LocalHost, RunResult
+from splicebench.hosts.local import LocalHost
+from splicebench.hosts.base import RunResult
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[1]

@@ -32,10 +32,10 @@ class CommandFailed(HostError):
         self.stdout = stdout
         self.stderr = stderr
         what = "timed out" if returncode is None else f"exited with code {returncode}"
-        tail = _tail(stderr) or _tail(stdout)
+        last = tail(stderr) or tail(stdout)
         msg = f"host {host}: `{_show(argv)}` {what}"
-        if tail:
-            msg += ":\n" + tail
+        if last:
+            msg += ":\n" + last
         super().__init__(msg)
 
 
@@ -61,6 +61,7 @@ def _show(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def _tail(text: str, lines: int = 15) -> str:
+def tail(text: str, lines: int = 15) -> str:
+    """The last `lines` non-blank lines of a program's output, for error messages."""
     rows = [r for r in (text or "").rstrip().splitlines() if r.strip()]
     return "\n".join(rows[-lines:])

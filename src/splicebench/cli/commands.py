@@ -21,7 +21,8 @@ from splicebench.scenario import plan as plan_mod
 from splicebench.programs import provision
 from splicebench.results import rundir as results
 from splicebench.errors import UserError
-from splicebench.hosts.local import Host, LocalHost
+from splicebench.hosts.base import Host
+from splicebench.hosts.local import LocalHost
 from splicebench.hosts.inventory import Inventory, empty_inventory, load_inventory
 from splicebench.run.progress import Progress
 from splicebench.run.runner import RunOutcome, Runner

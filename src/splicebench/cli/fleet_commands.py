@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 from splicebench.cli import commands
 from splicebench.errors import UserError
 from splicebench.hosts.inventory import load_inventory
-from splicebench.hosts.local import Host
+from splicebench.hosts.base import Host
 from splicebench.programs import deploy as deploy_mod
 from splicebench.run import fleet
 

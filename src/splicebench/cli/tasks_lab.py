@@ -71,7 +71,7 @@ def status(c: Context, prefix: str = labmod.LabConfig.prefix) -> None:
             "yes": "write the key without asking (it is still printed first)"})
 def trust(c: Context, name: str, hosts: str | None = None, yes: bool = False) -> None:
     """Fetch a host's SSH key, show its fingerprint, and add it to known_hosts when confirmed."""
-    from splicebench.hosts.ssh import trust_host
+    from splicebench.hosts.trust import trust_host
 
     def confirm(message: str) -> bool:
         print(message)

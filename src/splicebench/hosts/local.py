@@ -1,8 +1,4 @@
-"""Hosts behind one small interface: run a command, copy files, start background programs (I/O).
-
-`Host` and `Proc` are the seam between the runner and where programs actually run. `LocalHost` is
-this machine (subprocess, never a shell); an SSH host (ssh.py) subclasses the same bases, so the
-runner, deploy and facts code work unchanged on either.
+"""This machine as a `Host` (base.py): commands by subprocess (never a shell), background programs.
 
 Every background program runs in its own process group (its own session), so that stopping it
 stops everything it started, and a Ctrl-C in the terminal reaches only the orchestrator, which then
@@ -12,149 +8,18 @@ stops its programs in order. Locally each program is also started under `setpriv
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import threading
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 
-from splicebench.errors import CommandFailed, ProcError, _tail
+from splicebench.errors import CommandFailed, ProcError
+from splicebench.hosts.base import LOCAL, Host, Proc, RunResult, describe_exit, json_object
 
-LOCAL = "local"
-
-
-@dataclass(frozen=True)
-class RunResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-
-class Proc(ABC):
-    """A background program started in its own process group."""
-
-    pid: int
-
-    @abstractmethod
-    def read_stdout_lines(self) -> list[str]:
-        """Complete stdout lines received so far (non-blocking)."""
-
-    @abstractmethod
-    def wait_json_event(self, event: str, timeout: float) -> dict:
-        """The first stdout line that is a JSON object with "event" == event.
-
-        Raises ProcError if the program exits (closes stdout) first or `timeout` seconds pass."""
-
-    @abstractmethod
-    def signal(self, sig: int) -> None:
-        """Send `sig` to the whole process group (no-op once the program has been reaped)."""
-
-    @abstractmethod
-    def wait(self, timeout: float) -> int | None:
-        """Exit code (negative: killed by that signal), or None if still running after `timeout`."""
-
-    @abstractmethod
-    def stdout(self) -> str:
-        """All stdout received so far."""
-
-    @abstractmethod
-    def stderr(self) -> str:
-        """All stderr received so far."""
-
-    @abstractmethod
-    def cpu_times(self) -> tuple[float, float]:
-        """(user, sys) CPU seconds of the program including its waited-for children."""
-
-    @abstractmethod
-    def kill(self) -> None:
-        """SIGKILL the process group and reap the program; safe to call more than once."""
-
-    def poll(self) -> int | None:
-        return self.wait(0)
-
-
-class Host(ABC):
-    """A machine where programs are built and run."""
-
-    name: str
-    # How programs on other hosts reach this one (the server's connect address for remote clients).
-    address: str = "127.0.0.1"
-
-    @abstractmethod
-    def run(self, argv: list[str], *, timeout: float = 60, check: bool = True,
-            cwd: str | None = None) -> RunResult:
-        """Run argv to completion; CommandFailed if check and it fails or times out."""
-
-    @abstractmethod
-    def put(self, local_path: str | os.PathLike, remote_path: str) -> None:
-        """Copy a local file to this host."""
-
-    @abstractmethod
-    def get(self, remote_path: str, local_path: str | os.PathLike) -> None:
-        """Copy a file from this host to the local machine."""
-
-    @abstractmethod
-    def start(self, argv: list[str], *, cwd: str | None = None, deadman_s: float | None = None) -> Proc:
-        """Start argv in the background in its own process group.
-
-        deadman_s: the program is killed after that many seconds if still running, even if the
-        orchestrator is gone."""
-
-    @abstractmethod
-    def read_text(self, path: str) -> str:
-        """Contents of a text file on this host (OSError if it cannot be read)."""
-
-    @abstractmethod
-    def workdir(self) -> str:
-        """Base directory on this host for copied sources and builds."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Kill programs this object started that are still running; release connections."""
-
-    # Helpers built on the primitives above; subclasses may override them with faster versions.
-
-    def exists(self, path: str) -> bool:
-        return self.run(["test", "-e", path], check=False, timeout=30).returncode == 0
-
-    def makedirs(self, path: str) -> None:
-        self.run(["mkdir", "-p", "--", path], timeout=30)
-
-    def remove_tree(self, path: str) -> None:
-        self.run(["rm", "-rf", "--", path], timeout=120)
-
-    def pids_with_exe_under(self, prefix: str) -> list[int]:
-        """PIDs of processes whose executable lies under directory `prefix` (leftover finder)."""
-        script = 'for p in /proc/[0-9]*; do e=$(readlink "$p/exe" 2>/dev/null) || continue; ' \
-                 'case "$e" in "$1"/*) echo "${p#/proc/}";; esac; done'
-        r = self.run(["sh", "-c", script, "sh", prefix.rstrip("/")], check=False, timeout=30)
-        return sorted(int(x) for x in r.stdout.split() if x.isdigit())
-
-    def kill_pids(self, pids: list[int]) -> None:
-        if pids:
-            self.run(["kill", "-KILL", "--", *map(str, pids)], check=False, timeout=30)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# Local host
-
-
-def _pdeathsig_prefix() -> list[str]:
+def pdeathsig_prefix() -> list[str]:
     """['setpriv', '--pdeathsig', 'KILL', '--'] where setpriv supports it, else []."""
     global _PDEATHSIG
     if _PDEATHSIG is None:
@@ -179,9 +44,9 @@ _PDEATHSIG: list[str] | None = None
 _PARENT_GUARD = '[ "$PPID" = "$1" ] || exit 70; shift; exec "$@"'
 
 
-def _guarded(argv: list[str]) -> list[str]:
+def guarded(argv: list[str]) -> list[str]:
     """argv wrapped so that it dies with this process (setpriv --pdeathsig + parent check)."""
-    prefix = _pdeathsig_prefix()
+    prefix = pdeathsig_prefix()
     if not prefix:
         return list(argv)
     return prefix + ["/bin/sh", "-c", _PARENT_GUARD, "splicebench-guard", str(os.getpid())] + list(argv)
@@ -204,7 +69,7 @@ class LocalProc(Proc):
     def __init__(self, argv: list[str], cwd: str | None, deadman_s: float | None):
         self.argv = [str(a) for a in argv]
         self._popen = subprocess.Popen(
-            _guarded(self.argv),
+            guarded(self.argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -274,7 +139,7 @@ class LocalProc(Proc):
         with self._cond:
             while True:
                 for line in self._lines:
-                    obj = _json_object(line)
+                    obj = json_object(line)
                     if obj is not None and obj.get("event") == event:
                         return obj
                 if self._stdout_eof:
@@ -282,11 +147,11 @@ class LocalProc(Proc):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ProcError(f"{self._name()} printed no {event!r} line within {timeout:g} s"
-                                    + self._stderr_suffix())
+                                    + self.stderr_suffix())
                 self._cond.wait(left)
         code = self.wait(2.0)
-        how = "closed its output" if code is None else _describe_exit(code)
-        raise ProcError(f"{self._name()} {how} before printing a {event!r} line" + self._stderr_suffix())
+        how = "closed its output" if code is None else describe_exit(code)
+        raise ProcError(f"{self._name()} {how} before printing a {event!r} line" + self.stderr_suffix())
 
     def signal(self, sig: int) -> None:
         if self._popen.returncode is None:
@@ -337,32 +202,8 @@ class LocalProc(Proc):
     def _name(self) -> str:
         return f"{Path(self.argv[0]).name} (pid {self.pid})"
 
-    def _stderr_suffix(self) -> str:
-        tail = _tail(self.stderr(), 5)
-        return f"; stderr: {tail}" if tail else ""
-
     def __repr__(self) -> str:
         return f"<LocalProc {self._name()}>"
-
-
-def _json_object(line: str) -> dict | None:
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
 
 
 class LocalHost(Host):

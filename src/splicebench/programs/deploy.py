@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from splicebench.errors import BuildError, CommandFailed
-from splicebench.hosts.local import Host
+from splicebench.errors import BuildError, CommandFailed, tail
+from splicebench.hosts.base import Host
 from splicebench.programs.provision import BUILD_PACKAGES, ensure
 from splicebench.registry import CLIENT_PROGRAM, SERVERS
 
@@ -113,7 +113,7 @@ def build(host: Host, root: Path, *, provision: bool = True,
             host.run(["make", "-C", f"{tmp}/src", f"BUILD={tmp}", "-j2"], timeout=MAKE_TIMEOUT_S)
         except CommandFailed as e:
             raise BuildError(f"host {host.name}: building the programs failed (make exited with "
-                             f"{e.returncode}):\n{_tail(e.stderr or e.stdout)}") from None
+                             f"{e.returncode}):\n{tail(e.stderr or e.stdout, 25)}") from None
         missing = [p for p in expected_programs() if not host.exists(f"{tmp}/{p}")]
         if missing:
             raise BuildError(f"host {host.name}: make succeeded but did not produce {', '.join(missing)} "
@@ -138,5 +138,3 @@ def drop_cache(host: Host) -> str:
     return base
 
 
-def _tail(text: str, lines: int = 25) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])

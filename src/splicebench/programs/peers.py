@@ -41,7 +41,8 @@ from typing import Any, Iterable, Mapping
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from splicebench.errors import HostError, ProcError, UserError
-from splicebench.hosts.local import Host, LocalHost, Proc
+from splicebench.hosts.base import Host, Proc
+from splicebench.hosts.local import LocalHost
 from splicebench.programs.provision import Package
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from splicebench.errors import CommandFailed, ProvisionError
-from splicebench.hosts.local import Host
+from splicebench.hosts.base import Host
 
 
 @dataclass(frozen=True)

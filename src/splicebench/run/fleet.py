@@ -1,4 +1,4 @@
-"""Several hosts at once: open them from an inventory, deploy, check and clean them in parallel (I/O).
+"""Several hosts at once: open them, start programs on them together, deploy, check and clean them.
 
 Every function runs its per-host work concurrently and returns name -> result, where a host that
 failed with a problem the user can fix has its `UserError` as the value: one failed host is reported
@@ -8,19 +8,85 @@ caller needs every host).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from splicebench.programs import deploy
 from splicebench.hosts import facts
-from splicebench.errors import UserError
-from splicebench.hosts.local import LOCAL, Host
+from splicebench.errors import HostError, UserError
+from splicebench.hosts.base import LOCAL, Host, Proc
+from splicebench.hosts.local import LocalHost
 from splicebench.hosts.inventory import Inventory
-from splicebench.hosts.ssh import SSHHost, for_each_host, open_host
+from splicebench.hosts.ssh import SSHHost
 
 T = TypeVar("T")
 Log = Callable[[str], None]
+
+
+def open_host(name: str, inventory: Inventory) -> Host:
+    """The Host for a scenario host name: `LocalHost` for "local", else an `SSHHost` (lazy)."""
+    if name == LOCAL:
+        return LocalHost()
+    return SSHHost(inventory.get(name), inventory)
+
+
+def start_together(starts: list[tuple[Host, list[str], dict]]) -> list[Proc]:
+    """Start programs on several hosts so that they begin within milliseconds of each other.
+
+    starts: (host, argv, keyword arguments of Host.start). Programs on SSH hosts are launched
+    gated, in parallel, and released together once all are ready; local ones start in this thread
+    (they must be started by the thread that outlives them). If one start fails, the programs
+    already started are killed and the error is raised.
+    """
+    remote = [(i, h, a, kw) for i, (h, a, kw) in enumerate(starts) if isinstance(h, SSHHost)]
+    procs: dict[int, Proc] = {}
+    try:
+        if remote:
+            with ThreadPoolExecutor(max_workers=min(16, len(remote))) as pool:
+                futs = {i: pool.submit(h.start, a, gated=True, **kw) for i, h, a, kw in remote}
+                errors = []
+                for i, f in futs.items():
+                    try:
+                        procs[i] = f.result()
+                    except Exception as e:  # noqa: BLE001 - re-raised below after cleanup
+                        errors.append(e)
+                if errors:
+                    raise errors[0]
+                for f in [pool.submit(procs[i].release) for i, *_ in remote]:
+                    f.result()
+        for i, (h, a, kw) in enumerate(starts):
+            if i not in procs:
+                procs[i] = h.start(a, **kw)
+    except BaseException:
+        for p in procs.values():
+            p.kill()
+        raise
+    return [procs[i] for i in range(len(starts))]
+
+
+def for_each_host(hosts: list[Host], fn: Callable[[Host], T], *,
+                  max_workers: int = 8) -> dict[str, T | HostError | Exception]:
+    """fn(host) for every host in parallel; name -> result, or the exception that host raised.
+
+    One failed host is a value next to the others' results, not an exception that hides them.
+    Errors the user can fix (UserError) and lost hosts come back as values; a bug still raises.
+    """
+    def one(h: Host):
+        try:
+            return fn(h)
+        except UserError as e:
+            return e
+    if not hosts:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(hosts))))
+    try:
+        futures = {h.name: pool.submit(one, h) for h in hosts}
+        return {name: f.result() for name, f in futures.items()}
+    finally:
+        # On Ctrl-C, do not wait for the other hosts' work (their commands end by remote timeout).
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def open_hosts(names: list[str], inventory: Inventory) -> dict[str, Host]:

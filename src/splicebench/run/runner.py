@@ -19,8 +19,8 @@ from typing import Any, Callable, Mapping
 
 from splicebench.programs import peers
 from splicebench.errors import HostError, ProcError
-from splicebench.hosts.local import Host, Proc, _describe_exit
-from splicebench.hosts.ssh import start_together
+from splicebench.hosts.base import describe_exit, Host, Proc
+from splicebench.run.fleet import start_together
 from splicebench.results.metrics import (Row, client_failure, client_metrics, host_cpu_delta, parse_client_output,
                       parse_proc_stat, server_events, server_metrics)
 from splicebench.scenario.plan import MEASURED, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan, Sample
@@ -318,13 +318,13 @@ def _stop(proc: Proc, what: str) -> list[str]:
     time; why it failed, if it did (it exited before, did not stop in time, or exited non-zero)."""
     code = proc.poll()
     if code is not None:
-        return [f"{what} {_describe_exit(code)} during the sample" + _stderr_tail(proc)]
+        return [f"{what} {describe_exit(code)} during the sample" + _stderr_tail(proc)]
     proc.signal(signal.SIGTERM)
     code = proc.wait(STOP_TIMEOUT_S)
     if code is None:
         proc.kill()
         return [f"{what} did not exit within {STOP_TIMEOUT_S:g} s of SIGTERM; killed"]
-    return [f"{what} {_describe_exit(code)} after SIGTERM" + _stderr_tail(proc)] if code != 0 else []
+    return [f"{what} {describe_exit(code)} after SIGTERM" + _stderr_tail(proc)] if code != 0 else []
 
 
 def _ends_round(plan: Plan, i: int) -> bool:
