@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAT_BYTES (256u * 1024u)
@@ -83,6 +84,9 @@ static size_t nsamples, samples_cap;
 static struct error_rec errs[MAX_LISTED_ERRORS];
 static uint64_t errors_total, conns_failed, conns_ok, bytes_sent, bytes_verified;
 static bool have_mismatch;
+/* The transfer's marks on CLOCK_REALTIME (the CPU sampler's clock, docs/programs.md): just before
+ * the first connect(), and when the last byte of a connection was verified (the latest one). */
+static uint64_t mark_start_rt, mark_end_rt;
 static struct {
 	uint32_t conn;
 	uint64_t offset;
@@ -186,6 +190,14 @@ static size_t payload_check(uint32_t conn, uint64_t off, const uint8_t *src, siz
 }
 
 /* Append one latency sample in nanoseconds. */
+/* CLOCK_REALTIME in nanoseconds: the clock that the marks share with sb-cpustat's readings. */
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static void add_sample(uint64_t ns)
 {
 	if (nsamples == samples_cap) {
@@ -334,6 +346,8 @@ static bool do_recv(struct conn *c)
 		fail(c, c->recvd, "extra bytes");
 		return false;
 	}
+	if (c->recvd == c->total)
+		mark_end_rt = realtime_ns();
 	if (o.wl == W_STREAM && c->recvd == c->total)
 		add_sample(net_now_ns() - c->start_ns); /* last byte verified; EOF comes next */
 	if (o.wl != W_STREAM && c->recvd == c->limit) {
@@ -511,6 +525,8 @@ static void print_result(bool ok, double wall_s)
 	       (unsigned long long)expected);
 	printf("\"wall_s\":%.9f,\"goodput_bytes_per_s\":%.1f,", wall_s,
 	       wall_s > 0 ? (double)bytes_verified / wall_s : 0.0);
+	printf("\"start_realtime_ns\":%llu,\"end_realtime_ns\":%llu,", (unsigned long long)mark_start_rt,
+	       (unsigned long long)mark_end_rt);
 
 	qsort(samples, nsamples, sizeof(*samples), cmp_u64);
 	printf("\"latency_ns\":{\"count\":%zu", nsamples);
@@ -749,6 +765,7 @@ int main(int argc, char **argv)
 
 	uint64_t t0 = net_now_ns();
 	uint64_t deadline = t0 + (uint64_t)(o.timeout_s * 1e9);
+	mark_start_rt = realtime_ns();
 	open_conns(&ss, sslen);
 
 	struct epoll_event evs[256];
@@ -775,6 +792,8 @@ int main(int argc, char **argv)
 			fail(c, c->recvd, "timeout");
 	}
 	double wall_s = (double)(net_now_ns() - t0) / 1e9;
+	if (!mark_end_rt) /* no connection got all its bytes back: the end is when the client stopped */
+		mark_end_rt = realtime_ns();
 
 	bool ok = conns_failed == 0 && errors_total == 0;
 	print_result(ok, wall_s);

@@ -110,7 +110,7 @@ def test_report_shows_the_numbers(tmp_path):
     assert rows["naive"].ratio == "baseline"
     assert rows["sockmap"].n == "2/3" and rows["sockmap"].warn
     assert rows["naive"].p50 == "1.00 ms"
-    assert rows["naive"].proc_cpu == "0.300 s" and rows["naive"].host_cpu == "0.900 s"
+    assert rows["naive"].proc_cpu.text == "0.300 s" and rows["naive"].host_cpu.text == "0.900 s"
     assert [f.sample_id for f in view.failures] == ["0009-c0-sockmap-m3"]
     table = report.text_table(view)
     assert table.splitlines()[0].split()[:3] == ["server", "ok/n", "throughput"]

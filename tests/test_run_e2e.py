@@ -73,7 +73,7 @@ def test_loopback_run_end_to_end(tmp_path, use_cache, no_leftovers):
     assert res.run_dir == run and res.status == "complete" and res.counts == {"ok": 9}
 
     m = json.loads((run / "manifest.json").read_text())
-    assert m["format"] == 1 and m["status"] == "complete" and m["run_id"] == run.name
+    assert m["format"] == 2 and m["status"] == "complete" and m["run_id"] == run.name
     assert m["scenario"]["name"] == "e2e" and m["scenario_text"] == p.read_text()
     assert m["tool"]["version"] and m["tool"]["git_revision"]
     local = m["hosts"]["local"]
@@ -89,7 +89,7 @@ def test_loopback_run_end_to_end(tmp_path, use_cache, no_leftovers):
     assert list(df["server"]) == ["naive", "splice", "sockmap"] * 3
     assert list(df["phase"]) == ["warmup"] * 3 + ["measured"] * 6
     assert (df["bytes_verified"] == 4 << 20).all() and (df["server_bytes_in"] == 4 << 20).all()
-    assert (df["goodput_bytes_per_s"] > 0).all() and (df["host_ctxt"] > 0).all()
+    assert (df["goodput_bytes_per_s"] > 0).all() and (df["host_cpu_busy_unc_s"] > 0).all() and (df["server_cpu_s"] > 0).all()
     for files in df["raw_files"]:
         names = files.split()
         assert any(n.endswith(".client.json") for n in names) and any(n.endswith(".server.jsonl") for n in names)

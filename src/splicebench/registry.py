@@ -174,6 +174,9 @@ class WorkloadField:
 
 
 CLIENT_PROGRAM = "sb-client"
+# The CPU sampler run beside the servers during each sample (servers/cpustat.c, results/cpu.py).
+SAMPLER_PROGRAM = "sb-cpustat"
+SAMPLER_INTERVAL_US = 2000  # about 40 us of CPU per reading here: 2 % of one CPU
 
 WORKLOAD_FIELDS: dict[str, WorkloadField] = {
     f.name: f

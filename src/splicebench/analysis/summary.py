@@ -55,11 +55,13 @@ def add_derived(samples: pd.DataFrame) -> pd.DataFrame:
     df["throughput_gib_s"] = num("goodput_bytes_per_s") / GIB
     for p in ("p50", "p90", "p99", "p999"):
         df[f"lat_{p}_us"] = num(f"lat_{p}_ns") / 1e3
-    # The server's own getrusage() totals (microsecond resolution, whole life incl. start-up) where
-    # it reported them; else the /proc/PID/stat delta over the client's run (clock-tick resolution).
+    # The server's CPU clock over the transfer window (results format 2, ns); in format 1 runs its
+    # own getrusage() totals (whole life incl. start-up) where it reported them, else the
+    # /proc/PID/stat delta over the client's run (clock-tick resolution).
     life = num("server_life_cpu_user_s") + num("server_life_cpu_sys_s")
     interval = num("server_cpu_user_s") + num("server_cpu_sys_s")
-    df["proc_cpu_s_per_gib"] = life.where(life.notna(), interval) / gib
+    window = num("server_cpu_s")
+    df["proc_cpu_s_per_gib"] = window.where(window.notna(), life.where(life.notna(), interval)) / gib
     df["host_cpu_s_per_gib"] = num("host_cpu_busy_s") / gib
     df["host_softirq_s_per_gib"] = num("host_cpu_softirq_s") / gib
     return df

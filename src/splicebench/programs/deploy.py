@@ -22,7 +22,7 @@ from typing import Callable
 from splicebench.errors import BuildError, CommandFailed, tail
 from splicebench.hosts.base import Host
 from splicebench.programs.provision import BUILD_PACKAGES, ensure
-from splicebench.registry import CLIENT_PROGRAM, SERVERS
+from splicebench.registry import CLIENT_PROGRAM, SAMPLER_PROGRAM, SERVERS
 
 # What the Makefile reads. Add a path here when the build starts to depend on it.
 SOURCES = ("Makefile", "servers", "bpf")
@@ -73,7 +73,7 @@ def content_hash(root: Path) -> str:
 
 
 def expected_programs() -> list[str]:
-    return sorted({s.program for s in SERVERS.values() if s.built} | {CLIENT_PROGRAM})
+    return sorted({s.program for s in SERVERS.values() if s.built} | {CLIENT_PROGRAM, SAMPLER_PROGRAM})
 
 
 def _tarball(root: Path) -> bytes:

@@ -10,6 +10,9 @@ infinite; nothing prints "nan", "None" or an empty cell for a missing number.
   significant digits: "850 ns", "54.2 us", "12.0 ms", "1.20 s" (units.format_ns).
 - cpu_per_gib(s): CPU seconds per GiB, three decimals below 10 and one from 10 up, with its unit:
   "0.300 s", "57.4 s".
+- cpu_figure(s, unc): a CPU figure with its uncertainty, to the digits the uncertainty allows:
+  "0.64 s", "< 0.02 s" (within its uncertainty of zero), "~0.2 s" (uncertainty above 5 %: greyed,
+  +- in its title). Every CPU figure of a report or terminal table goes through it.
 - ratio(x): a ratio of medians, three significant digits and "x": "2.00x", "0.291x", "12.3x".
 - ci(lo, hi, fmt): a 95 % CI as "[lo, hi]", both bounds through the quantity's own formatter;
   ratio_ci(lo, hi) prints a ratio's CI with three significant digits and no "x": "[0.950, 2.37]".
@@ -24,6 +27,7 @@ infinite; nothing prints "nan", "None" or an empty cell for a missing number.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from splicebench.units import format_ns, format_rate
@@ -126,3 +130,45 @@ def metric(column: str, v: Any) -> str:
 
 def metric_formatter(column: str) -> Callable[[Any], str]:
     return lambda v: metric(column, v)
+
+# A CPU figure whose uncertainty exceeds this fraction of it is marked (greyed, "~", fewer digits).
+CPU_REL_LIMIT = 0.05
+
+
+@dataclass(frozen=True)
+class CpuFigure:
+    """A CPU figure as printed: text (the same in HTML and terminal), the tooltip giving its
+    uncertainty, and whether it is marked as uncertain (greyed in HTML)."""
+
+    text: str
+    title: str = ""
+    uncertain: bool = False
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def cpu_figure(seconds: Any, unc: Any = None, unit: str = "s") -> CpuFigure:
+    """CPU seconds (per GiB) with its uncertainty (half-width of the range the true value lies in).
+
+    Printed to the digits the uncertainty allows (the last digit no finer than the uncertainty's
+    leading digit, at most the digits of cpu_per_gib); a value within its uncertainty of zero as
+    "< upper bound" ("< 0.02 s"); above CPU_REL_LIMIT relative uncertainty marked "~" and greyed
+    with "+- u" in its title. Without an uncertainty (results format 1): cpu_per_gib, title saying
+    the resolution was not recorded."""
+    v, u = number(seconds), number(unc)
+    if v is None:
+        return CpuFigure(MISSING)
+    if u is None:
+        return CpuFigure(cpu_per_gib(v), "resolution not recorded (results format 1)")
+    full = 3 if abs(v) < 10 else 1
+    decimals = full if u <= 0 else min(full, max(0, -math.floor(math.log10(u))))
+    title = f"{v:.{max(decimals + 1, 1)}f} ± {u:.2g} {unit}"
+    if v - u <= 0:
+        step = 10.0 ** -decimals
+        upper = math.ceil((v + u) / step - 1e-9) * step
+        return CpuFigure(f"< {upper:.{decimals}f} {unit}", title + ": within its uncertainty of zero", True)
+    rel = u / abs(v)
+    if rel <= CPU_REL_LIMIT:
+        return CpuFigure(f"{v:.{decimals}f} {unit}", title)
+    return CpuFigure(f"~{v:.{decimals}f} {unit}", f"{title} ({100 * rel:.0f} %)", True)

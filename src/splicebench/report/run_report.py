@@ -18,10 +18,12 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from splicebench.analysis import cpu as cpu_analysis
 from splicebench.analysis import latency
 from splicebench.analysis import summary as analysis
 from splicebench.analysis.compare import RunData, load_run
 from splicebench.report import charts, proxy_report, render, run_sections
+from splicebench.report import cpu_report
 from splicebench.report import format as fmt
 from splicebench.report.views import ChartView, RunSectionsView
 from splicebench.scenario import format_param
@@ -44,9 +46,9 @@ class SummaryRowView:
     ratio_mark_title: str  # what the mark means, for its tooltip
     p50: str
     p99: str
-    proc_cpu: str
-    host_cpu: str
-    softirq: str
+    proc_cpu: fmt.CpuFigure  # pooled over the group's samples, to the digits its uncertainty allows
+    host_cpu: fmt.CpuFigure
+    softirq: fmt.CpuFigure
     warn: bool
 
 
@@ -93,12 +95,19 @@ class ReportView:
     order: list[str]
     method: list[str]
     notes: list[str] = field(default_factory=list)
+    # Per-CPU user/system/softirq per server (runs with CPU sampler files), or None.
+    cpu_breakdown: cpu_report.CpuBreakdownView | None = None
 
 
 LATENCY_CAPTION = "Median across samples of each sample's p50, p90, p99 and p99.9; band: 95 % CI."
 MERGED_LATENCY_CAPTION = ("p50, p90, p99 and p99.9 of all measured samples' latency histograms merged (bucket "
                           "counts summed); each value is the upper end of its bucket (at most 1.6 % above the "
                           "exact value).")
+
+
+def _cpu(r: pd.Series, metric: str) -> fmt.CpuFigure:
+    """A summary row's CPU per GiB: pooled over its samples with its uncertainty (analysis/cpu.py)."""
+    return fmt.cpu_figure(r.get(f"{metric}_pooled"), r.get(f"{metric}_pooled_unc"))
 
 
 def summary_rows(summary: pd.DataFrame, merged: Sequence[dict[str, float] | None],
@@ -122,9 +131,9 @@ def summary_rows(summary: pd.DataFrame, merged: Sequence[dict[str, float] | None
             ratio_mark_title=mark_title,
             p50=fmt.latency(m["p50"]) if m else fmt.latency_us(r["lat_p50_us_median"]),
             p99=fmt.latency(m["p99"]) if m else fmt.latency_us(r["lat_p99_us_median"]),
-            proc_cpu=fmt.cpu_per_gib(r["proc_cpu_s_per_gib_median"]),
-            host_cpu=fmt.cpu_per_gib(r["host_cpu_s_per_gib_median"]),
-            softirq=fmt.cpu_per_gib(r["host_softirq_s_per_gib_median"]),
+            proc_cpu=_cpu(r, "proc_cpu_s_per_gib"),
+            host_cpu=_cpu(r, "host_cpu_s_per_gib"),
+            softirq=_cpu(r, "host_softirq_s_per_gib"),
             warn=int(r["n_ok"]) < int(r["n_total"]),
         ))
     return rows
@@ -219,13 +228,7 @@ def method_text(manifest: dict[str, Any]) -> list[str]:
         "Throughput is the client's goodput: verified echoed bytes divided by the time from connect to the "
         "last byte verified. Latency is per message for pingpong, per burst for burst and per connection "
         "for stream; each sample's percentiles are exact, the table shows their median across samples.",
-        "Server CPU is the user+system time the server process reports for its whole life at exit "
-        "(getrusage; start-up such as loading the BPF program included). Host CPU is the busy time of all "
-        "CPUs (user, nice, system, irq, softirq, steal from /proc/stat) from just before the client started "
-        "to just after it ended: it includes the client and anything else running on the host, and has "
-        "a resolution of one clock tick per CPU, so it means little for samples much shorter than a "
-        "second. SOCKMAP forwarding runs in softirq and kernel-thread context: it shows up in host CPU, "
-        "not in the server process. Both are divided by the GiB of payload verified.",
+        cpu_report.method(manifest),
         f"Statistics: median over the measured samples with status ok; 95 % percentile-bootstrap CI of "
         f"the median ({analysis.N_BOOT:,} resamples, fixed seed); ratio = median / median of the baseline "
         f"({manifest.get('baseline', sc.get('baseline'))}) in the same cell, its CI from resampling both. "
@@ -243,7 +246,7 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
     manifest, samples = run.manifest, run.samples
     sc = manifest["scenario"]
     baseline = manifest.get("baseline") or sc["baseline"]
-    summary = analysis.summarize(samples, baseline)
+    summary = cpu_analysis.add_pooled(analysis.summarize(samples, baseline), samples, analysis.GROUP_KEYS)
     stats_sections = run_sections.build(run, baseline)
     merged = latency.merged_per_row(run, summary)
     marks = run_sections.ratio_marks(stats_sections, summary)
@@ -283,6 +286,7 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
         scenario_text=manifest.get("scenario_text") or json.dumps(sc, indent=2),
         order=[f"{r['sample_id']}" for _, r in samples.sort_values("seq").iterrows()],
         method=method_text(manifest),
+        cpu_breakdown=cpu_report.build(run.path, samples),
         notes=list(manifest.get("notes", [])),
     )
     return view, summary
@@ -320,7 +324,7 @@ def text_table(view: ReportView) -> str:
     rows = []
     for r in view.summary_rows:
         rows.append(([r.cell_label] if view.show_cells else []) + [
-            r.server, r.n, r.throughput, r.throughput_ci, r.ratio, r.ratio_ci, r.p50, r.p99, r.proc_cpu, r.host_cpu])
+            r.server, r.n, r.throughput, r.throughput_ci, r.ratio, r.ratio_ci, r.p50, r.p99, r.proc_cpu.text, r.host_cpu.text])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])]

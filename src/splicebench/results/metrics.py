@@ -206,8 +206,13 @@ SAMPLE_COLUMNS = [
     "client_errors_total", "client_cpu_user_s", "client_cpu_sys_s",
     "server_pid", "server_exit", "server_connections", "server_bytes_in", "server_bytes_out", "server_errors",
     "server_cpu_user_s", "server_cpu_sys_s", "server_life_cpu_user_s", "server_life_cpu_sys_s",
+    # CPU over the client's transfer window (results/cpu.py): *_unc_s is the half-width of the range
+    # the true value lies in. host_interval_s: the window's length.
     "host_interval_s", "host_cpu_user_s", "host_cpu_sys_s", "host_cpu_irq_s", "host_cpu_softirq_s",
-    "host_cpu_steal_s", "host_cpu_idle_s", "host_cpu_busy_s", "host_ctxt",
+    "host_cpu_steal_s", "host_cpu_idle_s", "host_cpu_busy_s",
+    "host_cpu_busy_unc_s", "host_cpu_user_unc_s", "host_cpu_sys_unc_s", "host_cpu_irq_unc_s",
+    "host_cpu_softirq_unc_s", "server_cpu_s", "server_cpu_unc_s", "backend_cpu_s", "backend_cpu_unc_s",
+    "sampler_cpu_s", "cpu_note",
     "raw_files",
 ]
 

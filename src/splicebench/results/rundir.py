@@ -6,6 +6,12 @@ Every file is written to a temporary name in its directory and renamed into plac
 
 Format versions (manifest "format"):
   1: first version: manifest.json, samples.csv (columns: metrics.SAMPLE_COLUMNS), raw/<sample-id>.*
+  2: CPU over exactly the client's transfer (results/cpu.py): raw/<sample-id>.cpustat.json holds the
+     CPU sampler's readings; host_cpu_* and server_cpu_user_s/server_cpu_sys_s cover the window
+     between the client's start and end marks instead of the orchestrator's two /proc/stat reads;
+     new columns host_cpu_{busy,user,sys,irq,softirq}_unc_s, server_cpu_s, server_cpu_unc_s,
+     backend_cpu_s, backend_cpu_unc_s, sampler_cpu_s, cpu_note; host_ctxt dropped.
+     Format 1 runs still load (their CPU figures have no uncertainty columns).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from splicebench.results.metrics import SAMPLE_COLUMNS
 from splicebench.util.files import atomic_write_text
 from splicebench.util.procs import pid_alive
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 TMP_PREFIX = ".tmp-"
 
 
@@ -97,9 +104,9 @@ def load_manifest(run: Path) -> dict[str, Any]:
         raise ResultsError(f"{run}: no manifest.json (not a run directory)") from None
     except ValueError as e:
         raise ResultsError(f"{run}/manifest.json: not valid JSON: {e}") from None
-    if m.get("format") != FORMAT_VERSION:
+    if m.get("format") not in READABLE_FORMATS:
         raise ResultsError(f"{run}/manifest.json: format {m.get('format')!r} is not supported "
-                           f"(this version reads format {FORMAT_VERSION})")
+                           f"(this version reads formats {', '.join(map(str, READABLE_FORMATS))})")
     return m
 
 
@@ -111,7 +118,7 @@ def load_samples(run: Path):
     if not path.is_file():
         raise ResultsError(f"{run}: no samples.csv")
     text_cols = ("error", "raw_files", "cell_label", "client_hosts", "sample_id", "server", "server_kind",
-                 "server_host", "status", "phase", "workload")
+                 "server_host", "status", "phase", "workload", "cpu_note")
     df = pd.read_csv(path, dtype={c: str for c in text_cols})
     for col in text_cols:
         if col in df:

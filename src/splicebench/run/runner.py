@@ -1,8 +1,9 @@
 """Executes a plan sample by sample, never losing one, never leaving a process behind (I/O).
 
-For each sample: start the server, wait for its ready line, read the host's /proc/stat and the
-server's CPU times, run one client per client host, read them again, check that the server is
-still alive, stop it with SIGTERM and collect its summary line. Every sample ends up as one row,
+For each sample: start the server, wait for its ready line, start the CPU sampler (sb-cpustat) on
+the server's host, run one client per client host, stop the sampler, check that the server is
+still alive, stop it with SIGTERM and collect its summary line. The CPU figures cover the window
+between the clients' start and end marks (results/cpu.py), not the orchestrator's round trips. Every sample ends up as one row,
 whatever happened: 'ok', 'failed' (with the reason), 'interrupted' (Ctrl-C or SIGTERM) or
 'skipped' (not run because the run was interrupted or stopped on a failure).
 
@@ -21,10 +22,12 @@ from splicebench.programs import peers
 from splicebench.errors import HostError, ProcError
 from splicebench.hosts.base import describe_exit, Host, Proc
 from splicebench.run.fleet import start_together
-from splicebench.results.metrics import (Row, client_failure, client_metrics, host_cpu_delta, parse_client_output,
-                      parse_proc_stat, server_events, server_metrics)
+from splicebench.results import cpu
+from splicebench.results.metrics import (Row, client_failure, client_metrics, parse_client_output,
+                                         server_events, server_metrics)
 from splicebench.scenario.plan import MEASURED, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan, Sample
-from splicebench.registry import CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, SERVERS, WORKLOAD_FIELDS
+from splicebench.registry import (CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, SAMPLER_INTERVAL_US, SAMPLER_PROGRAM,
+                                  SERVERS, WORKLOAD_FIELDS)
 from splicebench.util.files import utc_now_iso
 from splicebench.util.signals import Interrupt, deferred_interrupts, interrupt_on_terminate
 
@@ -150,6 +153,7 @@ class Runner:
         # Collect what the programs printed, whatever happened above.
         raw = self._collect_server(row, procs, errors, interrupted)
         raw.update(self._collect_clients(row, procs, errors, interrupted))
+        raw.update(_collect_sampler(row, procs, raw))
         status = INTERRUPTED if interrupted else (FAILED if errors else OK)
         row.set(status=status, error="; ".join(errors), duration_s=time.monotonic() - t_start)
         return row.as_dict(), raw, interrupted
@@ -182,6 +186,7 @@ class Runner:
             sample.backend_argv(self._program(sample.backend_host, SERVERS[sample.backend].program)),
             deadman_s=deadman)
         bready = procs.backend.wait_json_event("ready", READY_TIMEOUT_S)
+        procs.backend_ready = bready
         baddr = str(bready.get("addr") or "127.0.0.1") if sample.backend_host == sample.server_host \
             else bhost.address
         return baddr, int(bready["port"])
@@ -210,21 +215,22 @@ class Runner:
         return ready
 
     def _measure(self, sample: Sample, row: Row, procs: _SampleProcs, ready: dict[str, Any]) -> None:
-        """Run the clients between two readings of the server host's /proc/stat and the server's CPU
-        times; sets the row's interval and CPU columns."""
+        """Run the clients with the CPU sampler running on the server's host (watching the server
+        and, for a proxy sample, the backend): started right before them, stopped right after.
+        The CPU columns are computed from its readings when the sample is collected."""
         assert procs.server is not None
-        shost = self.hosts[sample.server_host]
-        stat0 = parse_proc_stat(shost.read_text("/proc/stat"))
-        cpu0 = procs.server.cpu_times()
-        t0 = time.monotonic()
-        self._run_clients(sample, procs, ready)
-        t1 = time.monotonic()
-        cpu1 = procs.server.cpu_times()
-        stat1 = parse_proc_stat(shost.read_text("/proc/stat"))
-        row.set(host_interval_s=t1 - t0,
-                server_cpu_user_s=max(0.0, cpu1[0] - cpu0[0]),
-                server_cpu_sys_s=max(0.0, cpu1[1] - cpu0[1]))
-        row.update(host_cpu_delta(stat0, stat1, self.clk_tck.get(sample.server_host, 100)))
+        argv = [self._program(sample.server_host, SAMPLER_PROGRAM), "--interval-us", str(SAMPLER_INTERVAL_US)]
+        for proc, rdy in ((procs.server, ready), (procs.backend, procs.backend_ready)):
+            if proc is not None:
+                pid = rdy.get("pid") if isinstance(rdy.get("pid"), int) else proc.pid
+                argv += ["--pid", str(pid)]
+        procs.sampler = self.hosts[sample.server_host].start(argv, deadman_s=sample.client_timeout_s + 60)
+        procs.sampler.wait_json_event("ready", READY_TIMEOUT_S)
+        try:
+            self._run_clients(sample, procs, ready)
+        finally:
+            errors = _stop(procs.sampler, "CPU sampler") if procs.sampler.poll() is None else []
+            procs.sampler_errors.extend(errors)
 
     def _run_clients(self, sample: Sample, procs: _SampleProcs, ready: dict[str, Any]) -> None:
         """Start one client per client host, together (into procs.clients), pointed at the server's
@@ -301,6 +307,9 @@ class _SampleProcs:
     backend: Proc | None = None
     clients: list[tuple[str, Proc]] = field(default_factory=list)  # (client host, its client)
     client_exit: dict[int, int | None] = field(default_factory=dict)  # client index -> exit code
+    backend_ready: dict[str, Any] = field(default_factory=dict)
+    sampler: Proc | None = None  # sb-cpustat on the server's host
+    sampler_errors: list[str] = field(default_factory=list)
 
     def kill_running(self) -> None:
         """Kill every one of them still running (call with interrupts deferred)."""
@@ -311,6 +320,8 @@ class _SampleProcs:
             self.server.kill()
         if self.backend is not None and self.backend.poll() is None:
             self.backend.kill()
+        if self.sampler is not None and self.sampler.poll() is None:
+            self.sampler.kill()
 
 
 def _stop(proc: Proc, what: str) -> list[str]:
@@ -325,6 +336,31 @@ def _stop(proc: Proc, what: str) -> list[str]:
         proc.kill()
         return [f"{what} did not exit within {STOP_TIMEOUT_S:g} s of SIGTERM; killed"]
     return [f"{what} {describe_exit(code)} after SIGTERM" + _stderr_tail(proc)] if code != 0 else []
+
+
+def _collect_sampler(row: Row, procs: _SampleProcs, raw: dict[str, str]) -> dict[str, str]:
+    """The CPU sampler's output as a raw file, and the CPU columns over the clients' transfer window
+    into the row. A sampler that failed leaves the CPU columns empty and says why in cpu_note: the
+    sample's data path is not at fault."""
+    sampler = procs.sampler
+    if sampler is None:
+        return {}
+    out = {"cpustat.json": sampler.stdout()}
+    if sampler.stderr().strip():
+        out["cpustat.stderr.txt"] = sampler.stderr()
+    clients = [parse_client_output(raw.get(name, "")) for name in raw if name.startswith("client")
+               and name.endswith(".json")]
+    window = cpu.marks(clients)
+    if procs.sampler_errors or window is None:
+        row.set(cpu_note="; ".join(procs.sampler_errors) or "the client reported no transfer marks")
+        return out
+    try:
+        figures = cpu.sample_cpu(cpu.parse_cpustat(out["cpustat.json"]), *window)
+    except ValueError as e:
+        row.set(cpu_note=f"CPU sampler: {e}")
+        return out
+    row.update(cpu.row_columns(figures, *window))
+    return out
 
 
 def _ends_round(plan: Plan, i: int) -> bool:

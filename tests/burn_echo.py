@@ -1,0 +1,75 @@
+"""A test echo server that burns a known amount of CPU, to check the CPU figures against the truth.
+
+It speaks the servers' stdout protocol (ready line; summary line on SIGTERM, docs/programs.md).
+One connection at a time, blocking sockets: a test fixture, not a data path.
+
+  --per-mib S    spin S seconds of process CPU per MiB echoed, while the transfer runs
+  --outside S    spin S seconds on SIGUSR1 (the test sends it before the client starts) and again
+                 after each connection's EOF: CPU outside the client's transfer window
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+
+def spin(seconds: float) -> None:
+    """Use `seconds` of this process's CPU time."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--listen", default="127.0.0.1:0")
+    ap.add_argument("--per-mib", type=float, default=0.0)
+    ap.add_argument("--outside", type=float, default=0.0)
+    a = ap.parse_args()
+    host, port = a.listen.rsplit(":", 1)
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((host, int(port)))
+    ls.listen(16)
+    stats = {"connections": 0, "bytes_in": 0, "bytes_out": 0, "burned_in_transfer_s": 0.0}
+    signal.signal(signal.SIGUSR1, lambda *_: spin(a.outside))
+    print(json.dumps({"event": "ready", "server": "burn", "addr": host, "port": ls.getsockname()[1],
+                      "pid": os.getpid()}), flush=True)
+
+    def stop(*_):
+        print(json.dumps({"event": "summary", "server": "burn", "active": 0, "errors": 0, **stats}), flush=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while True:
+        conn, _ = ls.accept()
+        stats["connections"] += 1
+        owed = 0.0
+        while True:
+            data = conn.recv(1 << 16)
+            if not data:
+                break
+            stats["bytes_in"] += len(data)
+            owed += a.per_mib * len(data) / (1 << 20)
+            if owed >= 0.001:  # burn in small steps, spread over the transfer
+                t = time.process_time()
+                spin(owed)
+                stats["burned_in_transfer_s"] += time.process_time() - t
+                owed = 0.0
+            conn.sendall(data)
+            stats["bytes_out"] += len(data)
+        conn.shutdown(socket.SHUT_WR)
+        conn.close()
+        spin(a.outside)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

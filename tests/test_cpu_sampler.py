@@ -1,0 +1,124 @@
+"""CPU figures of real programs over real transfers: sb-cpustat beside a test server that burns a
+known CPU time (tests/burn_echo.py), sb-client's marks, results/cpu.py's window.
+
+Tolerances: a figure must contain the truth within its uncertainty plus 20 % + 50 ms for the
+echo work of the Python test server itself, which is not part of the burn."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from progs import binary, kill_group, wait_until
+from splicebench.report import format as fmt
+from splicebench.results import cpu
+
+pytestmark = [pytest.mark.e2e]
+TESTS = Path(__file__).resolve().parent
+MIB = 1 << 20
+
+
+@contextmanager
+def burn_server(*args: str):
+    p = subprocess.Popen([sys.executable, str(TESTS / "burn_echo.py"), *args], stdout=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        ready = json.loads(p.stdout.readline())
+        yield p, ready
+    finally:
+        kill_group(p)
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100
+
+
+def transfer(ready: dict, nbytes: int, *, server: subprocess.Popen | None = None, before: float = 0.0,
+             after: float = 0.0, usr1: bool = False) -> tuple[cpu.SampleCpu, dict]:
+    """Sampler started, (SIGUSR1 to the server and wait for its burn), `before` s of waiting (an
+    orchestrator's round trip), the client, `after` s, sampler stopped: (figures, client JSON)."""
+    s = subprocess.Popen([str(binary("cpustat")), "--pid", str(ready["pid"])], stdout=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        json.loads(s.stdout.readline())
+        if usr1:
+            assert server is not None
+            c0 = proc_cpu_s(ready["pid"])
+            server.send_signal(signal.SIGUSR1)
+            assert wait_until(lambda: proc_cpu_s(ready["pid"]) - c0 >= 0.25, 30)
+        time.sleep(before)  # a fake for command latency: what an SSH round trip adds
+        out = subprocess.run([str(binary("client")), "--connect", f"127.0.0.1:{ready['port']}", "--workload",
+                              "stream", "--bytes", str(nbytes)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        client = json.loads(out.stdout)
+        time.sleep(after)
+        s.send_signal(signal.SIGTERM)
+        text, _ = s.communicate(timeout=30)
+        assert s.returncode == 0
+    finally:
+        kill_group(s)
+    return cpu.sample_cpu(cpu.parse_cpustat(text), *cpu.marks([client])), client
+
+
+def server_summary(p: subprocess.Popen) -> dict:
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=30)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_cpu_burned_during_the_transfer_is_measured(no_leftovers):
+    with burn_server("--per-mib", "0.02") as (p, ready):
+        figs, _ = transfer(ready, 32 * MIB)
+        truth = server_summary(p)["burned_in_transfer_s"]
+    f = figs.groups[0]["cpu"]
+    print(f"burned {truth:.3f} s, measured {f.value:.4f} +- {f.unc:.4f} s")
+    assert truth >= 0.6
+    assert truth - f.unc <= f.value <= truth * 1.2 + 0.05 + f.unc
+    # the host figure holds the server's burn too (and the client's work)
+    assert figs.host["busy"].value + figs.host["busy"].unc >= truth
+
+
+def test_cpu_burned_before_and_after_the_transfer_is_left_out(no_leftovers):
+    with burn_server("--outside", "0.3") as (p, ready):
+        figs, client = transfer(ready, 8 * MIB, server=p, usr1=True, after=0.5)
+        # the burn after EOF ran while the sampler was still reading
+        total = proc_cpu_s(ready["pid"])
+    f = figs.groups[0]["cpu"]
+    print(f"server total {total:.2f} s (0.6 s burned outside), in the window {f.value:.4f} +- {f.unc:.4f} s")
+    assert total >= 0.55
+    assert f.value + f.unc < 0.15
+
+
+def test_slow_command_round_trips_do_not_inflate_the_figures(no_leftovers):
+    with burn_server("--per-mib", "0.01") as (p, ready):
+        quick, _ = transfer(ready, 16 * MIB)
+        slow, client = transfer(ready, 16 * MIB, before=0.3, after=0.3)
+    w = (client["end_realtime_ns"] - client["start_realtime_ns"]) / 1e9
+    q, s = quick.groups[0]["cpu"], slow.groups[0]["cpu"]
+    print(f"server CPU quick {q.value:.4f} +- {q.unc:.4f} s, with 300 ms round trips {s.value:.4f} +- {s.unc:.4f} s; "
+          f"host busy {quick.host['busy'].value:.3f} vs {slow.host['busy'].value:.3f} s")
+    # nothing of the 0.6 s of waiting enters: host busy stays within 2 CPUs x the transfer window
+    assert slow.host["busy"].value - slow.host["busy"].unc <= 2 * w
+    assert s.value <= q.value * 1.5 + 0.02 + s.unc
+
+
+def test_short_samples_are_marked_uncertain_long_ones_are_not(no_leftovers):
+    gib = 1 << 30
+    with burn_server() as (_, ready):
+        short, c_short = transfer(ready, 1 * MIB)
+    with burn_server("--per-mib", "0.02") as (_, ready):
+        long_, c_long = transfer(ready, 64 * MIB)
+    fs = fmt.cpu_figure(short.host["busy"].value * gib / c_short["bytes_verified"],
+                        short.host["busy"].unc * gib / c_short["bytes_verified"])
+    fl = fmt.cpu_figure(long_.host["busy"].value * gib / c_long["bytes_verified"],
+                        long_.host["busy"].unc * gib / c_long["bytes_verified"])
+    print(f"host CPU per GiB: 1 MiB sample {fs.text} ({fs.title}), 64 MiB sample {fl.text} ({fl.title})")
+    assert fs.uncertain and not fl.uncertain
