@@ -2,8 +2,9 @@
 
 RUN_A and RUN_B are two real runs of tests/data/runs/burst-small.yaml on this machine (x86_64);
 RUN_MULTI is a real run of multiarch-small.yaml with servers on this machine and on the lab's
-arm64 guest under QEMU (facts as detected there: aarch64, emulated). No native arm64 hardware is
-available here, so some architecture tests rewrite recorded host facts instead:
+arm64 guest under QEMU (facts as detected there: aarch64, emulated); RUN_SWEEP is a real run of
+sweep-small.yaml on this machine (ping-pong over message size x connection count). No native arm64
+hardware is available here, so some architecture tests rewrite recorded host facts instead:
 `as_other_arch` copies a run and says its host is an aarch64 machine (native or emulated);
 `two_host_run` joins the samples of two runs into one run with two server hosts, the second
 reporting aarch64 under QEMU emulation, as a run with a placement list on the lab's arm64 guest
@@ -23,6 +24,8 @@ RUN_A = DATA / "20261125T185321Z-f99079"
 RUN_B = DATA / "20261125T185330Z-d3b04d"
 # A real run of multiarch-small.yaml on this machine and the lab's emulated arm64 guest (QEMU TCG).
 RUN_MULTI = DATA / "20261125T193149Z-6e2073"
+# A real run of sweep-small.yaml on this machine: msg_size 64B / 1KiB / 16KiB x conns 1 / 4.
+RUN_SWEEP = DATA / "20261126T220005Z-24418c"
 SCENARIO = DATA / "burst-small.yaml"
 
 # The facts facts.py records (virt, emulated, virt_how from detect_virtualization).

@@ -1,10 +1,13 @@
 """Reports opened in a real headless Chromium (Debian's package): what a reader sees.
 
-For run reports (one host; x86_64 and the emulated arm64 guest), a comparison of two runs, a
-comparison with an emulated aarch64 host and a run with two hosts of different architectures: no console error, no request other than file: and
-data:, every chart has a size and visible pixels in a screenshot, every in-page link has a target
-and scrolls there, the embedded CSV is the samples, every table row has as many cells as its
-header, and the page prints to PDF. The browser runs with a private profile, no name resolves and
+For run reports (one host; x86_64 and the emulated arm64 guest; a matrix sweep), a comparison of
+two runs, a comparison with an emulated aarch64 host and a run with two hosts of different
+architectures: no console error, no request other than file: and data:, every chart has a size and
+visible pixels in a screenshot, every in-page link has a target and scrolls there, the embedded CSV
+is the samples, every table row has as many cells as its header, and the page prints to PDF. For
+the run reports with several hosts or a sweep, also: no two labels of a chart overlap (bounding
+boxes of the SVG text as the browser lays it out) and no table is wider than its container, at a
+laptop width and at A4 print width. The browser runs with a private profile, no name resolves and
 any request that is not file: or data: is failed by interception (tests/cdp.py).
 """
 
@@ -58,6 +61,8 @@ def pages(tmp_path_factory):
     out = {}
     path, _, _ = report.render_run(recorded.RUN_A, tmp / "reports")
     out["run"] = (path, 3, 21)
+    path, _, _ = report.render_run(recorded.RUN_SWEEP, tmp / "reports")
+    out["run-sweep"] = (path, 3, 72)
     a, b = compare.load_run(recorded.RUN_A), compare.load_run(recorded.RUN_B)
     path, _, _ = compare_report.write_compare([a, b], tmp / "reports", parquet=False)
     out["compare"] = (path, 3, 42)
@@ -72,7 +77,8 @@ def pages(tmp_path_factory):
     path.write_text(compare_report.render_compare(view))
     out["two-hosts"] = (path, 3 + 2, 42)
     path, _, _ = report.render_run(recorded.RUN_MULTI, tmp / "reports")
-    out["run-two-architectures"] = (path, 3 + 2, 42)
+    # Stream with one connection per sample: too few latency values for a percentile chart.
+    out["run-two-architectures"] = (path, 2 + 2, 42)
     yield out
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -97,7 +103,30 @@ TABLES_JS = """Array.from(document.querySelectorAll('table')).map(t => {
 })"""
 
 
-@pytest.mark.parametrize("name", ["run", "compare", "compare-emulated", "two-hosts", "run-two-architectures"])
+# Pairs of text elements of one chart whose boxes intersect by more than half a pixel both ways.
+OVERLAPS_JS = """Array.from(document.querySelectorAll('figure.chart svg')).flatMap(svg => {
+  const boxes = Array.from(svg.querySelectorAll('text')).filter(t => t.textContent.trim())
+    .map(t => ({text: t.textContent.trim(), r: t.getBoundingClientRect()}))
+    .filter(b => b.r.width > 0 && b.r.height > 0);
+  const out = [];
+  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+    const a = boxes[i].r, b = boxes[j].r;
+    const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+    const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+    if (w > 0.5 && h > 0.5) out.push([svg.closest('figure').id, boxes[i].text, boxes[j].text]);
+  }
+  return out;
+})"""
+
+# Tables wider than the element that holds them (they would scroll sideways or be cut off).
+WIDE_TABLES_JS = """Array.from(document.querySelectorAll('table')).map(t => ({
+  id: (t.closest('section') || {}).id, width: t.getBoundingClientRect().width,
+  room: t.parentElement.clientWidth})).filter(x => x.width > x.room + 1)"""
+
+READABLE = ("run-sweep", "run-two-architectures")
+
+
+@pytest.mark.parametrize("name", ["run", "run-sweep", "compare", "compare-emulated", "two-hosts", "run-two-architectures"])
 def test_report_in_chromium(browser, pages, name, tmp_path):
     path, n_charts, csv_rows = pages[name]
     page = browser.open_page(1280, 900)
@@ -149,6 +178,11 @@ def test_report_in_chromium(browser, pages, name, tmp_path):
                 assert set(t["widths"]) == {t["head"]}, t
             assert t["bad"] == [], t
 
+        # Several hosts or a sweep: charts and tables stay readable at a laptop's width.
+        if name in READABLE:
+            assert page.evaluate(OVERLAPS_JS) == []
+            assert page.evaluate(WIDE_TABLES_JS) == []
+
         if name in ("compare-emulated", "two-hosts", "run-two-architectures"):
             text = page.evaluate("document.getElementById('architectures').innerText")
             assert "EMULATED: not native performance" in text and "x86_64" in text and "aarch64" in text
@@ -164,6 +198,9 @@ def test_report_in_chromium(browser, pages, name, tmp_path):
         widths = page.evaluate("Array.from(document.querySelectorAll('table'))"
                                ".map(t => [t.scrollWidth, document.body.clientWidth])")
         assert all(w <= body + 1 for w, body in widths), widths
+        if name in READABLE:  # and printed on A4
+            assert page.evaluate(WIDE_TABLES_JS) == []
+            assert page.evaluate(OVERLAPS_JS) == []
         page.call("Emulation.setEmulatedMedia", {"media": ""})
         assert page.errors() == []
     finally:

@@ -341,7 +341,7 @@ def test_run_report_latency_columns_are_merged_percentiles(tmp_path):
                                                   fmt.latency(p["p99"]))
     assert view.latency_merged and view.sections is not None
     page = out.read_text()
-    assert "latency p50 and p99 from the clients' histograms" in page
+    assert "latency per burst p50 and p99 from the clients' histograms" in page
     assert 'id="significance"' in page and 'id="download-csv"' in page
 
 
@@ -367,12 +367,16 @@ def test_recorded_run_on_x86_and_an_emulated_arm64_guest(tmp_path):
     med = float(np.median(goodput(recorded.RUN_MULTI)["naive"]))
     assert len(goodput(recorded.RUN_MULTI, "arm64")["naive"]) == 6
     assert native.rows[0].per_core == fmt.metric("throughput_gib_s", med / 2)
-    # Stream with one connection: one latency per sample, so only merging gives a real p99.
+    # Stream with one connection: one latency (transfer time) per sample, six per group: a median,
+    # but no p99 and no percentile chart, and the report says so.
     out, view, _ = report.render_run(recorded.RUN_MULTI, tmp_path)
     first = view.summary_rows[0]
-    assert first.server == "naive @ local" and first.p50 != first.p99
+    assert first.server == "naive @ local" and first.p99 == "too few (6)"
+    assert view.latency_title == "transfer time per connection" and "100 latency values" in view.latency_note
+    assert [c.id for c in view.charts] == ["headline", "cpu"] and "fewer than 10 latency values" in view.chart_notes[0]
     page = out.read_text()
-    assert page.count("<svg") == 3 + 2 and "EMULATED: not native performance" in page
+    assert page.count("<svg") == 2 + 2 and "EMULATED: not native performance" in page
+    assert view.chart_notes[0] in page.replace("&#39;", "'")
     f = compare.fairness(srcs)
     assert not f.fair and "ran under emulation" in f.reasons[0]
 

@@ -19,6 +19,17 @@ from splicebench.analysis.compare import RunData
 # The percentiles a summary carries as lat_{name}_us_* columns.
 NAMES = tuple(name for name, _ in stats.PERCENTILES)
 
+# The fewest latency values a percentile is shown from: the nearest-rank p99 of fewer than 100
+# values is the largest value (p90 of fewer than 10, p99.9 of fewer than 1000 likewise), i.e. the
+# maximum under another name. p50 is shown from any number of values.
+MIN_VALUES = {"p50": 1, "p90": 10, "p99": 100, "p999": 1000}
+
+
+def enough(name: str, n: float) -> bool:
+    """Whether percentile `name` (p50, p90, p99, p999) means something from n latency values; an
+    unknown count (NaN: older runs that did not record it) is given the benefit of the doubt."""
+    return math.isnan(n) or n >= MIN_VALUES[name]
+
 
 def merged_latency(run: RunData, host: str, cell: Any, server: str) -> dict[str, float] | None:
     """Percentiles (ns) of the merged histograms of one group's measured ok samples; None when none

@@ -4,7 +4,8 @@ Only measured samples with status 'ok' enter the statistics; warm-up samples and
 counted, not averaged. For every (host, matrix cell, server) group and every metric:
 median, min, max, a 95 % percentile-bootstrap CI of the median, and the ratio of its median to the
 baseline server's median in the same host and cell, with a bootstrap CI of that ratio (both groups
-resampled independently). Resampling uses a fixed seed, so the same samples give the same numbers.
+resampled independently). Rates of exchanges (round trips or bursts per second) are derived from the
+client's own counts here, so that every report and table prints the same figure. Resampling uses a fixed seed, so the same samples give the same numbers.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Metric:
 
 METRICS: list[Metric] = [
     Metric("throughput_gib_s", "Throughput", "GiB/s", True),
+    Metric("round_trips_per_s", "Round trips per second", "1/s", True),
+    Metric("bursts_per_s", "Bursts per second", "1/s", True),
     Metric("lat_p50_us", "Latency p50", "us", False),
     Metric("lat_p90_us", "Latency p90", "us", False),
     Metric("lat_p99_us", "Latency p99", "us", False),
@@ -41,6 +44,26 @@ METRICS: list[Metric] = [
     Metric("host_softirq_s_per_gib", "Host softirq per GiB", "s/GiB", False),
 ]
 METRIC_BY_COLUMN = {m.column: m for m in METRICS}
+
+# The figure each workload's readers look for first: goodput for a stream, the rate of exchanges
+# (each a latency sample of the client: one round trip, one burst) for ping-pong and burst.
+HEADLINE = {"stream": "throughput_gib_s", "pingpong": "round_trips_per_s", "burst": "bursts_per_s"}
+
+
+def headline(workload: str) -> Metric:
+    """The metric a workload's report leads with (throughput for an unknown workload)."""
+    return METRIC_BY_COLUMN[HEADLINE.get(workload, "throughput_gib_s")]
+
+
+def matrix_values(samples: pd.DataFrame, keys: Sequence[str]) -> dict[int, dict[str, float]]:
+    """cell -> {matrix key: its numeric value in that cell}, for the keys whose samples.csv column
+    holds a number in every sample (sizes are recorded in bytes); other keys are left out."""
+    out: dict[int, dict[str, float]] = {}
+    numeric = [k for k in keys if k in samples
+               and pd.to_numeric(samples[k], errors="coerce").notna().all()]
+    for cell, grp in samples.groupby("cell", sort=True):
+        out[int(cell)] = {k: float(pd.to_numeric(grp[k], errors="coerce").iloc[0]) for k in numeric}
+    return out
 
 
 def add_derived(samples: pd.DataFrame) -> pd.DataFrame:
@@ -53,6 +76,13 @@ def add_derived(samples: pd.DataFrame) -> pd.DataFrame:
     gib = num("bytes_verified") / GIB
     gib = gib.where(gib > 0)
     df["throughput_gib_s"] = num("goodput_bytes_per_s") / GIB
+    # The client times its whole run (wall_s, the time goodput divides by) and counts one latency
+    # sample per round trip (pingpong) or burst (burst), over all its connections.
+    wall = num("wall_s").where(num("wall_s") > 0)
+    rate = num("lat_count") / wall
+    workload = df["workload"].astype(str) if "workload" in df else pd.Series("", index=df.index)
+    df["round_trips_per_s"] = rate.where(workload == "pingpong")
+    df["bursts_per_s"] = rate.where(workload == "burst")
     for p in ("p50", "p90", "p99", "p999"):
         df[f"lat_{p}_us"] = num(f"lat_{p}_ns") / 1e3
     # The server's CPU clock over the transfer window (results format 2, ns); in format 1 runs its
@@ -131,6 +161,9 @@ def summarize(samples: pd.DataFrame, baseline: str, metrics: Sequence[Metric] = 
         row["n_ok"] = int(len(grp))
         row["n_failed"] = int((grp_all["status"].isin(["failed", "interrupted"])).sum())
         row["is_baseline"] = key["server"] == baseline
+        # Latency values behind the group's percentiles (NaN when the samples do not say).
+        counts = pd.to_numeric(grp["lat_count"], errors="coerce") if "lat_count" in grp else pd.Series(dtype=float)
+        row["lat_n"] = float(counts.sum()) if len(counts) and counts.notna().all() else np.nan
         for m in metrics:
             x = _clean(grp[m.column]) if m.column in grp else np.array([])
             c = m.column

@@ -13,6 +13,8 @@ infinite; nothing prints "nan", "None" or an empty cell for a missing number.
 - cpu_figure(s, unc): a CPU figure with its uncertainty, to the digits the uncertainty allows:
   "0.64 s", "< 0.02 s" (within its uncertainty of zero), "~0.2 s" (uncertainty above 5 %: greyed,
   +- in its title). Every CPU figure of a report or terminal table goes through it.
+- per_second(rate): round trips or bursts per second, three significant digits with k, M or G:
+  "850 /s", "55.2 k/s", "1.20 M/s".
 - ratio(x): a ratio of medians, three significant digits and "x": "2.00x", "0.291x", "12.3x".
 - ci(lo, hi, fmt): a 95 % CI as "[lo, hi]", both bounds through the quantity's own formatter;
   ratio_ci(lo, hi) prints a ratio's CI with three significant digits and no "x": "[0.950, 2.37]".
@@ -21,7 +23,7 @@ infinite; nothing prints "nan", "None" or an empty cell for a missing number.
 - percent(fraction): one decimal and a spaced sign: 0.123 -> "12.3 %".
 - cliffs_delta(delta, magnitude): signed, two decimals, with its magnitude: "+0.52 (large)".
 - metric(column, v): the formatter of a metric column of analysis.summary (throughput_gib_s,
-  lat_*_us, *_cpu_s_per_gib).
+  *_per_s, lat_*_us, *_cpu_s_per_gib).
 """
 
 from __future__ import annotations
@@ -84,6 +86,18 @@ def cpu_per_gib(seconds: Any) -> str:
     return f"{v:.3f} s" if v < 10 else f"{v:.1f} s"
 
 
+def per_second(rate: Any) -> str:
+    """Events per second (round trips, bursts), three significant digits with a decimal prefix:
+    "850 /s", "55.2 k/s", "1.20 M/s"."""
+    v = number(rate)
+    if v is None:
+        return MISSING
+    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale * 0.9995:  # 999.6 prints as "1.00 k/s", not "1000 /s"
+            return f"{sig3(v / scale)} {prefix}/s"
+    return f"{sig3(v)} /s"
+
+
 def ratio(x: Any) -> str:
     v = number(x)
     return MISSING if v is None else f"{sig3(v)}x"
@@ -121,6 +135,8 @@ def metric(column: str, v: Any) -> str:
     """A value of a metric column of analysis.summary, through the formatter of its quantity."""
     if column == "throughput_gib_s":
         return throughput(v)
+    if column.endswith("_per_s"):
+        return per_second(v)
     if column.startswith("lat_") and column.endswith("_us"):
         return latency_us(v)
     if column.endswith("_s_per_gib"):
@@ -130,6 +146,7 @@ def metric(column: str, v: Any) -> str:
 
 def metric_formatter(column: str) -> Callable[[Any], str]:
     return lambda v: metric(column, v)
+
 
 # A CPU figure whose uncertainty exceeds this fraction of it is marked (greyed, "~", fewer digits).
 CPU_REL_LIMIT = 0.05

@@ -22,7 +22,7 @@ from splicebench.analysis import cpu as cpu_analysis
 from splicebench.analysis import latency
 from splicebench.analysis import summary as analysis
 from splicebench.analysis.compare import RunData, load_run
-from splicebench.report import charts, proxy_report, render, run_sections
+from splicebench.report import proxy_report, render, run_charts, run_sections
 from splicebench.report import cpu_report
 from splicebench.report import format as fmt
 from splicebench.report.views import ChartView, RunSectionsView
@@ -38,9 +38,11 @@ class SummaryRowView:
     kind: str
     is_baseline: bool
     n: str
+    headline: str  # the workload's headline figure (throughput, round trips/s or bursts/s)
+    headline_ci: str
     throughput: str
     throughput_ci: str
-    ratio: str
+    ratio: str  # of the headline figure's medians
     ratio_ci: str
     ratio_mark: str  # "", "n.s." (not significant) or "few" (too few samples to tell)
     ratio_mark_title: str  # what the mark means, for its tooltip
@@ -50,6 +52,14 @@ class SummaryRowView:
     host_cpu: fmt.CpuFigure
     softirq: fmt.CpuFigure
     warn: bool
+
+
+@dataclass(frozen=True)
+class SummaryTableView:
+    """The summary rows of one matrix cell (cell "" when the run has one)."""
+
+    cell: str
+    rows: list[SummaryRowView]
 
 
 @dataclass(frozen=True)
@@ -82,9 +92,15 @@ class ReportView:
     workload: str
     counts: str
     summary_rows: list[SummaryRowView]
+    summary_tables: list[SummaryTableView]  # the same rows, one table per matrix cell
     show_cells: bool
+    headline_title: str  # "throughput", "round trips/s" or "bursts/s"
+    latency_title: str  # what a latency value is: "transfer time per connection", ...
+    show_throughput: bool  # a throughput column after the latency ones (headline is a rate)
+    latency_note: str  # where a p99 is omitted, and why
     latency_merged: bool  # summary latency columns and chart come from merged histograms
     charts: list[ChartView]
+    chart_notes: list[str]  # charts left out, and why
     failures: list[FailureView]
     # Significance, merged percentiles, noise, adaptive repetitions, architectures and downloads.
     sections: RunSectionsView
@@ -105,32 +121,52 @@ MERGED_LATENCY_CAPTION = ("p50, p90, p99 and p99.9 of all measured samples' late
                           "exact value).")
 
 
+HEADLINE_TITLES = {"throughput_gib_s": "throughput", "round_trips_per_s": "round trips/s", "bursts_per_s": "bursts/s"}
+
+
+def wrappable_ci(lo: Any, hi: Any, f: Any) -> str:
+    """A CI that a narrow column may break after its comma only, never inside a bound."""
+    return fmt.ci(lo, hi, lambda v: f(v).replace(" ", "\u00a0"))
+
+
+def p99_text(r: pd.Series, value: str) -> str:
+    """The p99 cell: the value, or why it is left out (fewer values than a p99 needs)."""
+    n = float(r.get("lat_n", math.nan))
+    return value if latency.enough("p99", n) else f"too few ({int(n)})"
+
+
 def _cpu(r: pd.Series, metric: str) -> fmt.CpuFigure:
     """A summary row's CPU per GiB: pooled over its samples with its uncertainty (analysis/cpu.py)."""
     return fmt.cpu_figure(r.get(f"{metric}_pooled"), r.get(f"{metric}_pooled_unc"))
 
 
 def summary_rows(summary: pd.DataFrame, merged: Sequence[dict[str, float] | None],
-                 marks: Sequence[tuple[str, str]]) -> list[SummaryRowView]:
+                 marks: Sequence[tuple[str, str]], headline: str = "throughput_gib_s") -> list[SummaryRowView]:
     """The summary table: one row per summary row, with its merged latency percentiles (ns) where
-    recorded (else the medians of per-sample percentiles) and the mark of its throughput ratio."""
+    recorded (else the medians of per-sample percentiles), its p99 only from enough values
+    (analysis.latency.MIN_VALUES), the headline metric's ratio and the mark of its significance
+    (the throughput test's: within a cell a rate of exchanges is throughput over a fixed size)."""
     rows = []
+    h = headline
     for (_, r), m, (mark, mark_title) in zip(summary.iterrows(), merged, marks):
         base = bool(r["is_baseline"])
+        hf = fmt.metric_formatter(h)
         rows.append(SummaryRowView(
             cell_label=str(r["cell_label"]) if str(r["cell_label"]) not in ("", "nan") else "",
             server=str(r["server"]),
             kind=str(r["server_kind"]),
             is_baseline=base,
             n=f"{int(r['n_ok'])}/{int(r['n_total'])}",
+            headline=hf(r[f"{h}_median"]),
+            headline_ci=wrappable_ci(r[f"{h}_ci_lo"], r[f"{h}_ci_hi"], hf),
             throughput=fmt.throughput(r["throughput_gib_s_median"]),
-            throughput_ci=fmt.ci(r["throughput_gib_s_ci_lo"], r["throughput_gib_s_ci_hi"], fmt.throughput),
-            ratio="baseline" if base else fmt.ratio(r["throughput_gib_s_ratio"]),
-            ratio_ci="" if base else fmt.ratio_ci(r["throughput_gib_s_ratio_lo"], r["throughput_gib_s_ratio_hi"]),
+            throughput_ci=wrappable_ci(r["throughput_gib_s_ci_lo"], r["throughput_gib_s_ci_hi"], fmt.throughput),
+            ratio="baseline" if base else fmt.ratio(r[f"{h}_ratio"]),
+            ratio_ci="" if base else fmt.ratio_ci(r[f"{h}_ratio_lo"], r[f"{h}_ratio_hi"]),
             ratio_mark=mark,
             ratio_mark_title=mark_title,
             p50=fmt.latency(m["p50"]) if m else fmt.latency_us(r["lat_p50_us_median"]),
-            p99=fmt.latency(m["p99"]) if m else fmt.latency_us(r["lat_p99_us_median"]),
+            p99=p99_text(r, fmt.latency(m["p99"]) if m else fmt.latency_us(r["lat_p99_us_median"])),
             proc_cpu=_cpu(r, "proc_cpu_s_per_gib"),
             host_cpu=_cpu(r, "host_cpu_s_per_gib"),
             softirq=_cpu(r, "host_softirq_s_per_gib"),
@@ -139,24 +175,22 @@ def summary_rows(summary: pd.DataFrame, merged: Sequence[dict[str, float] | None
     return rows
 
 
-def run_charts(summary: pd.DataFrame, derived: pd.DataFrame,
-               merged: Sequence[dict[str, float] | None]) -> list[ChartView]:
-    """Throughput, latency and CPU charts; the latency chart plots merged-histogram percentiles
-    for the groups that have them, never per-sample percentiles averaged."""
-    if summary.empty or summary["n_ok"].sum() == 0:
-        return []
-    return [
-        ChartView("throughput", "Throughput",
-                  charts.grouped_bars(summary, derived, "throughput_gib_s", "GiB/s", "Throughput (median, 95 % CI)"),
-                  "Bars: median of the measured samples; whiskers: 95 % bootstrap CI of the median; "
-                  "dots: individual samples."),
-        ChartView("latency", "Latency percentiles",
-                  charts.latency_percentiles(latency.with_merged_latency(summary, merged)),
-                  MERGED_LATENCY_CAPTION if any(merged) else LATENCY_CAPTION),
-        ChartView("cpu", "CPU per GiB", charts.cpu_per_gib(summary),
-                  "CPU seconds per GiB echoed: the server process alone, the whole host (client "
-                  "included), and the host's softirq part."),
-    ]
+def summary_tables(rows: Sequence[SummaryRowView]) -> list[SummaryTableView]:
+    """The rows grouped by matrix cell, in order: narrow tables instead of one with a cell column."""
+    cells: dict[str, list[SummaryRowView]] = {}
+    for r in rows:
+        cells.setdefault(r.cell_label, []).append(r)
+    return [SummaryTableView(c, rs) for c, rs in cells.items()]
+
+
+def latency_note(summary: pd.DataFrame, workload: str) -> str:
+    """Why some p99 cells are empty, or ""."""
+    few = [r for _, r in summary.iterrows() if not latency.enough("p99", float(r.get("lat_n", math.nan)))]
+    if not few:
+        return ""
+    return (f"A p99 needs at least {latency.MIN_VALUES['p99']:,} latency values ({run_charts.LATENCY_OF.get(workload, 'latency')}"
+            f"); {len(few)} of {len(summary)} groups have fewer (their count is shown instead): "
+            "below that, the nearest-rank p99 is the largest value.")
 
 
 def _with_host_labels(df: pd.DataFrame, hosts: dict[str, Any]) -> pd.DataFrame:
@@ -251,6 +285,9 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
     merged = latency.merged_per_row(run, summary)
     marks = run_sections.ratio_marks(stats_sections, summary)
     derived = samples
+    workload = str(sc["workload"]["type"])
+    headline = analysis.headline(workload)
+    sweep = run_charts.sweep_of(list(sc.get("matrix") or {}), analysis.matrix_values(samples, list(sc.get("matrix") or {})))
     if not summary.empty and summary["server_host"].nunique() > 1:
         hosts = manifest.get("hosts") or {}
         summary, derived = _with_host_labels(summary, hosts), _with_host_labels(samples, hosts)
@@ -261,6 +298,9 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
     counts = analysis.status_counts(samples) if len(samples) else {}
     status = manifest.get("status", "unknown")
     tool = manifest.get("tool", {})
+    rows = summary_rows(summary, merged, marks, headline.column)
+    chart_list, chart_notes = run_charts.build(latency.with_merged_latency(summary, merged), derived, headline,
+                                               workload, sweep, MERGED_LATENCY_CAPTION if any(merged) else LATENCY_CAPTION)
     view = ReportView(
         title=f"splicebench: {sc['name']}",
         scenario_name=sc["name"],
@@ -275,10 +315,16 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
         baseline=baseline,
         workload=f"{sc['workload']['type']}",
         counts=", ".join(f"{v} {k}" for k, v in counts.items()),
-        summary_rows=summary_rows(summary, merged, marks),
+        summary_rows=rows,
+        summary_tables=summary_tables(rows),
         show_cells=summary["cell"].nunique() > 1 if not summary.empty else False,
+        headline_title=HEADLINE_TITLES[headline.column],
+        latency_title=run_charts.LATENCY_OF.get(workload, "latency"),
+        show_throughput=headline.column != "throughput_gib_s",
+        latency_note=latency_note(summary, workload),
         latency_merged=any(merged),
-        charts=run_charts(summary, derived, merged),
+        charts=chart_list,
+        chart_notes=chart_notes,
         failures=failures,
         sections=stats_sections,
         proxies=proxy_report.build(manifest, samples),
@@ -317,14 +363,15 @@ def render_run(run_dir: Path, reports_dir: Path) -> tuple[Path, ReportView, pd.D
 
 
 def text_table(view: ReportView) -> str:
-    """The summary table for the terminal."""
+    """The summary table for the terminal, led by the workload's headline figure."""
     head = (["cell"] if view.show_cells else []) + [
-        "server", "ok/n", "throughput", "95% CI", f"vs {view.baseline}", "95% CI", "p50", "p99",
-        "CPU s/GiB srv", "host"]
+        "server", "ok/n", view.headline_title, "95% CI", f"vs {view.baseline}", "95% CI", "p50", "p99",
+        *(["throughput"] if view.show_throughput else []), "CPU s/GiB srv", "host"]
     rows = []
     for r in view.summary_rows:
-        rows.append(([r.cell_label] if view.show_cells else []) + [
-            r.server, r.n, r.throughput, r.throughput_ci, r.ratio, r.ratio_ci, r.p50, r.p99, r.proc_cpu.text, r.host_cpu.text])
+        rows.append([x.replace("\u00a0", " ") for x in ([r.cell_label] if view.show_cells else []) + [
+            r.server, r.n, r.headline, r.headline_ci, r.ratio, r.ratio_ci, r.p50, r.p99,
+            *([r.throughput] if view.show_throughput else []), r.proc_cpu.text, r.host_cpu.text]])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*head), fmt.format(*["-" * w for w in widths])]

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from splicebench.analysis import stats
+from splicebench.analysis import latency, stats
 from splicebench.analysis.compare import (Alignment, Group, MetricComparison, RunData, Source, architectures,
                                           emulation, needs_arch_section, show_fact)
 from splicebench.report import charts, export
@@ -73,8 +73,15 @@ def comparison_rows(comps: Sequence[MetricComparison], varying: Sequence[str]) -
     return out
 
 
+def percentile(p: dict[str, float], name: str, g) -> str:
+    """Percentile `name` of a group's merged histogram, or "too few (n)" when its histogram holds
+    fewer latency values than the percentile needs (analysis.latency.MIN_VALUES)."""
+    n = float(g.n_hist_samples) if g.hist else math.nan
+    return fmt.latency(p[name]) if latency.enough(name, n) else f"too few ({int(n)})"
+
+
 def percentile_rows(al: Alignment) -> list[PercentileRowView]:
-    """Latency percentiles of each group's merged histogram, per source."""
+    """Latency percentiles of each group's merged histogram, per source (each only from enough values)."""
     out = []
     for s in al.sources:
         for k in al.keys:
@@ -85,8 +92,8 @@ def percentile_rows(al: Alignment) -> list[PercentileRowView]:
             out.append(PercentileRowView(
                 source=s.letter, group=k.label(al.varying), n_samples=str(len(g.measured)),
                 n_latencies=f"{g.n_hist_samples:,}" if g.hist else "no histograms",
-                p50=fmt.latency(p["p50"]), p90=fmt.latency(p["p90"]), p99=fmt.latency(p["p99"]),
-                p999=fmt.latency(p["p999"]), emulated=s.emulated))
+                p50=percentile(p, "p50", g), p90=percentile(p, "p90", g), p99=percentile(p, "p99", g),
+                p999=percentile(p, "p999", g), emulated=s.emulated))
     return out
 
 
@@ -161,7 +168,7 @@ def _arch_rows(al: Alignment, s: Source) -> tuple[list[ArchRowView], list[tuple[
                       throughput(per_core) if fmt.is_number(per_core) else "unknown"),
             per_core_ghz=("emulated" if not native else
                           throughput(per_ghz) if fmt.is_number(per_ghz) else "clock unknown"),
-            p50=fmt.latency(p["p50"]), p99=fmt.latency(p["p99"]),
+            p50=percentile(p, "p50", g), p99=percentile(p, "p99", g),
             host_cpu=fmt.cpu_per_gib(stats.median_ci(g.values("host_cpu_s_per_gib")).median),
             noisy=stats.is_noisy(vals)))
         chart_rows.append((k.server, g))
