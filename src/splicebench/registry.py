@@ -9,7 +9,7 @@ Program contract: docs/programs.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from splicebench.units import format_size
@@ -24,6 +24,7 @@ class Option:
     help: str
     choices: tuple[str, ...] = ()
     minimum: int = 0
+    maximum: int | None = None  # the largest value the program accepts (its usage error above it)
 
     def to_args(self, value: Any) -> list[str]:
         """argv words for a validated value (sizes and ints as plain integers)."""
@@ -44,15 +45,26 @@ class Option:
 
 ECHO, PROXY = "echo", "proxy"
 
+# Bounds the programs enforce (net_parse_u64's max argument in servers/*.c and bpf/*.c); validation
+# refuses larger values before anything runs, and tests/test_limits.py asks each program for them.
+INT_MAX = 2**31 - 1
+SOCKMAP_BUF_MAX = INT_MAX // 2  # the SOCKMAP loaders' net_parse_opts(..., INT32_MAX / 2, ...)
+BUF_MAX = 1 << 30  # --buf, --pipe-size
+MAX_CONNS_MAX = 1 << 24  # --max-conns (bpf/sockmap_common.c)
+DEFAULT_MAX_CONNS = 65536  # the SOCKMAP loaders' map size without --max-conns
+SEED_MAX = 2**64 - 1
+
 COMMON_SERVER_OPTIONS: dict[str, Option] = {
-    "sndbuf": Option("--sndbuf", "size", "SO_SNDBUF on accepted sockets (0 = kernel default)"),
-    "rcvbuf": Option("--rcvbuf", "size", "SO_RCVBUF on accepted sockets (0 = kernel default)"),
+    "sndbuf": Option("--sndbuf", "size", "SO_SNDBUF on accepted sockets (0 = kernel default)", maximum=INT_MAX),
+    "rcvbuf": Option("--rcvbuf", "size", "SO_RCVBUF on accepted sockets (0 = kernel default)", maximum=INT_MAX),
 }
 
 # Options that an echo server and its proxy counterpart share.
-_PIPE_SIZE = Option("--pipe-size", "size", "pipe size (capped to fs.pipe-max-size)", minimum=4096)
+_PIPE_SIZE = Option("--pipe-size", "size", "pipe size (capped to fs.pipe-max-size)", minimum=4096,
+                    maximum=BUF_MAX)
 _PARSER = Option("--parser", "bool", "add a stream_parser program")
-_MAX_CONNS = Option("--max-conns", "int", "map size", minimum=1)
+_MAX_CONNS = Option("--max-conns", "int", f"map size (default {DEFAULT_MAX_CONNS})", minimum=1,
+                    maximum=MAX_CONNS_MAX)
 
 
 # Options of the peers (NGINX, HAProxy); peers.py turns them into config directives.
@@ -74,9 +86,11 @@ class ServerKind:
     built: bool = True  # True: `program` is a file in the build directory; False: found on PATH
     role: str = ECHO  # ECHO: answers the client itself; PROXY: forwards to a backend (--upstream)
     peer: bool = False  # an off-the-shelf proxy (NGINX, HAProxy) that peers.py configures and runs
+    sockbuf_max: int = INT_MAX  # the largest --sndbuf/--rcvbuf the program accepts
 
     def all_options(self) -> dict[str, Option]:
-        return {**COMMON_SERVER_OPTIONS, **self.options}
+        common = {k: replace(o, maximum=self.sockbuf_max) for k, o in COMMON_SERVER_OPTIONS.items()}
+        return {**common, **self.options}
 
     def argv(self, program_path: str, listen: str, options: Mapping[str, Any],
              upstream: str | None = None) -> list[str]:
@@ -98,7 +112,7 @@ SERVERS: dict[str, ServerKind] = {
             "naive",
             "sb-echo-naive",
             "read()/write() echo, epoll, one thread",
-            {"buf": Option("--buf", "size", "read buffer size", minimum=1)},
+            {"buf": Option("--buf", "size", "read buffer size", minimum=1, maximum=BUF_MAX)},
         ),
         ServerKind(
             "splice",
@@ -115,6 +129,7 @@ SERVERS: dict[str, ServerKind] = {
                 "parser": _PARSER,
                 "max_conns": _MAX_CONNS,
             },
+            sockbuf_max=SOCKMAP_BUF_MAX,
         ),
         # Reverse proxies (docs/programs.md, "Proxies"): a scenario with a `backend` section runs
         # them in front of that echo server, next to a direct row (client -> backend).
@@ -122,7 +137,7 @@ SERVERS: dict[str, ServerKind] = {
             "proxy-naive",
             "sb-proxy-naive",
             "reverse proxy: recv()/send() through a buffer per direction, epoll, one thread",
-            {"buf": Option("--buf", "size", "buffer per direction", minimum=1)},
+            {"buf": Option("--buf", "size", "buffer per direction", minimum=1, maximum=BUF_MAX)},
             role=PROXY,
         ),
         ServerKind(
@@ -141,6 +156,7 @@ SERVERS: dict[str, ServerKind] = {
                 "max_conns": _MAX_CONNS,
             },
             role=PROXY,
+            sockbuf_max=SOCKMAP_BUF_MAX,
         ),
         # Peers: the user-space proxies people run today, configured from templates by peers.py.
         *(
@@ -166,6 +182,7 @@ class WorkloadField:
     default: int
     minimum: int
     help: str
+    maximum: int  # sb-client's bound (servers/client.c)
 
     def describe_allowed(self) -> str:
         if self.kind == "size":
@@ -181,13 +198,14 @@ SAMPLER_INTERVAL_US = 2000  # about 40 us of CPU per reading here: 2 % of one CP
 WORKLOAD_FIELDS: dict[str, WorkloadField] = {
     f.name: f
     for f in (
-        WorkloadField("conns", "--conns", "int", 1, 1, "concurrent connections per client"),
-        WorkloadField("bytes", "--bytes", "size", 100 << 20, 1, "stream: bytes per connection"),
-        WorkloadField("chunk", "--chunk", "size", 128 << 10, 1, "stream: write size"),
-        WorkloadField("msg_size", "--msg-size", "size", 64, 1, "pingpong: message size"),
-        WorkloadField("round_trips", "--round-trips", "int", 1000, 1, "pingpong: round trips per connection"),
-        WorkloadField("burst_size", "--burst-size", "size", 1 << 20, 1, "burst: bytes per burst"),
-        WorkloadField("bursts", "--bursts", "int", 10, 1, "burst: bursts per connection"),
+        WorkloadField("conns", "--conns", "int", 1, 1, "concurrent connections per client", 1_000_000),
+        WorkloadField("bytes", "--bytes", "size", 100 << 20, 1, "stream: bytes per connection", 1 << 50),
+        WorkloadField("chunk", "--chunk", "size", 128 << 10, 1, "stream: write size", 64 << 20),
+        WorkloadField("msg_size", "--msg-size", "size", 64, 1, "pingpong: message size", 1 << 30),
+        WorkloadField("round_trips", "--round-trips", "int", 1000, 1, "pingpong: round trips per connection",
+                      1 << 40),
+        WorkloadField("burst_size", "--burst-size", "size", 1 << 20, 1, "burst: bytes per burst", 1 << 40),
+        WorkloadField("bursts", "--bursts", "int", 10, 1, "burst: bursts per connection", 1 << 40),
     )
 }
 

@@ -62,16 +62,18 @@ class Checker:
             self.fail(path, "not a valid name", found(value), NAME_ALLOWED)
         return value
 
-    def integer(self, value: Any, path: str, minimum: int) -> int:
+    def integer(self, value: Any, path: str, minimum: int, maximum: int | None = None) -> int:
         allowed = f"an integer >= {minimum}"
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(path, "not an integer", found(value), allowed)
         if value < minimum:
             problem = "must be positive" if minimum == 1 else f"must be at least {minimum}"
             self.fail(path, problem, found(value), allowed)
+        if maximum is not None and value > maximum:
+            self.fail(path, "too large for the program", found(value), f"an integer from {minimum} to {maximum}")
         return value
 
-    def size(self, value: Any, path: str, minimum: int) -> int:
+    def size(self, value: Any, path: str, minimum: int, maximum: int | None = None) -> int:
         allowed = f"a size >= {format_size(minimum)}, e.g. 64, '64B', '128KiB', '100MiB', '1GiB'"
         try:
             n = parse_size(value)
@@ -81,6 +83,10 @@ class Checker:
             self.fail(path, "not a size", found(value), allowed)
         if n < minimum:
             self.fail(path, "must be positive" if minimum == 1 else "too small", found(value), allowed)
+        if maximum is not None and n > maximum:
+            top = format_size(maximum)
+            top += "" if top == f"{maximum}B" else f" ({maximum} bytes)"
+            self.fail(path, "too large for the program", found(value), f"a size from {format_size(minimum)} to {top}")
         return n
 
     def boolean(self, value: Any, path: str) -> bool:
@@ -90,9 +96,9 @@ class Checker:
 
     def option(self, opt: Option, value: Any, path: str) -> Any:
         if opt.kind == "size":
-            return self.size(value, path, opt.minimum)
+            return self.size(value, path, opt.minimum, opt.maximum)
         if opt.kind == "int":
-            return self.integer(value, path, opt.minimum)
+            return self.integer(value, path, opt.minimum, opt.maximum)
         if opt.kind == "bool":
             return self.boolean(value, path)
         if not isinstance(value, str) or value not in opt.choices:
@@ -102,8 +108,8 @@ class Checker:
     def workload_value(self, key: str, value: Any, path: str) -> int:
         f = WORKLOAD_FIELDS[key]
         if f.kind == "size":
-            return self.size(value, path, f.minimum)
-        return self.integer(value, path, f.minimum)
+            return self.size(value, path, f.minimum, f.maximum)
+        return self.integer(value, path, f.minimum, f.maximum)
 
 
 def join_path(path: str, key: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from splicebench.registry import COMMON_SERVER_OPTIONS, ECHO, SERVERS, WORKLOAD_FIELDS, WORKLOADS, Option
+from splicebench.registry import COMMON_SERVER_OPTIONS, ECHO, SEED_MAX, SERVERS, WORKLOAD_FIELDS, WORKLOADS, Option
 from splicebench.scenario.model import (
     DEFAULT_ADAPTIVE_MAX,
     DEFAULT_ADAPTIVE_MIN,
@@ -21,10 +21,14 @@ from splicebench.scenario.model import (
 )
 
 
-def _size_schema(minimum: int) -> dict[str, Any]:
+def _bounds(minimum: int, maximum: int | None) -> dict[str, Any]:
+    return {"minimum": minimum} if maximum is None else {"minimum": minimum, "maximum": maximum}
+
+
+def _size_schema(minimum: int, maximum: int | None = None) -> dict[str, Any]:
     return {
         "oneOf": [
-            {"type": "integer", "minimum": minimum},
+            {"type": "integer", **_bounds(minimum, maximum)},
             {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)?\s*$"},
         ]
     }
@@ -32,9 +36,9 @@ def _size_schema(minimum: int) -> dict[str, Any]:
 
 def _option_schema(opt: Option) -> dict[str, Any]:
     if opt.kind == "size":
-        s = _size_schema(opt.minimum)
+        s = _size_schema(opt.minimum, opt.maximum)
     elif opt.kind == "int":
-        s = {"type": "integer", "minimum": opt.minimum}
+        s = {"type": "integer", **_bounds(opt.minimum, opt.maximum)}
     elif opt.kind == "bool":
         s = {"type": "boolean"}
     else:
@@ -44,7 +48,8 @@ def _option_schema(opt: Option) -> dict[str, Any]:
 
 def _field_schema(name: str) -> dict[str, Any]:
     f = WORKLOAD_FIELDS[name]
-    s = _size_schema(f.minimum) if f.kind == "size" else {"type": "integer", "minimum": f.minimum}
+    s = (_size_schema(f.minimum, f.maximum) if f.kind == "size"
+         else {"type": "integer", **_bounds(f.minimum, f.maximum)})
     return {**s, "description": f"{f.help} (default {format_param(name, f.default)})"}
 
 
@@ -144,7 +149,7 @@ def json_schema() -> dict[str, Any]:
                                                           "default naive (or the first server)"},
             "stop_on_failure": {"type": "boolean", "description": "stop the run at the first failed sample"},
             "timeout": {**duration, "description": f"client deadline per sample (default {DEFAULT_TIMEOUT_S:g}s)"},
-            "seed": {"type": "integer", "minimum": 0},
+            "seed": {"type": "integer", "minimum": 0, "maximum": SEED_MAX},
             "matrix": {
                 "type": "object",
                 "minProperties": 1,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from splicebench.registry import COMMON_SERVER_OPTIONS, ECHO, PROXY, SERVERS, WORKLOAD_FIELDS, WORKLOADS
+from splicebench.registry import (COMMON_SERVER_OPTIONS, DEFAULT_MAX_CONNS, ECHO, MAX_CONNS_MAX, PROXY, SEED_MAX,
+                                  SERVERS, WORKLOAD_FIELDS, WORKLOADS, Option)
 from splicebench.scenario.checks import Checker, closest, found, join_path
 from splicebench.scenario.model import (
     DEFAULT_ADAPTIVE_MAX,
@@ -75,9 +76,9 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
     # servers
     if "servers" not in data:
         c.fail("servers", "missing", "nothing", "a non-empty list of servers, e.g. [naive, splice, sockmap]")
-    servers = _servers(c, data["servers"])
+    listed = _servers(c, data["servers"])  # as written: field paths name these
     backend = _backend(c, data["backend"], tuple(known_hosts)) if "backend" in data else None
-    servers = _roles(c, servers, backend)
+    servers = _roles(c, listed, backend)
 
     # workload
     if "workload" not in data:
@@ -142,7 +143,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         if timeout_s <= 0:
             c.fail("timeout", "must be positive", found(data["timeout"]), DURATION_HELP)
 
-    seed = c.integer(data["seed"], "seed", 0) if "seed" in data else DEFAULT_SEED
+    seed = c.integer(data["seed"], "seed", 0, SEED_MAX) if "seed" in data else DEFAULT_SEED
 
     # matrix
     matrix: list[tuple[str, tuple[Any, ...]]] = []
@@ -150,6 +151,8 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         matrix = _matrix(c, data["matrix"], wtype, wl, servers)
 
     placements = _placements(c, data["placement"], tuple(known_hosts)) if "placement" in data else (Placement(),)
+
+    _map_sizes(c, listed, backend, dict(matrix).get("conns", (params["conns"],)), placements)
 
     swept = {k for k, _ in matrix}
     params = {k: v for k, v in params.items() if k not in swept}
@@ -321,8 +324,8 @@ def _matrix(c: Checker, value: Any, wtype: str, wl: Mapping[str, Any],
             vpath = f"{path}[{i}]"
             if key in WORKLOAD_FIELDS:
                 n = c.workload_value(key, v, vpath)
-            else:
-                n = c.option(COMMON_SERVER_OPTIONS[key], v, vpath)
+            else:  # a socket buffer for every server: the smallest bound among them applies
+                n = c.option(_tightest(key, servers), v, vpath)
             if n in parsed:
                 c.fail(vpath, "duplicate value", found(v), "distinct values")
             parsed.append(n)
@@ -361,3 +364,27 @@ def _placement(c: Checker, value: Any, known_hosts: tuple[str, ...], path: str) 
         if not isinstance(h, str) or h not in known_hosts:
             c.fail(f"{path}.clients[{i}]", "unknown host", found(h), hosts, closest(h, known_hosts))
     return Placement(server, tuple(clients))
+
+
+def _tightest(key: str, servers: Sequence[ServerConfig]) -> Option:
+    """The option `key` of all the servers with the smallest maximum (a matrix value reaches them all)."""
+    opts = [SERVERS[s.kind].all_options()[key] for s in servers] or [COMMON_SERVER_OPTIONS[key]]
+    return min(opts, key=lambda o: o.maximum if o.maximum is not None else float("inf"))
+
+
+def _map_sizes(c: Checker, servers: Sequence[ServerConfig], backend: Backend | None, conns: Sequence[int],
+               placements: Sequence[Placement]) -> None:
+    """A SOCKMAP server's map must hold every connection of the largest cell (all clients together)."""
+    clients = max(len(p.clients) for p in placements)
+    need = max(conns) * clients
+    programs = [(f"servers[{i}]", s.kind, s.options) for i, s in enumerate(servers)]
+    if backend is not None:
+        programs.append(("backend", backend.kind, backend.options))
+    for path, kind, options in programs:
+        if "max_conns" not in SERVERS[kind].options:
+            continue
+        size = dict(options).get("max_conns", DEFAULT_MAX_CONNS)
+        if need > size:
+            c.fail(f"{path}.options.max_conns", f"the map holds fewer connections than the scenario opens "
+                   f"({max(conns)} conns x {clients} client(s) = {need})", found(size),
+                   f"max_conns >= {need} (at most {MAX_CONNS_MAX})")

@@ -1,0 +1,121 @@
+"""Program limits: validation knows every bound the programs enforce, and refuses more before a run.
+
+The registry is the one source of truth in Python; the programs hold the same bounds in C. These
+tests hold the two against each other by asking each built program (a value one above the bound
+must be its usage error naming exactly that bound; the bound itself must pass), and check that
+every bounded option in the C sources has a registry entry.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from splicebench import registry, scenario
+from splicebench.errors import ScenarioError
+from splicebench.registry import CLIENT_PROGRAM, SEED_MAX, SERVERS, WORKLOAD_FIELDS
+
+REPO = Path(__file__).resolve().parents[1]
+
+# (program, flag, maximum) for every bound a scenario can reach, from the registry.
+BOUNDS = sorted({(k.program, o.flag, o.maximum) for k in SERVERS.values() if k.built
+                 for o in k.all_options().values() if o.maximum is not None}
+                | {(CLIENT_PROGRAM, f.flag, f.maximum) for f in WORKLOAD_FIELDS.values()}
+                | {(CLIENT_PROGRAM, "--seed", SEED_MAX)})
+# Bounded options that scenarios never set: the sampler's own flags, given by the runner.
+NOT_FROM_SCENARIOS = {("sb-cpustat", flag) for flag in ("--pid", "--interval-us", "--keep-s")}
+
+
+def _base_argv(program: str) -> list[str]:
+    if program == CLIENT_PROGRAM:
+        return ["--connect", "127.0.0.1:9", "--workload", "stream", "--timeout", "1"]
+    kind = next(k for k in SERVERS.values() if k.program == program)
+    return ["--listen", "127.0.0.1:0"] + (["--upstream", "127.0.0.1:9"] if kind.role == registry.PROXY else [])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("program, flag, maximum", BOUNDS, ids=[f"{p} {f}" for p, f, _ in BOUNDS])
+def test_each_program_enforces_exactly_the_registry_bound(programs, program, flag, maximum):
+    exe = programs.program(program)
+    over = subprocess.run([exe, *_base_argv(program), flag, str(maximum + 1)], capture_output=True, text=True,
+                          timeout=30)
+    assert over.returncode == 2, (over.returncode, over.stderr)
+    if maximum == 2**64 - 1:  # beyond uint64: the number itself does not parse
+        assert f"{flag}: expected a non-negative integer, got '{maximum + 1}'" in over.stderr, over.stderr
+    else:
+        assert f"{flag}: {maximum + 1} is larger than the maximum {maximum}" in over.stderr, over.stderr
+    # The bound itself passes that option's check: a later unknown option is the usage error instead.
+    at = subprocess.run([exe, *_base_argv(program), flag, str(maximum), "--no-such-option"], capture_output=True,
+                        text=True, timeout=30)
+    assert at.returncode == 2 and "larger than the maximum" not in at.stderr, at.stderr
+
+
+@pytest.mark.unit
+def test_every_bounded_option_in_the_c_sources_is_in_the_registry():
+    known = {(p, f) for p, f, _ in BOUNDS} | NOT_FROM_SCENARIOS
+    found = set()
+    for src in [*(REPO / "servers").glob("*.c"), *(REPO / "bpf").glob("*.c")]:
+        for flag in re.findall(r'net_parse_u64\("(--[a-z-]+)"', src.read_text()):
+            found.add((src.name, flag))
+    programs_of = {"client.c": [CLIENT_PROGRAM], "net.c": [k.program for k in SERVERS.values() if k.built],
+                   "sockmap_common.c": ["sb-echo-sockmap", "sb-proxy-sockmap"]}
+    missing = []
+    for name, flag in sorted(found):
+        progs = programs_of.get(name, ["sb-" + name.removesuffix(".c").replace("_", "-")])
+        missing += [f"{p} {flag} ({name})" for p in progs if (p, flag) not in known]
+    assert found and missing == [], f"bounded in C but unknown to validation: {missing}"
+
+
+def _load(tmp_path: Path, text: str):
+    p = tmp_path / "limits.yaml"
+    p.write_text(text)
+    return scenario.load(p)
+
+
+OVER = [
+    ("servers: [naive]\nworkload: {type: stream, conns: 100000000}\n",
+     "workload.conns: too large for the program; found 100000000, allowed: an integer from 1 to 1000000"),
+    ("servers: [{name: splice, options: {pipe_size: 1TiB}}]\nworkload: {type: stream}\n",
+     "servers[0].options.pipe_size: too large for the program; found '1TiB', "
+     "allowed: a size from 4KiB to 1GiB (1073741824 bytes)"),
+    ("servers: [{name: naive, options: {buf: 2GiB}}]\nworkload: {type: stream}\n",
+     "servers[0].options.buf: too large for the program; found '2GiB', "
+     "allowed: a size from 1B to 1GiB (1073741824 bytes)"),
+    ("servers: [naive]\nworkload: {type: stream, chunk: 65MiB}\n",
+     "workload.chunk: too large for the program; found '65MiB', "
+     "allowed: a size from 1B to 64MiB (67108864 bytes)"),
+    ("servers: [naive, sockmap]\nworkload: {type: pingpong}\nmatrix: {sndbuf: [64KiB, 1GiB]}\n",
+     "matrix.sndbuf[1]: too large for the program; found '1GiB', allowed: a size from 0B to 1073741823B"),
+    ("servers: [{name: sockmap, options: {max_conns: 20000000}}]\nworkload: {type: stream}\n",
+     "servers[0].options.max_conns: too large for the program; found 20000000, "
+     "allowed: an integer from 1 to 16777216"),
+    ("servers: [sockmap]\nworkload: {type: pingpong, conns: 70000}\n",
+     "servers[0].options.max_conns: the map holds fewer connections than the scenario opens "
+     "(70000 conns x 1 client(s) = 70000); found 65536, allowed: max_conns >= 70000 (at most 16777216)"),
+    ("servers: [{name: proxy-sockmap, options: {max_conns: 10}}]\nbackend: {name: naive}\n"
+     "workload: {type: pingpong}\nmatrix: {conns: [1, 11]}\n",
+     "servers[0].options.max_conns: the map holds fewer connections than the scenario opens "
+     "(11 conns x 1 client(s) = 11); found 10, allowed: max_conns >= 11 (at most 16777216)"),
+    ("servers: [naive]\nworkload: {type: pingpong}\nseed: 18446744073709551616\n",
+     "seed: too large for the program; found 18446744073709551616, allowed: an integer from 0 to "
+     "18446744073709551615"),
+]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("text, message", OVER, ids=[m.split(":")[0] for _, m in OVER])
+def test_over_the_limit_fails_validation_with_one_line(tmp_path, text, message):
+    with pytest.raises(ScenarioError) as e:
+        _load(tmp_path, text)
+    assert str(e.value) == f"{tmp_path / 'limits.yaml'}: {message}"
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.unit
+def test_the_bounds_themselves_are_accepted(tmp_path):
+    sc = _load(tmp_path, "servers: [{name: splice, options: {pipe_size: 1GiB}}, {name: sockmap, options: "
+                         "{max_conns: 1000000}}]\nworkload: {type: stream, conns: 1000000, chunk: 64MiB}\n")
+    assert dict(sc.workload)["conns"] == 1_000_000
