@@ -8,6 +8,7 @@ every bounded option in the C sources has a registry entry.
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 from pathlib import Path
@@ -15,7 +16,12 @@ from pathlib import Path
 import pytest
 
 from splicebench import registry, scenario
-from splicebench.errors import ScenarioError
+from splicebench.cli import commands
+from splicebench.errors import PreflightError, ProgramUsageError, ScenarioError
+from splicebench.hosts.local import LocalHost
+from splicebench.results import rundir
+from splicebench.run import preflight
+from splicebench.scenario import plan
 from splicebench.registry import CLIENT_PROGRAM, SEED_MAX, SERVERS, WORKLOAD_FIELDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,3 +125,80 @@ def test_the_bounds_themselves_are_accepted(tmp_path):
     sc = _load(tmp_path, "servers: [{name: splice, options: {pipe_size: 1GiB}}, {name: sockmap, options: "
                          "{max_conns: 1000000}}]\nworkload: {type: stream, conns: 1000000, chunk: 64MiB}\n")
     assert dict(sc.workload)["conns"] == 1_000_000
+
+
+# --- preflight: the hosts' limits --------------------------------------------------------------
+
+SMALL = preflight.Limits(nofile_hard=1000, port_range=(40000, 40499), somaxconn=128)
+
+
+@pytest.mark.unit
+def test_needs_count_the_descriptors_each_program_holds(tmp_path):
+    sc = _load(tmp_path, "servers: [proxy-naive, proxy-splice, nginx]\nbackend: {name: splice}\n"
+                         "workload: {type: pingpong, conns: 100}\nrepetitions: {warmup: 0, measured: 1}\n")
+    got = {n.program: (n.fds, n.ports_to_one_peer, n.arriving) for n in preflight.needs(plan.build_plan(sc))}
+    assert got == {"sb-client": (132, 100, 0), "sb-echo-splice": (332, 0, 100), "sb-proxy-naive": (232, 100, 100),
+                   "sb-proxy-splice": (632, 100, 100), "nginx": (232, 100, 100)}
+
+
+@pytest.mark.unit
+def test_problems_name_host_limit_need_and_what_to_change(tmp_path):
+    sc = _load(tmp_path, "servers: [splice]\nworkload: {type: pingpong, conns: 600}\n"
+                         "repetitions: {warmup: 0, measured: 1}\n")
+    errors, warnings = preflight.problems(preflight.needs(plan.build_plan(sc)), {"local": SMALL})
+    assert errors == [
+        "host local: sb-client opens 600 connections to one address, the ephemeral port range 40000-40499 has "
+        "500 ports: widen net.ipv4.ip_local_port_range or lower conns",
+        "host local: sb-echo-splice needs 1,832 open files for 600 connections, its RLIMIT_NOFILE hard limit is "
+        "1,000: raise it (nofile in /etc/security/limits.conf, or ulimit -Hn as root) or lower conns",
+    ]
+    assert warnings == ["host local: 600 connections arrive at sb-echo-splice at once, its accept queue holds 128 "
+                        "(net.core.somaxconn 128): connection set-up may wait for SYN retries; raise "
+                        "net.core.somaxconn to avoid it"]
+    roomy = preflight.Limits(nofile_hard=None, port_range=(1024, 65535), somaxconn=4096)
+    assert preflight.problems(preflight.needs(plan.build_plan(sc)), {"local": roomy}) == ([], [])
+
+
+@pytest.mark.e2e
+def test_a_scenario_beyond_this_hosts_limits_fails_before_anything_runs(tmp_path):
+    lim = preflight.read_limits(LocalHost())
+    conns = 999_999  # within sb-client's bound, beyond any default port range
+    p = tmp_path / "big.yaml"
+    p.write_text(f"servers: [naive]\nworkload: {{type: pingpong, conns: {conns}}}\n")
+    paths = commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports"))
+    logged: list[str] = []
+    with pytest.raises(PreflightError) as e:
+        commands.run(paths, str(p), log=logged.append, provision_deps=False)
+    lines = str(e.value).splitlines()
+    assert lines[0] == "the scenario does not fit these hosts' limits (nothing was run):"
+    assert (f"host local: sb-client opens {conns:,} connections to one address, the ephemeral port range "
+            f"{lim.port_range[0]}-{lim.port_range[1]} has {lim.ports:,} ports: widen net.ipv4.ip_local_port_range "
+            f"or lower conns") in lines
+    if lim.nofile_hard is not None and lim.nofile_hard < conns + preflight.FD_SLACK:
+        assert any(ln.startswith(f"host local: sb-client needs {conns + preflight.FD_SLACK:,} open files")
+                   for ln in lines)
+    assert not (tmp_path / "results").exists() and not any("built" in m for m in logged)
+
+
+@pytest.mark.e2e
+def test_a_programs_usage_error_stops_the_run_with_its_message(tmp_path, use_cache, no_leftovers, monkeypatch):
+    # Validation would refuse this chunk; let it through once to see what the runner does when the
+    # client itself refuses its command line.
+    from dataclasses import replace
+
+    monkeypatch.setitem(registry.WORKLOAD_FIELDS, "chunk", replace(WORKLOAD_FIELDS["chunk"], maximum=1 << 30))
+    p = tmp_path / "usage.yaml"
+    p.write_text("servers: [naive, splice]\nworkload: {type: stream, bytes: 1MiB, chunk: 65MiB}\n"
+                 "repetitions: {warmup: 1, measured: 2}\n")
+    paths = commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports"))
+    with pytest.raises(ProgramUsageError) as e:
+        commands.run(paths, str(p), log=lambda m: None, progress_stream=io.StringIO())
+    msg = str(e.value)
+    assert msg.startswith("sb-client: --chunk: 68157440 is larger than the maximum 67108864 "
+                          "(a program refused its command line: the run stopped at once")
+    assert e.value.exit_code == 2 and "\n" not in msg
+    run_dir = next((tmp_path / "results").iterdir())
+    rows = rundir.load_samples(run_dir).to_dict("records")
+    assert [r["status"] for r in rows] == ["failed"] + ["skipped"] * 5  # every planned sample has a row
+    manifest = rundir.load_manifest(run_dir)
+    assert manifest["status"] == "stopped" and manifest["reason"].startswith("usage error: sb-client: ")

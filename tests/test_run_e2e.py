@@ -99,7 +99,10 @@ def test_loopback_run_end_to_end(tmp_path, use_cache, no_leftovers):
         assert client["ok"] is True
 
     page = res.report.read_text()
-    assert res.report.parent == tmp_path / "reports" and page.count("<svg") == 3
+    # Headline and CPU charts; 2 stream samples per server hold too few latencies for a percentile chart,
+    # which the report says instead of drawing one.
+    assert res.report.parent == tmp_path / "reports" and page.count("<svg") == 2
+    assert "No latency percentile chart: every group has fewer than 10" in page
     for s in ("naive", "splice", "sockmap", run.name):
         assert s in page
     assert "sockmap" in res.table and "vs naive" in res.table

@@ -65,3 +65,13 @@ def tail(text: str, lines: int = 15) -> str:
     """The last `lines` non-blank lines of a program's output, for error messages."""
     rows = [r for r in (text or "").rstrip().splitlines() if r.strip()]
     return "\n".join(rows[-lines:])
+
+
+class PreflightError(UserError):
+    """A host's limits (open files, ports, ...) cannot hold what the scenario needs; one line per problem."""
+
+
+class ProgramUsageError(UserError):
+    """A program refused its command line (exit status 2): the same for every sample, so the run stops."""
+
+    exit_code = 2

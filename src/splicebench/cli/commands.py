@@ -20,12 +20,13 @@ from splicebench.programs import peers
 from splicebench.scenario import plan as plan_mod
 from splicebench.programs import provision
 from splicebench.results import rundir as results
-from splicebench.errors import UserError
+from splicebench.errors import ProgramUsageError, UserError
 from splicebench.hosts.base import Host
 from splicebench.hosts.local import LocalHost
 from splicebench.hosts.inventory import Inventory, empty_inventory, load_inventory
 from splicebench.run.progress import Progress
-from splicebench.run.runner import RunOutcome, Runner
+from splicebench.run import preflight
+from splicebench.run.runner import USAGE_PREFIX, RunOutcome, Runner
 from splicebench.util.files import atomic_write_text, utc_now_iso
 from splicebench.util.signals import deferred_interrupts
 
@@ -117,6 +118,7 @@ def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report:
     loaded = _load(paths, scenario_ref, hosts_file, log)
     hosts = open_hosts(loaded.plan.hosts(), loaded.inventory)
     try:
+        preflight.check(loaded.plan, hosts, log)  # before anything is built or started
         prepared = _prepare_hosts(paths, loaded.plan, hosts, provision_deps, log)
         rd = results.RunDir(paths.results, results.new_run_id())
         t0 = time.monotonic()
@@ -131,6 +133,9 @@ def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report:
         raise RunInterrupted(f"interrupted: partial results in {run_dir} "
                              f"({', '.join(f'{v} {k}' for k, v in counts.items())}); "
                              f"render them with: invoke report --run {rd.run_id}")
+    if outcome.status == "stopped" and outcome.reason.startswith(USAGE_PREFIX):
+        raise ProgramUsageError(f"{outcome.reason.removeprefix(USAGE_PREFIX)} (a program refused its command "
+                                f"line: the run stopped at once; its samples are in {run_dir})")
     report_file, table = _render(run_dir, paths) if report else (None, "")
     return RunResult(run_dir, report_file, outcome.status, counts, table)
 
@@ -371,6 +376,17 @@ def check(paths: Paths, host: Host | None = None) -> list[tuple[str, str, str]]:
         busy = False
     add(not busy, "load average", f"{load} on {f.get('cpu_count')} CPUs" + (" (busy: numbers will be noisy)" if busy else ""),
         warn_only=True)
+    try:
+        lim = preflight.read_limits(host)
+    except (UserError, ValueError, IndexError) as e:
+        add(None, "limits", f"cannot read: {e}")
+    else:
+        nofile = "unlimited" if lim.nofile_hard is None else f"{lim.nofile_hard:,}"
+        add(True, "open files (hard limit)", f"{nofile} per process (the programs raise their soft limit to it)")
+        add(True, "ephemeral ports", f"{lim.port_range[0]}-{lim.port_range[1]}: {lim.ports:,} connections "
+                                     f"from one address to one destination")
+        add(True, "accept queue", f"{min(preflight.LISTEN_BACKLOG, lim.somaxconn):,} "
+                                  f"(net.core.somaxconn {lim.somaxconn:,})")
     return rows
 
 

@@ -13,6 +13,7 @@ clean-up short.
 
 from __future__ import annotations
 
+import posixpath
 import signal
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ from splicebench.registry import (CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, SAMPLER
                                   SERVERS, WORKLOAD_FIELDS)
 from splicebench.util.files import utc_now_iso
 from splicebench.util.signals import Interrupt, deferred_interrupts, interrupt_on_terminate
+
+USAGE_EXIT = 2  # a program's exit status for a command line it refuses (docs/programs.md)
+USAGE_PREFIX = "usage error: "  # RunOutcome.reason of a run stopped by one
 
 OK, FAILED, INTERRUPTED, SKIPPED = "ok", "failed", "interrupted", "skipped"
 
@@ -53,6 +57,7 @@ class Runner:
         self.bin_dirs = bin_dirs
         self.run_id = run_id
         self.clk_tck = dict(clk_tck or {})
+        self.usage_error: str | None = None  # of the last sample run: see _SampleProcs.usage_error
         self.progress = progress
         # Called after each sample with (sample, row, raw files {name: text}); the row is complete
         # except for 'raw_files', which the callback may fill in.
@@ -89,6 +94,11 @@ class Runner:
                     outcome.status = "interrupted"
                     outcome.reason = row["error"]
                     stop_reason = "not run: the run was interrupted"
+                elif row["status"] == FAILED and self.usage_error:
+                    # The same command line for every sample: no data-path result, stop at once.
+                    outcome.status = "stopped"
+                    outcome.reason = USAGE_PREFIX + self.usage_error
+                    stop_reason = f"not run: stopped after sample {sample.id}: {self.usage_error}"
                 elif row["status"] == FAILED and plan.scenario.stop_on_failure:
                     outcome.status = "stopped"
                     outcome.reason = f"stop_on_failure: sample {sample.id} failed"
@@ -156,6 +166,7 @@ class Runner:
         raw.update(_collect_sampler(row, procs, raw))
         status = INTERRUPTED if interrupted else (FAILED if errors else OK)
         row.set(status=status, error="; ".join(errors), duration_s=time.monotonic() - t_start)
+        self.usage_error = procs.usage_error()
         return row.as_dict(), raw, interrupted
 
     def _execute(self, sample: Sample, row: Row, procs: _SampleProcs, errors: list[str]) -> None:
@@ -310,6 +321,20 @@ class _SampleProcs:
     backend_ready: dict[str, Any] = field(default_factory=dict)
     sampler: Proc | None = None  # sb-cpustat on the server's host
     sampler_errors: list[str] = field(default_factory=list)
+
+    def usage_error(self) -> str | None:
+        """'<program>: <its message>' if one of the built programs refused its command line (exit 2
+        with a usage line, servers/net.c net_usage_error), else None."""
+        procs = [p for _, p in self.clients] + [self.server, self.backend, self.sampler]
+        for p in procs:
+            if p is None or p.poll() != USAGE_EXIT:
+                continue
+            name = posixpath.basename((getattr(p, "argv", None) or [""])[0])
+            lines = [ln.strip() for ln in p.stderr().splitlines() if ln.strip()]
+            if name.startswith("sb-") and any("usage" in ln for ln in lines):
+                first = next(ln for ln in lines if "usage" not in ln or ln == lines[-1])
+                return first if first.startswith(f"{name}:") else f"{name}: {first}"
+        return None
 
     def kill_running(self) -> None:
         """Kill every one of them still running (call with interrupts deferred)."""

@@ -1,0 +1,122 @@
+"""Preflight: each host's limits against what the plan needs, before any program is built or started.
+
+What a sample needs is arithmetic on the plan (pure: `needs`); what a host allows is read on the host
+itself (`read_limits`: the hard RLIMIT_NOFILE the programs raise their soft limit to, the ephemeral
+port range and net.core.somaxconn); `problems` compares the two. A limit that would make samples
+fail (open files, ephemeral ports) stops the run with one line per problem naming the host, the
+limit, what the scenario needs and what to change; one that only slows connection set-up (an accept
+queue shorter than the connections arriving at once) is a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from splicebench.errors import PreflightError
+from splicebench.hosts.base import Host
+from splicebench.registry import CLIENT_PROGRAM, SERVERS
+from splicebench.scenario.plan import Plan
+
+# File descriptors a program holds per connection (read off servers/*.c and bpf/*.c): a socket per
+# connection for the echo servers, plus its pipe (2 fds) for the splice echo; two sockets for a proxy,
+# plus a pipe per direction for the splice proxy. Peers (NGINX, HAProxy) hold two sockets.
+FDS_PER_CONN = {"sb-echo-naive": 1, "sb-echo-splice": 3, "sb-echo-sockmap": 1, "sb-proxy-naive": 2,
+                "sb-proxy-splice": 6, "sb-proxy-sockmap": 2, CLIENT_PROGRAM: 1}
+PEER_FDS_PER_CONN = 2
+FD_SLACK = 32  # listeners, epoll, signalfd, timerfd, BPF maps and programs, stdio
+LISTEN_BACKLOG = 4096  # net_listen()'s backlog (servers/net.c); the kernel caps it at somaxconn
+
+
+@dataclass(frozen=True)
+class Need:
+    """What one program of a sample needs on its host."""
+
+    host: str
+    program: str
+    conns: int  # connections it holds at once
+    fds: int  # open files per process
+    ports_to_one_peer: int  # connections it opens from this host to one address (0: it opens none)
+    arriving: int  # connections arriving at its listener at once (0: it does not listen)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a host allows."""
+
+    nofile_hard: int | None  # None: unlimited
+    port_range: tuple[int, int]
+    somaxconn: int
+
+    @property
+    def ports(self) -> int:
+        return self.port_range[1] - self.port_range[0] + 1
+
+
+def needs(plan: Plan) -> list[Need]:
+    """The largest need of each (host, program) over the plan's samples."""
+    out: dict[tuple[str, str], Need] = {}
+
+    def add(n: Need) -> None:
+        old = out.get((n.host, n.program))
+        if old is None or (n.fds, n.ports_to_one_peer, n.arriving) > (old.fds, old.ports_to_one_peer, old.arriving):
+            out[(n.host, n.program)] = n
+
+    for s in plan.samples:
+        conns = int(dict(s.cell.workload).get("conns", 1))
+        per_host: dict[str, int] = {}
+        for h in s.client_hosts:
+            per_host[h] = per_host.get(h, 0) + 1
+        for h, clients in per_host.items():  # clients on one host share its ports to the server
+            add(Need(h, CLIENT_PROGRAM, conns, conns + FD_SLACK, clients * conns, 0))
+        total = conns * len(s.client_hosts)
+        kind = s.server_kind
+        per_conn = PEER_FDS_PER_CONN if kind.peer else FDS_PER_CONN[kind.program]
+        upstream = total if s.backend is not None else 0
+        add(Need(s.server_host, kind.program, total, per_conn * total + FD_SLACK, upstream, total))
+        if s.backend is not None and s.backend_host is not None:
+            bprog = SERVERS[s.backend].program
+            add(Need(s.backend_host, bprog, total, FDS_PER_CONN[bprog] * total + FD_SLACK, 0, total))
+    return sorted(out.values(), key=lambda n: (n.host, n.program))
+
+
+def read_limits(host: Host) -> Limits:
+    """The limits of `host`, read there (as the programs will run: under the host's sudo if any)."""
+    r = host.run(["sh", "-c", "ulimit -Hn; cat /proc/sys/net/ipv4/ip_local_port_range "
+                              "/proc/sys/net/core/somaxconn"], timeout=30)
+    words = r.stdout.split()
+    nofile = None if words[0] == "unlimited" else int(words[0])
+    return Limits(nofile, (int(words[1]), int(words[2])), int(words[3]))
+
+
+def problems(wants: list[Need], limits: Mapping[str, Limits]) -> tuple[list[str], list[str]]:
+    """(errors, warnings): one line each, naming host, limit, need and what to change."""
+    errors, warnings = [], []
+    for n in wants:
+        lim = limits[n.host]
+        if lim.nofile_hard is not None and n.fds > lim.nofile_hard:
+            errors.append(f"host {n.host}: {n.program} needs {n.fds:,} open files for {n.conns:,} connections, "
+                          f"its RLIMIT_NOFILE hard limit is {lim.nofile_hard:,}: raise it (nofile in "
+                          f"/etc/security/limits.conf, or ulimit -Hn as root) or lower conns")
+        if n.ports_to_one_peer > lim.ports:
+            errors.append(f"host {n.host}: {n.program} opens {n.ports_to_one_peer:,} connections to one address, "
+                          f"the ephemeral port range {lim.port_range[0]}-{lim.port_range[1]} has {lim.ports:,} "
+                          f"ports: widen net.ipv4.ip_local_port_range or lower conns")
+        backlog = min(LISTEN_BACKLOG, lim.somaxconn)
+        if n.arriving > backlog:
+            warnings.append(f"host {n.host}: {n.arriving:,} connections arrive at {n.program} at once, its accept "
+                            f"queue holds {backlog:,} (net.core.somaxconn {lim.somaxconn:,}): connection set-up "
+                            f"may wait for SYN retries; raise net.core.somaxconn to avoid it")
+    return errors, warnings
+
+
+def check(plan: Plan, hosts: Mapping[str, Host], log: Callable[[str], None]) -> dict[str, Limits]:
+    """Read every host's limits, log the warnings, raise PreflightError listing every error."""
+    limits = {name: read_limits(h) for name, h in hosts.items()}
+    errors, warnings = problems(needs(plan), limits)
+    for w in warnings:
+        log(f"warning: {w}")
+    if errors:
+        raise PreflightError("the scenario does not fit these hosts' limits (nothing was run):\n"
+                             + "\n".join(errors))
+    return limits
