@@ -15,6 +15,7 @@ import pytest
 from splicebench.analysis import latency
 from splicebench.analysis import summary as analysis
 from splicebench.analysis.compare import load_run
+from splicebench.report import charts
 from splicebench.report import format as fmt
 from splicebench.report import run_charts
 from splicebench.report import run_report as report
@@ -98,7 +99,8 @@ def test_burst_percentile_chart_leaves_out_what_too_few_values_support(tmp_path)
 
 
 def test_fit_labels_thins_out_crowded_tick_labels():
-    fig, ax = run_charts.plt.subplots(figsize=(2.0, 1.5))
+    fig = charts.new_figure((2.0, 1.5))
+    ax = fig.subplots()
     ax.plot(np.arange(40), np.arange(40))
     ax.set_xticks(np.arange(40))
     ax.set_xticklabels([f"{v} GiB/s" for v in range(40)])
@@ -107,4 +109,3 @@ def test_fit_labels_thins_out_crowded_tick_labels():
     boxes = [t.get_window_extent(r) for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
     assert 1 < len(boxes) < 40
     assert not any(run_charts.overlap(a, b, 0) for a, b in zip(boxes, boxes[1:]))
-    run_charts.plt.close(fig)

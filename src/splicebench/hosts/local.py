@@ -9,6 +9,7 @@ stops its programs in order. Locally each program is also started under `setpriv
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,29 @@ def _kill_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def exited_within(popen: subprocess.Popen, timeout: float) -> bool:
+    """Whether popen's process exits within timeout seconds (it may be left unreaped).
+
+    Waits on a pidfd (Linux 5.3+): woken by the exit itself, not by polling, which is what
+    Popen.wait(timeout) does (sleeps of up to 50 ms). Falls back to Popen.wait elsewhere."""
+    try:
+        fd = os.pidfd_open(popen.pid)
+    except ProcessLookupError:  # already reaped (by another thread's wait)
+        return True
+    except (AttributeError, OSError):
+        try:
+            popen.wait(timeout=max(0.0, timeout))
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    finally:
+        os.close(fd)
 
 
 class LocalProc(Proc):
@@ -158,10 +182,9 @@ class LocalProc(Proc):
             _kill_group(self.pid, sig)
 
     def wait(self, timeout: float) -> int | None:
-        try:
-            code = self._popen.wait(timeout=max(0.0, timeout))
-        except subprocess.TimeoutExpired:
+        if self._popen.returncode is None and not exited_within(self._popen, timeout):
             return None
+        code = self._popen.wait()  # it has exited: this reaps it at once
         self._finish()
         return code
 

@@ -1,7 +1,7 @@
 """Every chart of the reports, as inline SVG strings made with matplotlib (no files, no external
 references); `svg_of` turns a finished figure into such a string.
 
-The run report's own charts are in run_charts.py (they use svg_of, PALETTE and plt from here, where
+The run report's own charts are in run_charts.py (they use new_figure, svg_of and PALETTE from here, where
 matplotlib is configured). Shared statistics sections and the comparison report:
 ratio_chart (forest plot of ratios), percentile_chart (merged-histogram percentiles) and
 arch_chart (throughput on one host) take analysis.compare's comparisons and groups. Axis labels
@@ -17,20 +17,19 @@ import re
 from typing import Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
-
-from splicebench.analysis import stats  # noqa: E402
-from splicebench.analysis.compare import Group, MetricComparison, Source  # noqa: E402
-from splicebench.analysis.summary import Metric  # noqa: E402
-from splicebench.report import format as fmt  # noqa: E402
+from splicebench.analysis import stats
+from splicebench.analysis.compare import Group, MetricComparison, Source
+from splicebench.analysis.summary import Metric
+from splicebench.report import format as fmt
 
 PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
 
-plt.rcParams.update({
+matplotlib.rcParams.update({
     "svg.fonttype": "none",  # text stays text: smaller, selectable, uses the page's font
     "svg.hashsalt": "splicebench",
     "font.size": 9,
@@ -40,11 +39,18 @@ plt.rcParams.update({
 })
 
 
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """A figure outside pyplot (no global registry to close, and pyplot is never imported: it is the
+    slowest part of matplotlib to load), with an Agg canvas so that text extents can be measured."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def svg_of(fig) -> str:
-    """The figure as inline SVG text (no XML declaration, DOCTYPE or metadata); closes the figure."""
+    """The figure as inline SVG text (no XML declaration, DOCTYPE or metadata)."""
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
-    plt.close(fig)
     text = buf.getvalue()
     # Inline SVG in HTML needs neither the XML declaration nor the DOCTYPE (which names a URL).
     text = re.sub(r"<\?xml[^>]*\?>\s*", "", text)
@@ -65,7 +71,8 @@ def ratio_chart(comps: Sequence[MetricComparison], metric: Metric, varying: Sequ
     """Forest plot: ratio other/reference per group, 95 % CI, colour by verdict, line at 1."""
     rows = [c for c in comps if c.metric.column == metric.column]
     labels = [f"{c.other.source.letter} / {c.ref.source.letter}: {c.key.label(varying)}" for c in rows]
-    fig, ax = plt.subplots(figsize=(6.8, 0.9 + 0.38 * max(1, len(rows))))
+    fig = new_figure((6.8, 0.9 + 0.38 * max(1, len(rows))))
+    ax = fig.subplots()
     y = np.arange(len(rows))[::-1]
     for yi, c in zip(y, rows):
         color = _verdict_color(c.test.verdict)
@@ -93,7 +100,8 @@ def ratio_chart(comps: Sequence[MetricComparison], metric: Metric, varying: Sequ
 def percentile_chart(groups: Sequence[tuple[str, str, dict[str, float], bool]]) -> str:
     """Merged-histogram latency percentiles (log scale): one line per (source, group, percentiles
     in ns, emulated)."""
-    fig, ax = plt.subplots(figsize=(6.8, 3.4))
+    fig = new_figure((6.8, 3.4))
+    ax = fig.subplots()
     xs = np.arange(len(stats.PERCENTILES))
     for i, (src, grp, pct, emulated) in enumerate(groups):
         ys = [pct.get(n, math.nan) / 1e3 for n, _ in stats.PERCENTILES]
@@ -113,7 +121,8 @@ def percentile_chart(groups: Sequence[tuple[str, str, dict[str, float], bool]]) 
 
 def arch_chart(source: Source, rows: Sequence[tuple[str, Group]], ymax: float | None) -> str:
     """Throughput per group on one host: median bars, CI whiskers, samples as dots, warm-up hollow."""
-    fig, ax = plt.subplots(figsize=(4.2, 2.9))
+    fig = new_figure((4.2, 2.9))
+    ax = fig.subplots()
     x = np.arange(len(rows))
     emulated = source.emulated
     for i, (_, g) in enumerate(rows):

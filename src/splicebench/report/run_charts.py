@@ -31,7 +31,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 
 from splicebench.analysis import latency
 from splicebench.report import format as fmt
-from splicebench.report.charts import PALETTE, plt, svg_of
+from splicebench.report.charts import PALETTE, new_figure, svg_of
 from splicebench.report.views import ChartView
 from splicebench.scenario import format_param
 
@@ -201,7 +201,7 @@ def bars(summary: pd.DataFrame, samples: pd.DataFrame | None, series: Sequence[S
     pitch = max(ROW, 0.13 * len(series) + 0.1)
     heights = [len(sub) * pitch + 0.15 for _, sub in panels]
     legend_rows = 1 if len(series) > 1 else 0
-    fig = plt.figure(figsize=(WIDTH, sum(heights) + 0.55 * len(panels) + 0.35 + 0.3 * legend_rows))
+    fig = new_figure((WIDTH, sum(heights) + 0.55 * len(panels) + 0.35 + 0.3 * legend_rows))
     gs = GridSpec(len(panels), 1, figure=fig, height_ratios=heights)
     share = None
     for k, (head, sub) in enumerate(panels):
@@ -278,8 +278,8 @@ def sweep_lines(summary: pd.DataFrame, sweep: Sweep, series: Sequence[Series], y
     logy = _span(ys) > LOG_SPAN
     cols = min(len(panels), 3)
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH if cols > 1 else 5.2, 2.5 * rows + 0.9), squeeze=False,
-                             sharey=len(groups) == 1, sharex=True)
+    fig = new_figure((WIDTH if cols > 1 else 5.2, 2.5 * rows + 0.9))
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=len(groups) == 1, sharex=True)
     for k, (head, sub) in enumerate(panels):
         ax = axes[k // cols][k % cols]
         for i, srv in enumerate(servers):
@@ -347,7 +347,8 @@ def latency_percentiles(summary: pd.DataFrame) -> tuple[str | None, list[str]]:
     n = len(cells)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols + 2.2, 2.6 * rows + 0.6), squeeze=False, sharey=True)
+    fig = new_figure((2.3 * cols + 2.2, 2.6 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     vals = summary[[f"lat_{p}_us_median" for p in names]].to_numpy(dtype=float)
     logy = _span(vals) > LOG_SPAN
     for k, cell in enumerate(cells):
