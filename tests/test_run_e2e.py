@@ -197,3 +197,51 @@ def test_interrupt_stops_everything_and_keeps_what_was_done(tmp_path, use_cache,
     assert df["error"][2] == f"interrupted ({signal.Signals(sig).name})"
     assert df["error"][3] == "not run: the run was interrupted"
     assert m["counts"] == {"interrupted": 1, "ok": 2, "skipped": 1}
+
+
+class BusyRoundTripHost(LocalHost):
+    """A fake for a remote host's command latency (this machine, so the test needs no guest): every
+    command, file read and program start first keeps a CPU busy for BUSY_S, as sshd and the shell
+    do for each round trip to an emulated or slow host. It burns CPU outside the clients' transfer."""
+
+    BUSY_S = 0.25
+
+    def _busy(self) -> None:
+        end = time.thread_time() + self.BUSY_S
+        while time.thread_time() < end:
+            pass
+
+    def run(self, argv, **kw):
+        self._busy()
+        return super().run(argv, **kw)
+
+    def read_text(self, path):
+        self._busy()
+        return super().read_text(path)
+
+    def start(self, argv, **kw):
+        self._busy()
+        return super().start(argv, **kw)
+
+
+def test_busy_command_round_trips_stay_out_of_the_cpu_figures(tmp_path, use_cache, no_leftovers, monkeypatch):
+    from splicebench.run import fleet
+
+    text = ("servers: [naive]\nworkload: {type: stream, bytes: 64MiB}\n"
+            "repetitions: {warmup: 0, measured: 3}\n")
+    runs = {}
+    for name, host in (("plain", LocalHost), ("busy", BusyRoundTripHost)):
+        monkeypatch.setattr(fleet, "open_host", lambda n, inv, host=host: host())
+        d = tmp_path / name
+        d.mkdir()
+        res = commands.run(paths(d), str(scenario_file(d, text)), log=lambda m: None, progress_stream=io.StringIO())
+        assert res.status == "complete"
+        runs[name] = pd.read_csv(one_run(d) / "samples.csv")
+    plain, busy = runs["plain"], runs["busy"]
+    # Each busy sample had several busy round trips (at least start server, sampler, client, stop):
+    # a window from before the starts to after the stop would hold at least BUSY_S x 3 of it.
+    assert (busy["duration_s"] - busy["wall_s"]).min() > 3 * BusyRoundTripHost.BUSY_S
+    for col in ("host_cpu_busy_s", "server_cpu_s"):
+        margin = plain[col].median() * 0.5 + plain[f"{col[:-2]}_unc_s"].max() + busy[f"{col[:-2]}_unc_s"].max()
+        assert busy[col].median() <= plain[col].median() + margin, (col, list(plain[col]), list(busy[col]))
+    assert busy["host_cpu_busy_s"].max() < BusyRoundTripHost.BUSY_S  # not even one round trip inside
