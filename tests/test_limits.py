@@ -75,6 +75,64 @@ def test_every_bounded_option_in_the_c_sources_is_in_the_registry():
     assert found and missing == [], f"bounded in C but unknown to validation: {missing}"
 
 
+# Upper bounds the C sources check without net_parse_u64, each with where validation holds it.
+OTHER_UPPER_BOUNDS = {
+    ("client.c", "bytes per connection too large (at most 2^50)"): "registry.PAYLOAD_MAX, PAYLOAD_FACTORS",
+    ("cpustat.c", "at most %d --pid options"): "the runner's own flags, never from scenarios",
+    ("net.c", "%s: %llu is larger than the maximum %llu"): "net_parse_u64 itself",
+}
+
+
+@pytest.mark.unit
+def test_no_bound_in_the_c_sources_escapes_the_scan():
+    calls = literal = 0
+    other = set()
+    for src in [*(REPO / "servers").glob("*.c"), *(REPO / "bpf").glob("*.c")]:
+        text = src.read_text()
+        calls += len(re.findall(r"(?<!uint64_t )net_parse_u64\(", text))
+        literal += len(re.findall(r'net_parse_u64\("--[a-z-]+"', text))
+        for fmt in re.findall(r'net_usage_error\(\s*"([^"]*)"', text):
+            if re.search(r"at most|too large|larger than", fmt):
+                other.add((src.name, fmt))
+    # A flag passed as a variable would hide its bound from the scan above.
+    assert calls == literal > 0
+    assert other == set(OTHER_UPPER_BOUNDS), "a new upper bound: add it to the registry and to this table"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("workload, a, b", [("pingpong", "--msg-size", "--round-trips"),
+                                            ("burst", "--burst-size", "--bursts")])
+def test_the_client_bounds_bytes_per_connection_as_the_registry_says(programs, workload, a, b):
+    exe = programs.program(CLIENT_PROGRAM)
+    assert registry.PAYLOAD_MAX == 1 << 50 and workload in registry.PAYLOAD_FACTORS
+
+    def client(x: int, y: int, connect: str) -> subprocess.CompletedProcess:
+        return subprocess.run([exe, "--connect", connect, "--workload", workload, a, str(x), b, str(y)],
+                              capture_output=True, text=True, timeout=30)
+
+    over = client(1 << 30, (1 << 20) + 1, "127.0.0.1:9")
+    assert over.returncode == 2 and "bytes per connection too large (at most 2^50)" in over.stderr, over.stderr
+    # Exactly the bound passes that check: the address, checked next, is the usage error instead.
+    at = client(1 << 30, 1 << 20, "no-address")
+    assert at.returncode == 2 and "--connect: expected ADDR:PORT" in at.stderr, at.stderr
+
+
+@pytest.mark.unit
+def test_peers_refuse_exactly_beyond_the_registry_bounds():
+    from splicebench.programs import peers
+
+    kind = SERVERS["nginx"]
+    assert kind.peer and peers.MAX_CONNS == registry.PEER_MAX_CONNS
+    base = dict(listen_host="127.0.0.1", listen_port=20001, upstream_host="127.0.0.1", upstream_port=20002,
+                workdir="/tmp/x")
+    for key, opt in kind.all_options().items():
+        assert opt.maximum is not None, key
+        cfg = peers.peer_config("nginx", **base, options={key: opt.maximum})
+        assert getattr(cfg, key) == opt.maximum
+        with pytest.raises(peers.PeerError, match=f"^{key}: expected an integer from {opt.minimum} to {opt.maximum},"):
+            peers.peer_config("nginx", **base, options={key: opt.maximum + 1})
+
+
 def _load(tmp_path: Path, text: str):
     p = tmp_path / "limits.yaml"
     p.write_text(text)
@@ -105,6 +163,24 @@ OVER = [
      "workload: {type: pingpong}\nmatrix: {conns: [1, 11]}\n",
      "servers[0].options.max_conns: the map holds fewer connections than the scenario opens "
      "(11 conns x 1 client(s) = 11); found 10, allowed: max_conns >= 11 (at most 16777216)"),
+    ("servers: [naive]\nworkload: {type: pingpong, msg_size: 1GiB, round_trips: 2000000}\n",
+     "workload.round_trips: bytes per connection too large for the program (msg_size 1073741824 x round_trips "
+     "2000000); found 2147483648000000, allowed: msg_size x round_trips <= 1125899906842624 (1024TiB)"),
+    ("servers: [naive]\nworkload: {type: burst, burst_size: 1TiB}\nmatrix: {bursts: [1, 1025]}\n",
+     "matrix.bursts: bytes per connection too large for the program (burst_size 1099511627776 x bursts 1025); "
+     "found 1126999418470400, allowed: burst_size x bursts <= 1125899906842624 (1024TiB)"),
+    ("servers: [proxy-naive, nginx]\nbackend: {name: naive}\nworkload: {type: pingpong}\n"
+     "matrix: {conns: [100, 5000]}\n",
+     "matrix.conns: more connections than servers[1] (nginx) is configured for (5000 conns x 1 client(s) = "
+     "5000); found 5000, allowed: conns x clients <= 4096 with a peer proxy"),
+    ("servers: [{name: haproxy, options: {buffer: 128MiB}}]\nbackend: {name: naive}\nworkload: {type: stream}\n",
+     "servers[0].options.buffer: too large for the program; found '128MiB', "
+     "allowed: a size from 1KiB to 64MiB (67108864 bytes)"),
+    ("servers: [{name: nginx, options: {workers: 65}}]\nbackend: {name: naive}\nworkload: {type: stream}\n",
+     "servers[0].options.workers: too large for the program; found 65, allowed: an integer from 1 to 64"),
+    ("servers: [{name: nginx, options: {sndbuf: 2GiB}}]\nbackend: {name: naive}\nworkload: {type: stream}\n",
+     "servers[0].options.sndbuf: too large for the program; found '2GiB', allowed: a size from 0B to 1GiB "
+     "(1073741824 bytes)"),
     ("servers: [naive]\nworkload: {type: pingpong}\nseed: 18446744073709551616\n",
      "seed: too large for the program; found 18446744073709551616, allowed: an integer from 0 to "
      "18446744073709551615"),
@@ -159,24 +235,67 @@ def test_problems_name_host_limit_need_and_what_to_change(tmp_path):
     assert preflight.problems(preflight.needs(plan.build_plan(sc)), {"local": roomy}) == ([], [])
 
 
+def _preflight_lines(conns: int, lim: preflight.Limits) -> list[str]:
+    """The lines preflight prints for `servers: [naive]` with `conns` on this host, in its order (per program:
+    open files, then ports). sb-client and sb-echo-naive each hold one descriptor per connection."""
+    need = conns + preflight.FD_SLACK
+    over = lim.nofile_hard is not None and need > lim.nofile_hard
+    nofile = [f"host local: {prog} needs {need:,} open files for {conns:,} connections, its RLIMIT_NOFILE hard "
+              f"limit is {lim.nofile_hard:,}: raise it (nofile in /etc/security/limits.conf, or ulimit -Hn as "
+              f"root) or lower conns" for prog in (CLIENT_PROGRAM, "sb-echo-naive")] if over else ["", ""]
+    ports = (f"host local: sb-client opens {conns:,} connections to one address, the ephemeral port range "
+             f"{lim.port_range[0]}-{lim.port_range[1]} has {lim.ports:,} ports: widen "
+             f"net.ipv4.ip_local_port_range or lower conns") if conns > lim.ports else ""
+    return [ln for ln in (nofile[0], ports, nofile[1]) if ln]
+
+
+def _nofile_case(lim: preflight.Limits) -> tuple[str, list[str]]:
+    """conns one beyond this host's real open-file hard limit (RLIMIT_NOFILE), and the lines expected."""
+    if lim.nofile_hard is None or lim.nofile_hard - preflight.FD_SLACK + 1 > 1_000_000:
+        pytest.fail(f"RLIMIT_NOFILE hard limit {lim.nofile_hard} is beyond what one client can open: "
+                    f"lower it (ulimit -Hn) to run this case")
+    conns = lim.nofile_hard - preflight.FD_SLACK + 1
+    return str(conns), _preflight_lines(conns, lim)
+
+
+# Scenarios beyond a program's or this host's limits: (id, scenario text with {conns}, expected error).
+# Validation errors are one line ("FILE: FIELD: ..."); preflight lists every problem under one heading.
+BEFORE_ANY_SAMPLE = [
+    ("validation conns", "servers: [naive]\nworkload: {type: stream, conns: 100000000}\n",
+     lambda lim, p: ("", [f"{p}: workload.conns: too large for the program; found 100000000, "
+                          "allowed: an integer from 1 to 1000000"])),
+    ("validation pipe_size", "servers: [{name: splice, options: {pipe_size: 1TiB}}]\nworkload: {type: stream}\n",
+     lambda lim, p: ("", [f"{p}: servers[0].options.pipe_size: too large for the program; found '1TiB', "
+                          "allowed: a size from 4KiB to 1GiB (1073741824 bytes)"])),
+    ("validation max_conns", "servers: [naive, {name: sockmap, options: {max_conns: 1000}}]\n"
+                             "workload: {type: pingpong, conns: 1001}\n",
+     lambda lim, p: ("", [f"{p}: servers[1].options.max_conns: the map holds fewer connections than the "
+                          "scenario opens (1001 conns x 1 client(s) = 1001); found 1000, allowed: max_conns >= "
+                          "1001 (at most 16777216)"])),
+    ("preflight open files", "servers: [naive]\nworkload: {type: pingpong, conns: {conns}}\n",
+     lambda lim, p: _nofile_case(lim)),
+    ("preflight ports", "servers: [naive]\nworkload: {type: pingpong, conns: {conns}}\n",
+     lambda lim, p: ("999999", _preflight_lines(999_999, lim))),  # beyond any default port range
+]
+
+
 @pytest.mark.e2e
-def test_a_scenario_beyond_this_hosts_limits_fails_before_anything_runs(tmp_path):
-    lim = preflight.read_limits(LocalHost())
-    conns = 999_999  # within sb-client's bound, beyond any default port range
+@pytest.mark.parametrize("text, expect", [c[1:] for c in BEFORE_ANY_SAMPLE], ids=[c[0] for c in BEFORE_ANY_SAMPLE])
+def test_a_scenario_beyond_the_limits_fails_before_any_sample_runs(tmp_path, no_leftovers, text, expect):
+    lim = preflight.read_limits(LocalHost())  # this host's real limits, not NOTES.md's
     p = tmp_path / "big.yaml"
-    p.write_text(f"servers: [naive]\nworkload: {{type: pingpong, conns: {conns}}}\n")
+    conns, lines = expect(lim, p)
+    p.write_text(text.replace("{conns}", conns))
     paths = commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports"))
     logged: list[str] = []
-    with pytest.raises(PreflightError) as e:
+    with pytest.raises((ScenarioError, PreflightError)) as e:
         commands.run(paths, str(p), log=logged.append, provision_deps=False)
-    lines = str(e.value).splitlines()
-    assert lines[0] == "the scenario does not fit these hosts' limits (nothing was run):"
-    assert (f"host local: sb-client opens {conns:,} connections to one address, the ephemeral port range "
-            f"{lim.port_range[0]}-{lim.port_range[1]} has {lim.ports:,} ports: widen net.ipv4.ip_local_port_range "
-            f"or lower conns") in lines
-    if lim.nofile_hard is not None and lim.nofile_hard < conns + preflight.FD_SLACK:
-        assert any(ln.startswith(f"host local: sb-client needs {conns + preflight.FD_SLACK:,} open files")
-                   for ln in lines)
+    got = str(e.value).splitlines()
+    if isinstance(e.value, PreflightError):  # every problem at once, under one heading
+        assert got == ["the scenario does not fit these hosts' limits (nothing was run):"] + lines
+    else:
+        assert got == lines
+    # Nothing was built, started or recorded: no results directory, so no raw files either.
     assert not (tmp_path / "results").exists() and not any("built" in m for m in logged)
 
 

@@ -53,6 +53,16 @@ BUF_MAX = 1 << 30  # --buf, --pipe-size
 MAX_CONNS_MAX = 1 << 24  # --max-conns (bpf/sockmap_common.c)
 DEFAULT_MAX_CONNS = 65536  # the SOCKMAP loaders' map size without --max-conns
 SEED_MAX = 2**64 - 1
+PAYLOAD_MAX = 1 << 50  # sb-client: bytes per connection (--bytes, or the product of the two below)
+# The client's per-connection payload of these workloads is a product, bounded by PAYLOAD_MAX.
+PAYLOAD_FACTORS: dict[str, tuple[str, str]] = {"pingpong": ("msg_size", "round_trips"),
+                                               "burst": ("burst_size", "bursts")}
+# Peers: programs/peers.py refuses config values beyond these, and every peer is configured for
+# PEER_MAX_CONNS connections at once (HAProxy maxconn; NGINX worker_connections is twice that).
+PEER_WORKERS_MAX = 64
+PEER_BUFFER_MAX = 64 << 20
+PEER_SOCKBUF_MAX = 1 << 30
+PEER_MAX_CONNS = 4096
 
 COMMON_SERVER_OPTIONS: dict[str, Option] = {
     "sndbuf": Option("--sndbuf", "size", "SO_SNDBUF on accepted sockets (0 = kernel default)", maximum=INT_MAX),
@@ -69,9 +79,10 @@ _MAX_CONNS = Option("--max-conns", "int", f"map size (default {DEFAULT_MAX_CONNS
 
 # Options of the peers (NGINX, HAProxy); peers.py turns them into config directives.
 PEER_OPTIONS: dict[str, Option] = {
-    "workers": Option("", "int", "NGINX worker processes / HAProxy threads (default 1)", minimum=1),
+    "workers": Option("", "int", "NGINX worker processes / HAProxy threads (default 1)", minimum=1,
+                      maximum=PEER_WORKERS_MAX),
     "buffer": Option("", "size", "NGINX proxy_buffer_size / HAProxy tune.bufsize (default 128KiB)",
-                     minimum=1024),
+                     minimum=1024, maximum=PEER_BUFFER_MAX),
 }
 
 
@@ -160,7 +171,8 @@ SERVERS: dict[str, ServerKind] = {
         ),
         # Peers: the user-space proxies people run today, configured from templates by peers.py.
         *(
-            ServerKind(name, program, description, PEER_OPTIONS, built=False, role=PROXY, peer=True)
+            ServerKind(name, program, description, PEER_OPTIONS, built=False, role=PROXY, peer=True,
+                       sockbuf_max=PEER_SOCKBUF_MAX)
             for name, program, description in (
                 ("nginx", "nginx", "NGINX stream proxy (one worker)"),
                 ("haproxy", "haproxy", "HAProxy mode tcp, no splice (one thread)"),
@@ -199,7 +211,7 @@ WORKLOAD_FIELDS: dict[str, WorkloadField] = {
     f.name: f
     for f in (
         WorkloadField("conns", "--conns", "int", 1, 1, "concurrent connections per client", 1_000_000),
-        WorkloadField("bytes", "--bytes", "size", 100 << 20, 1, "stream: bytes per connection", 1 << 50),
+        WorkloadField("bytes", "--bytes", "size", 100 << 20, 1, "stream: bytes per connection", PAYLOAD_MAX),
         WorkloadField("chunk", "--chunk", "size", 128 << 10, 1, "stream: write size", 64 << 20),
         WorkloadField("msg_size", "--msg-size", "size", 64, 1, "pingpong: message size", 1 << 30),
         WorkloadField("round_trips", "--round-trips", "int", 1000, 1, "pingpong: round trips per connection",

@@ -44,6 +44,7 @@ from splicebench.errors import HostError, ProcError, UserError
 from splicebench.hosts.base import Host, Proc
 from splicebench.hosts.local import LocalHost
 from splicebench.programs.provision import Package
+from splicebench.registry import PEER_BUFFER_MAX, PEER_MAX_CONNS, PEER_OPTIONS, PEER_SOCKBUF_MAX, PEER_WORKERS_MAX
 
 
 class PeerError(UserError):
@@ -84,7 +85,8 @@ DEFAULTS = {"workers": 1, "buffer": 131072, "sndbuf": 0, "rcvbuf": 0}
 # Most proxied connections at once: NGINX worker_connections is twice this (a connection per leg);
 # HAProxy maxconn is this, and HAProxy refuses to start when the descriptors that implies (two per
 # session, plus pipes when splicing) exceed the hard RLIMIT_NOFILE, 20000 on some systems.
-MAX_CONNS = 4096
+# Validation refuses scenarios that open more (registry.PEER_MAX_CONNS, with the other bounds below).
+MAX_CONNS = PEER_MAX_CONNS
 BIND_ATTEMPTS = 3
 
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9._/:\[\]+-]*$")
@@ -166,12 +168,12 @@ def peer_config(variant: str, *, listen_host: Any, listen_port: Any, upstream_ho
         upstream=host_port(str(uh), _int(upstream_port, "upstream port", 1, 65535)),
         workdir=_path(workdir, "work directory"),
         stream_module=_path(stream_module, "stream module", allow_empty=True),
-        workers=_int(opts["workers"], "workers", 1, 64),
+        workers=_int(opts["workers"], "workers", PEER_OPTIONS["workers"].minimum, PEER_WORKERS_MAX),
         max_conns=MAX_CONNS,
         worker_connections=2 * MAX_CONNS,
-        buffer=_int(opts["buffer"], "buffer", 1024, 64 << 20),
-        sndbuf=_int(opts["sndbuf"], "sndbuf", 0, 1 << 30),
-        rcvbuf=_int(opts["rcvbuf"], "rcvbuf", 0, 1 << 30),
+        buffer=_int(opts["buffer"], "buffer", PEER_OPTIONS["buffer"].minimum, PEER_BUFFER_MAX),
+        sndbuf=_int(opts["sndbuf"], "sndbuf", 0, PEER_SOCKBUF_MAX),
+        rcvbuf=_int(opts["rcvbuf"], "rcvbuf", 0, PEER_SOCKBUF_MAX),
     )
 
 

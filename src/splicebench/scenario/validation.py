@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from splicebench.registry import (COMMON_SERVER_OPTIONS, DEFAULT_MAX_CONNS, ECHO, MAX_CONNS_MAX, PROXY, SEED_MAX,
-                                  SERVERS, WORKLOAD_FIELDS, WORKLOADS, Option)
+from splicebench.registry import (COMMON_SERVER_OPTIONS, DEFAULT_MAX_CONNS, ECHO, MAX_CONNS_MAX, PAYLOAD_FACTORS,
+                                  PAYLOAD_MAX, PEER_MAX_CONNS, PROXY, SEED_MAX, SERVERS, WORKLOAD_FIELDS, WORKLOADS,
+                                  Option)
 from splicebench.scenario.checks import Checker, closest, found, join_path
 from splicebench.scenario.model import (
     DEFAULT_ADAPTIVE_MAX,
@@ -30,7 +31,7 @@ from splicebench.scenario.model import (
     Scenario,
     ServerConfig,
 )
-from splicebench.units import DURATION_HELP, parse_duration
+from splicebench.units import DURATION_HELP, format_size, parse_duration
 
 # The keys each mapping of a scenario file may have.
 TOP_KEYS = (
@@ -152,7 +153,10 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
 
     placements = _placements(c, data["placement"], tuple(known_hosts)) if "placement" in data else (Placement(),)
 
-    _map_sizes(c, listed, backend, dict(matrix).get("conns", (params["conns"],)), placements)
+    swept_values = dict(matrix)
+    conns_path = "matrix.conns" if "conns" in swept_values else "workload.conns"
+    _connection_limits(c, listed, backend, swept_values.get("conns", (params["conns"],)), placements, conns_path)
+    _payload(c, wtype, params, swept_values)
 
     swept = {k for k, _ in matrix}
     params = {k: v for k, v in params.items() if k not in swept}
@@ -372,9 +376,10 @@ def _tightest(key: str, servers: Sequence[ServerConfig]) -> Option:
     return min(opts, key=lambda o: o.maximum if o.maximum is not None else float("inf"))
 
 
-def _map_sizes(c: Checker, servers: Sequence[ServerConfig], backend: Backend | None, conns: Sequence[int],
-               placements: Sequence[Placement]) -> None:
-    """A SOCKMAP server's map must hold every connection of the largest cell (all clients together)."""
+def _connection_limits(c: Checker, servers: Sequence[ServerConfig], backend: Backend | None, conns: Sequence[int],
+                       placements: Sequence[Placement], conns_path: str) -> None:
+    """A SOCKMAP server's map, and a peer's connection limit, must hold every connection of the largest
+    cell (all clients together)."""
     clients = max(len(p.clients) for p in placements)
     need = max(conns) * clients
     programs = [(f"servers[{i}]", s.kind, s.options) for i, s in enumerate(servers)]
@@ -388,3 +393,20 @@ def _map_sizes(c: Checker, servers: Sequence[ServerConfig], backend: Backend | N
             c.fail(f"{path}.options.max_conns", f"the map holds fewer connections than the scenario opens "
                    f"({max(conns)} conns x {clients} client(s) = {need})", found(size),
                    f"max_conns >= {need} (at most {MAX_CONNS_MAX})")
+    for i, s in enumerate(servers):
+        if SERVERS[s.kind].peer and need > PEER_MAX_CONNS:
+            c.fail(conns_path, f"more connections than servers[{i}] ({s.kind}) is configured for "
+                   f"({max(conns)} conns x {clients} client(s) = {need})", found(max(conns)),
+                   f"conns x clients <= {PEER_MAX_CONNS} with a peer proxy")
+
+
+def _payload(c: Checker, wtype: str, params: Mapping[str, int], swept: Mapping[str, Sequence[int]]) -> None:
+    """sb-client's bytes per connection, a product for pingpong and burst, within PAYLOAD_MAX in every cell."""
+    if wtype not in PAYLOAD_FACTORS:
+        return
+    a, b = PAYLOAD_FACTORS[wtype]
+    va, vb = (max(swept.get(k, (params[k],))) for k in (a, b))
+    if va * vb > PAYLOAD_MAX:
+        path = next((f"matrix.{k}" for k in (b, a) if k in swept), f"workload.{b}")
+        c.fail(path, f"bytes per connection too large for the program ({a} {va} x {b} {vb})", found(va * vb),
+               f"{a} x {b} <= {PAYLOAD_MAX} ({format_size(PAYLOAD_MAX)})")
