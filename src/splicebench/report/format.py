@@ -114,6 +114,29 @@ def ratio_ci(lo: Any, hi: Any) -> str:
     return ci(lo, hi, sig3)
 
 
+def resolved_digits(rel_unc: Any) -> int:
+    """Significant digits a figure with this relative uncertainty supports (3 when unknown)."""
+    r = number(rel_unc)
+    if r is None:
+        return 3
+    return 3 if r <= 0.005 else (2 if r <= CPU_REL_LIMIT else 1)
+
+
+def ratio_resolved(x: Any, rel_unc: Any) -> str:
+    """A ratio of CPU figures: only the digits their relative uncertainty (summed) supports, "~" when
+    it exceeds CPU_REL_LIMIT."""
+    v, r = number(x), number(rel_unc)
+    if v is None:
+        return MISSING
+    d = resolved_digits(r)
+    return ("~" if r is not None and r > CPU_REL_LIMIT else "") + f"{float(f'{v:.{d}g}'):g}x"
+
+
+def ratio_ci_resolved(lo: Any, hi: Any, rel_unc: Any) -> str:
+    d = resolved_digits(rel_unc)
+    return ci(lo, hi, lambda v: f"{float(f'{v:.{d}g}'):g}")
+
+
 def p_value(p: Any) -> str:
     v = number(p)
     if v is None:

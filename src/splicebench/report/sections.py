@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from splicebench.analysis import latency, stats
+from splicebench.analysis import cpu, latency, stats
 from splicebench.analysis.compare import (Alignment, Group, MetricComparison, RunData, Source, architectures,
                                           emulation, needs_arch_section, show_fact)
 from splicebench.report import charts, export
@@ -51,6 +51,9 @@ def comparison_rows(comps: Sequence[MetricComparison], varying: Sequence[str]) -
     out = []
     for c in comps:
         col = c.metric.column
+        if col in cpu.POOLED:
+            out.append(_cpu_comparison_row(c, varying))
+            continue
         value = fmt.metric_formatter(col)
         out.append(ComparisonRowView(
             group=c.key.label(varying),
@@ -71,6 +74,34 @@ def comparison_rows(comps: Sequence[MetricComparison], varying: Sequence[str]) -
             n=f"{c.test.n_a} / {c.test.n_b}",
         ))
     return out
+
+
+def pooled_cpu(g: Group, metric: str) -> tuple[float, float]:
+    """A group's CPU per GiB pooled over its measured samples, with its uncertainty (analysis.cpu)."""
+    return cpu.pooled(g.measured, metric)
+
+
+def _cpu_comparison_row(c: MetricComparison, varying: Sequence[str]) -> ComparisonRowView:
+    """A comparison of a CPU metric: each side pooled with its resolution instead of a median of
+    quantized per-sample figures; the ratio and its CI only to the digits both sides support."""
+    (rv, ru), (ov, ou) = pooled_cpu(c.ref, c.metric.column), pooled_cpu(c.other, c.metric.column)
+    rel = (ru / abs(rv) if fmt.is_number(ru) and rv else math.nan) + (ou / abs(ov) if fmt.is_number(ou) and ov
+                                                                      else math.nan)
+    rel = None if math.isnan(rel) else rel
+    ratio = ov / rv if fmt.is_number(ov) and fmt.is_number(rv) and rv else math.nan
+    def resolution(u: float) -> str:
+        return f"pooled, ± {u:.1g} s" if fmt.is_number(u) else "pooled; resolution not recorded"
+
+    return ComparisonRowView(
+        group=c.key.label(varying), metric=SHORT_METRIC.get(c.metric.column, c.metric.title),
+        ref=str(fmt.cpu_figure(rv, ru)), ref_ci=resolution(ru),
+        other_label=f"{c.other.source.letter} vs {c.ref.source.letter}",
+        other=str(fmt.cpu_figure(ov, ou)), other_ci=resolution(ou),
+        ratio=fmt.ratio_resolved(ratio, rel), ratio_ci=fmt.ratio_ci_resolved(c.ratio.lo, c.ratio.hi, rel),
+        p=fmt.p_value(c.test.p_value), p_raw=fmt.p_value(c.p_raw),
+        delta=fmt.cliffs_delta(c.test.delta, c.test.magnitude),
+        verdict=VERDICT_TEXT.get(c.test.verdict, c.test.verdict), verdict_class=verdict_class(c.test.verdict),
+        noisy=c.noisy, n=f"{c.test.n_a} / {c.test.n_b}")
 
 
 def percentile(p: dict[str, float], name: str, g) -> str:
@@ -169,7 +200,7 @@ def _arch_rows(al: Alignment, s: Source) -> tuple[list[ArchRowView], list[tuple[
             per_core_ghz=("emulated" if not native else
                           throughput(per_ghz) if fmt.is_number(per_ghz) else "clock unknown"),
             p50=percentile(p, "p50", g), p99=percentile(p, "p99", g),
-            host_cpu=fmt.cpu_per_gib(stats.median_ci(g.values("host_cpu_s_per_gib")).median),
+            host_cpu=str(fmt.cpu_figure(*pooled_cpu(g, "host_cpu_s_per_gib"))),
             noisy=stats.is_noisy(vals)))
         chart_rows.append((k.server, g))
     return rows, chart_rows
