@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -235,6 +236,16 @@ def test_problems_name_host_limit_need_and_what_to_change(tmp_path):
     assert preflight.problems(preflight.needs(plan.build_plan(sc)), {"local": roomy}) == ([], [])
 
 
+@pytest.mark.unit
+def test_nginx_is_held_to_the_soft_limit_it_keeps(tmp_path):
+    sc = _load(tmp_path, "servers: [proxy-naive, nginx]\nbackend: {name: naive}\n"
+                         "workload: {type: pingpong, conns: 600}\nrepetitions: {warmup: 0, measured: 1}\n")
+    lim = preflight.Limits(nofile_hard=100_000, port_range=(1024, 65535), somaxconn=4096, nofile_soft=1024)
+    errors, _ = preflight.problems(preflight.needs(plan.build_plan(sc)), {"local": lim})
+    assert errors == ["host local: nginx needs 1,232 open files for 600 connections, its RLIMIT_NOFILE soft limit "
+                      "is 1,024: raise it (nofile in /etc/security/limits.conf, or ulimit -n as root) or lower conns"]
+
+
 def _preflight_lines(conns: int, lim: preflight.Limits) -> list[str]:
     """The lines preflight prints for `servers: [naive]` with `conns` on this host, in its order (per program:
     open files, then ports). sb-client and sb-echo-naive each hold one descriptor per connection."""
@@ -299,25 +310,61 @@ def test_a_scenario_beyond_the_limits_fails_before_any_sample_runs(tmp_path, no_
     assert not (tmp_path / "results").exists() and not any("built" in m for m in logged)
 
 
-@pytest.mark.e2e
-def test_a_programs_usage_error_stops_the_run_with_its_message(tmp_path, use_cache, no_leftovers, monkeypatch):
-    # Validation would refuse this chunk; let it through once to see what the runner does when the
-    # client itself refuses its command line.
-    from dataclasses import replace
-
+def _loosen_client_chunk(monkeypatch) -> None:
     monkeypatch.setitem(registry.WORKLOAD_FIELDS, "chunk", replace(WORKLOAD_FIELDS["chunk"], maximum=1 << 30))
+
+
+def _loosen_proxy_buf(monkeypatch) -> None:
+    kind = SERVERS["proxy-naive"]
+    buf = replace(kind.options["buf"], maximum=1 << 40)
+    monkeypatch.setitem(registry.SERVERS, "proxy-naive", replace(kind, options={**kind.options, "buf": buf}))
+
+
+# A program refusing its command line, let through validation by loosening one registry bound in this
+# process: (id, loosen, scenario, the program's message, statuses of the planned samples in order).
+USAGE_ERRORS = [
+    ("client", _loosen_client_chunk,
+     "servers: [naive, splice]\nworkload: {type: stream, bytes: 1MiB, chunk: 65MiB}\n"
+     "repetitions: {warmup: 1, measured: 2}\n",
+     "sb-client: --chunk: 68157440 is larger than the maximum 67108864", ["failed"] + ["skipped"] * 5),
+    # The direct row (client -> backend) runs first and passes; the proxy then refuses its --buf.
+    ("proxy", _loosen_proxy_buf,
+     "servers: [{name: proxy-naive, options: {buf: 2GiB}}]\nbackend: {name: naive}\n"
+     "workload: {type: stream, bytes: 1MiB}\nrepetitions: {warmup: 0, measured: 2}\n",
+     "sb-proxy-naive: --buf: 2147483648 is larger than the maximum 1073741824", ["ok", "failed", "skipped", "skipped"]),
+]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("loosen, text, message, statuses", [c[1:] for c in USAGE_ERRORS],
+                         ids=[c[0] for c in USAGE_ERRORS])
+def test_a_programs_usage_error_stops_the_run_with_its_message(tmp_path, use_cache, no_leftovers, monkeypatch,
+                                                               loosen, text, message, statuses):
+    loosen(monkeypatch)
     p = tmp_path / "usage.yaml"
-    p.write_text("servers: [naive, splice]\nworkload: {type: stream, bytes: 1MiB, chunk: 65MiB}\n"
-                 "repetitions: {warmup: 1, measured: 2}\n")
+    p.write_text(text)
     paths = commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports"))
     with pytest.raises(ProgramUsageError) as e:
         commands.run(paths, str(p), log=lambda m: None, progress_stream=io.StringIO())
-    msg = str(e.value)
-    assert msg.startswith("sb-client: --chunk: 68157440 is larger than the maximum 67108864 "
-                          "(a program refused its command line: the run stopped at once")
-    assert e.value.exit_code == 2 and "\n" not in msg
     run_dir = next((tmp_path / "results").iterdir())
+    assert str(e.value) == (f"{message} (a program refused its command line: the run stopped at once; "
+                            f"its samples are in {run_dir})")
+    assert e.value.exit_code == 2
     rows = rundir.load_samples(run_dir).to_dict("records")
-    assert [r["status"] for r in rows] == ["failed"] + ["skipped"] * 5  # every planned sample has a row
+    assert [r["status"] for r in rows] == statuses  # every planned sample has a row
+    failed = next(r for r in rows if r["status"] == "failed")
+    assert message in failed["error"]
     manifest = rundir.load_manifest(run_dir)
-    assert manifest["status"] == "stopped" and manifest["reason"].startswith("usage error: sb-client: ")
+    assert manifest["status"] == "stopped" and manifest["reason"] == f"usage error: {message}"
+
+
+@pytest.mark.e2e
+def test_check_shows_this_hosts_limits(tmp_path):
+    lim = preflight.read_limits(LocalHost())
+    paths = commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports"))
+    rows = {what: (status, detail) for status, what, detail in commands.check(paths, LocalHost())}
+    hard = "unlimited" if lim.nofile_hard is None else f"{lim.nofile_hard:,}"
+    assert rows["open files (hard limit)"][1].startswith(f"{hard} per process")
+    assert rows["ephemeral ports"] == ("ok", f"{lim.port_range[0]}-{lim.port_range[1]}: {lim.ports:,} connections "
+                                             f"from one address to one destination")
+    assert rows["accept queue"][1].endswith(f"(net.core.somaxconn {lim.somaxconn:,})")

@@ -381,8 +381,9 @@ def check(paths: Paths, host: Host | None = None) -> list[tuple[str, str, str]]:
     except (UserError, ValueError, IndexError) as e:
         add(None, "limits", f"cannot read: {e}")
     else:
-        nofile = "unlimited" if lim.nofile_hard is None else f"{lim.nofile_hard:,}"
-        add(True, "open files (hard limit)", f"{nofile} per process (the programs raise their soft limit to it)")
+        hard, soft = ("unlimited" if n is None else f"{n:,}" for n in (lim.nofile_hard, lim.nofile_soft))
+        add(True, "open files (hard limit)", f"{hard} per process (the programs raise their soft limit to it; "
+                                             f"NGINX keeps the soft limit, {soft})")
         add(True, "ephemeral ports", f"{lim.port_range[0]}-{lim.port_range[1]}: {lim.ports:,} connections "
                                      f"from one address to one destination")
         add(True, "accept queue", f"{min(preflight.LISTEN_BACKLOG, lim.somaxconn):,} "

@@ -25,6 +25,10 @@ FDS_PER_CONN = {"sb-echo-naive": 1, "sb-echo-splice": 3, "sb-echo-sockmap": 1, "
                 "sb-proxy-splice": 6, "sb-proxy-sockmap": 2, CLIENT_PROGRAM: 1}
 PEER_FDS_PER_CONN = 2
 FD_SLACK = 32  # listeners, epoll, signalfd, timerfd, BPF maps and programs, stdio
+# Programs that keep the soft RLIMIT_NOFILE they are started with: NGINX raises it only in worker
+# processes with worker_rlimit_nofile, and the peer runs as a single process. HAProxy raises its own
+# to what maxconn needs; every program of servers/ and bpf/ raises its own to the hard limit.
+KEEPS_SOFT_LIMIT = {"nginx"}
 LISTEN_BACKLOG = 4096  # net_listen()'s backlog (servers/net.c); the kernel caps it at somaxconn
 
 
@@ -47,6 +51,7 @@ class Limits:
     nofile_hard: int | None  # None: unlimited
     port_range: tuple[int, int]
     somaxconn: int
+    nofile_soft: int | None = None  # None: unlimited (what a program that keeps it can open)
 
     @property
     def ports(self) -> int:
@@ -82,11 +87,11 @@ def needs(plan: Plan) -> list[Need]:
 
 def read_limits(host: Host) -> Limits:
     """The limits of `host`, read there (as the programs will run: under the host's sudo if any)."""
-    r = host.run(["sh", "-c", "ulimit -Hn; cat /proc/sys/net/ipv4/ip_local_port_range "
+    r = host.run(["sh", "-c", "ulimit -Hn; ulimit -Sn; cat /proc/sys/net/ipv4/ip_local_port_range "
                               "/proc/sys/net/core/somaxconn"], timeout=30)
     words = r.stdout.split()
-    nofile = None if words[0] == "unlimited" else int(words[0])
-    return Limits(nofile, (int(words[1]), int(words[2])), int(words[3]))
+    hard, soft = (None if w == "unlimited" else int(w) for w in words[:2])
+    return Limits(hard, (int(words[2]), int(words[3])), int(words[4]), soft)
 
 
 def problems(wants: list[Need], limits: Mapping[str, Limits]) -> tuple[list[str], list[str]]:
@@ -94,10 +99,12 @@ def problems(wants: list[Need], limits: Mapping[str, Limits]) -> tuple[list[str]
     errors, warnings = [], []
     for n in wants:
         lim = limits[n.host]
-        if lim.nofile_hard is not None and n.fds > lim.nofile_hard:
+        soft = n.program in KEEPS_SOFT_LIMIT
+        nofile, which, cmd = (lim.nofile_soft, "soft", "ulimit -n") if soft else (lim.nofile_hard, "hard", "ulimit -Hn")
+        if nofile is not None and n.fds > nofile:
             errors.append(f"host {n.host}: {n.program} needs {n.fds:,} open files for {n.conns:,} connections, "
-                          f"its RLIMIT_NOFILE hard limit is {lim.nofile_hard:,}: raise it (nofile in "
-                          f"/etc/security/limits.conf, or ulimit -Hn as root) or lower conns")
+                          f"its RLIMIT_NOFILE {which} limit is {nofile:,}: raise it (nofile in "
+                          f"/etc/security/limits.conf, or {cmd} as root) or lower conns")
         if n.ports_to_one_peer > lim.ports:
             errors.append(f"host {n.host}: {n.program} opens {n.ports_to_one_peer:,} connections to one address, "
                           f"the ephemeral port range {lim.port_range[0]}-{lim.port_range[1]} has {lim.ports:,} "
