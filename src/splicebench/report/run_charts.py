@@ -131,8 +131,9 @@ def overlap(a, b, pad: float = 1.0) -> bool:
 
 def fit_labels(fig, which: str = "x") -> None:
     """Thin out the tick labels of the numeric axes (`which`: "x" or "xy") of each axes until no
-    two overlap, measured on the drawn figure; the first label is kept and then every k-th."""
-    fig.canvas.draw()
+    two overlap, measured on the laid-out figure (drawn without rasterizing: only the text
+    extents are needed); the first label is kept and then every k-th."""
+    fig.draw_without_rendering()
     renderer = fig.canvas.get_renderer()
     for get in [g for ax in fig.axes for g in (ax.get_xticklabels, ax.get_yticklabels)[:len(which)]]:
         labels = [t for t in get() if t.get_text() and t.get_visible()]
