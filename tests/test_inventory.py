@@ -121,7 +121,7 @@ def test_jump_host_from_inventory():
 
 def test_no_inventory_means_local_only():
     assert empty_inventory().names() == [LOCAL_HOST]
-    with pytest.raises(InventoryError, match=r"host 'web1' is not in no inventory \(use --hosts"):
+    with pytest.raises(InventoryError, match=r"host 'web1' is unknown: there is no inventory; name one with --hosts FILE"):
         empty_inventory().get("web1")
 
 

@@ -141,10 +141,12 @@ class Inventory:
         try:
             return self.hosts[name]
         except KeyError:
-            where = f"inventory {self.path}" if self.path else "no inventory (use --hosts FILE)"
+            if not self.path:
+                raise InventoryError(f"host {name!r} is unknown: there is no inventory; name one with "
+                                     f"--hosts FILE (without one, only 'local' exists)") from None
             known = ", ".join(self.hosts) or "none"
             raise InventoryError(
-                f"host {name!r} is not in {where}; hosts defined: {known}") from None
+                f"host {name!r} is not in inventory {self.path}; hosts defined: {known}") from None
 
     def with_label(self, label: str) -> list[HostSpec]:
         """Hosts carrying ``label``, in inventory order."""
