@@ -12,7 +12,7 @@ import time
 import pytest
 
 from splicebench.errors import CommandFailed, ProcError
-from splicebench.hosts.local import LocalHost, pdeathsig_prefix
+from splicebench.hosts.local import LocalHost, guarded, pdeathsig_prefix
 
 pytestmark = pytest.mark.e2e
 
@@ -151,9 +151,7 @@ def test_programs_die_with_a_killed_orchestrator(tmp_path):
 def test_parent_guard_stops_a_program_whose_orchestrator_is_already_gone():
     """The window between fork and setpriv's prctl: a program whose parent is no longer the
     orchestrator must not start (the guard compares $PPID with the orchestrator's pid)."""
-    from splicebench.hosts import local as hosts
-
-    argv = hosts.guarded(["/bin/echo", "started"])
+    argv = guarded(["/bin/echo", "started"])
     assert argv[: len(pdeathsig_prefix())] == pdeathsig_prefix()
     # As if the orchestrator had another pid: the guard refuses to exec the program.
     stale = argv.copy()
@@ -162,5 +160,5 @@ def test_parent_guard_stops_a_program_whose_orchestrator_is_already_gone():
     assert (r.returncode, r.stdout) == (70, "")
     # With this process as the parent it runs the program, arguments passed through untouched.
     hostile = ["/bin/echo", "$(touch /tmp/x)", "a; b", "'\""]
-    r = subprocess.run(hosts.guarded(hostile), capture_output=True, text=True, timeout=30)
+    r = subprocess.run(guarded(hostile), capture_output=True, text=True, timeout=30)
     assert (r.returncode, r.stdout) == (0, "$(touch /tmp/x) a; b '\"\n")

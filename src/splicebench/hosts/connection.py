@@ -26,7 +26,6 @@ class HostUnreachable(HostError):
     """Connecting failed, or the host stopped answering within a timeout."""
 
 
-
 def remote_command(argv: list[str], *, cwd: str | None = None, sudo: bool = False,
                    env: dict[str, str] | None = None) -> str:
     """The shell command line that runs argv on a POSIX remote shell; every word quoted."""

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from splicebench.hosts.local import Host
+from splicebench.hosts.base import Host
 
 SYSCTLS = (
     "net.core.rmem_max",

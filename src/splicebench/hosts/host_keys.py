@@ -49,6 +49,7 @@ class ChangedHostKey(HostKeyError):
             f"`ssh-keygen -R {shlex.quote(known_hosts_name(spec.hostname, spec.port))} -f "
             f"{shlex.quote(kh)}` and run `invoke hosts.trust {name}`.")
 
+
 def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH-style SHA256 fingerprint: ``SHA256:<base64 without padding>``."""
     digest = hashlib.sha256(key.asbytes()).digest()

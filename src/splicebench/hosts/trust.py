@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import paramiko
@@ -53,7 +54,6 @@ def fetch_host_key(spec: HostSpec, inventory: Inventory | None = None) -> parami
 
 def _hops_only(spec: HostSpec) -> HostSpec:
     """A spec for the last ProxyJump hop, reached through the hops before it."""
-    from dataclasses import replace
     *before, last = spec.proxy_jump
     return replace(spec, name=f"{spec.name}-jump", hostname=last.hostname, port=last.port,
                    user=last.user, key_files=last.key_files or spec.key_files, jump=None,

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from splicebench.programs import deploy
-from splicebench.hosts import facts
 from splicebench.errors import HostError, UserError
+from splicebench.hosts import facts
 from splicebench.hosts.base import LOCAL, Host, Proc
-from splicebench.hosts.local import LocalHost
 from splicebench.hosts.inventory import Inventory
+from splicebench.hosts.local import LocalHost
 from splicebench.hosts.ssh import SSHHost
+from splicebench.programs import deploy
 
 T = TypeVar("T")
 Log = Callable[[str], None]
