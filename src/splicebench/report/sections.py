@@ -89,8 +89,8 @@ def _cpu_comparison_row(c: MetricComparison, varying: Sequence[str]) -> Comparis
                                                                       else math.nan)
     rel = None if math.isnan(rel) else rel
     ratio = ov / rv if fmt.is_number(ov) and fmt.is_number(rv) and rv else math.nan
-    def resolution(u: float) -> str:
-        return f"pooled, ± {u:.1g} s" if fmt.is_number(u) else "pooled; resolution not recorded"
+    def resolution(u: float) -> str:  # in place of a CI: the pooled figure's own resolution
+        return f"± {u:.1g} s" if fmt.is_number(u) else "± n/a"
 
     return ComparisonRowView(
         group=c.key.label(varying), metric=SHORT_METRIC.get(c.metric.column, c.metric.title),
