@@ -471,6 +471,8 @@ def run_static_checks(paths: Paths, log: Log = _err) -> list[str]:
         if r.returncode != 0:
             log(f"{what} failed:\n{r.stdout}{r.stderr}".rstrip())
             failed.append(what)
+        else:
+            log(f"{what}: ok")
     return failed
 
 
