@@ -24,9 +24,10 @@ ranges), see analysis/summary.py.
 from __future__ import annotations
 
 import bisect
-import json
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+from splicebench.results.metrics import server_events
 
 # The fields of a /proc/stat CPU line, in its order.
 FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -75,16 +76,7 @@ class Readings:
 def parse_cpustat(text: str) -> Readings:
     """sb-cpustat's stdout (ready line, summary line) -> Readings; ValueError when it has no usable
     summary line."""
-    summary = None
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict) and obj.get("event") == "summary":
-                summary = obj
+    summary = server_events(text).get("summary")
     if summary is None:
         raise ValueError("the CPU sampler printed no summary line")
     try:
