@@ -7,6 +7,8 @@
 # servers/net.c is linked into every program, servers/proxy.c into every proxy (servers/proxy_*.c,
 # bpf/proxy_*.c). A bpf/X.c is a loader exactly when bpf/X.bpf.c exists; every other bpf/*.c (e.g.
 # bpf/sockmap_common.c) is compiled to $(BUILD)/bpf-X.o and linked into every loader.
+# io_uring programs (servers/*uring*.c) link liburing and are built only where its header is
+# installed (liburing-dev); every other program builds without it.
 
 BUILD ?= build
 CC ?= gcc
@@ -18,7 +20,9 @@ TRIPLE := $(shell $(CC) -dumpmachine)
 
 HEADERS := $(wildcard servers/*.h)
 SERVER_LIBS := servers/net.c servers/proxy.c
-SERVER_SRCS := $(filter-out $(SERVER_LIBS),$(wildcard servers/*.c))
+HAVE_LIBURING := $(shell echo '\#include <liburing.h>' | $(CC) -E -x c - >/dev/null 2>&1 && echo yes)
+URING_SRCS := $(wildcard servers/*uring*.c)
+SERVER_SRCS := $(filter-out $(SERVER_LIBS) $(if $(HAVE_LIBURING),,$(URING_SRCS)),$(wildcard servers/*.c))
 SERVER_LIB_OBJS := $(patsubst servers/%.c,$(BUILD)/%.o,$(SERVER_LIBS))
 BPF_HEADERS := $(wildcard bpf/*.h)
 BPF_LOADERS := $(patsubst %.bpf.c,%.c,$(wildcard bpf/*.bpf.c))
@@ -27,6 +31,8 @@ BPF_LIB_OBJS := $(patsubst bpf/%.c,$(BUILD)/bpf-%.o,$(BPF_LIB_SRCS))
 name = $(BUILD)/sb-$(subst _,-,$(basename $(notdir $(1))))
 # The shared objects program source $(1) links: net.o, and proxy.o for a proxy.
 libs = $(strip $(BUILD)/net.o $(if $(filter proxy_%,$(notdir $(1))),$(BUILD)/proxy.o))
+# Extra libraries program source $(1) links: liburing for the io_uring programs.
+ldlibs = $(if $(filter $(URING_SRCS),$(1)),-luring)
 SERVER_BINS := $(foreach s,$(SERVER_SRCS),$(call name,$(s)))
 BPF_BINS := $(foreach s,$(BPF_LOADERS),$(call name,$(s)))
 
@@ -40,7 +46,7 @@ $(SERVER_LIB_OBJS): $(BUILD)/%.o: servers/%.c $(HEADERS) | $(BUILD)
 
 define server_rule
 $(call name,$(1)): $(1) $(call libs,$(1)) $(HEADERS) | $(BUILD)
-	$$(CC) $$(CFLAGS) $$(WARN) -Iservers $$< $(call libs,$(1)) -o $$@ -lm
+	$$(CC) $$(CFLAGS) $$(WARN) -Iservers $$< $(call libs,$(1)) -o $$@ $(call ldlibs,$(1)) -lm
 endef
 $(foreach s,$(SERVER_SRCS),$(eval $(call server_rule,$(s))))
 

@@ -27,7 +27,13 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
-SERVERS = ("naive", "splice", "sockmap")
+# Echo servers as the tests name them: a program (build/sb-echo-<name>), or a mode of one, run
+# with that mode's arguments (MODES) and reporting the program's name in its JSON lines.
+SERVERS = ("naive", "splice", "sockmap", "uring", "uring-splice", "uring-send-zc")
+MODES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "uring-splice": ("uring", ("--mode", "splice")),
+    "uring-send-zc": ("uring", ("--mode", "send-zc")),
+}
 TESTS = Path(__file__).resolve().parent
 
 
@@ -70,7 +76,7 @@ def binary(name: str) -> Path:
 
 
 def server_binary(server: str) -> Path:
-    return binary(f"echo-{server}")
+    return binary(f"echo-{MODES.get(server, (server, ()))[0]}")
 
 
 class LineReader:
@@ -167,7 +173,8 @@ def running_server(
     On leaving the block the server gets SIGTERM unless the test stopped it already, and SIGKILL
     (to its whole process group, before it is reaped) if it does not exit.
     """
-    argv = [*(cmd if cmd is not None else [str(server_binary(server))]), *args]
+    program, mode_args = MODES.get(server, (server, ()))
+    argv = [*(cmd if cmd is not None else [str(server_binary(server)), *mode_args]), *args]
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
@@ -191,7 +198,7 @@ def running_server(
         ready = json.loads(line)
         assert ready.get("event") == "ready", ready
         assert ready.get("pid") == proc.pid, ready
-        srv = Server(server, proc, ready, reader)
+        srv = Server(program, proc, ready, reader)
         yield srv
     finally:
         if srv is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -64,3 +65,27 @@ def test_build_failure_names_the_cause_and_leaves_nothing(tmp_path, monkeypatch)
     assert "building the programs failed" in str(exc.value)
     assert "deliberately broken" in str(exc.value)
     assert os.listdir(cache / "build") == []
+
+
+@pytest.mark.e2e
+def test_a_host_without_liburing_builds_everything_else(tmp_path):
+    # HAVE_LIBURING= on make's command line is what the header probe yields on such a host.
+    out = tmp_path / "build"
+    r = subprocess.run(["make", "-C", str(REPO), f"BUILD={out}", "HAVE_LIBURING=", "-j2"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert all((out / p).is_file() for p in deploy.expected_programs())
+    assert "sb-echo-uring" in deploy.OPTIONAL_PROGRAMS and not (out / "sb-echo-uring").exists()
+    b = deploy.Build("lab1", "h", str(out), False, 0.0, ("sb-echo-uring",))
+    assert b.missing_program("sb-echo-naive") is None
+    assert deploy.first_missing({"lab1": b}, [("lab1", "sb-echo-naive"), ("lab1", "sb-echo-uring")]) == (
+        "host lab1: its build has no sb-echo-uring (liburing-dev is not installed there; install it, or run "
+        "without the servers that need it)")
+    assert [p.name for p in deploy.optional_packages(["sb-echo-naive", "sb-echo-uring"])] == ["liburing-dev"]
+    assert deploy.optional_packages(["sb-echo-naive"]) == []
+
+
+@pytest.mark.e2e
+def test_the_io_uring_server_is_built_where_liburing_is_installed(programs):
+    assert programs.absent == ()
+    assert os.access(programs.program("sb-echo-uring"), os.X_OK)

@@ -260,7 +260,14 @@ SERVER_BAD = {
         (["--pipe-size", ""], "--pipe-size"),
     ],
     "sockmap": [(["--map", "array"], "--map"), (["--max-conns", "x"], "--max-conns")],
+    "uring": [
+        (["--mode", "aio"], "--mode: expected recv-send, splice or send-zc, got 'aio'"),
+        (["--queue-depth", "0"], "--queue-depth must be at least 1"),
+        (["--buffers", "0"], "--buffers must be at least 1"),
+        (["--buffer-size", "0"], "--buffer-size must be at least 1"),
+    ],
 }
+SERVER_BAD["uring-splice"] = SERVER_BAD["uring-send-zc"] = SERVER_BAD["uring"]
 
 
 @pytest.mark.parametrize(
@@ -309,7 +316,7 @@ def test_client_bad_arguments_are_usage_errors(argv: list[str], expected: str) -
     assert proc.stdout == ""
 
 
-@pytest.mark.parametrize("prog", ["echo-naive", "echo-splice", "echo-sockmap", "client"])
+@pytest.mark.parametrize("prog", ["echo-naive", "echo-splice", "echo-sockmap", "echo-uring", "client"])
 def test_help_exits_zero_with_usage(prog: str) -> None:
     proc = subprocess.run([str(binary(prog)), "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0
@@ -471,3 +478,29 @@ def test_splice_falls_back_to_default_pipes_for_an_unprivileged_user() -> None:
     count_line = [line for line in srv.stderr.splitlines() if "pipes kept the default size" in line]
     assert len(count_line) == 1
     assert int(count_line[0].split("warning: ")[1].split()[0]) >= 40
+
+
+# ---------------------------------------------------------------------------------------------
+# uring: a kernel without io_uring is one line naming what is missing, never another technique
+
+IO_URING_DISABLED = Path("/proc/sys/kernel/io_uring_disabled")
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("mode", ["recv-send", "splice", "send-zc"])
+def test_uring_with_io_uring_disabled_fails_with_one_line(mode: str) -> None:
+    if not IO_URING_DISABLED.exists():
+        pytest.skip("this kernel has no kernel.io_uring_disabled (before Linux 6.6)")
+    exe = str(server_binary("uring"))
+    before = IO_URING_DISABLED.read_text()
+    try:
+        IO_URING_DISABLED.write_text("2\n")
+        proc = subprocess.run([exe, "--mode", mode], capture_output=True, text=True, timeout=30)
+    finally:
+        IO_URING_DISABLED.write_text(before)
+    assert IO_URING_DISABLED.read_text() == before
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert proc.stderr.splitlines() == [
+        "sb-echo-uring: io_uring is disabled on this host (kernel.io_uring_disabled = 2)"
+    ]
+    assert proc.stdout == ""  # no ready line: it never listened

@@ -31,7 +31,7 @@ DUR = "seconds as a number, or a string like '500ms', '90s', '2m', '1h'"
 TOP = ("name, description, servers, workload, repetitions, baseline, stop_on_failure, timeout, seed, "
        "matrix, placement, backend")
 KINDS = ("haproxy, haproxy-splice, haproxy-splice-auto, naive, nginx, proxy-naive, proxy-sockmap, proxy-splice, "
-         "sockmap, splice")
+         "sockmap, splice, uring")
 PROXIES = "proxy-naive, proxy-splice, proxy-sockmap, nginx, haproxy, haproxy-splice-auto, haproxy-splice"
 
 # (YAML text, exact message, whether the JSON Schema can reject it too)
@@ -61,6 +61,16 @@ BAD = [
      "allowed: buf, rcvbuf, sndbuf (did you mean 'buf'?)", True),
     ("servers: [{name: sockmap, options: {map: array}}]\nworkload: {type: stream}",
      "bad.yaml: servers[0].options.map: not a valid choice; found 'array', allowed: sockhash, sockmap", True),
+    ("servers: [{name: uring, options: {mode: aio}}]\nworkload: {type: stream}",
+     "bad.yaml: servers[0].options.mode: not a valid choice; found 'aio', allowed: recv-send, splice, send-zc", True),
+    ("servers: [{name: uring, options: {queue_depth: 40000}}]\nworkload: {type: stream}",
+     "bad.yaml: servers[0].options.queue_depth: too large for the program; found 40000, allowed: an integer "
+     "from 1 to 32768", True),
+    ("servers: [{name: uring, options: {buffers: 0}}]\nworkload: {type: stream}",
+     "bad.yaml: servers[0].options.buffers: must be positive; found 0, allowed: an integer >= 1", True),
+    ("servers: [{name: uring, options: {buffer_size: 0}}]\nworkload: {type: stream}",
+     "bad.yaml: servers[0].options.buffer_size: must be positive; found 0, allowed: a size >= 1B, e.g. 64, "
+     "'64B', '128KiB', '100MiB', '1GiB'", True),
     ("servers: [{name: sockmap, options: {parser: yes please}}]\nworkload: {type: stream}",
      "bad.yaml: servers[0].options.parser: not a boolean; found 'yes please', allowed: true or false", True),
     ("servers: naive\nworkload: {type: stream}",
@@ -77,9 +87,9 @@ BAD = [
      "bad.yaml: servers[1]: not a proxy (with a 'backend' section the servers are proxies); found 'splice', "
      f"allowed: {PROXIES} (did you mean 'proxy-splice'?)", False),
     ("servers: [nginx]\nbackend: {name: haproxy}\nworkload: {type: stream}",
-     "bad.yaml: backend.name: not an echo server; found 'haproxy', allowed: naive, splice, sockmap", True),
+     "bad.yaml: backend.name: not an echo server; found 'haproxy', allowed: naive, splice, sockmap, uring", True),
     ("servers: [nginx]\nbackend: {options: {buf: 1MiB}}\nworkload: {type: stream}",
-     "bad.yaml: backend.name: missing; found nothing, allowed: naive, splice, sockmap", True),
+     "bad.yaml: backend.name: missing; found nothing, allowed: naive, splice, sockmap, uring", True),
     ("servers: [nginx]\nbackend: {name: naive, options: {pipe_size: 1MiB}}\nworkload: {type: stream}",
      "bad.yaml: backend.options.pipe_size: unknown option for server 'naive'; found 'pipe_size', "
      "allowed: buf, rcvbuf, sndbuf", False),

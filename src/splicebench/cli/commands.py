@@ -167,11 +167,16 @@ def _prepare_hosts(paths: Paths, the_plan: plan_mod.Plan, hosts: dict[str, Host]
     NGINX/HAProxy ready where the plan runs them, and gather every host's facts."""
     from splicebench.run import fleet
 
-    built = fleet.deploy_all(hosts, paths.root, provision=provision_deps, log=log)
+    needs = sorted((h, p) for h, progs in the_plan.programs().items() for p in progs)
+    built = fleet.deploy_all(hosts, paths.root, provision=provision_deps,
+                             extra=deploy.optional_packages([p for _, p in needs]), log=log)
     err = fleet.failures(built, "deploy")
     if err:
         raise err
     builds = {n: b for n, b in built.items() if isinstance(b, deploy.Build)}
+    why = deploy.first_missing(builds, needs)
+    if why:
+        raise UserError(why)
     for name, b in builds.items():
         log(f"host {name}: programs {b.hash} " + (f"built in {b.seconds:.1f} s" if b.built else "cached"))
     # NGINX/HAProxy where the scenario runs them: installed, configs accepted, versions recorded.
@@ -442,7 +447,8 @@ def clean(paths: Paths, host: Host | None = None) -> CleanReport:
 
 def ensure_test_deps(log: Log = _err) -> None:
     host = LocalHost()
-    provision.ensure(host, provision.BUILD_PACKAGES + provision.TEST_PACKAGES + provision.ARM64_LAB_PACKAGES,
+    provision.ensure(host, provision.BUILD_PACKAGES + provision.OPTIONAL_BUILD_PACKAGES + provision.TEST_PACKAGES
+                     + provision.ARM64_LAB_PACKAGES,
                      what="build and test dependencies", log=log)
 
 

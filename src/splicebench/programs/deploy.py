@@ -17,11 +17,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from splicebench.errors import BuildError, CommandFailed, tail
 from splicebench.hosts.base import Host
-from splicebench.programs.provision import BUILD_PACKAGES, ensure
+from splicebench.programs.provision import BUILD_PACKAGES, OPTIONAL_BUILD_PACKAGES, Package, ensure
 from splicebench.registry import CLIENT_PROGRAM, SAMPLER_PROGRAM, SERVERS
 
 # What the Makefile reads. Add a path here when the build starts to depend on it.
@@ -29,6 +29,9 @@ SOURCES = ("Makefile", "servers", "bpf")
 SKIP_SUFFIXES = (".o", ".skel.h", ".swp", "~")
 COMPLETE = ".complete"
 MAKE_TIMEOUT_S = 900
+# Programs the Makefile builds only where their package is installed (provision.OPTIONAL_BUILD_PACKAGES);
+# a build without them is complete, and a run that needs one refuses the host (missing_program).
+OPTIONAL_PROGRAMS = {"sb-echo-uring": "liburing-dev"}
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,17 @@ class Build:
     dir: str  # directory on the host holding the sb-* programs
     built: bool  # False: found in the cache
     seconds: float
+    absent: tuple[str, ...] = ()  # OPTIONAL_PROGRAMS this build lacks (their package is not installed)
 
     def program(self, name: str) -> str:
         return f"{self.dir}/{name}"
+
+    def missing_program(self, name: str) -> str | None:
+        """One line saying why `name` cannot run from this build, or None when it can."""
+        if name not in self.absent:
+            return None
+        return (f"host {self.host}: its build has no {name} ({OPTIONAL_PROGRAMS[name]} is not installed there; "
+                f"install it, or run without the servers that need it)")
 
 
 def source_files(root: Path) -> list[Path]:
@@ -73,7 +84,30 @@ def content_hash(root: Path) -> str:
 
 
 def expected_programs() -> list[str]:
-    return sorted({s.program for s in SERVERS.values() if s.built} | {CLIENT_PROGRAM, SAMPLER_PROGRAM})
+    """The programs every build has (the optional ones aside)."""
+    return sorted({s.program for s in SERVERS.values() if s.built and s.program not in OPTIONAL_PROGRAMS}
+                  | {CLIENT_PROGRAM, SAMPLER_PROGRAM})
+
+
+def optional_packages(programs: Sequence[str]) -> list[Package]:
+    """The OPTIONAL_BUILD_PACKAGES that building `programs` needs."""
+    names = {OPTIONAL_PROGRAMS[p] for p in programs if p in OPTIONAL_PROGRAMS}
+    return [p for p in OPTIONAL_BUILD_PACKAGES if p.name in names]
+
+
+def first_missing(builds: dict[str, Build], needs: Sequence[tuple[str, str]]) -> str | None:
+    """For (host, program) pairs a run needs: one line naming the first program a host's build
+    lacks (Build.missing_program), or None when every host has what it runs."""
+    for host, program in needs:
+        b = builds.get(host)
+        why = b.missing_program(program) if b else None
+        if why:
+            return why
+    return None
+
+
+def _absent(host: Host, build_dir: str) -> tuple[str, ...]:
+    return tuple(p for p in sorted(OPTIONAL_PROGRAMS) if not host.exists(f"{build_dir}/{p}"))
 
 
 def _tarball(root: Path) -> bytes:
@@ -89,17 +123,24 @@ def _tarball(root: Path) -> bytes:
     return buf.getvalue()
 
 
-def build(host: Host, root: Path, *, provision: bool = True,
+def build(host: Host, root: Path, *, provision: bool = True, extra: Sequence[Package] = (),
           log: Callable[[str], None] = print) -> Build:
-    """Programs of the current sources on `host`, built unless already cached."""
+    """Programs of the current sources on `host`, built unless already cached. With provision, the
+    build dependencies and `extra` (some of OPTIONAL_BUILD_PACKAGES) are installed first; a cached
+    build that lacks a program of `extra` is built again once its package is there."""
     t0 = time.monotonic()
     digest = content_hash(root)
     base = f"{host.workdir()}/build"
     final = f"{base}/{digest}"
+    wanted = {p.name for p in extra}
     if host.exists(f"{final}/{COMPLETE}"):
-        return Build(host.name, digest, final, False, time.monotonic() - t0)
+        absent = _absent(host, final)
+        if not (provision and wanted & {OPTIONAL_PROGRAMS[p] for p in absent}):
+            return Build(host.name, digest, final, False, time.monotonic() - t0, absent)
     if provision:
-        ensure(host, BUILD_PACKAGES, what="build dependencies", log=log)
+        ensure(host, [*BUILD_PACKAGES, *extra], what="build dependencies", log=log)
+        if host.exists(f"{final}/{COMPLETE}"):
+            host.remove_tree(final)  # built before the optional package was installed
     log(f"host {host.name}: building programs {digest} in {final}")
     tmp = f"{final}.tmp-{secrets.token_hex(4)}"
     try:
@@ -128,7 +169,7 @@ def build(host: Host, root: Path, *, provision: bool = True,
     finally:
         if host.exists(tmp):
             host.remove_tree(tmp)
-    return Build(host.name, digest, final, True, time.monotonic() - t0)
+    return Build(host.name, digest, final, True, time.monotonic() - t0, _absent(host, final))
 
 
 def drop_cache(host: Host) -> str:

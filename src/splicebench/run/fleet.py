@@ -11,7 +11,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from splicebench.errors import HostError, UserError
 from splicebench.hosts import facts
@@ -20,6 +20,7 @@ from splicebench.hosts.inventory import Inventory
 from splicebench.hosts.local import LocalHost
 from splicebench.hosts.ssh import SSHHost
 from splicebench.programs import deploy
+from splicebench.programs.provision import Package
 
 T = TypeVar("T")
 Log = Callable[[str], None]
@@ -124,10 +125,11 @@ def failures(results: dict[str, object], what: str) -> UserError | None:
 
 
 def deploy_all(hosts: dict[str, Host], root: Path, *, provision: bool = True,
-               log: Log = print) -> dict[str, deploy.Build | UserError]:
-    """Build the programs on every host in parallel (each natively; cached by content hash)."""
+               extra: Sequence[Package] = (), log: Log = print) -> dict[str, deploy.Build | UserError]:
+    """Build the programs on every host in parallel (each natively; cached by content hash); with
+    provision, `extra` optional build packages are installed too (deploy.build)."""
     return for_each_host(list(hosts.values()),
-                         lambda h: deploy.build(h, root, provision=provision, log=log))
+                         lambda h: deploy.build(h, root, provision=provision, extra=extra, log=log))
 
 
 def facts_all(hosts: dict[str, Host]) -> dict[str, dict]:
