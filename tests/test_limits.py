@@ -218,6 +218,15 @@ def test_needs_count_the_descriptors_each_program_holds(tmp_path):
                    "sb-proxy-splice": (632, 100, 100), "nginx": (232, 100, 100)}
 
 
+
+@pytest.mark.unit
+def test_every_built_server_has_its_descriptors_per_connection(tmp_path):
+    sc = _load(tmp_path, "servers: [naive, splice, sockmap, uring]\nworkload: {type: stream, conns: 10}\n"
+                         "repetitions: {warmup: 0, measured: 1}\n")
+    got = {n.program: n.fds for n in preflight.needs(plan.build_plan(sc))}
+    assert got["sb-echo-uring"] == 3 * 10 + preflight.FD_SLACK  # a socket and, in splice mode, a pipe
+    assert {k.program for k in SERVERS.values() if k.built} <= set(preflight.FDS_PER_CONN)
+
 @pytest.mark.unit
 def test_problems_name_host_limit_need_and_what_to_change(tmp_path):
     sc = _load(tmp_path, "servers: [splice]\nworkload: {type: pingpong, conns: 600}\n"
