@@ -186,3 +186,12 @@ def test_check_probes_setpriv_on_the_host_it_checks(tmp_path):
         "warn", "missing: programs survive a SIGKILLed orchestrator until their deadman timer")
     rows = {what: (status, detail) for status, what, detail in commands.check(paths, LocalHost())}
     assert rows["setpriv --pdeathsig"] == ("ok", "programs die with the orchestrator")
+
+
+def test_check_has_an_io_uring_row(tmp_path):
+    paths = commands.Paths.of(REPO, str(tmp_path / "results"))
+    rows = {what: (status, detail) for status, what, detail in commands.check(paths, LocalHost())}
+    disabled = Path("/proc/sys/kernel/io_uring_disabled").read_text().strip()
+    status, detail = rows["io_uring"]
+    assert detail.startswith(f"kernel.io_uring_disabled={disabled}") and detail.endswith(", liburing-dev installed")
+    assert status == ("ok" if disabled == "0" else "warn")

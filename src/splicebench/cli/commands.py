@@ -358,6 +358,7 @@ def check(paths: Paths, host: Host | None = None) -> list[tuple[str, str, str]]:
     add(not miss, "build dependencies",
         "all installed" if not miss else f"missing {' '.join(p.name for p in miss)}"
         + (" (invoke run installs them)" if info.apt and root else ""), warn_only=bool(info.apt and root))
+    add_io_uring_row(host, add)
     caps = f.get("capabilities") or {}
     priv = root or (caps.get("CAP_BPF") and caps.get("CAP_NET_ADMIN"))
     add(bool(priv), "privileges", "root" if root else
@@ -402,6 +403,19 @@ def check(paths: Paths, host: Host | None = None) -> list[tuple[str, str, str]]:
         add(True, "accept queue", f"{min(preflight.LISTEN_BACKLOG, lim.somaxconn):,} "
                                   f"(net.core.somaxconn {lim.somaxconn:,})")
     return rows
+
+
+def add_io_uring_row(host: Host, add: Callable[..., None]) -> None:
+    """check()'s io_uring row (warn only: only the uring server needs it): kernel.io_uring_disabled and
+    whether liburing-dev, without which sb-echo-uring is not built, is installed."""
+    r = host.run(["cat", "/proc/sys/kernel/io_uring_disabled"], check=False, timeout=10)
+    disabled = r.stdout.strip() if r.returncode == 0 else "absent (before Linux 6.6: allowed)"
+    lib = not provision.missing(host, provision.OPTIONAL_BUILD_PACKAGES)
+    allowed = disabled != "2" and disabled != "1"
+    add(allowed and lib, "io_uring", f"kernel.io_uring_disabled={disabled}"
+        + ("" if allowed else " (the uring server cannot run)")
+        + (", liburing-dev installed" if lib else ", liburing-dev missing: sb-echo-uring is not built (invoke "
+           "run installs it for a scenario naming uring)"), warn_only=True)
 
 
 def has_pdeathsig(host: Host) -> bool:
