@@ -195,6 +195,8 @@ static void start_splice(struct conn *c, bool in)
 	c->inflight++;
 }
 
+static void wake_waiting(void);
+
 /* Close c once nothing of it is in flight and it is done (echoed everything after the FIN) or
  * failed; otherwise do nothing. Buffers it still holds go back to the ring. */
 static void conn_maybe_close(struct conn *c)
@@ -226,14 +228,24 @@ static void conn_maybe_close(struct conn *c)
 		accept_paused = false; /* a descriptor is free again */
 		arm_accept();
 	}
+	wake_waiting(); /* c's buffers went back to the ring */
 }
 
-/* Mark c failed: shut the socket down so that its pending operations complete soon. */
+/* Mark c failed: shut the socket down so that its pending operations complete soon, and take it
+ * off the list of connections waiting for buffers (the buffers it holds may be all there are). */
 static void conn_fail(struct conn *c)
 {
-	if (!c->failed) {
-		c->failed = true;
-		shutdown(c->fd, SHUT_RDWR);
+	if (c->failed)
+		return;
+	c->failed = true;
+	shutdown(c->fd, SHUT_RDWR);
+	if (c->wait_bufs) {
+		struct conn **p = &waiting;
+		while (*p != c)
+			p = &(*p)->next_wait;
+		*p = c->next_wait;
+		c->wait_bufs = false;
+		c->inflight--; /* the wait held c open */
 	}
 }
 

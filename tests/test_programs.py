@@ -504,3 +504,29 @@ def test_uring_with_io_uring_disabled_fails_with_one_line(mode: str) -> None:
         "sb-echo-uring: io_uring is disabled on this host (kernel.io_uring_disabled = 2)"
     ]
     assert proc.stdout == ""  # no ready line: it never listened
+
+
+@pytest.mark.parametrize("server", ["uring", "uring-send-zc"])
+def test_uring_a_reset_connection_gives_its_buffers_back(server: str) -> None:
+    # One provided buffer in all: a client that sends without reading holds it (its echo cannot be
+    # sent) while every receive waits for buffers; its reset must return it to the others.
+    with running_server(server, "--buffers", "1", "--buffer-size", "4096") as srv:
+        hog = socket.create_connection((srv.addr, srv.port), timeout=30)
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.setblocking(False)
+        sent = 0
+        try:
+            while sent < 64 << 20:
+                sent += hog.send(b"x" * 65536)
+        except BlockingIOError:
+            pass  # the server stopped reading: its one buffer waits for this client
+        waiting = subprocess.Popen([str(binary("client")), "--connect", srv.connect, "--workload", "stream",
+                                    "--bytes", "1000000", "--timeout", "60"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        hog.close()  # linger 0: a reset
+        out, err = waiting.communicate(timeout=90)
+        assert waiting.returncode == 0, (out, err)
+        assert srv.stop() == 0, srv.stderr
+        s = srv.summary
+        assert s is not None and s["connections"] == 2 and s["active"] == 0 and s["errors"] == 1, s
