@@ -20,7 +20,8 @@ TRIPLE := $(shell $(CC) -dumpmachine)
 
 HEADERS := $(wildcard servers/*.h)
 SERVER_LIBS := servers/net.c servers/proxy.c
-HAVE_LIBURING := $(shell echo '\#include <liburing.h>' | $(CC) -E -x c - >/dev/null 2>&1 && echo yes)
+URING_HEADER ?= liburing.h
+HAVE_LIBURING := $(shell $(CC) -E -include $(URING_HEADER) -x c /dev/null >/dev/null 2>&1 && echo yes)
 URING_SRCS := $(wildcard servers/*uring*.c)
 SERVER_SRCS := $(filter-out $(SERVER_LIBS) $(if $(HAVE_LIBURING),,$(URING_SRCS)),$(wildcard servers/*.c))
 SERVER_LIB_OBJS := $(patsubst servers/%.c,$(BUILD)/%.o,$(SERVER_LIBS))
