@@ -45,8 +45,16 @@ static const char *const mode_names[] = {"recv-send", "splice", "send-zc"};
 
 /* The kind of a submission, kept in the low 3 bits of its user_data (the rest is a pointer to an
  * 8-byte aligned struct conn, or a struct buf for sends). */
-enum op { OP_ACCEPT, OP_SIGNAL, OP_RECV, OP_SEND, OP_POLL_IN, OP_POLL_OUT, OP_SPLICE_IN,
-	  OP_SPLICE_OUT };
+enum op {
+	OP_ACCEPT,
+	OP_SIGNAL,
+	OP_RECV,
+	OP_SEND,
+	OP_POLL_IN,
+	OP_POLL_OUT,
+	OP_SPLICE_IN,
+	OP_SPLICE_OUT
+};
 #define OP_MASK 7u
 #define BGID 0 /* the one provided-buffer group */
 
@@ -69,8 +77,8 @@ struct conn {
 	bool send_busy;		 /* a send (or poll/splice out) is in flight */
 	bool wait_bufs;		 /* recv modes: the receive ended for lack of buffers */
 	bool eof;		 /* client half-closed */
-	bool failed;		 /* an error ended the connection; close once nothing is in flight */
-	struct conn *next_wait;	 /* list of connections waiting for buffers */
+	bool failed;		/* an error ended the connection; close once nothing is in flight */
+	struct conn *next_wait; /* list of connections waiting for buffers */
 } __attribute__((aligned(8)));
 
 static struct net_stats st;
@@ -306,7 +314,8 @@ static void on_accept(struct io_uring_cqe *cqe)
 		   cqe->res == -ENOBUFS) {
 		static bool warned;
 		if (!warned)
-			net_warn("accept: %s (waiting for a connection to close)", strerror(-cqe->res));
+			net_warn("accept: %s (waiting for a connection to close)",
+				 strerror(-cqe->res));
 		warned = true;
 		if (st.active > 0 && !accept_armed) {
 			accept_paused = true;
@@ -527,7 +536,8 @@ static void setup_ring(void)
 	int r = io_uring_queue_init(queue_depth, &ring, 0);
 	if (r < 0) {
 		if (disabled == 1 && r == -EPERM)
-			net_die("io_uring is not allowed for this user (kernel.io_uring_disabled = 1)");
+			net_die(
+			    "io_uring is not allowed for this user (kernel.io_uring_disabled = 1)");
 		net_die("io_uring_queue_init (queue depth %u): %s", queue_depth, strerror(-r));
 	}
 	struct io_uring_probe *probe = io_uring_get_probe_ring(&ring);
@@ -547,14 +557,15 @@ static void setup_ring(void)
 	};
 	for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
 		if ((need[i].modes & (1 << mode)) && !io_uring_opcode_supported(probe, need[i].op))
-			net_die("io_uring: this kernel lacks %s (needed by --mode %s)", need[i].name,
-				mode_names[mode]);
+			net_die("io_uring: this kernel lacks %s (needed by --mode %s)",
+				need[i].name, mode_names[mode]);
 	/* Multishot accept and receive arrived with Linux 5.19 and 6.0; neither has an opcode of
 	 * its own to probe. IORING_OP_SEND_ZC arrived in 6.0, after both: its presence vouches for
 	 * them (the kernel would otherwise fail the first accept or receive with EINVAL). */
 	if (!io_uring_opcode_supported(probe, IORING_OP_SEND_ZC))
-		net_die("io_uring: this kernel lacks multishot accept/receive (Linux 6.0, probed by "
-			"IORING_OP_SEND_ZC)");
+		net_die(
+		    "io_uring: this kernel lacks multishot accept/receive (Linux 6.0, probed by "
+		    "IORING_OP_SEND_ZC)");
 	io_uring_free_probe(probe);
 	feature("multishot-accept");
 	feature("poll");
@@ -567,9 +578,8 @@ static void setup_ring(void)
 	br = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
 	if (br == MAP_FAILED)
 		net_die("mmap of the buffer ring: %s", strerror(errno));
-	struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)br,
-				       .ring_entries = nbufs,
-				       .bgid = BGID};
+	struct io_uring_buf_reg reg = {
+	    .ring_addr = (uint64_t)(uintptr_t)br, .ring_entries = nbufs, .bgid = BGID};
 	r = io_uring_register_buf_ring(&ring, &reg, 0);
 	if (r < 0)
 		net_die("io_uring: this kernel lacks provided-buffer rings "
@@ -588,6 +598,7 @@ static void setup_ring(void)
 	feature(mode == MODE_SEND_ZC ? "send-zc" : "send");
 }
 
+/* Print the command line and its options to f (--help, usage errors' hint). */
 static void usage(FILE *f)
 {
 	fprintf(
@@ -599,7 +610,8 @@ static void usage(FILE *f)
 	    "  --mode M             recv-send (default): multishot receive into provided buffers,\n"
 	    "                       send on completion; send-zc: the same with zero-copy sends;\n"
 	    "                       splice: socket -> pipe -> socket with IORING_OP_SPLICE\n"
-	    "  --queue-depth N      submission queue entries (default 256; the kernel rounds up to\n"
+	    "  --queue-depth N      submission queue entries (default 256; the kernel rounds up "
+	    "to\n"
 	    "                       a power of two)\n"
 	    "  --buffers N          provided buffers (default 256, rounded up to a power of two;\n"
 	    "                       recv-send and send-zc)\n"
@@ -643,6 +655,9 @@ static unsigned pow2_up(unsigned n)
 	return p;
 }
 
+/* Parse the options, probe and set up the ring, listen, print the ready line, then run the
+ * completion loop until SIGTERM/SIGINT and print the summary line. Exit 0; 1 on a runtime failure
+ * (one line on stderr), 2 on bad arguments. */
 int main(int argc, char **argv)
 {
 	static const struct option own[] = {{"mode", required_argument, 0, 'm'},
