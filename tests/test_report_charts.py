@@ -109,3 +109,17 @@ def test_fit_labels_thins_out_crowded_tick_labels():
     boxes = [t.get_window_extent(r) for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
     assert 1 < len(boxes) < 40
     assert not any(run_charts.overlap(a, b, 0) for a, b in zip(boxes, boxes[1:]))
+
+
+def test_cpu_charts_draw_the_pooled_figures_the_tables_print():
+    summary = pd.DataFrame({
+        "host_cpu_s_per_gib_median": [3.0, 5.0], "host_cpu_s_per_gib_ci_lo": [1.0, 4.0],
+        "host_cpu_s_per_gib_ci_hi": [9.0, 6.0],
+        "host_cpu_s_per_gib_pooled": [2.0, float("nan")], "host_cpu_s_per_gib_pooled_unc": [0.5, float("nan")],
+    })
+    view = run_charts.pooled_cpu_view(summary)
+    # Pooled value +- resolution where a run recorded it; the samples' median and CI where it did not.
+    assert list(view["host_cpu_s_per_gib_median"]) == [2.0, 5.0]
+    assert list(view["host_cpu_s_per_gib_ci_lo"]) == [1.5, 4.0]
+    assert list(view["host_cpu_s_per_gib_ci_hi"]) == [2.5, 6.0]
+    assert list(summary["host_cpu_s_per_gib_median"]) == [3.0, 5.0]  # the summary itself is left alone

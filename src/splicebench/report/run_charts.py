@@ -400,8 +400,27 @@ HEADLINE_AXIS = {"throughput_gib_s": "GiB/s", "round_trips_per_s": "round trips 
 CPU_SERIES = [Series("proc_cpu_s_per_gib", "server process", "#4c72b0"),
               Series("host_cpu_s_per_gib", "whole host", "#c44e52"),
               Series("host_softirq_s_per_gib", "host softirq", "#dd8452", "//")]
-CPU_CAPTION = ("CPU seconds per GiB echoed: {}. Medians of the measured samples; whiskers: 95 % bootstrap CI "
-               "of the median.")
+CPU_CAPTION = ("CPU seconds per GiB echoed: {}. Each bar or point is the group's CPU pooled over its measured "
+               "samples (CPU seconds summed over GiB summed, as in the tables); whiskers: its resolution "
+               "(the range the sampler's readings and clock ticks leave).")
+
+
+def pooled_cpu_view(summary: pd.DataFrame) -> pd.DataFrame:
+    """summary with each CPU column's median and CI replaced by its pooled value +- resolution
+    (analysis.cpu.add_pooled), so that the CPU charts draw what the tables print. Runs without
+    pooled figures (no uncertainty recorded) keep the medians and CIs of their samples."""
+    out = summary.copy()
+    for s in CPU_SERIES:
+        value, unc = f"{s.column}_pooled", f"{s.column}_pooled_unc"
+        if value not in out or unc not in out:
+            continue
+        v = pd.to_numeric(out[value], errors="coerce")
+        u = pd.to_numeric(out[unc], errors="coerce")
+        has = v.notna() & u.notna()
+        out.loc[has, f"{s.column}_median"] = v[has]
+        out.loc[has, f"{s.column}_ci_lo"] = (v - u).clip(lower=0)[has]
+        out.loc[has, f"{s.column}_ci_hi"] = (v + u)[has]
+    return out
 
 
 def thresholds_text() -> str:
@@ -449,12 +468,13 @@ def build(summary: pd.DataFrame, derived: pd.DataFrame, headline, workload: str,
                                  f"({thresholds_text()}); points are left out for groups with fewer"
                                  + (f", and {' and '.join(omitted)} for all: no group has enough." if omitted else ".")))
     if sweep:
-        svg, note = sweep_lines(summary, sweep, [CPU_SERIES[1], Series(CPU_SERIES[0].column, "server process", style="--")],
+        svg, note = sweep_lines(pooled_cpu_view(summary), sweep,
+                                [CPU_SERIES[1], Series(CPU_SERIES[0].column, "server process", style="--")],
                                 "CPU s / GiB", f"CPU seconds per GiB against {sweep.key}")
         out.append(ChartView("cpu", "CPU per GiB", svg, CPU_CAPTION.format("the whole host, client included (solid), and the "
                                                                         "server process alone (dashed); softirq is in the table") + note))
     else:
-        svg, note = bars(summary, None, CPU_SERIES, "CPU s / GiB", "CPU seconds per GiB echoed")
+        svg, note = bars(pooled_cpu_view(summary), None, CPU_SERIES, "CPU s / GiB", "CPU seconds per GiB echoed")
         out.append(ChartView("cpu", "CPU per GiB", svg, CPU_CAPTION.format("the server process alone, the whole host (client "
                                                                                       "included) and the host's softirq part") + note))
     return out, notes
