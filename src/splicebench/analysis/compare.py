@@ -403,6 +403,14 @@ class Alignment:
     def present(self, key: Key) -> list[Source]:
         return [s for s in self.sources if (s.index, key) in self.groups]
 
+    def each_group(self):
+        """(source, key, group) for every group measured, source by source, keys in order."""
+        for s in self.sources:
+            for k in self.keys:
+                g = self.groups.get((s.index, k))
+                if g is not None:
+                    yield s, k, g
+
     def unmatched(self) -> list[tuple[Key, list[Source]]]:
         """Keys not measured by every source."""
         return [(k, self.present(k)) for k in self.keys if len(self.present(k)) < len(self.sources)]

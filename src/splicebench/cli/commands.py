@@ -392,7 +392,7 @@ def check(paths: Paths, host: Host | None = None) -> list[tuple[str, str, str]]:
         warn_only=True)
     try:
         lim = preflight.read_limits(host)
-    except (UserError, ValueError, IndexError) as e:
+    except UserError as e:
         add(None, "limits", f"cannot read: {e}")
     else:
         hard, soft = ("unlimited" if n is None else f"{n:,}" for n in (lim.nofile_hard, lim.nofile_soft))

@@ -34,6 +34,7 @@ class Proc(ABC):
     """A background program started in its own process group."""
 
     pid: int
+    argv: list[str]  # as started: argv[0] is the program
 
     @abstractmethod
     def read_stdout_lines(self) -> list[str]:

@@ -495,6 +495,7 @@ class PeerProc(Proc):
         self.workdir = workdir
         self.ready = ready
         self.pid = inner.pid
+        self.argv = inner.argv
         self._cpu = (0.0, 0.0)
         self._summary: dict[str, Any] | None = None
         self._stopped_by: int | None = None

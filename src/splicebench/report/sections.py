@@ -114,17 +114,13 @@ def percentile(p: dict[str, float], name: str, g) -> str:
 def percentile_rows(al: Alignment) -> list[PercentileRowView]:
     """Latency percentiles of each group's merged histogram, per source (each only from enough values)."""
     out = []
-    for s in al.sources:
-        for k in al.keys:
-            g = al.groups.get((s.index, k))
-            if g is None:
-                continue
-            p = g.percentiles()
-            out.append(PercentileRowView(
-                source=s.letter, group=k.label(al.varying), n_samples=str(len(g.measured)),
-                n_latencies=f"{g.n_hist_samples:,}" if g.hist else "no histograms",
-                p50=percentile(p, "p50", g), p90=percentile(p, "p90", g), p99=percentile(p, "p99", g),
-                p999=percentile(p, "p999", g), emulated=s.emulated))
+    for s, k, g in al.each_group():
+        p = g.percentiles()
+        out.append(PercentileRowView(
+            source=s.letter, group=k.label(al.varying), n_samples=str(len(g.measured)),
+            n_latencies=f"{g.n_hist_samples:,}" if g.hist else "no histograms",
+            p50=percentile(p, "p50", g), p90=percentile(p, "p90", g), p99=percentile(p, "p99", g),
+            p999=percentile(p, "p999", g), emulated=s.emulated))
     return out
 
 
@@ -132,22 +128,18 @@ def noise_rows(al: Alignment, column: str = "throughput_gib_s") -> list[NoiseRow
     """Spread of one metric per group: median with its order-statistics CI, CI width, CV, warm-up values."""
     out = []
     value = fmt.metric_formatter(column)
-    for s in al.sources:
-        for k in al.keys:
-            g = al.groups.get((s.index, k))
-            if g is None:
-                continue
-            vals = g.values(column)
-            ci = stats.median_ci(vals)
-            c = stats.cv(vals)
-            warm = stats.clean(g.warmup[column]) if column in g.warmup else []
-            out.append(NoiseRowView(
-                source=s.letter, group=k.label(al.varying), n=f"{len(vals)}/{g.n_measured}",
-                median=value(ci.median), median_ci=fmt.ci(ci.lo, ci.hi, value),
-                ci_width=fmt.percent(ci.rel_width) if len(vals) >= stats.min_n_for_median_ci() else
-                f"unknown (< {stats.min_n_for_median_ci()} samples)",
-                cv=fmt.percent(c), noisy=bool(fmt.is_number(c) and c > stats.NOISY_CV),
-                warmup=", ".join(value(v) for v in warm) or "none"))
+    for s, k, g in al.each_group():
+        vals = g.values(column)
+        ci = stats.median_ci(vals)
+        c = stats.cv(vals)
+        warm = stats.clean(g.warmup[column]) if column in g.warmup else []
+        out.append(NoiseRowView(
+            source=s.letter, group=k.label(al.varying), n=f"{len(vals)}/{g.n_measured}",
+            median=value(ci.median), median_ci=fmt.ci(ci.lo, ci.hi, value),
+            ci_width=fmt.percent(ci.rel_width) if len(vals) >= stats.min_n_for_median_ci() else
+            f"unknown (< {stats.min_n_for_median_ci()} samples)",
+            cv=fmt.percent(c), noisy=bool(fmt.is_number(c) and c > stats.NOISY_CV),
+            warmup=", ".join(value(v) for v in warm) or "none"))
     return out
 
 
@@ -159,16 +151,12 @@ def adaptive_view(manifest: Mapping[str, Any], al: Alignment) -> AdaptiveView | 
         return None
     policy = stats.RepetitionPolicy(int(reps.get("min", 1)), int(reps.get("max", 1)), float(target))
     rows = []
-    for s in al.sources:
-        for k in al.keys:
-            g = al.groups.get((s.index, k))
-            if g is None:
-                continue
-            d = stats.enough_repetitions(g.values("throughput_gib_s"), policy, g.n_measured)
-            outcome = {stats.TARGET_MET: "target met", stats.MAX_REACHED: "maximum reached: target NOT met",
-                       stats.CONTINUE: "stopped early (run interrupted or stopped)"}[d.reason]
-            rows.append(AdaptiveRowView(k.label(al.varying) + ("" if len(al.sources) == 1 else f" on {s.host}"),
-                                        f"{d.n}/{g.n_measured}", fmt.percent(d.rel_width), outcome, d.bound_hit))
+    for s, k, g in al.each_group():
+        d = stats.enough_repetitions(g.values("throughput_gib_s"), policy, g.n_measured)
+        outcome = {stats.TARGET_MET: "target met", stats.MAX_REACHED: "maximum reached: target NOT met",
+                   stats.CONTINUE: "stopped early (run interrupted or stopped)"}[d.reason]
+        rows.append(AdaptiveRowView(k.label(al.varying) + ("" if len(al.sources) == 1 else f" on {s.host}"),
+                                    f"{d.n}/{g.n_measured}", fmt.percent(d.rel_width), outcome, d.bound_hit))
     return AdaptiveView(
         policy=f"at least {policy.minimum}, at most {policy.maximum} measured repetitions; stop when the 95 % CI "
                f"of the median throughput is at most {fmt.percent(policy.target_ci_width)} of the median wide",

@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from splicebench.errors import PreflightError
+from splicebench.errors import HostError, PreflightError
 from splicebench.hosts.base import Host
+from splicebench.run import fleet
 from splicebench.registry import CLIENT_PROGRAM, SERVERS
 from splicebench.scenario.plan import Plan
 
@@ -91,8 +92,12 @@ def read_limits(host: Host) -> Limits:
     r = host.run(["sh", "-c", "ulimit -Hn; ulimit -Sn; cat /proc/sys/net/ipv4/ip_local_port_range "
                               "/proc/sys/net/core/somaxconn"], timeout=30)
     words = r.stdout.split()
-    hard, soft = (None if w == "unlimited" else int(w) for w in words[:2])
-    return Limits(hard, (int(words[2]), int(words[3])), int(words[4]), soft)
+    try:
+        hard, soft = (None if w == "unlimited" else int(w) for w in words[:2])
+        return Limits(hard, (int(words[2]), int(words[3])), int(words[4]), soft)
+    except (ValueError, IndexError):
+        raise HostError(f"host {host.name}: cannot read its limits (ulimit -Hn/-Sn, "
+                        f"ip_local_port_range, somaxconn): got {r.stdout.strip()!r}") from None
 
 
 def problems(wants: list[Need], limits: Mapping[str, Limits]) -> tuple[list[str], list[str]]:
@@ -119,8 +124,13 @@ def problems(wants: list[Need], limits: Mapping[str, Limits]) -> tuple[list[str]
 
 
 def check(plan: Plan, hosts: Mapping[str, Host], log: Callable[[str], None]) -> dict[str, Limits]:
-    """Read every host's limits, log the warnings, raise PreflightError listing every error."""
-    limits = {name: read_limits(h) for name, h in hosts.items()}
+    """Read every host's limits (in parallel), log the warnings, raise PreflightError listing every
+    error (or the UserError of the hosts whose limits could not be read)."""
+    read = fleet.for_each_host(list(hosts.values()), read_limits)
+    err = fleet.failures(read, "reading the limits")
+    if err:
+        raise err
+    limits = {name: lim for name, lim in read.items() if isinstance(lim, Limits)}
     errors, warnings = problems(needs(plan), limits)
     for w in warnings:
         log(f"warning: {w}")

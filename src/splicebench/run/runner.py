@@ -57,7 +57,6 @@ class Runner:
         self.bin_dirs = bin_dirs
         self.run_id = run_id
         self.clk_tck = dict(clk_tck or {})
-        self.usage_error: str | None = None  # of the last sample run: see _SampleProcs.usage_error
         self.progress = progress
         # Called after each sample with (sample, row, raw files {name: text}); the row is complete
         # except for 'raw_files', which the callback may fill in.
@@ -80,11 +79,11 @@ class Runner:
                 try:
                     if self.progress:
                         self.progress.start(sample, phase_totals[sample.phase])
-                    row, raw, interrupted = self._run_sample(sample, plan)
+                    row, raw, interrupted, usage = self._run_sample(sample, plan)
                 except KeyboardInterrupt as e:
                     sig = str(e) if isinstance(e, Interrupt) else "SIGINT"
                     row = self._base_row(sample).set(status=INTERRUPTED, error=f"interrupted ({sig})").as_dict()
-                    raw, interrupted = {}, True
+                    raw, interrupted, usage = {}, True, None
                 with deferred_interrupts():
                     self._emit(sample, row, raw)
                     outcome.rows.append(row)
@@ -94,11 +93,11 @@ class Runner:
                     outcome.status = "interrupted"
                     outcome.reason = row["error"]
                     stop_reason = "not run: the run was interrupted"
-                elif row["status"] == FAILED and self.usage_error:
+                elif row["status"] == FAILED and usage:
                     # The same command line for every sample: no data-path result, stop at once.
                     outcome.status = "stopped"
-                    outcome.reason = USAGE_PREFIX + self.usage_error
-                    stop_reason = f"not run: stopped after sample {sample.id}: {self.usage_error}"
+                    outcome.reason = USAGE_PREFIX + usage
+                    stop_reason = f"not run: stopped after sample {sample.id}: {usage}"
                 elif row["status"] == FAILED and plan.scenario.stop_on_failure:
                     outcome.status = "stopped"
                     outcome.reason = f"stop_on_failure: sample {sample.id} failed"
@@ -137,8 +136,9 @@ class Runner:
     def _program(self, host: str, name: str, built: bool = True) -> str:
         return f"{self.bin_dirs[host]}/{name}" if built else name
 
-    def _run_sample(self, sample: Sample, plan: Plan) -> tuple[dict[str, Any], dict[str, str], bool]:
-        """Run one sample from start to end: (row, raw outputs {file suffix: text}, interrupted).
+    def _run_sample(self, sample: Sample, plan: Plan) -> tuple[dict[str, Any], dict[str, str], bool, str | None]:
+        """Run one sample from start to end: (row, raw outputs {file suffix: text}, interrupted, the usage
+        error of a program that refused its command line or None).
 
         A problem of the sample (a program that fails, a host command that fails) is recorded in the
         row's status and error instead of raised; Ctrl-C or SIGTERM ends it as 'interrupted'. When
@@ -166,8 +166,7 @@ class Runner:
         raw.update(_collect_sampler(row, procs, raw))
         status = INTERRUPTED if interrupted else (FAILED if errors else OK)
         row.set(status=status, error="; ".join(errors), duration_s=time.monotonic() - t_start)
-        self.usage_error = procs.usage_error()
-        return row.as_dict(), raw, interrupted
+        return row.as_dict(), raw, interrupted, procs.usage_error()
 
     def _execute(self, sample: Sample, row: Row, procs: _SampleProcs, errors: list[str]) -> None:
         """The sample's programs in order: backend (proxy samples), server, clients (measured), then
@@ -329,10 +328,10 @@ class _SampleProcs:
         for p in procs:
             if p is None or p.poll() != USAGE_EXIT:
                 continue
-            name = posixpath.basename((getattr(p, "argv", None) or [""])[0])
+            name = posixpath.basename(p.argv[0])
             lines = [ln.strip() for ln in p.stderr().splitlines() if ln.strip()]
-            if name.startswith("sb-") and any("usage" in ln for ln in lines):
-                first = next(ln for ln in lines if "usage" not in ln or ln == lines[-1])
+            if name.startswith("sb-") and any("usage:" in ln for ln in lines):
+                first = next((ln for ln in lines if "usage:" not in ln), lines[0])  # the message, not the hint
                 return first if first.startswith(f"{name}:") else f"{name}: {first}"
         return None
 
