@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
@@ -21,6 +22,29 @@
 #include <unistd.h>
 
 const char *net_prog = "splicebench";
+
+/*
+ * Dying with the orchestrator. When SPLICEBENCH_PARENT_PID holds the orchestrator's pid, the
+ * program asks for SIGKILL at its parent's death, then exits 70 at once if its parent is not
+ * (or no longer) that process: an orchestrator killed between its fork and this prctl() would
+ * otherwise leave the program running. This runs before main() in every program (net.c is linked
+ * into each), so the orchestrator starts them directly, without `setpriv --pdeathsig` and a shell
+ * to check the parent (src/splicebench/hosts/local.py). Without the variable nothing happens.
+ */
+__attribute__((constructor)) static void net_parent_guard(void)
+{
+	const char *s = getenv("SPLICEBENCH_PARENT_PID");
+	if (s == NULL)
+		return;
+	char *end;
+	errno = 0;
+	long want = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || want <= 0)
+		_exit(70);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || (long)getppid() != want)
+		_exit(70);
+	unsetenv("SPLICEBENCH_PARENT_PID");
+}
 
 static void vmsg(const char *fmt, va_list ap)
 {

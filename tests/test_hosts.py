@@ -8,11 +8,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 from splicebench.errors import CommandFailed, ProcError
-from splicebench.hosts.local import LocalHost, guarded, pdeathsig_prefix
+from splicebench.hosts.local import PARENT_PID_ENV, SELF_GUARDED, LocalHost, guarded, launch, pdeathsig_prefix
 
 pytestmark = pytest.mark.e2e
 
@@ -140,6 +141,37 @@ def test_programs_die_with_a_killed_orchestrator(tmp_path):
         sys.path.insert(0, {str(os.path.dirname(os.path.dirname(__file__)) + '/src')!r})
         from splicebench.hosts.local import LocalHost
         p = LocalHost().start(["sleep", "60"])
+        print(p.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == -signal.SIGKILL
+    assert gone(int(r.stdout.split()[0]))
+
+
+def test_built_programs_guard_themselves(programs):
+    """Every built program arms its parent-death signal and checks its parent before main()
+    (servers/net.c): started by launch() it needs no setpriv or shell, refuses to run under a
+    parent that is not the orchestrator named in its environment, and dies with a killed
+    orchestrator."""
+    built = sorted(p.name for p in Path(programs.dir).iterdir() if p.name in SELF_GUARDED)
+    assert {"sb-client", "sb-cpustat", "sb-echo-naive", "sb-echo-splice", "sb-echo-sockmap"} <= set(built)
+    for name in built:
+        argv, env = launch([f"{programs.dir}/{name}", "--help"])
+        assert argv[0] == f"{programs.dir}/{name}" and env is not None and env[PARENT_PID_ENV] == str(os.getpid())
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "usage" in (r.stdout + r.stderr).lower(), (name, r)
+        for stale in ("1", "x", ""):
+            r = subprocess.run(argv, env={**env, PARENT_PID_ENV: stale}, capture_output=True, text=True, timeout=30)
+            assert (r.returncode, r.stdout, r.stderr) == (70, "", ""), (name, stale, r)
+    # Anything else still goes through setpriv and the shell's parent check.
+    assert launch(["/bin/echo", "x"]) == (guarded(["/bin/echo", "x"]), None)
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(os.path.dirname(os.path.dirname(__file__)) + '/src')!r})
+        from splicebench.hosts.local import LocalHost
+        p = LocalHost().start([{programs.dir + '/sb-echo-naive'!r}])
+        p.wait_json_event("ready", 30)
         print(p.pid, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
