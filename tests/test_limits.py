@@ -22,6 +22,7 @@ from splicebench.errors import PreflightError, ProgramUsageError, ScenarioError
 from splicebench.hosts.local import LocalHost
 from splicebench.results import rundir
 from splicebench.run import preflight
+from splicebench.util.preload import preload
 from splicebench.scenario import plan
 from splicebench.registry import CLIENT_PROGRAM, SEED_MAX, SERVERS, WORKLOAD_FIELDS
 
@@ -301,8 +302,10 @@ BEFORE_ANY_SAMPLE = [
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("text, expect", [c[1:] for c in BEFORE_ANY_SAMPLE], ids=[c[0] for c in BEFORE_ANY_SAMPLE])
-def test_a_scenario_beyond_the_limits_fails_before_any_sample_runs(tmp_path, no_leftovers, text, expect):
+def test_a_scenario_beyond_the_limits_fails_before_any_sample_runs(tmp_path, no_leftovers, monkeypatch, text, expect):
     lim = preflight.read_limits(LocalHost())  # this host's real limits, not NOTES.md's
+    preloads: list[str] = []
+    monkeypatch.setattr(commands, "preload", lambda module: preloads.append(module) or preload(module))
     p = tmp_path / "big.yaml"
     conns, lines = expect(lim, p)
     p.write_text(text.replace("{conns}", conns))
@@ -317,6 +320,8 @@ def test_a_scenario_beyond_the_limits_fails_before_any_sample_runs(tmp_path, no_
         assert got == lines
     # Nothing was built, started or recorded: no results directory, so no raw files either.
     assert not (tmp_path / "results").exists() and not any("built" in m for m in logged)
+    # Nor was the report's import started, which the exit would have to wait for (its thread is not a daemon).
+    assert preloads == []
 
 
 def _loosen_client_chunk(monkeypatch) -> None:

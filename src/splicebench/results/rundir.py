@@ -77,8 +77,9 @@ class RunDir:
         (self.path / "raw").mkdir(parents=True)
         self.finished = False
 
-    def write_text(self, rel: str, text: str) -> str:
-        atomic_write_text(self.path / rel, text)
+    def write_text(self, rel: str, text: str, *, durable: bool = True) -> str:
+        """Write a file of the run (atomically; durable: fsync'd, see atomic_write_bytes)."""
+        atomic_write_text(self.path / rel, text, durable=durable)
         return rel
 
     def write_json(self, rel: str, obj: Any) -> str:
