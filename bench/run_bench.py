@@ -4,20 +4,26 @@
     python3 bench/run_bench.py [--scenario loopback-100mib] [--reps 3] [--against REV]
 
 Runs the scenario --reps times with `invoke run` as a user does (a subprocess, after one unmeasured
-run that builds the programs into the cache, so every measured run is warm) and prints, per run and as medians: the whole command's wall time, the summed wall time of
-its clients (samples.csv wall_s), their ratio (the orchestration's cost is everything above 1.0),
-and where the rest went:
+run that builds the programs into the cache, so every measured run is warm) and prints, per run and
+as medians: the whole command's wall time, the summed wall time of its clients (samples.csv wall_s),
+their ratio (the orchestration's cost is everything above 1.0), and where the rest went, side by side:
 
-- start: from the command's start to the first sample (interpreter, invoke, scenario, preflight,
-  hosts prepared: build cache checked, facts gathered), up to the manifest's started_at;
-- sampling: the run itself (manifest duration_s), and its overhead beyond the clients' time
-  (starting, waiting for and stopping the programs, writing each sample);
-- report: from the manifest's finished_at to the command's exit (statistics, charts, HTML, table).
+- start: from the command's start to the first sample (manifest started_at), split by the run's own
+  timestamps (manifest phases) into boot (interpreter, invoke, the CLI's imports, up to
+  commands.run), prep (validation, preflight, hosts prepared: build cache checked, facts gathered)
+  and import (waiting for the report's libraries, which load in the background during prep);
+- run: the samples (manifest duration_s); in-smp: the samples' time beyond their clients' (each
+  sample's duration_s minus its client's wall_s: starting the server and the CPU sampler, waiting
+  for them, starting the client, stopping them); gaps: the time between samples (writing each
+  sample's files, progress); per-sample: both per sample, in ms;
+- report: from the manifest's finished_at to the command's exit, split at the report file's
+  modification time into render (statistics, charts, HTML) and exit (table, interpreter exit).
 
-With --against REV the same runs are made, interleaved, from a checkout of REV (a temporary git
-worktree, removed afterwards), so old and new print side by side. The environment is passed on
-as it is (invoke itself never writes bytecode for the modules it loads unless given --write-pyc).
-Results and reports go to a temporary directory that is removed at the end.
+The machine's other load moves every figure; compare the columns of runs made side by side. With
+--against REV the same runs are made, interleaved, from a checkout of REV (a temporary git worktree,
+removed afterwards), so old and new print side by side (a column its run did not record shows "-").
+The environment is passed on as it is (invoke itself never writes bytecode for the modules it loads
+unless given --write-pyc). Results and reports go to a temporary directory that is removed at the end.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -35,7 +42,13 @@ from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = ("wall_s", "clients_s", "ratio", "start_s", "run_s", "run_over_s", "report_s")
+# (key, header, format of a value); a value a run did not record is NaN and prints as "-".
+COLUMNS = (("wall_s", "wall", "{:6.2f}s"), ("clients_s", "clients", "{:6.2f}s"), ("ratio", "ratio", "{:5.2f}x"),
+           ("start_s", "start", "{:5.2f}s"), ("boot_s", "boot", "{:5.2f}s"), ("prep_s", "prep", "{:5.2f}s"),
+           ("import_s", "import", "{:5.2f}s"), ("run_s", "run", "{:5.2f}s"), ("in_sample_s", "in-smp", "{:5.2f}s"),
+           ("gaps_s", "gaps", "{:5.2f}s"), ("per_sample_ms", "per-smp", "{:5.1f}ms"), ("report_s", "report", "{:5.2f}s"),
+           ("render_s", "render", "{:5.2f}s"), ("exit_s", "exit", "{:5.2f}s"))
+NAN = float("nan")
 
 
 def epoch(iso: str) -> float:
@@ -45,32 +58,47 @@ def epoch(iso: str) -> float:
 
 def one_run(tree: Path, scenario: str, out: Path) -> dict[str, float]:
     """Run the scenario from `tree` once; its timings (seconds)."""
-    results = out / "results"
+    results, reports = out / "results", out / "reports"
     before = set(results.iterdir()) if results.exists() else set()
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     t0_wall, t0 = time.time(), time.monotonic()
     r = subprocess.run([sys.executable, "-m", "invoke", "run", "--scenario", scenario, "--results-dir", str(results),
-                        "--reports-dir", str(out / "reports"), "--no-provision"], cwd=tree, env=env,
+                        "--reports-dir", str(reports), "--no-provision"], cwd=tree, env=env,
                        capture_output=True, text=True)
     wall = time.monotonic() - t0
+    end_wall = t0_wall + wall
     if r.returncode != 0:
         raise SystemExit(f"invoke run failed in {tree}:\n{r.stderr[-2000:]}")
     (run_dir,) = set(results.iterdir()) - before
     manifest = json.loads((run_dir / "manifest.json").read_text())
     with open(run_dir / "samples.csv", newline="") as f:
-        clients = sum(float(row["wall_s"] or 0) for row in csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    clients = sum(float(row["wall_s"] or 0) for row in rows)
+    in_sample = sum(float(row["duration_s"] or 0) - float(row["wall_s"] or 0) for row in rows)
     run_s = float(manifest["duration_s"])
-    start = epoch(manifest["started_at"]) - t0_wall
-    return {"wall_s": wall, "clients_s": clients, "ratio": wall / clients, "start_s": start, "run_s": run_s,
-            "run_over_s": run_s - clients, "report_s": t0_wall + wall - epoch(manifest["finished_at"])}
+    started, finished = epoch(manifest["started_at"]), epoch(manifest["finished_at"])
+    phases = manifest.get("phases") or {}
+    at = {k: phases.get(k, NAN) for k in ("run_called", "hosts_prepared", "report_imported")}
+    html = max(reports.rglob("*.html"), key=lambda p: p.stat().st_mtime)
+    rendered = html.stat().st_mtime
+    return {"wall_s": wall, "clients_s": clients, "ratio": wall / clients, "start_s": started - t0_wall,
+            "boot_s": at["run_called"] - t0_wall, "prep_s": at["hosts_prepared"] - at["run_called"],
+            "import_s": at["report_imported"] - at["hosts_prepared"], "run_s": run_s, "in_sample_s": in_sample,
+            "gaps_s": run_s - clients - in_sample, "per_sample_ms": (run_s - clients) / len(rows) * 1e3,
+            "report_s": end_wall - finished, "render_s": rendered - finished, "exit_s": end_wall - rendered}
 
 
 def line(name: str, r: dict[str, float]) -> str:
-    return (f"{name:<12} {r['wall_s']:6.2f}s {r['clients_s']:8.2f}s {r['ratio']:6.2f}x {r['start_s']:7.2f}s "
-            f"{r['run_s']:7.2f}s {r['run_over_s']:+8.2f}s {r['report_s']:7.2f}s")
+    cells = ["-" if math.isnan(r[k]) else f.format(r[k]) for k, _, f in COLUMNS]
+    return f"{name:<10} " + " ".join(f"{c:>{max(len(h), 7)}}" for c, (_, h, _) in zip(cells, COLUMNS))
 
 
-HEADER = f"{'tree':<12} {'wall':>7} {'clients':>9} {'ratio':>7} {'start':>8} {'run':>8} {'run-cl.':>9} {'report':>8}"
+HEADER = f"{'tree':<10} " + " ".join(f"{h:>{max(len(h), 7)}}" for _, h, _ in COLUMNS)
+
+
+def median(values: list[float]) -> float:
+    known = [v for v in values if not math.isnan(v)]
+    return statistics.median(known) if known else NAN
 
 
 def main() -> None:
@@ -103,11 +131,10 @@ def main() -> None:
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(trees[args.against])],
                                capture_output=True)
     print(f"\nmedians of {args.reps} warm runs of {args.scenario}: ratio = whole `invoke run` / summed client "
-          f"wall time (target < 1.5x); start = to the first sample; run-cl. = the run's time beyond its "
-          f"clients'; report = after the last sample")
+          f"wall time (target < 1.5x); the columns are explained in the module's docstring")
     print(HEADER)
     for name, rs in rows.items():
-        print(line(name, {k: statistics.median(r[k] for r in rs) for k in COLUMNS}))
+        print(line(name, {k: median([r[k] for r in rs]) for k, _, _ in COLUMNS}))
 
 
 if __name__ == "__main__":

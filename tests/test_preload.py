@@ -3,6 +3,7 @@ module that fails to import fails where it is really imported, with its own erro
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 
@@ -49,3 +50,25 @@ def test_missing_module_is_reported_where_it_is_used(package):
     t.join(timeout=30)
     with pytest.raises(ModuleNotFoundError, match="sb_preload_missing"):
         importlib.import_module("sb_preload_missing")
+
+
+def test_the_import_runs_without_the_cyclic_collector_and_its_objects_end_frozen(package):
+    """The collector is paused while the import runs (the module sees it disabled), enabled again
+    afterwards, and what the import created is in the permanent generation (gc.freeze)."""
+    (package / "sb_preload_gc.py").write_text(
+        "import gc\nCOLLECTING = gc.isenabled()\nOBJECTS = [[i] for i in range(20000)]\n")
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    try:
+        t = preload("sb_preload_gc")
+        t.join(timeout=60)
+        mod = importlib.import_module("sb_preload_gc")
+        assert mod.COLLECTING is False and gc.isenabled()
+        assert gc.get_freeze_count() >= frozen + len(mod.OBJECTS)
+        # A collector disabled by the caller stays disabled.
+        gc.disable()
+        preload("sb_preload_missing_too").join(timeout=60)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()

@@ -117,10 +117,13 @@ def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report:
 
     hosts_file: inventory of the SSH hosts the scenario places programs on (None: the default
     inventory location, if any; see inventory.py)."""
+    phases = {"run_called": time.time()}
     loaded = _load(paths, scenario_ref, hosts_file, log)
+    phases["validated"] = time.time()
     hosts = open_hosts(loaded.plan.hosts(), loaded.inventory)
     try:
         preflight.check(loaded.plan, hosts, log)  # before anything is built or started
+        phases["preflight_done"] = time.time()
         # The report's libraries (pandas, scipy, matplotlib: most of the report's time) load while
         # the hosts are prepared, which mostly waits on commands; the import ends before the first
         # sample, so that it never competes with a measured transfer (nor counts in its host CPU).
@@ -128,11 +131,15 @@ def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report:
         # of waiting for the import (its thread is not a daemon: util/preload.py).
         importing = preload(REPORT_MODULE) if report else None
         prepared = _prepare_hosts(paths, loaded.plan, hosts, provision_deps, log)
+        phases["hosts_prepared"] = time.time()
         if importing is not None:
             importing.join()
+        phases["report_imported"] = time.time()
         rd = results.RunDir(paths.results, results.new_run_id())
         t0 = time.monotonic()
         manifest = _manifest(paths, loaded, prepared, rd.run_id)
+        # When each step before the first sample ended (Unix time; bench/run_bench.py reads them).
+        manifest["phases"] = {k: round(v, 3) for k, v in phases.items()}
         rows, outcome, run_dir = _run_and_record(loaded.plan, hosts, prepared, rd, manifest, t0, progress_stream)
     finally:
         for h in hosts.values():
