@@ -55,6 +55,26 @@ def test_bootstrap_is_deterministic():
     assert analysis.bootstrap_median_ci(x) == analysis.bootstrap_median_ci(list(x))
 
 
+@pytest.mark.parametrize("n", [2, 3, 7, 8])
+def test_bootstrap_cis_are_those_of_numpys_medians_of_the_same_resamples(n):
+    """The resampled medians come from one partition at the middle: the CIs are exactly those of
+    np.median over the same resamples (odd and even counts, ties, NaN dropped first)."""
+    rng = np.random.default_rng(n)
+    x = np.round(rng.random(n) * 50.0)
+    y = rng.random(n) + 1.0
+    level = [2.5, 97.5]
+
+    def resampled(a, r):
+        return np.median(a[r.integers(0, len(a), size=(analysis.N_BOOT, len(a)))], axis=1)
+
+    want = np.percentile(resampled(x, np.random.default_rng(analysis.SEED)), level)
+    assert analysis.bootstrap_median_ci(list(x) + [np.nan]) == (want[0], want[1])
+    r = np.random.default_rng(analysis.SEED)
+    ratios = resampled(x + 1.0, r) / resampled(y, r)
+    want = np.percentile(ratios, level)
+    assert analysis.bootstrap_ratio_ci(x + 1.0, y) == (want[0], want[1])
+
+
 def test_ratio_and_its_ci_by_hand():
     assert analysis.ratio_of_medians([3, 3, 3], [2, 2, 2]) == 1.5
     assert analysis.bootstrap_ratio_ci([3, 3, 3], [2, 2, 2]) == (1.5, 1.5)

@@ -103,8 +103,14 @@ def _clean(values: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:
 
 
 def _boot_medians(a: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """The medians of n_boot resamples of `a` (finite values, from _clean): np.median's values,
+    from one partition at the middle (np.median also partitions at the end to look for NaN, which
+    cannot be there: four times the work here)."""
     idx = rng.integers(0, len(a), size=(n_boot, len(a)))
-    return np.median(a[idx], axis=1)
+    n = len(a)
+    mid = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
+    part = np.partition(a[idx], mid, axis=1)
+    return part[:, mid[0]] if n % 2 else np.mean(part[:, mid], axis=1)
 
 
 def bootstrap_median_ci(values, *, n_boot: int = N_BOOT, level: float = LEVEL,
