@@ -35,6 +35,9 @@ class Proc(ABC):
 
     pid: int
     argv: list[str]  # as started: argv[0] is the program
+    # Whether `pid` is the program's own pid from its start (it is exec'd in place, no wrapper stays
+    # in between), so that it can be watched before the program says so in a ready line.
+    pid_is_program: bool = False
 
     @abstractmethod
     def read_stdout_lines(self) -> list[str]:

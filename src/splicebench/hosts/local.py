@@ -108,6 +108,8 @@ class LocalProc(Proc):
     Start it from the thread that will outlive it (normally the main thread): the kernel's
     parent-death signal fires when the starting *thread* exits."""
 
+    pid_is_program = True  # setpriv and the guard's shell exec the program: one pid throughout
+
     def __init__(self, argv: list[str], cwd: str | None, deadman_s: float | None):
         self.argv = [str(a) for a in argv]
         cmd, env = launch(self.argv)

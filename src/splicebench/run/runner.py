@@ -1,7 +1,7 @@
 """Executes a plan sample by sample, never losing one, never leaving a process behind (I/O).
 
-For each sample: start the server, wait for its ready line, start the CPU sampler (sb-cpustat) on
-the server's host, run one client per client host, stop the sampler, check that the server is
+For each sample: start the server and the CPU sampler (sb-cpustat) on the server's host, wait for
+their ready lines, run one client per client host, stop the sampler, check that the server is
 still alive, stop it with SIGTERM and collect its summary line. The CPU figures cover the window
 between the clients' start and end marks (results/cpu.py), not the orchestrator's round trips. Every sample ends up as one row,
 whatever happened: 'ok', 'failed' (with the reason), 'interrupted' (Ctrl-C or SIGTERM) or
@@ -218,6 +218,10 @@ class Runner:
                 sample.server_argv(self._program(sample.server_host, kind.program, kind.built),
                                    peers.host_port(*upstream) if upstream else None),
                 deadman_s=deadman)
+            # Where the started pid is the server's own (its ready line will say so), the CPU
+            # sampler starts now, beside the server's own start, instead of after its ready line.
+            if procs.server.pid_is_program:
+                self._start_sampler(sample, procs, _watched(procs, procs.server.pid))
         ready = procs.server.wait_json_event("ready", READY_TIMEOUT_S)
         port = ready.get("port")
         if not isinstance(port, int) or not 0 < port < 65536:
@@ -226,21 +230,31 @@ class Runner:
 
     def _measure(self, sample: Sample, row: Row, procs: _SampleProcs, ready: dict[str, Any]) -> None:
         """Run the clients with the CPU sampler running on the server's host (watching the server
-        and, for a proxy sample, the backend): started right before them, stopped right after.
-        The CPU columns are computed from its readings when the sample is collected."""
+        and, for a proxy sample, the backend): started with a built server, or right before the
+        clients for NGINX/HAProxy (whose ready line names the pid to watch), and stopped right
+        after them. The CPU columns are computed from its readings when the sample is collected."""
         assert procs.server is not None
-        argv = [self._program(sample.server_host, SAMPLER_PROGRAM), "--interval-us", str(SAMPLER_INTERVAL_US)]
-        for proc, rdy in ((procs.server, ready), (procs.backend, procs.backend_ready)):
-            if proc is not None:
-                pid = rdy.get("pid") if isinstance(rdy.get("pid"), int) else proc.pid
-                argv += ["--pid", str(pid)]
-        procs.sampler = self.hosts[sample.server_host].start(argv, deadman_s=sample.client_timeout_s + 60)
+        pids = _watched(procs, ready.get("pid") if isinstance(ready.get("pid"), int) else procs.server.pid)
+        if procs.sampler is not None and procs.sampler_pids != pids:  # started for another pid: again
+            procs.sampler.kill()
+            procs.sampler = None
+        if procs.sampler is None:
+            self._start_sampler(sample, procs, pids)
+        assert procs.sampler is not None
         procs.sampler.wait_json_event("ready", READY_TIMEOUT_S)
         try:
             self._run_clients(sample, procs, ready)
         finally:
             errors = _stop(procs.sampler, "CPU sampler") if procs.sampler.poll() is None else []
             procs.sampler_errors.extend(errors)
+
+    def _start_sampler(self, sample: Sample, procs: _SampleProcs, pids: list[int]) -> None:
+        """Start the CPU sampler on the server's host, watching `pids` (into procs.sampler)."""
+        argv = [self._program(sample.server_host, SAMPLER_PROGRAM), "--interval-us", str(SAMPLER_INTERVAL_US)]
+        for pid in pids:
+            argv += ["--pid", str(pid)]
+        procs.sampler = self.hosts[sample.server_host].start(argv, deadman_s=sample.client_timeout_s + 60)
+        procs.sampler_pids = pids
 
     def _run_clients(self, sample: Sample, procs: _SampleProcs, ready: dict[str, Any]) -> None:
         """Start one client per client host, together (into procs.clients), pointed at the server's
@@ -319,6 +333,7 @@ class _SampleProcs:
     client_exit: dict[int, int | None] = field(default_factory=dict)  # client index -> exit code
     backend_ready: dict[str, Any] = field(default_factory=dict)
     sampler: Proc | None = None  # sb-cpustat on the server's host
+    sampler_pids: list[int] = field(default_factory=list)  # the pids it watches
     sampler_errors: list[str] = field(default_factory=list)
 
     def usage_error(self) -> str | None:
@@ -346,6 +361,15 @@ class _SampleProcs:
             self.backend.kill()
         if self.sampler is not None and self.sampler.poll() is None:
             self.sampler.kill()
+
+
+def _watched(procs: _SampleProcs, server_pid: int) -> list[int]:
+    """The pids the CPU sampler watches: the server's, then the backend's (from its ready line)."""
+    pids = [server_pid]
+    if procs.backend is not None:
+        bpid = procs.backend_ready.get("pid")
+        pids.append(bpid if isinstance(bpid, int) else procs.backend.pid)
+    return pids
 
 
 def _stop(proc: Proc, what: str) -> list[str]:
