@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Sequence
 
 from splicebench.results.metrics import server_events
@@ -57,20 +58,22 @@ class Readings:
     def cpu_counter(self, cpu: int, fields: Sequence[str]) -> list[int]:
         """One CPU's sum of the given /proc/stat fields, per reading (ticks)."""
         idx = [2 + cpu * len(FIELDS) + FIELDS.index(f) for f in fields]
-        return [sum(r[i] for i in idx) for r in self.rows]
+        if len(idx) == 1:
+            return list(map(itemgetter(idx[0]), self.rows))
+        return list(map(sum, map(itemgetter(*idx), self.rows)))
 
     def host_counter(self, fields: Sequence[str]) -> list[int]:
         """All CPUs' sum of the given fields, per reading (ticks)."""
         per = [self.cpu_counter(c, fields) for c in range(self.ncpu)]
-        return [sum(vals) for vals in zip(*per)] if per else []
+        return list(map(sum, zip(*per))) if per else []
 
     def group_counter(self, group: int, field: str) -> list[int]:
         """A --pid group's counter per reading: 'cpu_ns', 'utime' or 'stime' (ticks)."""
         i = 2 + self.ncpu * len(FIELDS) + 3 * group + ("cpu_ns", "utime", "stime").index(field)
-        return [r[i] for r in self.rows]
+        return list(map(itemgetter(i), self.rows))
 
     def self_counter(self) -> list[int]:
-        return [r[1] for r in self.rows]
+        return list(map(itemgetter(1), self.rows))
 
 
 def parse_cpustat(text: str) -> Readings:
