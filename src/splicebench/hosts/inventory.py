@@ -42,12 +42,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import paramiko
 import yaml
 
 from splicebench.errors import UserError
+
+if TYPE_CHECKING:  # paramiko loads only where an inventory is read (about 40 ms at every start)
+    import paramiko
 
 FORMAT_VERSION = 1
 
@@ -250,6 +252,8 @@ def parse_inventory(text: str, *, source: Path | str = "<inventory>",
 
 
 def _load_ssh_config(doc: dict, base: Path, src: Path) -> paramiko.SSHConfig:
+    import paramiko
+
     if "ssh_config" in doc:
         if doc["ssh_config"] is None:
             return paramiko.SSHConfig()

@@ -8,6 +8,7 @@ caller needs every host).
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,6 @@ from splicebench.hosts import facts
 from splicebench.hosts.base import LOCAL, Host, Proc
 from splicebench.hosts.inventory import Inventory
 from splicebench.hosts.local import LocalHost
-from splicebench.hosts.ssh import SSHHost
 from splicebench.programs import deploy
 from splicebench.programs.provision import Package
 
@@ -30,7 +30,15 @@ def open_host(name: str, inventory: Inventory) -> Host:
     """The Host for a scenario host name: `LocalHost` for "local", else an `SSHHost` (lazy)."""
     if name == LOCAL:
         return LocalHost()
+    from splicebench.hosts.ssh import SSHHost  # fabric and paramiko load only for SSH hosts
+
     return SSHHost(inventory.get(name), inventory)
+
+
+def is_ssh(h: Host) -> bool:
+    """Whether h is an SSHHost (none can be while hosts.ssh has not been imported)."""
+    ssh = sys.modules.get("splicebench.hosts.ssh")
+    return ssh is not None and isinstance(h, ssh.SSHHost)
 
 
 def start_together(starts: list[tuple[Host, list[str], dict]]) -> list[Proc]:
@@ -41,7 +49,7 @@ def start_together(starts: list[tuple[Host, list[str], dict]]) -> list[Proc]:
     (they must be started by the thread that outlives them). If one start fails, the programs
     already started are killed and the error is raised.
     """
-    remote = [(i, h, a, kw) for i, (h, a, kw) in enumerate(starts) if isinstance(h, SSHHost)]
+    remote = [(i, h, a, kw) for i, (h, a, kw) in enumerate(starts) if is_ssh(h)]
     procs: dict[int, Proc] = {}
     try:
         if remote:
@@ -188,7 +196,7 @@ def clean_all(hosts: dict[str, Host]) -> dict[str, HostClean | UserError]:
 
     def one(h: Host) -> HostClean:
         killed: list[int] = []
-        if isinstance(h, SSHHost):
+        if is_ssh(h):
             killed += h.clean()  # programs started over SSH (any earlier run), and their files
         base = f"{h.workdir()}/build"
         if h.exists(base):
