@@ -47,16 +47,29 @@ def new_figure(figsize: tuple[float, float]) -> Figure:
     return fig
 
 
-def svg_of(fig) -> str:
-    """The figure as inline SVG text (no XML declaration, DOCTYPE or metadata)."""
+def svg_of(fig, bbox_inches="tight") -> str:
+    """The figure as inline SVG text (no XML declaration, DOCTYPE or metadata).
+
+    bbox_inches: the area to save; "tight" (the default) draws the figure once more to find it,
+    which a caller that has just drawn it can spare with tight_bbox(fig)."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    fig.savefig(buf, format="svg", bbox_inches=bbox_inches, metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
     # Inline SVG in HTML needs neither the XML declaration nor the DOCTYPE (which names a URL).
     text = re.sub(r"<\?xml[^>]*\?>\s*", "", text)
     text = re.sub(r"<!DOCTYPE[^>]*>\s*", "", text)
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
     return text.strip()
+
+
+def tight_bbox(fig):
+    """What savefig(bbox_inches="tight") saves, from the figure's last draw on its own canvas.
+
+    Also drops the placeholder layout engine that tight_layout() leaves behind, for which savefig
+    would draw the figure once more before saving it: the layout is done."""
+    bbox = fig.get_tightbbox(fig.canvas.get_renderer())
+    fig.set_layout_engine(None)
+    return bbox.padded(matplotlib.rcParams["savefig.pad_inches"])
 
 
 # ---------------------------------------------------------------------------------------------

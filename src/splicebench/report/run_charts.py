@@ -31,7 +31,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 
 from splicebench.analysis import latency
 from splicebench.report import format as fmt
-from splicebench.report.charts import PALETTE, new_figure, svg_of
+from splicebench.report.charts import PALETTE, new_figure, svg_of, tight_bbox
 from splicebench.report.views import ChartView
 from splicebench.scenario import format_param
 
@@ -154,7 +154,7 @@ def _finish(fig, handles: list, labels: list[str], legend_rows: int, which: str 
                    bbox_to_anchor=(0.5, 0))
     fig.tight_layout(rect=(0, min(0.4, 0.3 * legend_rows / fig.get_figheight()), 1, 1))
     fit_labels(fig, which)
-    return svg_of(fig)
+    return svg_of(fig, tight_bbox(fig))  # fit_labels has drawn the figure: no draw to find the bbox
 
 
 def _plain_label(v: float, _pos=None) -> str:
