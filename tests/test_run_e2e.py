@@ -245,3 +245,46 @@ def test_busy_command_round_trips_stay_out_of_the_cpu_figures(tmp_path, use_cach
         margin = plain[col].median() * 0.5 + plain[f"{col[:-2]}_unc_s"].max() + busy[f"{col[:-2]}_unc_s"].max()
         assert busy[col].median() <= plain[col].median() + margin, (col, list(plain[col]), list(busy[col]))
     assert busy["host_cpu_busy_s"].max() < BusyRoundTripHost.BUSY_S  # not even one round trip inside
+
+
+def test_the_cpu_sampler_watches_the_pid_the_server_names(tmp_path, use_cache, no_leftovers):
+    """The sampler starts beside a local server, watching the pid it was started with; a server
+    whose ready line names another pid (here a wrapper that runs the real server as its child)
+    gets a sampler watching that pid instead, and nothing of the first one is left."""
+    from splicebench import scenario
+    from splicebench.run.runner import Runner
+    from splicebench.scenario.plan import build_plan
+
+    real = Path(use_cache.dir)
+    wrapped = tmp_path / "bin"
+    wrapped.mkdir()
+    for name in ("sb-client", "sb-cpustat"):
+        (wrapped / name).symlink_to(real / name)
+    wrapper = wrapped / "sb-echo-naive"
+    wrapper.write_text(f"""#!/bin/sh
+echo $$ >> {tmp_path}/wrapper.pids
+env -u SPLICEBENCH_PARENT_PID {real}/sb-echo-naive "$@" &
+child=$!
+trap 'kill -TERM $child; wait $child; exit $?' TERM
+wait $child
+""")
+    wrapper.chmod(0o755)
+    sc = scenario.parse("name: watched\nservers: [naive]\nworkload: {type: stream, bytes: 4MiB}\n"
+                        "repetitions: {warmup: 0, measured: 2}\n", "<test>")
+    hosts = {"local": LocalHost()}
+    try:
+        for bins, wrapped_server in ((real, False), (wrapped, True)):
+            done: list[tuple[dict, dict]] = []
+            outcome = Runner(hosts, {"local": str(bins)}, run_id="test",
+                             on_sample=lambda s, row, raw, done=done: done.append((row, raw))).run(build_plan(sc))
+            rows, raws = [r for r, _ in done], [raw for _, raw in done]
+            assert outcome.status == "complete" and [r["status"] for r in rows] == ["ok", "ok"], rows
+            for row, raw in zip(rows, raws):
+                summary = json.loads(raw["cpustat.json"].strip().splitlines()[-1])
+                assert summary["groups"][0][0] == row["server_pid"]
+                assert row["server_cpu_s"] is not None and row["server_cpu_s"] > 0
+            if wrapped_server:
+                started = [int(x) for x in (tmp_path / "wrapper.pids").read_text().split()]
+                assert len(started) == 2 and not set(started) & {r["server_pid"] for r in rows}
+    finally:
+        hosts["local"].close()
