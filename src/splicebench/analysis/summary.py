@@ -98,7 +98,11 @@ def add_derived(samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def _clean(values: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:
-    a = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
+    """The finite numbers among values (text that is no number counts as missing)."""
+    if isinstance(getattr(values, "dtype", None), np.dtype) and values.dtype.kind in "fiu":
+        a = np.asarray(values, dtype=float)  # numpy numbers already: no conversion needed
+    else:
+        a = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
     return a[np.isfinite(a)]
 
 
