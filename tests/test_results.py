@@ -45,6 +45,21 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert p.read_text() == "old" and os.listdir(tmp_path) == ["f.txt"]
 
 
+def test_samples_added_one_by_one_give_the_same_file_as_written_at_once(tmp_path):
+    """add_sample renders only the new row; the file is what write_samples writes for all rows, also
+    when write_samples (the run's end) and add_sample alternate."""
+    rows = [{"sample_id": f"s{i}", "status": "ok", "client_ok": i % 2 == 0, "wall_s": 0.5 + i, "error": "a, \"b\""}
+            for i in range(4)]
+    rd = results.RunDir(tmp_path, "20260101T000000Z-bbbbbb")
+    rd.add_sample(rows[0])
+    rd.add_sample(rows[1])
+    assert (rd.path / "samples.csv").read_text() == results.samples_csv(rows[:2])
+    rd.write_samples(rows[:3])
+    rd.add_sample(rows[3])
+    assert (rd.path / "samples.csv").read_text() == results.samples_csv(rows)
+    assert len(results.load_samples(rd.finish())) == 4
+
+
 def test_run_dir_is_renamed_when_finished_and_never_overwritten(tmp_path):
     rd = results.RunDir(tmp_path, "20260101T000000Z-aaaaaa")
     assert rd.path.name.startswith(".tmp-20260101T000000Z-aaaaaa-")

@@ -241,7 +241,7 @@ def _run_and_record(the_plan: plan_mod.Plan, hosts: dict[str, Host], prepared: _
         files = [rd.write_text(f"raw/{sample.id}.{suffix}", content, durable=False) for suffix, content in raw.items()]
         row["raw_files"] = " ".join(files)
         rows.append(row)
-        rd.write_samples(rows)
+        rd.add_sample(row)
 
     runner = Runner(hosts, {n: b.dir for n, b in prepared.builds.items()}, run_id=rd.run_id,
                     clk_tck={n: f.get("clk_tck") or 100 for n, f in prepared.host_facts.items()},

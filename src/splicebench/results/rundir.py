@@ -45,10 +45,12 @@ def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
 
 
-def samples_csv(rows: Iterable[Mapping[str, Any]]) -> str:
+def samples_csv(rows: Iterable[Mapping[str, Any]], *, header: bool = True) -> str:
+    """samples.csv's text for rows (header: with the header line)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=SAMPLE_COLUMNS, lineterminator="\n", extrasaction="raise")
-    w.writeheader()
+    if header:
+        w.writeheader()
     for r in rows:
         w.writerow({k: _cell(r.get(k)) for k in SAMPLE_COLUMNS})
     return buf.getvalue()
@@ -76,6 +78,7 @@ class RunDir:
         self.path = self.results_root / f"{TMP_PREFIX}{run_id}-{os.getpid()}"
         (self.path / "raw").mkdir(parents=True)
         self.finished = False
+        self._lines: list[str] = []  # samples.csv's rows as added by add_sample, each rendered once
 
     def write_text(self, rel: str, text: str, *, durable: bool = True) -> str:
         """Write a file of the run (atomically; durable: fsync'd, see atomic_write_bytes)."""
@@ -86,7 +89,16 @@ class RunDir:
         return self.write_text(rel, to_json(obj))
 
     def write_samples(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Write samples.csv with exactly these rows."""
+        rows = list(rows)
         self.write_text("samples.csv", samples_csv(rows))
+        self._lines = [samples_csv([r], header=False) for r in rows]
+
+    def add_sample(self, row: Mapping[str, Any]) -> None:
+        """Write samples.csv with one more row after those written so far (the earlier rows are not
+        rendered again: a run of n samples costs n rows, not n * n / 2)."""
+        self._lines.append(samples_csv([row], header=False))
+        self.write_text("samples.csv", samples_csv([]) + "".join(self._lines))
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         self.write_json("manifest.json", {"format": FORMAT_VERSION, **manifest})
