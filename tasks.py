@@ -4,6 +4,7 @@ its message and exit code, and Ctrl-C as 130."""
 
 from __future__ import annotations
 
+import gc
 import shlex
 import sys
 from pathlib import Path
@@ -37,6 +38,7 @@ def run(c: Context, scenario: str = "loopback-100mib", results_dir: str | None =
     """Run a scenario: build the programs on its hosts, run every sample, write results and a report."""
     paths = commands.Paths.of(ROOT, results_dir, reports_dir)
     res = commands.run(paths, scenario, provision_deps=not no_provision, hosts_file=hosts)
+    gc.freeze()  # the process ends next: its exit need not collect what the run and its report left
     print(res.table)
     print(f"\nresults: {res.run_dir}")
     print(f"report:  {res.report}")
