@@ -48,13 +48,9 @@ def add_pooled(summary: pd.DataFrame, samples: pd.DataFrame, keys: list[str]) ->
     measured ok samples of each summary row's group (keys: the grouping columns)."""
     out = summary.copy()
     ok = samples[(samples["phase"] == "measured") & (samples["status"] == "ok")]
+    groups = [ok[(ok[keys] == r[keys].values).all(axis=1)] for _, r in summary.iterrows()]  # once, not per metric
     for metric in POOLED:
-        vals, uncs = [], []
-        for _, r in summary.iterrows():
-            grp = ok[(ok[keys] == r[keys].values).all(axis=1)]
-            v, u = pooled(grp, metric)
-            vals.append(v)
-            uncs.append(u)
-        out[f"{metric}_pooled"] = vals
-        out[f"{metric}_pooled_unc"] = uncs
+        figures = [pooled(grp, metric) for grp in groups]
+        out[f"{metric}_pooled"] = [v for v, _ in figures]
+        out[f"{metric}_pooled_unc"] = [u for _, u in figures]
     return out
