@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -82,6 +83,11 @@ def test_loopback_run_end_to_end(tmp_path, use_cache, no_leftovers):
     assert local["bpf"]["bpftool_probe"]["map_sockhash"] is True
     assert "net.ipv4.tcp_rmem" in local["sysctls"]
     assert m["build"]["local"]["built"] is False  # the session already built these sources
+    # When each step before the first sample ended, in order, all before the run's start.
+    phases = m["phases"]
+    assert list(phases) == ["run_called", "validated", "preflight_done", "hosts_prepared", "report_imported"]
+    assert list(phases.values()) == sorted(phases.values())
+    assert phases["report_imported"] <= datetime.fromisoformat(m["started_at"].replace("Z", "+00:00")).timestamp() + 0.001
 
     df = pd.read_csv(run / "samples.csv")
     assert len(df) == 9 and set(df["status"]) == {"ok"}
