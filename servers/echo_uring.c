@@ -63,11 +63,7 @@ static struct conn *waiting; /* connections waiting for buffers */
 /* Submit the multishot receive of c (buffers from the ring). */
 static void arm_recv(struct conn *c)
 {
-	struct io_uring_sqe *sqe = uring_get_sqe();
-	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = 0;
-	uring_set_data(sqe, c, OP_RECV);
+	uring_prep_recv(uring_get_sqe(), c->fd, 0, c, OP_RECV);
 	c->recv_armed = true;
 	c->inflight++;
 }
@@ -164,7 +160,7 @@ static void conn_fail(struct conn *c)
 /* Re-arm the receives that ended for lack of buffers, now that some came back. */
 static void wake_waiting(void)
 {
-	while (waiting && ur.held < ur.cfg.nbufs) {
+	while (waiting && uring_bufs_free(0)) {
 		struct conn *c = waiting;
 		waiting = c->next_wait;
 		c->wait_bufs = false;
@@ -214,7 +210,7 @@ static void on_recv(struct conn *c, const struct io_uring_cqe *cqe)
 	if (cqe->res > 0) {
 		if (!(cqe->flags & IORING_CQE_F_BUFFER))
 			net_die("io_uring: a receive completed without a provided buffer");
-		struct uring_buf *b = uring_buf_take(cqe);
+		struct uring_buf *b = uring_buf_take(cqe, 0);
 		*b = (struct uring_buf){.owner = c, .len = (uint32_t)cqe->res};
 		st.bytes_in += (uint64_t)cqe->res;
 		if (c->tail)
@@ -228,7 +224,7 @@ static void on_recv(struct conn *c, const struct io_uring_cqe *cqe)
 		c->eof = true;
 	} else if (cqe->res == -ENOBUFS) {
 		if (!more && !c->failed && !c->eof) {
-			if (ur.held < ur.cfg.nbufs) {
+			if (uring_bufs_free(0)) {
 				c->inflight--;
 				arm_recv(c); /* buffers came back meanwhile */
 				return;

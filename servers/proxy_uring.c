@@ -78,7 +78,7 @@ struct conn {
 static struct net_opts opts = {.listen = "127.0.0.1:0"};
 static struct proxy_upstream up;
 static struct net_stats st; /* bytes_in: read from clients; bytes_out: written to clients */
-static struct flow *waiting;
+static struct flow *waiting[2]; /* directions waiting for buffers, per buffer group (leg) */
 
 static int in_fd(const struct flow *f) { return f->c->fd[f->s]; }
 static int out_fd(const struct flow *f) { return f->c->fd[!f->s]; }
@@ -86,11 +86,7 @@ static int out_fd(const struct flow *f) { return f->c->fd[!f->s]; }
 /* Submit the multishot receive of f's source leg (buffers from the ring). */
 static void arm_recv(struct flow *f)
 {
-	struct io_uring_sqe *sqe = uring_get_sqe();
-	io_uring_prep_recv_multishot(sqe, in_fd(f), NULL, 0, 0);
-	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = 0;
-	uring_set_data(sqe, f, OP_RECV);
+	uring_prep_recv(uring_get_sqe(), in_fd(f), (unsigned)f->s, f, OP_RECV);
 	f->in_armed = true;
 	f->c->inflight++;
 }
@@ -152,7 +148,7 @@ static void unwait(struct flow *f)
 {
 	if (!f->wait_bufs)
 		return;
-	struct flow **p = &waiting;
+	struct flow **p = &waiting[f->s];
 	while (*p != f)
 		p = &(*p)->next_wait;
 	*p = f->next_wait;
@@ -225,19 +221,20 @@ static void check_fin(struct flow *f)
 	}
 }
 
-/* Re-arm the receives that ended for lack of buffers, now that some came back. */
+/* Re-arm the receives that ended for lack of buffers whose group has some again. */
 static void wake_waiting(void)
 {
-	while (waiting && ur.held < ur.cfg.nbufs) {
-		struct flow *f = waiting;
-		waiting = f->next_wait;
-		f->wait_bufs = false;
-		f->c->inflight--; /* the wait held the connection open */
-		if (!f->c->failed && !f->eof)
-			arm_recv(f);
-		else
-			conn_maybe_close(f->c);
-	}
+	for (unsigned g = 0; g < 2; g++)
+		while (waiting[g] && uring_bufs_free(g)) {
+			struct flow *f = waiting[g];
+			waiting[g] = f->next_wait;
+			f->wait_bufs = false;
+			f->c->inflight--; /* the wait held the connection open */
+			if (!f->c->failed && !f->eof)
+				arm_recv(f);
+			else
+				conn_maybe_close(f->c);
+		}
 }
 
 /* --sndbuf/--rcvbuf on a leg. */
@@ -327,7 +324,7 @@ static void on_recv(struct flow *f, const struct io_uring_cqe *cqe)
 	struct conn *c = f->c;
 	bool more = cqe->flags & IORING_CQE_F_MORE;
 	if (cqe->res > 0) {
-		struct uring_buf *b = uring_buf_take(cqe);
+		struct uring_buf *b = uring_buf_take(cqe, (unsigned)f->s);
 		*b = (struct uring_buf){.owner = f, .len = (uint32_t)cqe->res};
 		if (f->s == PROXY_CLIENT)
 			st.bytes_in += (uint64_t)cqe->res;
@@ -343,14 +340,14 @@ static void on_recv(struct flow *f, const struct io_uring_cqe *cqe)
 	} else if (cqe->res == -ENOBUFS) {
 		if (!more && !c->failed && !f->eof) {
 			f->in_armed = false;
-			if (ur.held < ur.cfg.nbufs) {
+			if (uring_bufs_free((unsigned)f->s)) {
 				c->inflight--;
 				arm_recv(f); /* buffers came back meanwhile */
 				return;
 			}
 			f->wait_bufs = true; /* keeps c open (counted in flight) */
-			f->next_wait = waiting;
-			waiting = f;
+			f->next_wait = waiting[f->s];
+			waiting[f->s] = f;
 			return;
 		}
 	} else if (cqe->res != -EINTR && cqe->res != -EAGAIN) {

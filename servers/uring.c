@@ -14,8 +14,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define BGID 0 /* the one provided-buffer group */
-
 /* Defaults measured on loopback with sb-echo-uring (2 vCPU, kernel 6.18; 256 MiB stream, 100
  * connections x 10 MiB bursts, 64 B ping-pong; two rounds, spread about 15 %): 4 KiB buffers
  * reached a third of the goodput of 16 KiB, 64 KiB was best for the bursts (~1.9 GiB/s vs ~1.3)
@@ -127,29 +125,33 @@ static void probe_opcodes(bool proxy)
 	io_uring_free_probe(probe);
 }
 
-/* Register the provided-buffer ring and fill it with every buffer. */
-static void setup_buffers(void)
+/* Register a provided-buffer ring per group and fill each with its buffers. */
+static void setup_buffers(unsigned groups)
 {
 	unsigned n = ur.cfg.nbufs;
-	size_t ring_bytes = n * sizeof(struct io_uring_buf);
-	ur.br = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	if (ur.br == MAP_FAILED)
-		net_die("mmap of the buffer ring: %s", strerror(errno));
-	struct io_uring_buf_reg reg = {
-	    .ring_addr = (uint64_t)(uintptr_t)ur.br, .ring_entries = n, .bgid = BGID};
-	int r = io_uring_register_buf_ring(&ur.ring, &reg, 0);
-	if (r < 0)
-		net_die("io_uring: this kernel lacks provided-buffer rings "
-			"(IORING_REGISTER_PBUF_RING: %s)",
-			strerror(-r));
-	ur.mem = malloc(n * ur.cfg.buf_size);
-	ur.bufs = calloc(n, sizeof(*ur.bufs));
+	ur.groups = groups;
+	ur.mem = malloc((size_t)groups * n * ur.cfg.buf_size);
+	ur.bufs = calloc((size_t)groups * n, sizeof(*ur.bufs));
 	if (!ur.mem || !ur.bufs)
-		net_die("out of memory for %u buffers of %zu bytes", n, ur.cfg.buf_size);
-	io_uring_buf_ring_init(ur.br);
-	ur.held = n;
-	for (unsigned i = 0; i < n; i++)
-		uring_buf_return(&ur.bufs[i]);
+		net_die("out of memory for %u buffers of %zu bytes", groups * n, ur.cfg.buf_size);
+	for (unsigned g = 0; g < groups; g++) {
+		/* liburing 2.3 (Debian 12) has no io_uring_setup_buf_ring: map and register. */
+		ur.br[g] = mmap(NULL, n * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
+				MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+		if (ur.br[g] == MAP_FAILED)
+			net_die("mmap of a buffer ring: %s", strerror(errno));
+		struct io_uring_buf_reg reg = {
+		    .ring_addr = (uint64_t)(uintptr_t)ur.br[g], .ring_entries = n, .bgid = (uint16_t)g};
+		int r = io_uring_register_buf_ring(&ur.ring, &reg, 0);
+		if (r < 0)
+			net_die("io_uring: this kernel lacks provided-buffer rings "
+				"(IORING_REGISTER_PBUF_RING: %s)",
+				strerror(-r));
+		io_uring_buf_ring_init(ur.br[g]);
+		ur.held[g] = n;
+		for (unsigned i = 0; i < n; i++)
+			uring_buf_return(&ur.bufs[g * n + i]);
+	}
 }
 
 void uring_setup(bool proxy)
@@ -176,7 +178,7 @@ void uring_setup(bool proxy)
 		feature("splice");
 		return;
 	}
-	setup_buffers();
+	setup_buffers(proxy ? 2 : 1);
 	feature("buffer-ring");
 	feature("multishot-recv");
 	feature(ur.cfg.mode == URING_SEND_ZC ? "send-zc" : "send");
@@ -216,24 +218,34 @@ uint8_t *uring_buf_data(const struct uring_buf *b)
 	return ur.mem + (size_t)(b - ur.bufs) * ur.cfg.buf_size + b->off;
 }
 
-struct uring_buf *uring_buf_take(const struct io_uring_cqe *cqe)
+void uring_prep_recv(struct io_uring_sqe *sqe, int fd, unsigned g, void *p, unsigned op)
+{
+	io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = (uint16_t)g;
+	uring_set_data(sqe, p, op);
+}
+
+struct uring_buf *uring_buf_take(const struct io_uring_cqe *cqe, unsigned g)
 {
 	if (!(cqe->flags & IORING_CQE_F_BUFFER))
 		net_die("io_uring: a receive completed without a provided buffer");
-	struct uring_buf *b = &ur.bufs[cqe->flags >> IORING_CQE_BUFFER_SHIFT];
-	ur.held++;
-	return b;
+	unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+	ur.held[g]++;
+	return &ur.bufs[g * ur.cfg.nbufs + bid];
 }
 
 void uring_buf_return(struct uring_buf *b)
 {
-	unsigned bid = (unsigned)(b - ur.bufs);
-	io_uring_buf_ring_add(ur.br, ur.mem + (size_t)bid * ur.cfg.buf_size,
+	unsigned i = (unsigned)(b - ur.bufs), g = i / ur.cfg.nbufs, bid = i % ur.cfg.nbufs;
+	io_uring_buf_ring_add(ur.br[g], ur.mem + (size_t)i * ur.cfg.buf_size,
 			      (unsigned)ur.cfg.buf_size, (unsigned short)bid,
 			      io_uring_buf_ring_mask(ur.cfg.nbufs), 0);
-	io_uring_buf_ring_advance(ur.br, 1);
-	ur.held--;
+	io_uring_buf_ring_advance(ur.br[g], 1);
+	ur.held[g]--;
 }
+
+bool uring_bufs_free(unsigned g) { return ur.held[g] < ur.cfg.nbufs; }
 
 /* Submit a multishot accept on the listening socket (accepted sockets non-blocking, cloexec). */
 static void arm_accept(void)

@@ -45,10 +45,15 @@ struct uring_cfg {
 struct uring_ctx {
 	struct uring_cfg cfg;
 	struct io_uring ring;
-	struct io_uring_buf_ring *br; /* the provided-buffer ring (recv-send, send-zc) */
-	uint8_t *mem;		      /* nbufs * buf_size bytes */
-	struct uring_buf *bufs;	      /* per-buffer state, indexed by buffer id */
-	unsigned held;		      /* buffers user space holds (not in the ring) */
+	/* Provided-buffer rings (recv-send, send-zc), one per buffer group: the echo server has one,
+	 * the proxy one per direction, so that bytes queued for one direction can never take the
+	 * buffers the other direction needs to drain them (client -> upstream buffers wait for the
+	 * upstream, which waits for its answer to be read into the other group). */
+	unsigned groups;
+	struct io_uring_buf_ring *br[2];
+	uint8_t *mem;		/* groups * nbufs * buf_size bytes */
+	struct uring_buf *bufs; /* per-buffer state: group g's buffer id i at g * nbufs + i */
+	unsigned held[2];	/* buffers of each group user space holds (not in its ring) */
 	int lfd, sfd;		      /* listening socket, signalfd */
 	bool accept_armed, accept_paused, stopping;
 	uint64_t pipes_default; /* splice: pipes that kept the default size */
@@ -82,7 +87,8 @@ bool uring_opt(int val, const char *arg);
 void uring_check_opts(void);
 
 /* Set up the ring, probe the kernel for everything the mode needs (proxy: also
- * IORING_OP_ASYNC_CANCEL) and, for the receive modes, register the provided-buffer ring; on
+ * IORING_OP_ASYNC_CANCEL) and, for the receive modes, register the provided-buffer rings (one
+ * group; the proxy two, group s for the receives of leg s); on
  * anything missing exit 1 with one line naming it. Never switches to another technique. Also
  * opens the signalfd and raises RLIMIT_NOFILE. */
 void uring_setup(bool proxy);
@@ -103,11 +109,17 @@ unsigned uring_data_op(const struct io_uring_cqe *cqe);
 /* The bytes of buffer b still to be sent. */
 uint8_t *uring_buf_data(const struct uring_buf *b);
 
-/* The buffer a receive completion picked (exits if it carries none); counted as held. */
-struct uring_buf *uring_buf_take(const struct io_uring_cqe *cqe);
+/* Prepare sqe as a multishot receive on fd into buffers of group g; tagged p and op. */
+void uring_prep_recv(struct io_uring_sqe *sqe, int fd, unsigned g, void *p, unsigned op);
 
-/* Give buffer b back to the provided-buffer ring. */
+/* The buffer of group g a receive completion picked (exits if it carries none); counted as held. */
+struct uring_buf *uring_buf_take(const struct io_uring_cqe *cqe, unsigned g);
+
+/* Give buffer b back to its group's ring. */
 void uring_buf_return(struct uring_buf *b);
+
+/* Whether group g's ring holds a buffer (a receive that ended with ENOBUFS may be re-armed). */
+bool uring_bufs_free(unsigned g);
 
 /* A completion of the multishot accept: new sockets (non-blocking) go to on_fd; on running out of
  * descriptors accepting pauses while `active` connections are open (uring_accept_resume). */

@@ -481,29 +481,7 @@ def test_splice_falls_back_to_default_pipes_for_an_unprivileged_user() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# uring: a kernel without io_uring is one line naming what is missing, never another technique
-
-IO_URING_DISABLED = Path("/proc/sys/kernel/io_uring_disabled")
-
-
-@pytest.mark.privileged
-@pytest.mark.parametrize("mode", ["recv-send", "splice", "send-zc"])
-def test_uring_with_io_uring_disabled_fails_with_one_line(mode: str) -> None:
-    if not IO_URING_DISABLED.exists():
-        pytest.skip("this kernel has no kernel.io_uring_disabled (before Linux 6.6)")
-    exe = str(server_binary("uring"))
-    before = IO_URING_DISABLED.read_text()
-    try:
-        IO_URING_DISABLED.write_text("2\n")
-        proc = subprocess.run([exe, "--mode", mode], capture_output=True, text=True, timeout=30)
-    finally:
-        IO_URING_DISABLED.write_text(before)
-    assert IO_URING_DISABLED.read_text() == before
-    assert proc.returncode == 1, (proc.stdout, proc.stderr)
-    assert proc.stderr.splitlines() == [
-        "sb-echo-uring: io_uring is disabled on this host (kernel.io_uring_disabled = 2)"
-    ]
-    assert proc.stdout == ""  # no ready line: it never listened
+# uring (more in tests/test_uring.py)
 
 
 @pytest.mark.parametrize("server", ["uring", "uring-send-zc"])
