@@ -31,7 +31,7 @@ COMPLETE = ".complete"
 MAKE_TIMEOUT_S = 900
 # Programs the Makefile builds only where their package is installed (provision.OPTIONAL_BUILD_PACKAGES);
 # a build without them is complete, and a run that needs one refuses the host (missing_program).
-OPTIONAL_PROGRAMS = {"sb-echo-uring": "liburing-dev"}
+OPTIONAL_PROGRAMS = {"sb-echo-uring": "liburing-dev", "sb-proxy-uring": "liburing-dev"}
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,12 @@ BUILD_PACKAGES: list[Package] = [
     Package("bpftool", "bpftool"),
 ]
 
-# Packages of the programs the Makefile builds only where they are installed (servers/*uring*.c
+# Packages of the programs the Makefile builds only where they are installed (servers/*_uring.c
 # need liburing's header), so that a host without them, such as the arm64 guest whose image
 # predates them, still builds every other program. `invoke run` installs them on the hosts of a
 # scenario that names one of those programs (deploy.OPTIONAL_PROGRAMS).
 OPTIONAL_BUILD_PACKAGES: list[Package] = [
-    Package("liburing-dev", "/usr/include/liburing.h"),  # sb-echo-uring
+    Package("liburing-dev", "/usr/include/liburing.h"),  # sb-echo-uring, sb-proxy-uring
 ]
 
 TEST_PACKAGES: list[Package] = [
