@@ -25,6 +25,8 @@ struct uring_ctx ur = {.cfg = {.mode = URING_RECV_SEND, .queue_depth = 256, .nbu
 		       .sfd = -1};
 const char *const uring_mode_names[3] = {"recv-send", "splice", "send-zc"};
 
+static void __attribute__((noreturn)) probe_and_exit(void);
+
 bool uring_opt(int val, const char *arg)
 {
 	switch (val) {
@@ -45,6 +47,8 @@ bool uring_opt(int val, const char *arg)
 		ur.cfg.buf_size = net_parse_u64("--buffer-size", arg, 1u << 30);
 		ur.cfg.buf_size_set = true;
 		return true;
+	case 'P':
+		probe_and_exit();
 	default:
 		return false;
 	}
@@ -87,6 +91,48 @@ static int io_uring_disabled(void)
 		fclose(f);
 	}
 	return disabled;
+}
+
+/* The opcodes the io_uring programs use, by name. */
+static const struct {
+	int op;
+	const char *name;
+} opcodes[] = {
+    {IORING_OP_ACCEPT, "ACCEPT"}, {IORING_OP_POLL_ADD, "POLL_ADD"},
+    {IORING_OP_RECV, "RECV"},	  {IORING_OP_SEND, "SEND"},
+    {IORING_OP_SEND_ZC, "SEND_ZC"}, {IORING_OP_SPLICE, "SPLICE"},
+    {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
+};
+
+/* --probe: print one JSON line saying whether io_uring may be used and which of the opcodes the
+ * programs use the kernel has, then exit 0 (exit 1 only when nothing could be printed). */
+static void __attribute__((noreturn)) probe_and_exit(void)
+{
+	int disabled = io_uring_disabled();
+	struct io_uring ring;
+	int r = io_uring_queue_init(8, &ring, 0);
+	printf("{\"event\":\"probe\",\"io_uring_disabled\":%d", disabled);
+	if (r < 0) {
+		printf(",\"setup_error\":\"%s\"}\n", strerror(-r));
+		exit(fflush(stdout) == 0 ? 0 : 1);
+	}
+	struct io_uring_probe *probe = io_uring_get_probe_ring(&ring);
+	const char *sep = "";
+	printf(",\"present\":[");
+	for (size_t i = 0; probe && i < sizeof(opcodes) / sizeof(opcodes[0]); i++)
+		if (io_uring_opcode_supported(probe, opcodes[i].op)) {
+			printf("%s\"%s\"", sep, opcodes[i].name);
+			sep = ",";
+		}
+	sep = "";
+	printf("],\"missing\":[");
+	for (size_t i = 0; i < sizeof(opcodes) / sizeof(opcodes[0]); i++)
+		if (!probe || !io_uring_opcode_supported(probe, opcodes[i].op)) {
+			printf("%s\"%s\"", sep, opcodes[i].name);
+			sep = ",";
+		}
+	printf("]}\n");
+	exit(fflush(stdout) == 0 ? 0 : 1);
 }
 
 /* Exit with one line unless the kernel has every opcode the mode (and a proxy) needs. */

@@ -66,7 +66,8 @@ extern const char *const uring_mode_names[3];
 /* getopt_long entries of the shared options (vals 'm', 'q', 'n', 'b'), and their --help lines. */
 #define URING_LONG_OPTIONS                                                                         \
 	{"mode", required_argument, 0, 'm'}, {"queue-depth", required_argument, 0, 'q'},           \
-	    {"buffers", required_argument, 0, 'n'}, {"buffer-size", required_argument, 0, 'b'}
+	    {"buffers", required_argument, 0, 'n'}, {"buffer-size", required_argument, 0, 'b'},     \
+	    {"probe", no_argument, 0, 'P'}
 #define URING_USAGE                                                                                \
 	"  --mode M             recv-send (default): multishot receive into provided buffers,\n"  \
 	"                       send on completion; send-zc: the same with zero-copy sends;\n"     \
@@ -76,10 +77,13 @@ extern const char *const uring_mode_names[3];
 	"  --buffers N          provided buffers (default 256, rounded up to a power of two;\n"    \
 	"                       recv-send and send-zc)\n"                                          \
 	"  --buffer-size BYTES  size of each buffer (default 65536); splice: the pipe size\n"      \
-	"                       (default 1048576, capped to fs.pipe-max-size)\n"
+	"                       (default 1048576, capped to fs.pipe-max-size)\n"                   \
+	"  --probe              print what the kernel offers (JSON: io_uring_disabled, the\n"     \
+	"                       opcodes present and missing) and exit\n"
 
-/* Handle shared option val ('m', 'q', 'n' or 'b') with argument arg; returns false for any other
- * val. Exits with a usage error on a bad value. */
+/* Handle shared option val ('m', 'q', 'n', 'b', or 'P': --probe, which prints its JSON line and
+ * exits) with argument arg; returns false for any other val. Exits with a usage error on a bad
+ * value. */
 bool uring_opt(int val, const char *arg);
 
 /* After parsing: check the shared options, fill in the mode's defaults, round --buffers up to a

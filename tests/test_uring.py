@@ -12,7 +12,6 @@ import contextlib
 import random
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from progs import MODES, binary, descendants, run_client, running_server
@@ -22,7 +21,6 @@ pytestmark = pytest.mark.e2e
 
 ECHO_MODES = ["uring", "uring-splice", "uring-send-zc"]
 PROXY_MODES = ["proxy-uring", "proxy-uring-splice", "proxy-uring-send-zc"]
-IO_URING_DISABLED = Path("/proc/sys/kernel/io_uring_disabled")
 
 
 @pytest.fixture(autouse=True)
@@ -79,19 +77,6 @@ def test_proxy_one_gib_stream(name: str) -> None:
         assert px.stop() == 0, px.stderr
         s = px.summary
         assert s is not None and s["bytes_in"] == s["bytes_out"] == 1 << 30 and s["errors"] == 0
-
-
-@pytest.fixture
-def io_uring_disabled() -> Iterator[None]:
-    """kernel.io_uring_disabled = 2 inside the test; the old value is back afterwards, also when
-    the test fails."""
-    before = IO_URING_DISABLED.read_text()
-    try:
-        IO_URING_DISABLED.write_text("2\n")
-        yield
-    finally:
-        IO_URING_DISABLED.write_text(before)
-    assert IO_URING_DISABLED.read_text() == before
 
 
 @pytest.mark.privileged
