@@ -22,7 +22,9 @@
  * After the client's FIN the rest is echoed, then the connection is closed.
  *
  * At start the kernel is probed for what the mode needs (kernel.io_uring_disabled, the opcodes,
- * the provided-buffer ring); anything missing ends the program with one line naming it. */
+ * the provided-buffer ring); anything missing ends the program with one line naming it. The ring,
+ * the probe, the options, the provided buffers, the accept and the completion loop are
+ * servers/uring.c's, shared with sb-proxy-uring; this file holds the echo's data path. */
 #define _GNU_SOURCE
 #include "net.h"
 #include "uring.h"
