@@ -6,6 +6,7 @@ is in every parametrization: its cases fail, not skip, while build/sb-echo-sockm
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import socket
@@ -489,6 +490,7 @@ def test_uring_a_reset_connection_gives_its_buffers_back(server: str) -> None:
     # One provided buffer in all: a client that sends without reading holds it (its echo cannot be
     # sent) while every receive waits for buffers; its reset must return it to the others.
     with running_server(server, "--buffers", "1", "--buffer-size", "4096") as srv:
+        idle = len(os.listdir(f"/proc/{srv.pid}/fd"))
         hog = socket.create_connection((srv.addr, srv.port), timeout=30)
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         hog.setblocking(False)
@@ -505,6 +507,9 @@ def test_uring_a_reset_connection_gives_its_buffers_back(server: str) -> None:
         hog.close()  # linger 0: a reset
         out, err = waiting.communicate(timeout=90)
         assert waiting.returncode == 0, (out, err)
+        # A connection waiting for buffers has nothing in flight: it sees the reset once its
+        # receive is re-armed, which may be after the other client is done.
+        assert wait_until(lambda: len(os.listdir(f"/proc/{srv.pid}/fd")) == idle, timeout=30)
         assert srv.stop() == 0, srv.stderr
         s = srv.summary
         assert s is not None and s["connections"] == 2 and s["active"] == 0 and s["errors"] == 1, s

@@ -9,6 +9,7 @@ refusing upstream run for these programs in tests/test_programs.py and tests/tes
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import struct
@@ -16,7 +17,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from progs import MODES, binary, descendants, run_client, running_server
+from progs import MODES, binary, descendants, run_client, running_server, wait_until
 from test_sockmap import check_echoed, closing_all, early_clients, pump
 
 pytestmark = pytest.mark.e2e
@@ -125,6 +126,7 @@ def test_proxy_reset_connection_gives_its_buffers_back(name: str) -> None:
         name, "--upstream", backend.connect, *args, "--buffers", "1", "--buffer-size", "4096",
         cmd=[str(binary(prog))]
     ) as px:
+        idle = len(os.listdir(f"/proc/{px.pid}/fd"))
         hog = socket.create_connection(("127.0.0.1", px.port), timeout=30)
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         hog.setblocking(False)
@@ -139,6 +141,9 @@ def test_proxy_reset_connection_gives_its_buffers_back(name: str) -> None:
         hog.close()  # linger 0: a reset
         out, err = waiting.communicate(timeout=90)
         assert waiting.returncode == 0, (out, err)
+        # A connection waiting for buffers has nothing in flight: it sees the reset once its
+        # receive is re-armed, which may be after the other client is done.
+        assert wait_until(lambda: len(os.listdir(f"/proc/{px.pid}/fd")) == idle, timeout=30)
         assert px.stop() == 0, px.stderr
         s = px.summary
         assert s is not None and (s["connections"], s["active"], s["errors"]) == (2, 0, 1), s
