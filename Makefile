@@ -7,8 +7,8 @@
 # servers/net.c is linked into every program, servers/proxy.c into every proxy (servers/proxy_*.c,
 # bpf/proxy_*.c). A bpf/X.c is a loader exactly when bpf/X.bpf.c exists; every other bpf/*.c (e.g.
 # bpf/sockmap_common.c) is compiled to $(BUILD)/bpf-X.o and linked into every loader.
-# io_uring programs (servers/*uring*.c) link liburing and are built only where its header is
-# installed (liburing-dev); every other program builds without it.
+# io_uring programs (servers/*_uring.c) link servers/uring.c and liburing and are built only where
+# liburing's header is installed (liburing-dev); every other program builds without it.
 
 BUILD ?= build
 CC ?= gcc
@@ -19,19 +19,21 @@ WARN := -Wall -Wextra -Werror
 TRIPLE := $(shell $(CC) -dumpmachine)
 
 HEADERS := $(wildcard servers/*.h)
-SERVER_LIBS := servers/net.c servers/proxy.c
 URING_HEADER ?= liburing.h
 HAVE_LIBURING := $(shell $(CC) -E -include $(URING_HEADER) -x c /dev/null >/dev/null 2>&1 && echo yes)
-URING_SRCS := $(wildcard servers/*uring*.c)
-SERVER_SRCS := $(filter-out $(SERVER_LIBS) $(if $(HAVE_LIBURING),,$(URING_SRCS)),$(wildcard servers/*.c))
+URING_SRCS := $(wildcard servers/*_uring.c)
+SERVER_LIBS := servers/net.c servers/proxy.c $(if $(HAVE_LIBURING),servers/uring.c)
+SERVER_SRCS := $(filter-out $(SERVER_LIBS) servers/uring.c $(if $(HAVE_LIBURING),,$(URING_SRCS)),$(wildcard servers/*.c))
 SERVER_LIB_OBJS := $(patsubst servers/%.c,$(BUILD)/%.o,$(SERVER_LIBS))
 BPF_HEADERS := $(wildcard bpf/*.h)
 BPF_LOADERS := $(patsubst %.bpf.c,%.c,$(wildcard bpf/*.bpf.c))
 BPF_LIB_SRCS := $(filter-out %.bpf.c $(BPF_LOADERS),$(wildcard bpf/*.c))
 BPF_LIB_OBJS := $(patsubst bpf/%.c,$(BUILD)/bpf-%.o,$(BPF_LIB_SRCS))
 name = $(BUILD)/sb-$(subst _,-,$(basename $(notdir $(1))))
-# The shared objects program source $(1) links: net.o, and proxy.o for a proxy.
-libs = $(strip $(BUILD)/net.o $(if $(filter proxy_%,$(notdir $(1))),$(BUILD)/proxy.o))
+# The shared objects program source $(1) links: net.o, proxy.o for a proxy, uring.o for an io_uring
+# program.
+libs = $(strip $(BUILD)/net.o $(if $(filter proxy_%,$(notdir $(1))),$(BUILD)/proxy.o) \
+	$(if $(filter $(URING_SRCS),$(1)),$(BUILD)/uring.o))
 # Extra libraries program source $(1) links: liburing for the io_uring programs.
 ldlibs = $(if $(filter $(URING_SRCS),$(1)),-luring)
 SERVER_BINS := $(foreach s,$(SERVER_SRCS),$(call name,$(s)))

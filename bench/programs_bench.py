@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """Benchmark of the echo servers on loopback, side by side in one run (not a test).
 
-    python3 bench/programs_bench.py [--servers naive,splice,sockmap] [--reps 5] [--json]
+    python3 bench/programs_bench.py [--servers naive,splice,sockmap,uring,...] [--reps 5] [--json]
 
 Builds the programs (make), starts every server once, then interleaves the servers within each
 repetition so that drift on the machine hits them alike. Per server it prints the median goodput of
 --reps x 100 MiB and --reps x 1 GiB single-connection streams, the median p50/p99 of --reps 64-byte
 ping-pong runs, and CPU seconds per GiB echoed over the 1 GiB runs: the server process (utime +
-stime from /proc/PID/stat, what getrusage reports), the client, and the whole host from /proc/stat
-deltas (user + nice + system + irq + softirq: SOCKMAP redirects run in softirq, not in the server
-process). Host CPU includes the client and anything else running on the machine; the header gives
-the background load measured before the runs and how busy the client was.
+stime from /proc/PID/stat, what getrusage reports; all threads, io_uring's io-wq workers
+included), the client, and the whole host from /proc/stat deltas (user + nice + system + irq +
+softirq: SOCKMAP redirects run in softirq, not in the server process). Host CPU includes the client
+and anything else running on the machine; the header gives the background load measured before the
+runs and how busy the client was. System calls per GiB: the server's, counted by perf
+(raw_syscalls:sys_enter, bench/syscall_count.py) over --reps extra 100 MiB streams of their own, so
+that no other figure carries the tracing cost. The io_uring server runs in each of its modes: uring (recv-send),
+uring-splice and uring-send-zc.
 """
 
 from __future__ import annotations
@@ -31,12 +35,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import syscall_count
+
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1 << 20
 GiB = 1 << 30
 TICK = os.sysconf("SC_CLK_TCK")
-KINDS = ("stream-100MiB", "stream-1GiB", "pingpong-64B")
+KINDS = ("stream-100MiB", "stream-1GiB", "pingpong-64B", "syscalls-100MiB")
 HOST_BUSY_FIELDS = (0, 1, 2, 5, 6)  # user nice system irq softirq (after the "cpu" label)
+SERVERS = "naive,splice,sockmap,uring,uring-splice,uring-send-zc"
+# A server as the benchmark names it: its program (build/sb-echo-X) and arguments.
+MODES = {"uring-splice": ("uring", ["--mode", "splice"]), "uring-send-zc": ("uring", ["--mode", "send-zc"])}
 
 
 def build(build_dir: Path) -> None:
@@ -73,12 +82,12 @@ def proc_cpu_s(pid: int) -> float:
 class Server:
     """One running echo server; stop() sends SIGTERM (SIGKILL to its group if it hangs)."""
 
-    def __init__(self, name: str, path: Path) -> None:
+    def __init__(self, name: str, path: Path, args: list[str]) -> None:
         self.name = name
         self.summary: dict[str, Any] | None = None
         self.stderr = ""
         self.proc = subprocess.Popen(
-            [str(path)],
+            [str(path), *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -126,13 +135,16 @@ class Run:
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
     host_cpu_s: float = 0.0
+    syscalls: int | None = None  # the server's, when counted (100 MiB runs)
 
 
 def run_client(build_dir: Path, srv: Server, kind: str, args: list[str]) -> Run:
     argv = [str(build_dir / "sb-client"), "--connect", srv.connect, *args, "--timeout", "300"]
-    s0, h0 = proc_cpu_s(srv.proc.pid), host_busy_s()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=400)
-    s1, h1 = proc_cpu_s(srv.proc.pid), host_busy_s()
+    with contextlib.ExitStack() as stack:
+        calls = stack.enter_context(syscall_count.counting([srv.proc.pid])) if kind == KINDS[3] else None
+        s0, h0 = proc_cpu_s(srv.proc.pid), host_busy_s()
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=400)
+        s1, h1 = proc_cpu_s(srv.proc.pid), host_busy_s()
     try:
         r = json.loads(proc.stdout)
     except ValueError:
@@ -151,6 +163,7 @@ def run_client(build_dir: Path, srv: Server, kind: str, args: list[str]) -> Run:
         server_cpu_s=s1 - s0,
         client_cpu_s=r["cpu_user_s"] + r["cpu_sys_s"],
         host_cpu_s=h1 - h0,
+        syscalls=calls.value if calls else None,
     )
 
 
@@ -165,6 +178,7 @@ class Row:
     server_cpu_s_per_gib: float | None = None
     client_cpu_s_per_gib: float | None = None
     host_cpu_s_per_gib: float | None = None
+    syscalls_per_gib: float | None = None
     failed_runs: list[str] = field(default_factory=list)
 
 
@@ -178,6 +192,8 @@ def summarize(name: str, runs: list[Run]) -> Row:
     row.failed_runs = [f"{r.kind}: {r.error}" for r in mine if not r.ok]
     good = [r for r in mine if r.ok]
     row.gib_s_100mib = median([r.goodput_gib_s for r in good if r.kind == "stream-100MiB"])
+    row.syscalls_per_gib = median([r.syscalls / (r.bytes / GiB) for r in good
+                                   if r.kind == KINDS[3] and r.syscalls is not None and r.bytes])
     big = [r for r in good if r.kind == "stream-1GiB"]
     row.gib_s_1gib = median([r.goodput_gib_s for r in big])
     row.server_cpu_s_per_gib = median([r.server_cpu_s / (r.bytes / GiB) for r in big])
@@ -203,6 +219,7 @@ def table(rows: list[Row], header: list[str]) -> str:
         ("server CPU s/GiB", lambda r: fmt(r.server_cpu_s_per_gib, ".3f")),
         ("client CPU s/GiB", lambda r: fmt(r.client_cpu_s_per_gib, ".3f")),
         ("host CPU s/GiB", lambda r: fmt(r.host_cpu_s_per_gib, ".3f")),
+        ("syscalls/GiB", lambda r: "-" if r.syscalls_per_gib is None else f"{r.syscalls_per_gib:,.0f}"),
     ]
     cells = [[name for name, _ in cols]] + [[get(r) for _, get in cols] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
@@ -224,7 +241,7 @@ def on_sigterm(signum: int, frame: object) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--servers", default="naive,splice,sockmap", help="comma-separated servers")
+    ap.add_argument("--servers", default=SERVERS, help=f"comma-separated servers (default {SERVERS})")
     ap.add_argument("--reps", type=int, default=5, help="repetitions of each measurement")
     ap.add_argument("--round-trips", type=int, default=10000, help="per ping-pong run")
     ap.add_argument("--build", type=Path, default=REPO / "build", help="build directory")
@@ -248,12 +265,13 @@ def main() -> int:
     runs: list[Run] = []
     try:
         for name in names:
-            path = args.build / f"sb-echo-{name}"
+            program, sargs = MODES.get(name, (name, []))
+            path = args.build / f"sb-echo-{program}"
             if not path.exists():
                 errors[name] = f"{path} was not built"
                 continue
             try:
-                servers[name] = Server(name, path)
+                servers[name] = Server(name, path, sargs)
             except RuntimeError as e:
                 errors[name] = str(e)
         plan = [
@@ -261,13 +279,14 @@ def main() -> int:
             (KINDS[1], ["--workload", "stream", "--bytes", str(GiB)]),
             (KINDS[2], ["--workload", "pingpong", "--msg-size", "64",
                               "--round-trips", str(args.round_trips)]),
+            (KINDS[3], ["--workload", "stream", "--bytes", str(100 * MiB)]),
         ]
         for rep in range(args.reps):
             for kind, cargs in plan:
                 for name, srv in servers.items():
                     run = run_client(args.build, srv, kind, cargs)
                     runs.append(run)
-                    print(f"rep {rep + 1}/{args.reps} {name:8} {kind:14} "
+                    print(f"rep {rep + 1}/{args.reps} {name:13} {kind:14} "
                           f"{'ok' if run.ok else 'FAILED'} {run.goodput_gib_s:.2f} GiB/s",
                           file=sys.stderr, flush=True)
     finally:
@@ -306,7 +325,9 @@ def main() -> int:
         + ", ".join(f"{k} {fmt(v, '.0%')}" for k, v in info["client_busy_median"].items())
         + f"; background load before the runs: {background:.2f} CPU s/s",
         "CPU s/GiB over the 1 GiB streams, per GiB echoed; host = /proc/stat user+nice+system+"
-        "irq+softirq of all CPUs (client included)",
+        "irq+softirq of all CPUs (client included); syscalls/GiB: the server's over extra 100 MiB streams "
+        "(perf raw_syscalls:sys_enter" + (f"; {syscall_count.available()}" if syscall_count.available() else "")
+        + ")",
         "",
     ]
     print(table(rows, header))

@@ -4,8 +4,9 @@
     python3 bench/proxy_bench.py [--targets direct,proxy-naive,...] [--reps 5] [--stream 100MiB] [--json]
 
 Builds the programs (make), starts one sb-echo-naive backend, every proxy in front of it (the naive,
-splice and SOCKMAP proxies, NGINX, and HAProxy without splice, with splice-auto and with forced
-splice; NGINX and HAProxy run from the configs src/splicebench/peers.py generates), then
+splice, SOCKMAP and io_uring proxies, the last in each of its modes: proxy-uring (recv-send),
+proxy-uring-splice and proxy-uring-send-zc; NGINX, and HAProxy without splice, with splice-auto and
+with forced splice; NGINX and HAProxy run from the configs src/splicebench/peers.py generates), then
 interleaves the targets within each repetition so that drift on the machine hits them alike.
 `direct` is the client talking to the backend without a proxy.
 
@@ -14,12 +15,16 @@ direct, to the naive proxy and to each peer, the median p50/p99 of --reps 64-byt
 (2,000 round trips), and CPU seconds per GiB forwarded over the stream runs: the proxy process
 (NGINX: master and worker; direct: the backend) and the whole host from /proc/stat deltas
 (user + nice + system + irq + softirq: SOCKMAP redirects run in softirq, not in the proxy). Host CPU
-includes the client and the backend; the header says how busy the client was.
+includes the client and the backend; the header says how busy the client was. System calls per
+GiB: the proxy's (every process and thread of it; direct: the backend's), counted by perf
+(raw_syscalls:sys_enter, bench/syscall_count.py) over --reps extra stream runs of their own, so that
+no other figure carries the tracing cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -34,6 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+import syscall_count  # noqa: E402
 from splicebench.programs import peers  # noqa: E402
 from splicebench.hosts.local import LocalHost  # noqa: E402
 from splicebench.hosts.base import Proc  # noqa: E402
@@ -42,7 +48,10 @@ from splicebench.units import parse_size  # noqa: E402
 GiB = 1 << 30
 TICK = os.sysconf("SC_CLK_TCK")
 HOST_BUSY_FIELDS = (0, 1, 2, 5, 6)  # user nice system irq softirq (after the "cpu" label)
-OURS = ("proxy-naive", "proxy-splice", "proxy-sockmap")
+OURS = ("proxy-naive", "proxy-splice", "proxy-sockmap", "proxy-uring", "proxy-uring-splice", "proxy-uring-send-zc")
+# A proxy as the benchmark names it: its program (build/sb-X) and arguments.
+MODES = {"proxy-uring-splice": ("proxy-uring", ["--mode", "splice"]),
+         "proxy-uring-send-zc": ("proxy-uring", ["--mode", "send-zc"])}
 TARGETS = ("direct", *OURS, *peers.VARIANTS)
 
 
@@ -67,7 +76,7 @@ def host_busy_s() -> float:
 
 @dataclass
 class Run:
-    kind: str  # stream | pingpong
+    kind: str  # stream | pingpong | syscalls (a stream run counting the proxy's system calls)
     ok: bool
     goodput: float | None = None  # bytes/s
     p50_us: float | None = None
@@ -78,6 +87,7 @@ class Run:
     client_cpu_s: float = 0.0
     wall_s: float = 0.0
     error: str = ""
+    syscalls: int | None = None
 
 
 @dataclass
@@ -88,16 +98,20 @@ class Row:
     pingpong_p99_us: float | None
     proxy_cpu_s_per_gib: float | None
     host_cpu_s_per_gib: float | None
+    syscalls_per_gib: float | None
     failures: int
     ratios: dict[str, float | None] = field(default_factory=dict)
 
 
 def run_client(client: Path, port: int, proc: Proc, args: list[str], kind: str) -> Run:
-    cpu0, host0, t0 = sum(proc.cpu_times()), host_busy_s(), time.monotonic()
-    p = subprocess.run([str(client), "--connect", f"127.0.0.1:{port}", "--workload", kind, *args],
-                       capture_output=True, text=True, timeout=600)
-    wall = time.monotonic() - t0
-    host1, cpu1 = host_busy_s(), sum(proc.cpu_times())
+    workload = "stream" if kind == "syscalls" else kind
+    with syscall_count.counting(syscall_count.with_descendants(proc.pid)) if kind == "syscalls" \
+            else contextlib.nullcontext(syscall_count.Count()) as calls:
+        cpu0, host0, t0 = sum(proc.cpu_times()), host_busy_s(), time.monotonic()
+        p = subprocess.run([str(client), "--connect", f"127.0.0.1:{port}", "--workload", workload, *args],
+                           capture_output=True, text=True, timeout=600)
+        wall = time.monotonic() - t0
+        host1, cpu1 = host_busy_s(), sum(proc.cpu_times())
     try:
         r = json.loads(p.stdout)
     except ValueError:
@@ -106,7 +120,7 @@ def run_client(client: Path, port: int, proc: Proc, args: list[str], kind: str) 
     return Run(kind, bool(r.get("ok")) and p.returncode == 0, r.get("goodput_bytes_per_s"),
                (lat.get("p50") or 0) / 1e3, (lat.get("p99") or 0) / 1e3, r.get("bytes_verified") or 0,
                cpu1 - cpu0, host1 - host0, (r.get("cpu_user_s") or 0) + (r.get("cpu_sys_s") or 0), wall,
-               "" if r.get("ok") else str((r.get("errors") or [{}])[0]))
+               "" if r.get("ok") else str((r.get("errors") or [{}])[0]), calls.value)
 
 
 def median(values: list[float]) -> float | None:
@@ -116,6 +130,7 @@ def median(values: list[float]) -> float | None:
 def summarize(target: str, runs: list[Run]) -> Row:
     streams = [r for r in runs if r.kind == "stream" and r.ok]
     pings = [r for r in runs if r.kind == "pingpong" and r.ok]
+    counted = [r for r in runs if r.kind == "syscalls" and r.ok and r.syscalls is not None and r.bytes]
     gib = sum(r.bytes for r in streams) / GiB
     return Row(
         target,
@@ -124,6 +139,7 @@ def summarize(target: str, runs: list[Run]) -> Row:
         median([r.p99_us for r in pings if r.p99_us is not None]),
         sum(r.proxy_cpu_s for r in streams) / gib if gib else None,
         sum(r.host_cpu_s for r in streams) / gib if gib else None,
+        median([r.syscalls / (r.bytes / GiB) for r in counted]),
         sum(1 for r in runs if not r.ok),
     )
 
@@ -172,7 +188,9 @@ def main() -> int:
         procs["direct"] = backend
         for t in targets:
             if t in OURS:
-                p = host.start([str(build_dir / f"sb-{t}"), "--upstream", f"127.0.0.1:{ports['direct']}"])
+                program, margs = MODES.get(t, (t, []))
+                p = host.start([str(build_dir / f"sb-{program}"), "--upstream", f"127.0.0.1:{ports['direct']}",
+                                *margs])
                 ports[t] = p.wait_json_event("ready", 15)["port"]
                 procs[t] = p
             elif t in peers.VARIANTS:
@@ -183,11 +201,12 @@ def main() -> int:
         for rep in range(args.reps):
             for t in targets:
                 for kind, extra in (("stream", ["--bytes", str(stream_bytes)]),
-                                    ("pingpong", ["--msg-size", "64", "--round-trips", str(args.round_trips)])):
+                                    ("pingpong", ["--msg-size", "64", "--round-trips", str(args.round_trips)]),
+                                    ("syscalls", ["--bytes", str(stream_bytes)])):
                     r = run_client(client, ports[t], procs[t], extra, kind)
                     runs[t].append(r)
                     print(f"rep {rep + 1}/{args.reps} {t:20} {kind:8} "
-                          + (f"{(r.goodput or 0) / GiB:.3f} GiB/s" if kind == "stream" else f"p50 {r.p50_us:.1f} us")
+                          + (f"p50 {r.p50_us:.1f} us" if kind == "pingpong" else f"{(r.goodput or 0) / GiB:.3f} GiB/s")
                           + ("" if r.ok else f"  FAILED {r.error}"), file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -216,9 +235,13 @@ def main() -> int:
           f"connection, backend sb-echo-naive; load average before: {load}; client busy "
           f"{100 * (median(client_busy) or 0):.0f} % of a core during streams (median)")
     print(table([[r.target, fmt(r.stream_gib_s, ".3f"), fmt(r.pingpong_p50_us, ".1f"), fmt(r.pingpong_p99_us, ".1f"),
-                  fmt(r.proxy_cpu_s_per_gib, ".3f"), fmt(r.host_cpu_s_per_gib, ".3f"), str(r.failures)]
+                  fmt(r.proxy_cpu_s_per_gib, ".3f"), fmt(r.host_cpu_s_per_gib, ".3f"),
+                  "n/a" if r.syscalls_per_gib is None else f"{r.syscalls_per_gib:,.0f}", str(r.failures)]
                  for r in rows],
-                ["target", "GiB/s", "p50 us", "p99 us", "proxy CPU s/GiB", "host CPU s/GiB", "failed"]))
+                ["target", "GiB/s", "p50 us", "p99 us", "proxy CPU s/GiB", "host CPU s/GiB", "syscalls/GiB",
+                 "failed"]))
+    if syscall_count.available():
+        print(f"syscalls/GiB: {syscall_count.available()}")
     print("\nstream throughput ratios (row / column):")
     print(table([[r.target, *(fmt(r.ratios[ref], ".2f") for ref in refs)] for r in rows],
                 ["target", *(f"vs {ref}" for ref in refs)]))

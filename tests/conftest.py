@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,19 @@ def no_leftovers(cache_dir):
     left = host.pids_with_exe_under(str(cache_dir))
     host.kill_pids(left)
     assert left == [], f"processes left running: {left}"
+
+
+IO_URING_DISABLED = Path("/proc/sys/kernel/io_uring_disabled")
+
+
+@pytest.fixture
+def io_uring_disabled() -> Iterator[None]:
+    """kernel.io_uring_disabled = 2 inside the test (io_uring refused to everyone on this machine);
+    the old value is back afterwards, also when the test fails."""
+    before = IO_URING_DISABLED.read_text()
+    try:
+        IO_URING_DISABLED.write_text("2\n")
+        yield
+    finally:
+        IO_URING_DISABLED.write_text(before)
+    assert IO_URING_DISABLED.read_text() == before

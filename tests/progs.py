@@ -28,11 +28,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
 # Echo servers as the tests name them: a program (build/sb-echo-<name>), or a mode of one, run
-# with that mode's arguments (MODES) and reporting the program's name in its JSON lines.
+# with that mode's arguments (MODES) and reporting the program's name in its JSON lines; the
+# io_uring proxy's modes likewise (proxy-uring-<mode>).
 SERVERS = ("naive", "splice", "sockmap", "uring", "uring-splice", "uring-send-zc")
 MODES: dict[str, tuple[str, tuple[str, ...]]] = {
     "uring-splice": ("uring", ("--mode", "splice")),
     "uring-send-zc": ("uring", ("--mode", "send-zc")),
+    "proxy-uring-splice": ("proxy-uring", ("--mode", "splice")),
+    "proxy-uring-send-zc": ("proxy-uring", ("--mode", "send-zc")),
 }
 TESTS = Path(__file__).resolve().parent
 

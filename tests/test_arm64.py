@@ -145,7 +145,7 @@ def test_host_recipe_reads_etc(tmp_path):
     (tmp_path / "apt" / "sources.list.d" / "debian.sources").write_text(DEB822)
     r = arm64_image.host_recipe(tmp_path)
     assert r.codename == "bookworm" and r.mirror.uri == "http://deb.debian.org/debian"
-    assert "openssh-server" in r.packages and "libbpf-dev" in r.packages
+    assert "openssh-server" in r.packages and "libbpf-dev" in r.packages and "liburing-dev" in r.packages
     assert "ca-certificates" not in r.packages  # no https source
     (tmp_path / "os-release").write_text("ID=debian\n")
     with pytest.raises(arm64_host.Arm64Error, match="no VERSION_CODENAME in /etc/os-release"):
@@ -310,13 +310,13 @@ def test_lab_multiarch_runs_every_server_on_each_host_with_its_own_client():
                                                               ("arm64", ("arm64",))]
     p = plan.build_plan(sc)
     assert p.hosts() == ["local", "arm64"]
-    assert sc.samples_total() == len(p.samples) == 2 * 3 * (sc.warmup + sc.measured)
-    first_round = [(s.server.label, s.server_host) for s in p.samples[:6]]
-    assert first_round == [("naive", "local"), ("splice", "local"), ("sockmap", "local"),
-                           ("naive", "arm64"), ("splice", "arm64"), ("sockmap", "arm64")]
+    assert sc.samples_total() == len(p.samples) == 2 * 4 * (sc.warmup + sc.measured)
+    first_round = [(s.server.label, s.server_host) for s in p.samples[:8]]
+    assert first_round == [("naive", "local"), ("splice", "local"), ("sockmap", "local"), ("uring", "local"),
+                           ("naive", "arm64"), ("splice", "arm64"), ("sockmap", "arm64"), ("uring", "arm64")]
     assert all(s.client_hosts == (s.server_host,) and s.listen == "127.0.0.1:0" for s in p.samples)
     assert len({s.id for s in p.samples}) == len(p.samples)
-    assert p.samples[3].id == "0004-c0-naive-arm64-w1"
+    assert p.samples[4].id == "0005-c0-naive-arm64-w1"
     # the resolved form parses back to the same scenario
     again = scenario.validate(sc.to_dict(), "x.yaml", known_hosts=["local", "arm64"])
     assert again.placements == sc.placements and again.samples_total() == sc.samples_total()
@@ -430,7 +430,7 @@ def test_lab_multiarch_end_to_end(guest, use_cache, no_leftovers, tmp_path):
 
     rows = pd.read_csv(res.run_dir / "samples.csv")
     assert sorted(zip(rows["server_host"], rows["server"], rows["status"])) == sorted(
-        (h, s, "ok") for h in ("local", "arm64") for s in ("naive", "splice", "sockmap")), \
+        (h, s, "ok") for h in ("local", "arm64") for s in ("naive", "splice", "sockmap", "uring")), \
         rows[["server_host", "server", "status", "error"]].to_string()
     assert set(rows["bytes_verified"]) == {1 << 20}  # every byte echoed and verified, on both
     assert (rows["client_hosts"] == rows["server_host"]).all()
@@ -444,7 +444,7 @@ def test_lab_multiarch_end_to_end(guest, use_cache, no_leftovers, tmp_path):
     html = res.report.read_text()
     assert "aarch64" in html and "EMULATED" in html
     # The client's own byte-exact verification, as it printed it on the guest.
-    for server in ("naive", "splice", "sockmap"):
+    for server in ("naive", "splice", "sockmap", "uring"):
         raw = sorted((res.run_dir / "raw").glob(f"*-{server}-arm64-*.client.json"))
         assert len(raw) == 1, server
         out = json.loads(raw[0].read_text())
@@ -491,6 +491,10 @@ def test_check_shows_aarch64_emulated_and_sockmap(guest):
     assert rows["machine"][0] == "warn" and rows["machine"][1].startswith("aarch64, 2 CPUs, EMULATED")
     assert rows["BPF support"][0] == "ok" and "sockmap" in rows["BPF support"][1]
     assert rows["build dependencies"] == ("ok", "all installed")
+    # Debian 12's kernel 6.1: no kernel.io_uring_disabled yet, every opcode the uring programs use
+    assert rows["io_uring"] == ("ok", "kernel.io_uring_disabled=absent (before Linux 6.6: allowed) (allowed); "
+                                      "opcodes present: ACCEPT POLL_ADD RECV SEND SEND_ZC SPLICE ASYNC_CANCEL, "
+                                      "liburing-dev installed")
 
 
 def _no_guest_left(state: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from progs import binary, kill_group, wait_until
+from progs import binary, kill_group, running_server, wait_until
 from splicebench.report import format as fmt
 from splicebench.results import cpu
 
@@ -84,6 +84,37 @@ def test_cpu_burned_during_the_transfer_is_measured(no_leftovers):
     assert truth - f.unc <= f.value <= truth * 1.2 + 0.05 + f.unc
     # the host figure holds the server's burn too (and the client's work)
     assert figs.host["busy"].value + figs.host["busy"].unc >= truth
+
+
+def thread_cpu_s(pid: int) -> dict[int, tuple[str, float]]:
+    """(name, user + system CPU in s) of every thread of process pid now (clock ticks)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(task.name)] = ((task / "comm").read_text().strip(), (int(fields[11]) + int(fields[12])) / 100)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread exited meanwhile
+    return out
+
+
+def test_io_uring_worker_threads_count_as_server_cpu(no_leftovers):
+    """sb-echo-uring --mode splice: the kernel runs each IORING_OP_SPLICE in an io-wq worker thread
+    (iou-wrk-PID), a thread of the server process (they idle for seconds before they exit). The
+    server's figure holds their CPU as well as the main thread's."""
+    with running_server("uring-splice") as srv:
+        figs, _ = transfer(srv.ready, 256 * MIB)
+        threads = thread_cpu_s(srv.pid)
+    main = threads[srv.pid][1]
+    workers = sum(c for name, c in threads.values() if name.startswith("iou-wrk-"))
+    f = figs.groups[0]["cpu"]
+    print(f"server {f.value:.3f} +- {f.unc:.3f} s; main thread {main:.2f} s, io-wq workers {workers:.2f} s "
+          f"({sorted(name for name, _ in threads.values())})")
+    assert any(name.startswith("iou-wrk-") for name, _ in threads.values()), threads
+    assert workers >= 0.03  # the splices ran there
+    # Without the workers the figure would be about `main`; ticks of 10 ms per thread, hence 0.03 s.
+    assert f.value + f.unc + 0.03 >= main + workers
+    assert f.value - f.unc <= 1.3 * (main + workers) + 0.03
 
 
 def test_cpu_burned_before_and_after_the_transfer_is_left_out(no_leftovers):

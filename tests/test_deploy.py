@@ -75,7 +75,8 @@ def test_a_host_without_liburing_builds_everything_else(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert all((out / p).is_file() for p in deploy.expected_programs())
-    assert "sb-echo-uring" in deploy.OPTIONAL_PROGRAMS and not (out / "sb-echo-uring").exists()
+    assert {"sb-echo-uring", "sb-proxy-uring"} <= set(deploy.OPTIONAL_PROGRAMS)
+    assert not (out / "sb-echo-uring").exists() and not (out / "sb-proxy-uring").exists()
     b = deploy.Build("lab1", "h", str(out), False, 0.0, ("sb-echo-uring",))
     assert b.missing_program("sb-echo-naive") is None
     assert deploy.first_missing({"lab1": b}, [("lab1", "sb-echo-naive"), ("lab1", "sb-echo-uring")]) == (
@@ -89,3 +90,27 @@ def test_a_host_without_liburing_builds_everything_else(tmp_path):
 def test_the_io_uring_server_is_built_where_liburing_is_installed(programs):
     assert programs.absent == ()
     assert os.access(programs.program("sb-echo-uring"), os.X_OK)
+
+
+@pytest.mark.unit
+def test_the_build_key_names_the_optional_packages():
+    assert deploy.build_key("abc", []) == "abc"
+    assert deploy.build_key("abc", ["zz-dev", "liburing-dev"]) == "abc+liburing-dev+zz-dev"
+
+
+@pytest.mark.e2e
+def test_a_build_keyed_without_liburing_is_left_alone(tmp_path, monkeypatch):
+    # A complete build of the same sources from before liburing-dev was installed (another run may be
+    # using it): the build with liburing-dev gets a directory of its own and never touches it.
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SPLICEBENCH_CACHE", str(cache))
+    digest = deploy.content_hash(REPO)
+    older = cache / "build" / deploy.build_key(digest, [])
+    older.mkdir(parents=True)
+    (older / deploy.COMPLETE).write_text(digest + "\n")
+    (older / "sb-echo-naive").write_text("in use by another run\n")
+    b = deploy.build(LocalHost(), REPO, extra=deploy.optional_packages(["sb-echo-uring"]), log=lambda m: None)
+    assert b.built and b.hash == deploy.build_key(digest, ["liburing-dev"]) and b.absent == ()
+    assert b.dir == str(cache / "build" / b.hash) and os.access(b.program("sb-proxy-uring"), os.X_OK)
+    assert (older / "sb-echo-naive").read_text() == "in use by another run\n"
+    assert sorted(os.listdir(cache / "build")) == sorted([older.name, b.hash])

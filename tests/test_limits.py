@@ -69,7 +69,8 @@ def test_every_bounded_option_in_the_c_sources_is_in_the_registry():
         for flag in re.findall(r'net_parse_u64\("(--[a-z-]+)"', src.read_text()):
             found.add((src.name, flag))
     programs_of = {"client.c": [CLIENT_PROGRAM], "net.c": [k.program for k in SERVERS.values() if k.built],
-                   "sockmap_common.c": ["sb-echo-sockmap", "sb-proxy-sockmap"]}
+                   "sockmap_common.c": ["sb-echo-sockmap", "sb-proxy-sockmap"],
+                   "uring.c": ["sb-echo-uring", "sb-proxy-uring"]}
     missing = []
     for name, flag in sorted(found):
         progs = programs_of.get(name, ["sb-" + name.removesuffix(".c").replace("_", "-")])

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from progs import (
+    MODES,
     Server,
     binary,
     bpf_id_exists,
@@ -40,7 +41,15 @@ PROXIES = [
     pytest.param("naive", id="naive"),
     pytest.param("splice", id="splice"),
     pytest.param("sockmap", id="sockmap", marks=pytest.mark.privileged),
+    pytest.param("uring", id="uring"),
+    pytest.param("uring-splice", id="uring-splice"),
+    pytest.param("uring-send-zc", id="uring-send-zc"),
 ]
+
+
+def program(proxy: str) -> str:
+    """The program behind a proxy as the tests name it: proxy-uring-splice runs proxy-uring."""
+    return MODES.get(f"proxy-{proxy}", (f"proxy-{proxy}", ()))[0]
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +64,8 @@ def no_leftover_processes():
 def running_proxy(proxy: str, upstream: str, *args: str) -> Iterator[Server]:
     """Start build/sb-proxy-<proxy> forwarding to upstream; stopped (SIGTERM) on leaving."""
     name = f"proxy-{proxy}"
-    with running_server(name, "--upstream", upstream, *args, cmd=[str(binary(name))]) as px:
+    prog, mode_args = MODES.get(name, (name, ()))
+    with running_server(name, "--upstream", upstream, *mode_args, *args, cmd=[str(binary(prog))]) as px:
         yield px
 
 
@@ -417,7 +427,7 @@ def test_upstream_refusing_resets_the_client(proxy: str) -> None:
         assert s["errors"] == 20 and s["upstream_errors"] == 20
         # One clear line names the cause; the other 19 failures are only counted.
         assert px.stderr.splitlines() == [
-            f"sb-proxy-{proxy}: warning: cannot connect to upstream 127.0.0.1:{port}: Connection refused "
+            f"sb-{program(proxy)}: warning: cannot connect to upstream 127.0.0.1:{port}: Connection refused "
             "(further failures are only counted in upstream_errors)"]
 
 
@@ -504,7 +514,7 @@ BAD_ARGS = [
 ]
 
 
-@pytest.mark.parametrize("proxy", ["naive", "splice", "sockmap"])
+@pytest.mark.parametrize("proxy", ["naive", "splice", "sockmap", "uring"])
 @pytest.mark.parametrize("argv,expected", BAD_ARGS)
 def test_bad_arguments_are_usage_errors(proxy: str, argv: list[str], expected: str) -> None:
     proc = subprocess.run(
@@ -515,7 +525,7 @@ def test_bad_arguments_are_usage_errors(proxy: str, argv: list[str], expected: s
     assert expected in proc.stderr.splitlines()[0], proc.stderr
 
 
-@pytest.mark.parametrize("proxy", ["naive", "splice", "sockmap"])
+@pytest.mark.parametrize("proxy", ["naive", "splice", "sockmap", "uring"])
 def test_help(proxy: str) -> None:
     proc = subprocess.run(
         [str(binary(f"proxy-{proxy}")), "--help"], capture_output=True, text=True, timeout=30

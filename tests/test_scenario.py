@@ -31,8 +31,8 @@ DUR = "seconds as a number, or a string like '500ms', '90s', '2m', '1h'"
 TOP = ("name, description, servers, workload, repetitions, baseline, stop_on_failure, timeout, seed, "
        "matrix, placement, backend")
 KINDS = ("haproxy, haproxy-splice, haproxy-splice-auto, naive, nginx, proxy-naive, proxy-sockmap, proxy-splice, "
-         "sockmap, splice, uring")
-PROXIES = "proxy-naive, proxy-splice, proxy-sockmap, nginx, haproxy, haproxy-splice-auto, haproxy-splice"
+         "proxy-uring, sockmap, splice, uring")
+PROXIES = "proxy-naive, proxy-splice, proxy-sockmap, proxy-uring, nginx, haproxy, haproxy-splice-auto, haproxy-splice"
 
 # (YAML text, exact message, whether the JSON Schema can reject it too)
 BAD = [

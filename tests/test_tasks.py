@@ -193,5 +193,27 @@ def test_check_has_an_io_uring_row(tmp_path):
     rows = {what: (status, detail) for status, what, detail in commands.check(paths, LocalHost())}
     disabled = Path("/proc/sys/kernel/io_uring_disabled").read_text().strip()
     status, detail = rows["io_uring"]
-    assert detail.startswith(f"kernel.io_uring_disabled={disabled}") and detail.endswith(", liburing-dev installed")
+    assert detail == (f"kernel.io_uring_disabled={disabled} (allowed); opcodes present: ACCEPT POLL_ADD RECV SEND "
+                      "SEND_ZC SPLICE ASYNC_CANCEL, liburing-dev installed")
     assert status == ("ok" if disabled == "0" else "warn")
+
+
+@pytest.mark.privileged
+def test_check_says_when_io_uring_is_disabled(tmp_path, io_uring_disabled):
+    paths = commands.Paths.of(REPO, str(tmp_path / "results"))
+    rows = {what: (status, detail) for status, what, detail in commands.check(paths, LocalHost())}
+    assert rows["io_uring"] == ("warn", "kernel.io_uring_disabled=2 (disabled: the uring programs cannot run); "
+                                        "io_uring_setup refused: Operation not permitted, liburing-dev installed")
+
+
+@pytest.mark.parametrize("disabled, allowed, probe, expected", [
+    ("0", True, {"present": ["ACCEPT", "RECV"], "missing": ["SEND_ZC"]},
+     ("kernel.io_uring_disabled=0 (allowed); opcodes present: ACCEPT RECV; missing: SEND_ZC", False)),
+    ("absent (before Linux 6.6: allowed)", True, None,
+     ("kernel.io_uring_disabled=absent (before Linux 6.6: allowed) (allowed); opcodes not probed: no compiler",
+      False)),
+    ("1", False, {"present": ["ACCEPT"], "missing": []},
+     ("kernel.io_uring_disabled=1 (disabled: the uring programs cannot run); opcodes present: ACCEPT", False)),
+])
+def test_io_uring_detail(disabled, allowed, probe, expected):
+    assert commands.io_uring_detail(disabled, allowed, probe, "not probed: no compiler") == expected

@@ -50,7 +50,7 @@ ECHO, PROXY = "echo", "proxy"
 INT_MAX = 2**31 - 1
 SOCKMAP_BUF_MAX = INT_MAX // 2  # the SOCKMAP loaders' net_parse_opts(..., INT32_MAX / 2, ...)
 BUF_MAX = 1 << 30  # --buf, --pipe-size
-URING_ENTRIES_MAX = 1 << 15  # sb-echo-uring --queue-depth, --buffers (the kernel's ring limits)
+URING_ENTRIES_MAX = 1 << 15  # sb-echo-uring/sb-proxy-uring --queue-depth, --buffers (the kernel's ring limits)
 MAX_CONNS_MAX = 1 << 24  # --max-conns (bpf/sockmap_common.c)
 DEFAULT_MAX_CONNS = 65536  # the SOCKMAP loaders' map size without --max-conns
 SEED_MAX = 2**64 - 1
@@ -117,6 +117,18 @@ class ServerKind:
         return args
 
 
+# sb-echo-uring's and sb-proxy-uring's options (servers/uring.c).
+URING_OPTIONS = {
+    "mode": Option("--mode", "choice", "io_uring technique (default recv-send)",
+                   choices=("recv-send", "splice", "send-zc")),
+    "queue_depth": Option("--queue-depth", "int", "submission queue entries (default 256; the "
+                          "kernel rounds up to a power of two)", minimum=1, maximum=URING_ENTRIES_MAX),
+    "buffers": Option("--buffers", "int", "provided buffers (default 256, rounded up to a power of two; "
+                      "the proxy has that many per direction)", minimum=1, maximum=URING_ENTRIES_MAX),
+    "buffer_size": Option("--buffer-size", "size", "size of each provided buffer (default 64KiB); "
+                          "splice: the pipe size (default 1MiB)", minimum=1, maximum=BUF_MAX),
+}
+
 SERVERS: dict[str, ServerKind] = {
     s.name: s
     for s in (
@@ -148,17 +160,7 @@ SERVERS: dict[str, ServerKind] = {
             "sb-echo-uring",
             "io_uring, one thread, one ring: multishot receive into provided buffers + send "
             "(mode recv-send), IORING_OP_SPLICE (splice) or IORING_OP_SEND_ZC (send-zc)",
-            {
-                "mode": Option("--mode", "choice", "io_uring technique (default recv-send)",
-                               choices=("recv-send", "splice", "send-zc")),
-                "queue_depth": Option("--queue-depth", "int", "submission queue entries (default 256; the "
-                                      "kernel rounds up to a power of two)", minimum=1, maximum=URING_ENTRIES_MAX),
-                "buffers": Option("--buffers", "int", "provided buffers (default 256, rounded up to "
-                                  "a power of two)",
-                                  minimum=1, maximum=URING_ENTRIES_MAX),
-                "buffer_size": Option("--buffer-size", "size", "size of each provided buffer (default 64KiB); "
-                                      "splice: the pipe size (default 1MiB)", minimum=1, maximum=BUF_MAX),
-            },
+            URING_OPTIONS,
         ),
         # Reverse proxies (docs/programs.md, "Proxies"): a scenario with a `backend` section runs
         # them in front of that echo server, next to a direct row (client -> backend).
@@ -186,6 +188,14 @@ SERVERS: dict[str, ServerKind] = {
             },
             role=PROXY,
             sockbuf_max=SOCKMAP_BUF_MAX,
+        ),
+        ServerKind(
+            "proxy-uring",
+            "sb-proxy-uring",
+            "reverse proxy on io_uring, one thread, one ring: multishot receive into provided buffers "
+            "+ send (mode recv-send), IORING_OP_SPLICE (splice) or IORING_OP_SEND_ZC (send-zc)",
+            URING_OPTIONS,
+            role=PROXY,
         ),
         # Peers: the user-space proxies people run today, configured from templates by peers.py.
         *(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -369,7 +370,7 @@ def check(paths: Paths, host: Host | None = None) -> list[tuple[str, str, str]]:
     add(not miss, "build dependencies",
         "all installed" if not miss else f"missing {' '.join(p.name for p in miss)}"
         + (" (invoke run installs them)" if info.apt and root else ""), warn_only=bool(info.apt and root))
-    add_io_uring_row(host, add)
+    add_io_uring_row(host, add, paths.root)
     caps = f.get("capabilities") or {}
     priv = root or (caps.get("CAP_BPF") and caps.get("CAP_NET_ADMIN"))
     add(bool(priv), "privileges", "root" if root else
@@ -416,17 +417,42 @@ def check(paths: Paths, host: Host | None = None) -> list[tuple[str, str, str]]:
     return rows
 
 
-def add_io_uring_row(host: Host, add: Callable[..., None]) -> None:
-    """check()'s io_uring row (warn only: only the uring server needs it): kernel.io_uring_disabled and
-    whether liburing-dev, without which sb-echo-uring is not built, is installed."""
+def add_io_uring_row(host: Host, add: Callable[..., None], root: Path) -> None:
+    """check()'s io_uring row (warn only: only the uring programs need it): whether io_uring is allowed
+    (kernel.io_uring_disabled), which opcodes the uring programs use the kernel has (their --probe, run
+    from this host's build of the current sources, built without installing anything if need be) and
+    whether liburing-dev, without which they are not built, is installed."""
     r = host.run(["cat", "/proc/sys/kernel/io_uring_disabled"], check=False, timeout=10)
     disabled = r.stdout.strip() if r.returncode == 0 else "absent (before Linux 6.6: allowed)"
     lib = not provision.missing(host, provision.OPTIONAL_BUILD_PACKAGES)
-    allowed = disabled != "2" and disabled != "1"
-    add(allowed and lib, "io_uring", f"kernel.io_uring_disabled={disabled}"
-        + ("" if allowed else " (the uring server cannot run)")
-        + (", liburing-dev installed" if lib else ", liburing-dev missing: sb-echo-uring is not built (invoke "
-           "run installs it for a scenario naming uring)"), warn_only=True)
+    allowed = disabled not in ("1", "2")
+    probe: dict | None = None
+    why = "liburing-dev missing: the uring programs are not built (invoke run installs it for a scenario naming them)"
+    if lib:
+        try:
+            b = deploy.build(host, root, provision=False, log=lambda _line: None)
+            out = host.run([b.program("sb-echo-uring"), "--probe"], check=False, timeout=30)
+            probe = json.loads(out.stdout) if out.returncode == 0 else None
+            why = f"probe failed: {out.stderr.strip() or out.returncode}"
+        except (UserError, ValueError) as e:
+            why = f"not probed: {str(e).splitlines()[0]}"
+    detail, ok = io_uring_detail(disabled, allowed, probe, why)
+    add(ok and lib, "io_uring", detail + (", liburing-dev installed" if lib else ""), warn_only=True)
+
+
+def io_uring_detail(disabled: str, allowed: bool, probe: dict | None, why: str) -> tuple[str, bool]:
+    """The io_uring row's text and whether every part is fine: allowed or not, then the opcodes
+    present and missing (from sb-echo-uring --probe's JSON), or why they were not probed."""
+    head = f"kernel.io_uring_disabled={disabled} ({'allowed' if allowed else 'disabled: the uring programs cannot run'})"
+    if probe is None:
+        return f"{head}; opcodes {why}", False
+    if "setup_error" in probe:
+        return f"{head}; io_uring_setup refused: {probe['setup_error']}", False
+    missing = probe.get("missing") or []
+    text = f"{head}; opcodes present: {' '.join(probe.get('present') or []) or 'none'}"
+    if missing:
+        text += f"; missing: {' '.join(missing)}"
+    return text, allowed and not missing
 
 
 def has_pdeathsig(host: Host) -> bool:

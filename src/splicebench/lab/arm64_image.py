@@ -22,8 +22,9 @@ from splicebench.lab.arm64_host import Arm64Error
 RECIPE_VERSION = 2
 # initramfs-tools comes with the base system so that its configuration is in place (and its
 # triggers settled) before the kernel arrives: the initramfs is then built once, not twice.
+# liburing-dev: the io_uring programs (servers/*_uring.c) build only where it is installed.
 GUEST_PACKAGES = ("systemd-sysv", "openssh-server", "gcc", "make", "clang", "llvm", "libbpf-dev",
-                  "libelf-dev", "zlib1g-dev", "bpftool", "python3", "iproute2", "procps",
+                  "libelf-dev", "zlib1g-dev", "bpftool", "liburing-dev", "python3", "iproute2", "procps",
                   "initramfs-tools")
 KERNEL_PACKAGE = "linux-image-arm64"
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4")

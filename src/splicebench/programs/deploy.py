@@ -1,9 +1,13 @@
 """Build the data-path programs on a host, cached by the content hash of their sources (I/O).
 
-The sources (Makefile, servers/, bpf/) are hashed; the programs of hash H live in
-<workdir>/build/H/ on the host, and <workdir>/build/H/.complete marks a finished build. A build
-runs in <workdir>/build/H.tmp-XXXX (sources unpacked into it, `make BUILD=<that dir>`), which is
-renamed to H only when everything is there, so an interrupted build never looks complete.
+The sources (Makefile, servers/, bpf/) are hashed; what the Makefile builds also depends on which
+optional build packages the host has (provision.OPTIONAL_BUILD_PACKAGES), so the cache key K is
+the hash plus their names (`H` without any, `H+liburing-dev` with liburing-dev). The programs of
+key K live in <workdir>/build/K/ on the host, and <workdir>/build/K/.complete marks a finished
+build. A build runs in <workdir>/build/K.tmp-XXXX (sources unpacked into it, `make BUILD=<that
+dir>`), which is renamed to K only when everything is there, so an interrupted build never looks
+complete; a complete build is never replaced or removed (another run may be using it): installing
+an optional package later gives a new key and a build of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Callable, Sequence
 
 from splicebench.errors import BuildError, CommandFailed, tail
 from splicebench.hosts.base import Host
-from splicebench.programs.provision import BUILD_PACKAGES, OPTIONAL_BUILD_PACKAGES, Package, ensure
+from splicebench.programs.provision import BUILD_PACKAGES, OPTIONAL_BUILD_PACKAGES, Package, ensure, missing
 from splicebench.registry import CLIENT_PROGRAM, SAMPLER_PROGRAM, SERVERS
 
 # What the Makefile reads. Add a path here when the build starts to depend on it.
@@ -31,13 +35,13 @@ COMPLETE = ".complete"
 MAKE_TIMEOUT_S = 900
 # Programs the Makefile builds only where their package is installed (provision.OPTIONAL_BUILD_PACKAGES);
 # a build without them is complete, and a run that needs one refuses the host (missing_program).
-OPTIONAL_PROGRAMS = {"sb-echo-uring": "liburing-dev"}
+OPTIONAL_PROGRAMS = {"sb-echo-uring": "liburing-dev", "sb-proxy-uring": "liburing-dev"}
 
 
 @dataclass(frozen=True)
 class Build:
     host: str
-    hash: str
+    hash: str  # the cache key: the sources' hash plus the optional build packages present (build_key)
     dir: str  # directory on the host holding the sb-* programs
     built: bool  # False: found in the cache
     seconds: float
@@ -123,25 +127,39 @@ def _tarball(root: Path) -> bytes:
     return buf.getvalue()
 
 
+def build_key(digest: str, present: Sequence[str]) -> str:
+    """The cache key of a build: the sources' hash plus the optional build packages present."""
+    return digest + "".join(f"+{name}" for name in sorted(present))
+
+
+def _present(host: Host) -> set[str]:
+    """Names of the optional build packages installed on host."""
+    miss = {p.name for p in missing(host, OPTIONAL_BUILD_PACKAGES)}
+    return {p.name for p in OPTIONAL_BUILD_PACKAGES if p.name not in miss}
+
+
 def build(host: Host, root: Path, *, provision: bool = True, extra: Sequence[Package] = (),
           log: Callable[[str], None] = print) -> Build:
     """Programs of the current sources on `host`, built unless already cached. With provision, the
-    build dependencies and `extra` (some of OPTIONAL_BUILD_PACKAGES) are installed first; a cached
-    build that lacks a program of `extra` is built again once its package is there."""
+    build dependencies and `extra` (some of OPTIONAL_BUILD_PACKAGES) are installed first; once a
+    package of `extra` is there, the build is the one keyed with it (built if need be)."""
     t0 = time.monotonic()
     digest = content_hash(root)
     base = f"{host.workdir()}/build"
-    final = f"{base}/{digest}"
     wanted = {p.name for p in extra}
-    if host.exists(f"{final}/{COMPLETE}"):
-        absent = _absent(host, final)
-        if not (provision and wanted & {OPTIONAL_PROGRAMS[p] for p in absent}):
-            return Build(host.name, digest, final, False, time.monotonic() - t0, absent)
+    present = _present(host)
+    key = build_key(digest, present)
+    final = f"{base}/{key}"
+    if host.exists(f"{final}/{COMPLETE}") and not (provision and wanted - present):
+        return Build(host.name, key, final, False, time.monotonic() - t0, _absent(host, final))
     if provision:
         ensure(host, [*BUILD_PACKAGES, *extra], what="build dependencies", log=log)
+        present = _present(host)
+        key = build_key(digest, present)
+        final = f"{base}/{key}"
         if host.exists(f"{final}/{COMPLETE}"):
-            host.remove_tree(final)  # built before the optional package was installed
-    log(f"host {host.name}: building programs {digest} in {final}")
+            return Build(host.name, key, final, False, time.monotonic() - t0, _absent(host, final))
+    log(f"host {host.name}: building programs {key} in {final}")
     tmp = f"{final}.tmp-{secrets.token_hex(4)}"
     try:
         host.makedirs(f"{tmp}/src")
@@ -169,7 +187,7 @@ def build(host: Host, root: Path, *, provision: bool = True, extra: Sequence[Pac
     finally:
         if host.exists(tmp):
             host.remove_tree(tmp)
-    return Build(host.name, digest, final, True, time.monotonic() - t0, _absent(host, final))
+    return Build(host.name, key, final, True, time.monotonic() - t0, _absent(host, final))
 
 
 def drop_cache(host: Host) -> str:

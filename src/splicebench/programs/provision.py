@@ -5,7 +5,7 @@ On Debian and Ubuntu the missing packages are installed with apt-get (as root, o
 one message listing what is missing and the command that would install it.
 
 BUILD_PACKAGES is what `make` needs on any host that runs the data-path programs; TEST_PACKAGES is
-what the test suite needs on top. Both are plain lists: add to them when a new part needs a package.
+what the test suite and the benchmarks (bench/) need on top. Both are plain lists: add to them when a new part needs a package.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ BUILD_PACKAGES: list[Package] = [
     Package("bpftool", "bpftool"),
 ]
 
-# Packages of the programs the Makefile builds only where they are installed (servers/*uring*.c
+# Packages of the programs the Makefile builds only where they are installed (servers/*_uring.c
 # need liburing's header), so that a host without them, such as the arm64 guest whose image
 # predates them, still builds every other program. `invoke run` installs them on the hosts of a
 # scenario that names one of those programs (deploy.OPTIONAL_PROGRAMS).
 OPTIONAL_BUILD_PACKAGES: list[Package] = [
-    Package("liburing-dev", "/usr/include/liburing.h"),  # sb-echo-uring
+    Package("liburing-dev", "/usr/include/liburing.h"),  # sb-echo-uring, sb-proxy-uring
 ]
 
 TEST_PACKAGES: list[Package] = [
@@ -54,6 +54,7 @@ TEST_PACKAGES: list[Package] = [
     Package("libnginx-mod-stream", "/usr/lib/nginx/modules/ngx_stream_module.so"),
     Package("haproxy", "haproxy"),
     Package("chromium", "/usr/bin/chromium"),  # tests/test_browser.py opens the reports in it (headless)
+    Package("linux-perf", "perf"),  # bench/syscall_count.py: system calls per GiB in the benchmarks
 ]
 
 # The arm64 lab host (arm64.py): a Debian arm64 guest built with debootstrap, booted under QEMU.

@@ -22,9 +22,10 @@ from splicebench.scenario.plan import Plan
 # File descriptors a program holds per connection (read off servers/*.c and bpf/*.c): a socket per
 # connection for the echo servers, plus its pipe (2 fds) for the splice echo; two sockets for a proxy,
 # plus a pipe per direction for the splice proxy. Peers (NGINX, HAProxy) hold two sockets. The io_uring
-# echo holds a socket, plus a pipe in its splice mode (counted for every mode: the most it needs).
+# programs hold what their epoll twins hold in their splice mode (counted for every mode: the most).
 FDS_PER_CONN = {"sb-echo-naive": 1, "sb-echo-splice": 3, "sb-echo-sockmap": 1, "sb-echo-uring": 3,
-                "sb-proxy-naive": 2, "sb-proxy-splice": 6, "sb-proxy-sockmap": 2, CLIENT_PROGRAM: 1}
+                "sb-proxy-naive": 2, "sb-proxy-splice": 6, "sb-proxy-sockmap": 2, "sb-proxy-uring": 6,
+                CLIENT_PROGRAM: 1}
 PEER_FDS_PER_CONN = 2
 FD_SLACK = 32  # listeners, epoll, signalfd, timerfd, BPF maps and programs, stdio
 # Programs that keep the soft RLIMIT_NOFILE they are started with: NGINX raises it only in worker
