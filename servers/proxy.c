@@ -157,7 +157,7 @@ int proxy_accept(struct net_server *s, struct proxy_upstream *up, struct net_sta
 void proxy_print_summary(const char *server, const struct net_stats *st,
 			 const struct proxy_upstream *up, const char *extra)
 {
-	char fields[256];
+	static char fields[256 + 128 * NET_WORKERS_MAX];
 	snprintf(fields, sizeof(fields), ",\"upstream_errors\":%llu%s",
 		 (unsigned long long)up->errors, extra);
 	net_print_summary_extra(server, st, fields);
@@ -166,8 +166,11 @@ void proxy_print_summary(const char *server, const struct net_stats *st,
 /* User-space proxies
  * ------------------ */
 
-/* The proxy proxy_run serves; net_server_run's callbacks take no argument. */
-static struct proxy *cur;
+/* The proxy this thread serves (its worker's copy); net_server_run's callbacks take no argument.
+ */
+static __thread struct proxy *cur;
+/* The workers' copies of the proxy that proxy_run was given. */
+static struct proxy *copies;
 
 /* Set a leg's epoll interest: registered while there is something to wait for, removed when not. */
 static void set_events(struct proxy_leg *l, uint32_t ev)
@@ -286,9 +289,29 @@ static void free_dead(void)
 	}
 }
 
+struct proxy *proxy_current(void) { return cur; }
+
+/* One worker: serve its copy of the proxy on its listener until the proxy stops. */
+static void serve(struct net_worker *w)
+{
+	cur = &copies[w->index];
+	net_server_attach(&cur->srv, w);
+	net_server_run(&cur->srv, on_listen, on_leg, free_dead);
+	w->st = cur->st;
+}
+
 void proxy_run(struct proxy *p)
 {
-	cur = p;
-	net_server_open(&p->srv, p->opts.listen, p->server);
-	net_server_run(&p->srv, on_listen, on_leg, free_dead);
+	unsigned n = p->workers ? p->workers : 1;
+	copies = calloc(n, sizeof(*copies));
+	if (!copies)
+		net_die("out of memory");
+	for (unsigned i = 0; i < n; i++)
+		copies[i] = *p;
+	p->wk = net_workers_run(p->opts.listen, p->server, n, serve);
+	p->st = net_workers_total(p->wk, n);
+	for (unsigned i = 0; i < n; i++)
+		p->up.errors += copies[i].up.errors;
+	free(copies);
+	copies = NULL;
 }

@@ -139,20 +139,28 @@ struct proxy_ops {
 	void (*close)(struct proxy_conn *c);
 };
 
-/* A running user-space proxy: set ops, opts and up (after parsing), then call proxy_run. */
+/* A running user-space proxy: set ops, opts, up and workers (after parsing), then call proxy_run.
+ */
 struct proxy {
 	const char *server; /* name in the ready and summary lines, e.g. "proxy-naive" */
 	const struct proxy_ops *ops;
 	struct net_opts opts;	  /* --listen, --sndbuf/--rcvbuf (on both legs) */
 	struct proxy_upstream up; /* --upstream */
+	unsigned workers;	  /* --workers: threads (net_workers_run); 0 means 1 */
 	struct net_server srv;
 	struct net_stats st;	 /* bytes_in: read from clients; bytes_out: written to clients */
 	struct proxy_conn *dead; /* ended in this batch of events, freed after it */
+	struct net_worker *wk;	 /* after proxy_run: the workers, their counters and CPU time */
 };
 
 /* Listen on p->opts.listen, print the ready line for p->server and proxy every accepted
  * connection to p->up with p->ops until SIGTERM or SIGINT; then return, leaving the summary to the
- * caller (proxy_print_summary with p->st). One proxy per process. Exits on fatal errors. */
+ * caller (proxy_print_summary with p->st). With p->workers > 1 every worker thread runs a copy of
+ * *p with its own listener and connections; at the end p->st and p->up.errors hold their sums and
+ * p->wk the workers. One proxy per process. Exits on fatal errors. */
 void proxy_run(struct proxy *p);
+
+/* The proxy (the worker's copy) that the calling thread serves, for a data path's counters. */
+struct proxy *proxy_current(void);
 
 #endif

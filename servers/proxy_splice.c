@@ -4,7 +4,8 @@
  *
  * Every accepted client connection gets its own upstream connection (--upstream) and one pipe per
  * direction (--pipe-size, default 1 MiB via F_SETPIPE_SZ, capped to /proc/sys/fs/pipe-max-size).
- * One thread and one level-triggered epoll loop, for the same reasons as sb-echo-splice: the
+ * One thread (or --workers threads, each with its own SO_REUSEPORT listener and connections) and
+ * one level-triggered epoll loop each, for the same reasons as sb-echo-splice: the
  * process-CPU figure stays comparable (one core at most) and epoll serves thousands of
  * connections. A direction fills its pipe while there is room and drains it into the other leg
  * while it holds bytes, so reading and writing overlap and a slow receiver slows its sender (TCP
@@ -59,9 +60,9 @@ static int conn_open(struct proxy_conn *pc)
 	if ((c->flow[0].cap = net_pipe(c->flow[0].pipe, pipe_size, &pipes_default)) &&
 	    (c->flow[1].cap = net_pipe(c->flow[1].pipe, pipe_size, &pipes_default)))
 		return 0;
-	if (!px.srv.accept_warned)
+	if (!proxy_current()->srv.accept_warned)
 		net_warn("pipe2: %s", strerror(errno));
-	px.srv.accept_warned = true;
+	proxy_current()->srv.accept_warned = true;
 	for (int s = 0; s < 2; s++)
 		if (c->flow[s].cap) {
 			close(c->flow[s].pipe[0]);
@@ -94,7 +95,7 @@ static enum proxy_copy_result pump(struct proxy_conn *pc, int s)
 			if (n > 0) {
 				f->inpipe += (size_t)n;
 				if (s == PROXY_CLIENT)
-					px.st.bytes_in += (uint64_t)n;
+					proxy_current()->st.bytes_in += (uint64_t)n;
 				progress = true;
 			} else if (n == 0) {
 				f->eof = true;
@@ -115,7 +116,7 @@ static enum proxy_copy_result pump(struct proxy_conn *pc, int s)
 			if (n > 0) {
 				f->inpipe -= (size_t)n;
 				if (s == PROXY_UPSTREAM)
-					px.st.bytes_out += (uint64_t)n;
+					proxy_current()->st.bytes_out += (uint64_t)n;
 				f->full = false;
 				progress = true;
 			} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
@@ -170,8 +171,10 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: sb-proxy-splice --upstream ADDR:PORT [--listen ADDR:PORT] [--pipe-size BYTES]\n"
+	    "                       [--workers N]\n"
 	    "                       [--sndbuf BYTES] [--rcvbuf BYTES]\n"
 	    "  --upstream ADDR:PORT where every accepted connection is forwarded (required)\n"
+	    "  --workers N          threads, each with its own SO_REUSEPORT listener (default 1)\n"
 	    "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
 	    "  --pipe-size BYTES    pipe per direction and connection (default 1048576, capped\n"
 	    "                       to /proc/sys/fs/pipe-max-size)\n"
@@ -188,6 +191,8 @@ static void own_opt(int val, const char *arg)
 {
 	if (val == 'u')
 		upstream = arg;
+	else if (val == 'w')
+		px.workers = net_parse_workers(arg);
 	else
 		pipe_size = net_parse_u64("--pipe-size", arg, 1u << 30);
 }
@@ -196,6 +201,7 @@ int main(int argc, char **argv)
 {
 	static const struct option own[] = {
 	    {"upstream", required_argument, 0, 'u'},
+	    {"workers", required_argument, 0, 'w'},
 	    {"pipe-size", required_argument, 0, 'p'},
 	    {0, 0, 0, 0},
 	};
@@ -206,9 +212,10 @@ int main(int argc, char **argv)
 
 	px.ops = &ops;
 	proxy_run(&px);
-	char extra[64];
-	snprintf(extra, sizeof(extra), ",\"pipes_default\":%llu",
-		 (unsigned long long)pipes_default);
+	static char extra[64 + 128 * NET_WORKERS_MAX];
+	int at = snprintf(extra, sizeof(extra), ",\"pipes_default\":%llu",
+			  (unsigned long long)pipes_default);
+	net_workers_json(px.wk, px.workers ? px.workers : 1, extra + at, sizeof(extra) - (size_t)at);
 	net_pipe_report(pipes_default);
 	proxy_print_summary(px.server, &px.st, &px.up, extra);
 	return 0;
