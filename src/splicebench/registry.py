@@ -76,6 +76,12 @@ _PIPE_SIZE = Option("--pipe-size", "size", "pipe size (capped to fs.pipe-max-siz
 _PARSER = Option("--parser", "bool", "add a stream_parser program")
 _MAX_CONNS = Option("--max-conns", "int", f"map size (default {DEFAULT_MAX_CONNS})", minimum=1,
                     maximum=MAX_CONNS_MAX)
+WORKERS_MAX = 256  # NET_WORKERS_MAX (servers/net.h)
+# Worker threads of the user-space servers and proxies (net_workers_run in servers/net.c). The SOCKMAP
+# loaders have none: the kernel moves their bytes, the loader only inserts sockets.
+WORKERS = "workers"
+_WORKERS = Option("--workers", "int", "threads, each with its own SO_REUSEPORT listener and epoll loop "
+                  "(default 1)", minimum=1, maximum=WORKERS_MAX)
 
 
 # Options of the peers (NGINX, HAProxy); peers.py turns them into config directives.
@@ -123,14 +129,14 @@ SERVERS: dict[str, ServerKind] = {
         ServerKind(
             "naive",
             "sb-echo-naive",
-            "read()/write() echo, epoll, one thread",
-            {"buf": Option("--buf", "size", "read buffer size", minimum=1, maximum=BUF_MAX)},
+            "read()/write() echo, epoll, one thread per worker",
+            {"buf": Option("--buf", "size", "read buffer size", minimum=1, maximum=BUF_MAX), WORKERS: _WORKERS},
         ),
         ServerKind(
             "splice",
             "sb-echo-splice",
-            "socket -> pipe -> same socket with splice(), epoll, one thread",
-            {"pipe_size": _PIPE_SIZE},
+            "socket -> pipe -> same socket with splice(), epoll, one thread per worker",
+            {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS},
         ),
         ServerKind(
             "sockmap",
@@ -165,15 +171,15 @@ SERVERS: dict[str, ServerKind] = {
         ServerKind(
             "proxy-naive",
             "sb-proxy-naive",
-            "reverse proxy: recv()/send() through a buffer per direction, epoll, one thread",
-            {"buf": Option("--buf", "size", "buffer per direction", minimum=1, maximum=BUF_MAX)},
+            "reverse proxy: recv()/send() through a buffer per direction, epoll, one thread per worker",
+            {"buf": Option("--buf", "size", "buffer per direction", minimum=1, maximum=BUF_MAX), WORKERS: _WORKERS},
             role=PROXY,
         ),
         ServerKind(
             "proxy-splice",
             "sb-proxy-splice",
             "reverse proxy: socket -> pipe -> socket with splice(), a pipe per direction",
-            {"pipe_size": _PIPE_SIZE},
+            {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS},
             role=PROXY,
         ),
         ServerKind(
@@ -221,6 +227,8 @@ class WorkloadField:
 
 
 CLIENT_PROGRAM = "sb-client"
+CLIENT_THREADS_MAX = 1024  # THREADS_MAX (servers/client.c)
+SOURCE_ADDRS_MAX = 65536  # SOURCE_ADDRS_MAX (servers/client.c)
 # The CPU sampler run beside the servers during each sample (servers/cpustat.c, results/cpu.py).
 SAMPLER_PROGRAM = "sb-cpustat"
 SAMPLER_INTERVAL_US = 2000  # about 40 us of CPU per reading here: 2 % of one CPU
@@ -236,14 +244,20 @@ WORKLOAD_FIELDS: dict[str, WorkloadField] = {
                       1 << 40),
         WorkloadField("burst_size", "--burst-size", "size", 1 << 20, 1, "burst: bytes per burst", 1 << 40),
         WorkloadField("bursts", "--bursts", "int", 10, 1, "burst: bursts per connection", 1 << 40),
+        WorkloadField("threads", "--threads", "int", 1, 1, "client threads sharing the connections, each its "
+                      "own epoll loop (at most conns are used)", CLIENT_THREADS_MAX),
+        WorkloadField("source_addrs", "--source-addrs", "int", 0, 0, "bind connection c to 127.0.0.1 + (c mod N) "
+                      "so that each address has its own ephemeral ports (loopback only; 0 = no bind)",
+                      SOURCE_ADDRS_MAX),
     )
 }
 
 # Which client parameters apply to which workload type (conns applies to all).
+CLIENT_FIELDS = ("threads", "source_addrs")  # how the client runs, for every workload type
 WORKLOADS: dict[str, tuple[str, ...]] = {
-    "stream": ("conns", "bytes", "chunk"),
-    "pingpong": ("conns", "msg_size", "round_trips"),
-    "burst": ("conns", "burst_size", "bursts"),
+    "stream": ("conns", "bytes", "chunk", *CLIENT_FIELDS),
+    "pingpong": ("conns", "msg_size", "round_trips", *CLIENT_FIELDS),
+    "burst": ("conns", "burst_size", "bursts", *CLIENT_FIELDS),
 }
 
 
@@ -251,7 +265,12 @@ def client_args(workload: str, params: Mapping[str, int], seed: int, timeout_s: 
     """sb-client arguments after `--connect ADDR:PORT`, for validated parameters."""
     args = ["--workload", workload]
     for name in WORKLOADS[workload]:
-        args += [WORKLOAD_FIELDS[name].flag, str(params[name])]
+        value = params[name]
+        if name == "threads":
+            value = min(value, params["conns"])  # a thread needs a connection
+        if name in CLIENT_FIELDS and value == WORKLOAD_FIELDS[name].default:
+            continue  # the client's own default: the command line stays as short as before
+        args += [WORKLOAD_FIELDS[name].flag, str(value)]
     args += ["--seed", str(seed), "--timeout", _num(timeout_s)]
     return args
 

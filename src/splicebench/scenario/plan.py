@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from splicebench.registry import CLIENT_PROGRAM, SERVERS, client_args, payload_bytes
-from splicebench.scenario.model import DIRECT, Cell, Scenario, ServerConfig
+from splicebench.scenario.model import DIRECT, Cell, Scenario, ServerConfig, options_for
 
 WARMUP = "warmup"
 MEASURED = "measured"
@@ -120,7 +120,7 @@ def build_plan(scenario: Scenario) -> Plan:
                 proxy = bk is not None and server.label != DIRECT
                 # Clients only on the server's own host: loopback (some hosts have no other way in).
                 same = all(h == run_host for h in placement.clients)
-                opts = {**dict(server.options), **dict(cell.server_overrides)}
+                opts = options_for(server.kind, {**dict(server.options), **dict(cell.server_overrides)})
                 samples.append(
                     Sample(
                         seq=seq,
@@ -140,7 +140,8 @@ def build_plan(scenario: Scenario) -> Plan:
                         backend=bk.kind if proxy else None,
                         backend_host=bhost if proxy else None,
                         backend_listen="127.0.0.1:0" if bhost == placement.server else "0.0.0.0:0",
-                        backend_options=tuple(sorted({**dict(bk.options), **dict(cell.server_overrides)}.items()))
+                        backend_options=tuple(sorted(options_for(bk.kind, {**dict(bk.options),
+                                                                           **dict(cell.server_overrides)}).items()))
                         if proxy else (),
                         row_host=placement.server,
                     )

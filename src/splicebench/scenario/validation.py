@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Sequence
 
 from splicebench.registry import (COMMON_SERVER_OPTIONS, DEFAULT_MAX_CONNS, ECHO, MAX_CONNS_MAX, PAYLOAD_FACTORS,
-                                  PAYLOAD_MAX, PEER_MAX_CONNS, PROXY, SEED_MAX, SERVERS, WORKLOAD_FIELDS, WORKLOADS,
+                                  PAYLOAD_MAX, PEER_MAX_CONNS, PROXY, SEED_MAX, SERVERS, WORKERS, WORKLOAD_FIELDS,
+                                  WORKLOADS,
                                   Option)
 from splicebench.scenario.checks import Checker, closest, found, join_path
 from splicebench.scenario.model import (
@@ -328,8 +329,12 @@ def _matrix(c: Checker, value: Any, wtype: str, wl: Mapping[str, Any],
             vpath = f"{path}[{i}]"
             if key in WORKLOAD_FIELDS:
                 n = c.workload_value(key, v, vpath)
+            elif (opt := _tightest(key, servers)) is None:
+                c.fail(path, "none of the servers has worker threads", found(key),
+                       "servers with a workers option: " + ", ".join(k for k, kind in SERVERS.items()
+                                                                      if WORKERS in kind.options))
             else:  # a socket buffer for every server: the smallest bound among them applies
-                n = c.option(_tightest(key, servers), v, vpath)
+                n = c.option(opt, v, vpath)
             if n in parsed:
                 c.fail(vpath, "duplicate value", found(v), "distinct values")
             parsed.append(n)
@@ -370,10 +375,13 @@ def _placement(c: Checker, value: Any, known_hosts: tuple[str, ...], path: str) 
     return Placement(server, tuple(clients))
 
 
-def _tightest(key: str, servers: Sequence[ServerConfig]) -> Option:
-    """The option `key` of all the servers with the smallest maximum (a matrix value reaches them all)."""
-    opts = [SERVERS[s.kind].all_options()[key] for s in servers] or [COMMON_SERVER_OPTIONS[key]]
-    return min(opts, key=lambda o: o.maximum if o.maximum is not None else float("inf"))
+def _tightest(key: str, servers: Sequence[ServerConfig]) -> Option | None:
+    """The option `key` of all the servers with the smallest maximum (a matrix value reaches them all;
+    `workers` only those that have it, None when none has)."""
+    opts = [SERVERS[s.kind].all_options()[key] for s in servers if key in SERVERS[s.kind].all_options()]
+    if not opts and key in COMMON_SERVER_OPTIONS:
+        opts = [COMMON_SERVER_OPTIONS[key]]
+    return min(opts, key=lambda o: o.maximum if o.maximum is not None else float("inf")) if opts else None
 
 
 def _connection_limits(c: Checker, servers: Sequence[ServerConfig], backend: Backend | None, conns: Sequence[int],
