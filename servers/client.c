@@ -490,8 +490,8 @@ static bool check_stall(struct thr *t, struct conn *c, uint64_t now)
 {
 	if (!stall_ns || c->state != C_RUNNING || now - c->progress_ns < stall_ns)
 		return false;
-	fail(t, c, c->recvd, "stall (no bytes for %.1fs at offset %llu)",
-	     (double)(now - c->progress_ns) / 1e9, (unsigned long long)c->recvd);
+	fail(t, c, c->recvd, "stall (no bytes for %gs at offset %llu)", o.stall_s,
+	     (unsigned long long)c->recvd);
 	return true;
 }
 

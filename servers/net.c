@@ -563,7 +563,6 @@ struct net_worker *net_workers_run(const char *addr, const char *server, unsigne
 		return w;
 	}
 	listen_reuseport(addr, n, w);
-	net_print_ready(server, w[0].lfd);
 	for (unsigned i = 0; i < n; i++) {
 		w[i].stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		if (w[i].stopfd < 0)
@@ -574,6 +573,8 @@ struct net_worker *net_workers_run(const char *addr, const char *server, unsigne
 			net_die("pthread_create: %s", strerror(err));
 		w[i].th = (unsigned long)th;
 	}
+	/* Every worker exists (connections wait in their listeners' backlogs until it serves). */
+	net_print_ready(server, w[0].lfd);
 	for (;;) {
 		struct pollfd p = {.fd = sfd, .events = POLLIN};
 		if (poll(&p, 1, -1) < 0 && errno != EINTR)
