@@ -29,7 +29,7 @@ NAME = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 CI = "a fraction of the median greater than 0 and at most 1, e.g. 0.05 for 5 %"
 DUR = "seconds as a number, or a string like '500ms', '90s', '2m', '1h'"
 TOP = ("name, description, servers, workload, repetitions, baseline, stop_on_failure, timeout, seed, "
-       "matrix, placement, backend")
+       "matrix, placement, backend, cpus")
 KINDS = ("haproxy, haproxy-splice, haproxy-splice-auto, naive, nginx, proxy-naive, proxy-sockmap, proxy-splice, "
          "sockmap, splice, uring")
 PROXIES = "proxy-naive, proxy-splice, proxy-sockmap, nginx, haproxy, haproxy-splice-auto, haproxy-splice"
@@ -146,6 +146,16 @@ BAD = [
      False),
     ("servers: [naive, sockmap]\nworkload: {type: stream}\nmatrix: {workers: [1, 300]}",
      "bad.yaml: matrix.workers[1]: too large for the program; found 300, allowed: an integer from 1 to 256", True),
+    (OK + "cpus: 3",
+     "bad.yaml: cpus: not a mapping; found 3, allowed: a mapping of server, client to a CPU list like '0,2-3'", True),
+    (OK + "cpus: {server: 0-x}",
+     "bad.yaml: cpus.server: not a CPU list; found '0-x', allowed: a CPU list like '0,2-3' or one CPU number "
+     "(CPUs 0 to 1023)", True),
+    (OK + "cpus: {backend: 1}",
+     "bad.yaml: cpus.backend: unknown key; found 'backend', allowed: server, client", False),
+    (OK + "cpus: {client: 1024}",
+     "bad.yaml: cpus.client: not a CPU list; found 1024, allowed: a CPU list like '0,2-3' or one CPU number "
+     "(CPUs 0 to 1023)", True),
     (OK + "matrix: {conns: []}",
      "bad.yaml: matrix.conns: empty list; found an empty list, allowed: a non-empty list of values", True),
     (OK + "matrix: {conns: 4}",
@@ -275,7 +285,8 @@ def test_the_key_tables_are_the_keys_of_the_model():
                         "backend: {name: naive, options: {buf: 4KiB}, host: lab1}\n"
                         "workload: {type: stream}\nmatrix: {sndbuf: [0, 1MiB]}\n"
                         "repetitions: {warmup: 0, min: 6, max: 8, target_ci_width: 0.1}\n"
-                        "placement: {server: local, clients: [lab1]}\n", "full.yaml",
+                        "placement: {server: local, clients: [lab1]}\ncpus: {server: 0, backend: '1,0', client: 0-1}\n",
+                        "full.yaml",
                         known_hosts=("local", "lab1"))
     d = sc.to_dict()
     assert set(d) == set(TOP_KEYS)
@@ -283,11 +294,12 @@ def test_the_key_tables_are_the_keys_of_the_model():
     assert set(d["repetitions"]) | {"measured"} == set(REPETITION_KEYS)
     assert set(d["placement"]) == set(PLACEMENT_KEYS)
     assert set(d["backend"]) == set(BACKEND_KEYS)
+    assert d["cpus"] == {"server": "0", "backend": "1,0", "client": "0,1"}
     assert set(d["workload"]) == {"type", *WORKLOADS["stream"]}
     assert {f.name for f in dataclasses.fields(scenario.Scenario)} == {
         "name", "description", "servers", "workload_type", "workload", "warmup", "measured", "baseline",
         "stop_on_failure", "timeout_s", "seed", "matrix", "placements", "backend", "source", "min_measured",
-        "target_ci_width"}, "a new model field: give it a key in validation.py's tables and bad inputs in BAD"
+        "target_ci_width", "cpus"}, "a new model field: give it a key in validation.py's tables and bad inputs in BAD"
 
 
 def test_bad_inputs_are_distinct():

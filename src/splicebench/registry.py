@@ -275,6 +275,37 @@ def client_args(workload: str, params: Mapping[str, int], seed: int, timeout_s: 
     return args
 
 
+# CPU placement (a scenario's `cpus`): which program runs where. Servers, proxies, peers and backends are
+# started under taskset; sb-client pins its threads itself (--cpus), thread t on the (t mod n)-th CPU.
+CPU_ROLES = ("server", "backend", "client")
+CPU_MAX = 1023  # the largest CPU number sb-client's cpu_set_t holds (CPU_SETSIZE 1024)
+
+
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """'0,2-3' -> (0, 2, 3), in the order written; ValueError on anything else or a CPU above CPU_MAX."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise ValueError(text)
+        a, b = int(lo), int(hi) if dash else int(lo)
+        if b < a or b > CPU_MAX:
+            raise ValueError(text)
+        out += [c for c in range(a, b + 1) if c not in out]
+    return tuple(out)
+
+
+def pinned(argv: list[str], cpus: str | None) -> list[str]:
+    """argv run on the CPUs of list `cpus` (taskset -c), or argv itself when cpus is None."""
+    return ["taskset", "-c", cpus, *argv] if cpus else list(argv)
+
+
+def program_name(argv: list[str]) -> str:
+    """The program an argv runs (past a taskset prefix): its file name."""
+    words = argv[3:] if argv[:2] == ["taskset", "-c"] else argv
+    return words[0].rsplit("/", 1)[-1] if words else ""
+
+
 def payload_bytes(workload: str, params: Mapping[str, int]) -> int:
     """Bytes each connection sends (and expects back)."""
     if workload == "stream":

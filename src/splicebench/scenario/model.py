@@ -99,6 +99,8 @@ class Scenario:
     # fraction of the median wide, after at least min_measured rounds (stats.enough_repetitions).
     min_measured: int | None = None
     target_ci_width: float | None = None
+    # CPU placement: (role, CPU list) for the roles of registry.CPU_ROLES the scenario pins.
+    cpus: tuple[tuple[str, str], ...] = ()
 
     @property
     def placement(self) -> Placement:
@@ -152,6 +154,7 @@ class Scenario:
             **({"backend": {"name": self.backend.kind, "options": dict(self.backend.options),
                             **({"host": self.backend.host} if self.backend.host else {})}}
                if self.backend else {}),
+            **({"cpus": dict(self.cpus)} if self.cpus else {}),
         }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from splicebench.registry import (COMMON_SERVER_OPTIONS, ECHO, SEED_MAX, SERVERS, WORKERS, WORKLOAD_FIELDS, WORKLOADS,
+from splicebench.registry import (CPU_MAX, COMMON_SERVER_OPTIONS, ECHO, SEED_MAX, SERVERS, WORKERS, WORKLOAD_FIELDS, WORKLOADS,
                                   Option)
 from splicebench.scenario.model import (
     DEFAULT_ADAPTIVE_MAX,
@@ -167,6 +167,18 @@ def json_schema() -> dict[str, Any]:
                                "placement (default: all on local)",
             },
             "backend": backend,
+            "cpus": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {role: {"oneOf": [{"type": "integer", "minimum": 0, "maximum": CPU_MAX},
+                                                {"type": "string", "pattern": r"^\s*\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*\s*$"}],
+                                      "description": what}
+                               for role, what in (("server", "CPUs of the server, proxy or peer (taskset -c)"),
+                                                  ("backend", "CPUs of the backend (taskset -c)"),
+                                                  ("client", "CPUs of sb-client's threads (--cpus)"))},
+                "description": "CPU placement, e.g. {server: '0', client: '1'}; checked against each host's "
+                               "CPUs before the run",
+            },
         },
     }
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from splicebench.registry import (COMMON_SERVER_OPTIONS, DEFAULT_MAX_CONNS, ECHO, MAX_CONNS_MAX, PAYLOAD_FACTORS,
-                                  PAYLOAD_MAX, PEER_MAX_CONNS, PROXY, SEED_MAX, SERVERS, WORKERS, WORKLOAD_FIELDS,
-                                  WORKLOADS,
-                                  Option)
+from splicebench.registry import (COMMON_SERVER_OPTIONS, CPU_MAX, CPU_ROLES, DEFAULT_MAX_CONNS, ECHO, MAX_CONNS_MAX,
+                                  PAYLOAD_FACTORS, PAYLOAD_MAX, PEER_MAX_CONNS, PROXY, SEED_MAX, SERVERS, WORKERS,
+                                  WORKLOAD_FIELDS, WORKLOADS, Option, parse_cpu_list)
 from splicebench.scenario.checks import Checker, closest, found, join_path
 from splicebench.scenario.model import (
     DEFAULT_ADAPTIVE_MAX,
@@ -48,6 +47,7 @@ TOP_KEYS = (
     "matrix",
     "placement",
     "backend",
+    "cpus",
 )
 SERVER_KEYS = ("name", "label", "options")
 REPETITION_KEYS = ("warmup", "measured", "min", "max", "target_ci_width")
@@ -153,6 +153,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         matrix = _matrix(c, data["matrix"], wtype, wl, servers)
 
     placements = _placements(c, data["placement"], tuple(known_hosts)) if "placement" in data else (Placement(),)
+    cpus = _cpus(c, data["cpus"], backend) if "cpus" in data else ()
 
     swept_values = dict(matrix)
     conns_path = "matrix.conns" if "conns" in swept_values else "workload.conns"
@@ -180,6 +181,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         source=source,
         min_measured=min_measured,
         target_ci_width=target_ci_width,
+        cpus=cpus,
     )
 
 
@@ -373,6 +375,26 @@ def _placement(c: Checker, value: Any, known_hosts: tuple[str, ...], path: str) 
         if not isinstance(h, str) or h not in known_hosts:
             c.fail(f"{path}.clients[{i}]", "unknown host", found(h), hosts, closest(h, known_hosts))
     return Placement(server, tuple(clients))
+
+
+def _cpus(c: Checker, value: Any, backend: Backend | None) -> tuple[tuple[str, str], ...]:
+    """The `cpus` mapping: role -> CPU list ('0,2-3', or one CPU as an integer), normalised."""
+    roles = CPU_ROLES if backend is not None else tuple(r for r in CPU_ROLES if r != "backend")
+    m = c.mapping(value, "cpus", roles, "a mapping of " + ", ".join(roles) + " to a CPU list like '0,2-3'")
+    out = []
+    for role in roles:
+        if role not in m:
+            continue
+        v = m[role]
+        allowed = f"a CPU list like '0,2-3' or one CPU number (CPUs 0 to {CPU_MAX})"
+        try:
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise ValueError(v)
+            listed = parse_cpu_list(str(v))
+        except ValueError:
+            c.fail(f"cpus.{role}", "not a CPU list", found(v), allowed)
+        out.append((role, ",".join(map(str, listed))))
+    return tuple(out)
 
 
 def _tightest(key: str, servers: Sequence[ServerConfig]) -> Option | None:
