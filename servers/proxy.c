@@ -5,6 +5,7 @@
 #include "proxy.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,13 @@ void proxy_parse_upstream(const char *s, struct proxy_upstream *up)
 	if ((up->addr.ss_family == AF_INET ? a4->sin_port : a6->sin6_port) == 0)
 		net_usage_error("--upstream: port 0 is not a destination, got '%s'", s);
 	up->text = s;
+}
+
+void proxy_parse_sources(const char *arg, struct proxy_upstream *up)
+{
+	up->sources = (uint32_t)net_parse_u64("--upstream-sources", arg, 65536);
+	if (up->sources == 0)
+		net_usage_error("--upstream-sources must be at least 1");
 }
 
 void proxy_require_upstream(const char *s, struct proxy_upstream *up)
@@ -52,6 +60,21 @@ int proxy_connect(const struct proxy_upstream *up, void (*prep)(int fd), bool *d
 		net_die("socket: %s", strerror(errno));
 	}
 	prep(fd);
+	if (up->sources) {
+		/* Round robin over the source addresses (per thread: workers share no state). The
+		 * port is picked at connect() from that address's own ephemeral range. */
+		static __thread uint32_t next;
+		int one = 1;
+		(void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		struct sockaddr_in src = {.sin_family = AF_INET};
+		src.sin_addr.s_addr = htonl(0x7f000001u + next++ % up->sources);
+		if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
+			int err = errno;
+			close(fd);
+			errno = err;
+			return -1;
+		}
+	}
 	/* TCP_NODELAY on both legs, as NGINX (tcp_nodelay on) and HAProxy do: a forwarded tail
 	 * must not wait for an ACK of the previous segment, which would add a delayed-ACK timeout
 	 * to ping-pong. */

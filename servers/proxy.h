@@ -27,7 +27,14 @@ struct proxy_upstream {
 	const char *text; /* as given on the command line, for messages */
 	uint64_t errors;  /* connects that failed (upstream_errors in the summary) */
 	bool warned;	  /* the first failure was reported on stderr */
+	/* --upstream-sources N (0: off): upstream connect k binds source address 127.0.0.1 + (k mod N),
+	 * so that a loopback upstream is not limited to one address's ephemeral ports. */
+	uint32_t sources;
 };
+
+/* Parse --upstream-sources into up->sources (1..65536); usage error otherwise. Call after
+ * proxy_require_upstream: it needs a loopback IPv4 upstream. */
+void proxy_parse_sources(const char *arg, struct proxy_upstream *up);
 
 /* Parse --upstream: a numeric ADDR:PORT with a port other than 0; exits with a usage error. */
 void proxy_parse_upstream(const char *s, struct proxy_upstream *up);

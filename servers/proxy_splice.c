@@ -20,7 +20,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -171,10 +173,11 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: sb-proxy-splice --upstream ADDR:PORT [--listen ADDR:PORT] [--pipe-size BYTES]\n"
-	    "                       [--workers N]\n"
+	    "                       [--workers N] [--upstream-sources N]\n"
 	    "                       [--sndbuf BYTES] [--rcvbuf BYTES]\n"
 	    "  --upstream ADDR:PORT where every accepted connection is forwarded (required)\n"
 	    "  --workers N          threads, each with its own SO_REUSEPORT listener (default 1)\n"
+	    "  --upstream-sources N bind upstream connection k to 127.0.0.1 + (k mod N) (loopback)\n"
 	    "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
 	    "  --pipe-size BYTES    pipe per direction and connection (default 1048576, capped\n"
 	    "                       to /proc/sys/fs/pipe-max-size)\n"
@@ -184,7 +187,7 @@ static void usage(FILE *f)
 	    "docs/programs.md).\n");
 }
 
-static const char *upstream;
+static const char *upstream, *sources;
 
 /* --upstream and --pipe-size; the common options are net_parse_opts's. */
 static void own_opt(int val, const char *arg)
@@ -193,6 +196,8 @@ static void own_opt(int val, const char *arg)
 		upstream = arg;
 	else if (val == 'w')
 		px.workers = net_parse_workers(arg);
+	else if (val == 's')
+		sources = arg;
 	else
 		pipe_size = net_parse_u64("--pipe-size", arg, 1u << 30);
 }
@@ -202,12 +207,21 @@ int main(int argc, char **argv)
 	static const struct option own[] = {
 	    {"upstream", required_argument, 0, 'u'},
 	    {"workers", required_argument, 0, 'w'},
+	    {"upstream-sources", required_argument, 0, 's'},
 	    {"pipe-size", required_argument, 0, 'p'},
 	    {0, 0, 0, 0},
 	};
 	net_prog = "sb-proxy-splice";
 	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &px.opts);
 	proxy_require_upstream(upstream, &px.up);
+	if (sources) {
+		const struct sockaddr_in *a4 = (const struct sockaddr_in *)&px.up.addr;
+		if (px.up.addr.ss_family != AF_INET || (ntohl(a4->sin_addr.s_addr) >> 24) != 127)
+			net_usage_error("--upstream-sources needs an upstream on loopback IPv4 "
+					"(127.0.0.0/8), got '%s'",
+					upstream);
+		proxy_parse_sources(sources, &px.up);
+	}
 	pipe_size = net_pipe_size(pipe_size);
 
 	px.ops = &ops;

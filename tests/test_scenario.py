@@ -146,6 +146,8 @@ BAD = [
      False),
     ("servers: [naive, sockmap]\nworkload: {type: stream}\nmatrix: {workers: [1, 300]}",
      "bad.yaml: matrix.workers[1]: too large for the program; found 300, allowed: an integer from 1 to 256", True),
+    ("servers: [{name: proxy-naive, options: {upstream_sources: 0}}]\nbackend: {name: naive}\nworkload: {type: stream}",
+     "bad.yaml: servers[0].options.upstream_sources: must be positive; found 0, allowed: an integer >= 1", True),
     (OK + "cpus: 3",
      "bad.yaml: cpus: not a mapping; found 3, allowed: a mapping of server, client to a CPU list like '0,2-3'", True),
     (OK + "cpus: {server: 0-x}",

@@ -80,6 +80,9 @@ WORKERS_MAX = 256  # NET_WORKERS_MAX (servers/net.h)
 # Worker threads of the user-space servers and proxies (net_workers_run in servers/net.c). The SOCKMAP
 # loaders have none: the kernel moves their bytes, the loader only inserts sockets.
 WORKERS = "workers"
+_UPSTREAM_SOURCES = Option("--upstream-sources", "int", "bind upstream connection k to 127.0.0.1 + (k mod N): "
+                           "each address has its own ephemeral ports to a loopback backend", minimum=1,
+                           maximum=65536)
 _WORKERS = Option("--workers", "int", "threads, each with its own SO_REUSEPORT listener and epoll loop "
                   "(default 1)", minimum=1, maximum=WORKERS_MAX)
 
@@ -172,14 +175,15 @@ SERVERS: dict[str, ServerKind] = {
             "proxy-naive",
             "sb-proxy-naive",
             "reverse proxy: recv()/send() through a buffer per direction, epoll, one thread per worker",
-            {"buf": Option("--buf", "size", "buffer per direction", minimum=1, maximum=BUF_MAX), WORKERS: _WORKERS},
+            {"buf": Option("--buf", "size", "buffer per direction", minimum=1, maximum=BUF_MAX), WORKERS: _WORKERS,
+             "upstream_sources": _UPSTREAM_SOURCES},
             role=PROXY,
         ),
         ServerKind(
             "proxy-splice",
             "sb-proxy-splice",
             "reverse proxy: socket -> pipe -> socket with splice(), a pipe per direction",
-            {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS},
+            {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS, "upstream_sources": _UPSTREAM_SOURCES},
             role=PROXY,
         ),
         ServerKind(

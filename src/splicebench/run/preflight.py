@@ -85,7 +85,8 @@ def needs(plan: Plan) -> list[Need]:
         total = conns * len(s.client_hosts)
         kind = s.server_kind
         per_conn = PEER_FDS_PER_CONN if kind.peer else FDS_PER_CONN[kind.program]
-        upstream = total if s.backend is not None else 0
+        # A proxy opens one upstream connection per client connection, spread over upstream_sources.
+        upstream = -(-total // int(dict(s.server_options).get("upstream_sources", 1))) if s.backend is not None else 0
         role = "backend" if plan.scenario.backend is not None and s.server.label == DIRECT else "server"
         add(Need(s.server_host, kind.program, total, per_conn * total + FD_SLACK, upstream, total,
                  (role, s.server_cpus) if s.server_cpus else None))
