@@ -38,17 +38,20 @@ def test_threads_workers_and_cpus_reach_the_programs_and_the_report(tmp_path, us
     assert manifest["scenario"]["cpus"] == {"server": str(server_cpu), "client": str(client_cpu)}
     df = pd.read_csv(run / "samples.csv")
     assert (df["bytes_verified"] == 40 * 20 * 64).all() and (df["tcp_conns"] == 40).all()
+    page = res.report.read_text()
     assert list(df["threads"]) == [1, 1, 2, 2, 1, 1, 2, 2] and list(df["client_threads"]) == list(df["threads"])
     naive = df[df["server"] == "naive"]
     assert list(naive["opt_workers"]) == [1, 1, 2, 2]
     two = naive[naive["opt_workers"] == 2]["server_worker_connections"]
     assert all(sum(map(int, w.split("+"))) == 40 and w.count("+") == 1 for w in two)
     assert df[df["server"] == "sockmap"]["opt_workers"].isna().all()  # the loader keeps its one thread
+    assert list(df["workers"]) == [1, 1, 1, 1, 2, 2, 2, 2]  # the matrix's value, for the sweep
+    # Drawn as lines over threads (each line a server), one panel per workers value.
+    assert "workers=1" in page and "workers=2" in page
     for files in df["raw_files"]:
         client = json.loads((run / next(n for n in files.split() if n.endswith(".client.json"))).read_text())
         assert {t["cpu"] for t in client["threads"]} == {client_cpu}
         assert {t["last_cpu"] for t in client["threads"]} == {client_cpu}
-    page = res.report.read_text()
     assert "Connections and TCP" in page and f"server on CPU(s) {server_cpu}" in page
     assert "The SOCKMAP loaders stay one thread" in page
 

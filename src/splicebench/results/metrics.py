@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from splicebench.registry import COMMON_SERVER_OPTIONS, SERVERS, WORKLOAD_FIELDS
+from splicebench.registry import COMMON_SERVER_OPTIONS, SERVERS, WORKERS, WORKLOAD_FIELDS
 
 GIB = float(1 << 30)
 PROC_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -217,7 +217,9 @@ def client_failure(client: Mapping[str, Any] | None, exit_code: int | None, stde
 
 # Columns of samples.csv, in order. Parameters first, then status, then metrics.
 OPTION_COLUMNS = sorted({f"opt_{k}" for s in SERVERS.values() for k in s.options})
-PARAM_COLUMNS = ["workload", *WORKLOAD_FIELDS, *COMMON_SERVER_OPTIONS, *OPTION_COLUMNS]
+# `workers` holds a matrix's workers value in every row of its cell (also for servers without worker
+# threads, which keep one); opt_workers what the server was actually given.
+PARAM_COLUMNS = ["workload", *WORKLOAD_FIELDS, *COMMON_SERVER_OPTIONS, WORKERS, *OPTION_COLUMNS]
 SAMPLE_COLUMNS = [
     "run_id", "sample_id", "seq", "cell", "cell_label", "round", "phase", "repetition",
     "server", "server_kind", "server_host", "client_hosts",

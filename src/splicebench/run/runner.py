@@ -27,7 +27,7 @@ from splicebench.results.metrics import (Row, client_failure, client_metrics, pa
                                          server_events, server_metrics)
 from splicebench.scenario.plan import MEASURED, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan, Sample
 from splicebench.registry import (CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, SAMPLER_INTERVAL_US, SAMPLER_PROGRAM,
-                                  SERVERS, WORKLOAD_FIELDS, program_name)
+                                  SERVERS, WORKERS, WORKLOAD_FIELDS, program_name)
 from splicebench.util.files import utc_now_iso
 from splicebench.util.signals import Interrupt, deferred_interrupts, interrupt_on_terminate
 
@@ -127,6 +127,8 @@ class Runner:
         r.set(workload=sample.workload)
         for k, v in sample.params().items():
             r.set(**{k if k in WORKLOAD_FIELDS or k in COMMON_SERVER_OPTIONS else f"opt_{k}": v})
+        if WORKERS in dict(sample.cell.values):  # the matrix's value, for the sweep (metrics.PARAM_COLUMNS)
+            r.set(workers=dict(sample.cell.values)[WORKERS])
         return r
 
     def skipped_row(self, sample: Sample, reason: str) -> dict[str, Any]:
