@@ -11,7 +11,8 @@ sb-echo-naive, then interleaves within each repetition:
 - 64-byte ping-pong, one connection: the blocking client, sb-client in its default I/O (blocking for a
   thread that owns one ping-pong connection), sb-client --io epoll and --io busy-poll: p50 and p99 of
   the round trip (medians over the repetitions);
-- a 1 GiB stream, one connection: the blocking client and sb-client (epoll): goodput, and the client's
+- a 1 GiB stream, one connection: the blocking client, sb-client (epoll, one thread) and sb-client
+  --io split (a writing and a reading thread, like the blocking client): goodput, and the client's
   CPU seconds per GiB;
 - sb-client with 1 and 2 threads over 2 and 16 connections, 1 GiB in all: goodput and client CPU/GiB.
 
@@ -104,6 +105,8 @@ def bench(reps: int, round_trips: int, stream_bytes: int) -> dict:
         streams = {
             "blocking client (2 threads)": lambda: run_json([blocking, "stream", addr, str(port), str(stream_bytes)]),
             "sb-client 1 thread, 1 conn": lambda: sb("--workload", "stream", "--bytes", str(stream_bytes)),
+            "sb-client --io split, 1 conn": lambda: sb("--workload", "stream", "--bytes", str(stream_bytes),
+                                                       "--io", "split"),
         }
         for threads in (1, 2):
             for conns in (2, 16):

@@ -55,8 +55,9 @@
 
 enum workload { W_STREAM, W_PINGPONG, W_BURST };
 static const char *const workload_names[] = {"stream", "pingpong", "burst"};
-enum io_mode { IO_AUTO, IO_EPOLL, IO_BLOCKING, IO_BUSY };
-static const char *const io_names[] = {"auto", "epoll", "blocking", "busy-poll"};
+enum io_mode { IO_AUTO, IO_EPOLL, IO_BLOCKING, IO_BUSY, IO_SPLIT };
+static const char *const io_names[] = {"auto", "epoll", "blocking", "busy-poll", "split"};
+#define IO_MODES 5
 
 struct opts {
 	const char *connect;
@@ -94,6 +95,10 @@ struct conn {
 	uint64_t start_ns;	/* connect completed */
 	uint64_t progress_ns;	/* last byte written or received (stall detection) */
 	bool shut_wr;
+	int werr; /* --io split: the writer thread's errno when its write or shutdown failed */
+	/* --io split: the end of what the writer has handed to write() so far; an echo may arrive
+	 * before write() returns, so this (not sent) bounds what may have come back. */
+	uint64_t posted;
 	struct conn_tcp tcp;
 };
 
@@ -104,6 +109,7 @@ struct thr {
 	int cpu;      /* pinned to this CPU, -1: not pinned */
 	int last_cpu; /* sched_getcpu() when it finished */
 	enum io_mode io;
+	bool writer; /* --io split: this thread writes its connection (nconns 0), another reads it */
 	struct conn *conns;
 	uint64_t nconns, nactive;
 	int ep;
@@ -295,10 +301,14 @@ static void finish(struct thr *t, struct conn *c, enum cstate st)
 {
 	if (c->fd >= 0) {
 		read_tcp_info(c);
-		close(c->fd);
+		/* --io split: the writer thread may still be in write(); main() closes the socket
+		 * once every thread has ended. */
+		if (t->io != IO_SPLIT) {
+			close(c->fd);
+			c->fd = -1;
+		}
 	}
-	c->fd = -1;
-	c->state = st;
+	__atomic_store_n(&c->state, st, __ATOMIC_RELEASE);
 	if (st == C_DONE)
 		t->conns_ok++;
 	else
@@ -369,7 +379,7 @@ static bool do_send(struct thr *t, struct conn *c)
 		c->sent += (uint64_t)w;
 		t->bytes_sent += (uint64_t)w;
 		if (stall_ns)
-			c->progress_ns = net_now_ns();
+			__atomic_store_n(&c->progress_ns, net_now_ns(), __ATOMIC_RELAXED);
 	}
 	if (c->sent == c->total && !c->shut_wr) {
 		if (shutdown(c->fd, SHUT_WR) < 0) {
@@ -393,7 +403,10 @@ static bool do_recv(struct thr *t, struct conn *c)
 		return false;
 	}
 	if (r == 0) {
-		if (c->recvd == c->total) {
+		int werr = __atomic_load_n(&c->werr, __ATOMIC_ACQUIRE);
+		if (werr) { /* --io split: the writer failed and shut the reading side down */
+			fail(t, c, c->recvd, "%s", errno_name(werr));
+		} else if (c->recvd == c->total) {
 			if (o.wl == W_STREAM && c->total == 0)
 				add_sample(t, net_now_ns() - c->start_ns);
 			finish(t, c, C_DONE);
@@ -409,7 +422,7 @@ static bool do_recv(struct thr *t, struct conn *c)
 	size_t ok = payload_check(c->id, c->recvd, t->rbuf, want, &expected);
 	t->bytes_verified += ok;
 	if (stall_ns)
-		c->progress_ns = net_now_ns();
+		__atomic_store_n(&c->progress_ns, net_now_ns(), __ATOMIC_RELAXED);
 	if (ok < want) {
 		uint64_t at = c->recvd + ok;
 		pthread_mutex_lock(&err_lock);
@@ -426,7 +439,8 @@ static bool do_recv(struct thr *t, struct conn *c)
 		return false;
 	}
 	c->recvd += want;
-	if (want < n || c->recvd > c->sent) {
+	uint64_t sent = t->io == IO_SPLIT ? __atomic_load_n(&c->posted, __ATOMIC_ACQUIRE) : c->sent;
+	if (want < n || c->recvd > sent) {
 		fail(t, c, c->recvd, "extra bytes");
 		return false;
 	}
@@ -488,7 +502,8 @@ static void on_event(struct thr *t, struct conn *c, uint32_t ev)
  * when it did. */
 static bool check_stall(struct thr *t, struct conn *c, uint64_t now)
 {
-	if (!stall_ns || c->state != C_RUNNING || now - c->progress_ns < stall_ns)
+	if (!stall_ns || c->state != C_RUNNING ||
+	    now - __atomic_load_n(&c->progress_ns, __ATOMIC_RELAXED) < stall_ns)
 		return false;
 	fail(t, c, c->recvd, "stall (no bytes for %gs at offset %llu)", o.stall_s,
 	     (unsigned long long)c->recvd);
@@ -629,6 +644,69 @@ static void run_blocking(struct thr *t, bool busy)
 	}
 }
 
+/* --io split, the writing thread of one stream connection (connected by main()): write the whole
+ * stream with blocking writes, then half-close. It stops when the reading thread ended the
+ * connection or the deadline passed (the socket wakes it every BLOCKING_TICK_US); when a write
+ * fails it leaves the errno in c->werr and shuts the reading side down, so that the reading thread
+ * fails the connection with that reason. */
+static void run_split_writer(struct thr *t, struct conn *c)
+{
+	while (__atomic_load_n(&c->state, __ATOMIC_ACQUIRE) == C_RUNNING) {
+		if (c->sent == c->total && c->shut_wr)
+			return;
+		uint64_t before = c->sent;
+		int err = 0;
+		if (c->sent < c->total) {
+			size_t n = c->total - c->sent < t->wbuf_size ? (size_t)(c->total - c->sent)
+								 : t->wbuf_size;
+			if (t->wbuf_conn != c->id || t->wbuf_off != c->sent) {
+				payload_fill(c->id, c->sent, t->wbuf, n);
+				t->wbuf_conn = c->id;
+				t->wbuf_off = c->sent;
+				t->wbuf_len = n;
+			}
+			__atomic_store_n(&c->posted, c->sent + t->wbuf_len, __ATOMIC_RELEASE);
+			ssize_t w = write(c->fd, t->wbuf, (size_t)t->wbuf_len);
+			if (w < 0 && errno != EAGAIN && errno != EINTR)
+				err = errno;
+			if (w > 0) {
+				__atomic_store_n(&c->sent, c->sent + (uint64_t)w, __ATOMIC_RELEASE);
+				t->bytes_sent += (uint64_t)w;
+				__atomic_store_n(&c->progress_ns, net_now_ns(), __ATOMIC_RELAXED);
+				/* The rest of a partial write is written next without generating
+				 * the chunk again. */
+				memmove(t->wbuf, t->wbuf + w, (size_t)(t->wbuf_len - (uint64_t)w));
+				t->wbuf_off += (uint64_t)w;
+				t->wbuf_len -= (uint64_t)w;
+				if (!t->wbuf_len)
+					t->wbuf_conn = UINT32_MAX;
+			}
+		} else if (shutdown(c->fd, SHUT_WR) < 0) {
+			err = errno;
+		} else {
+			c->shut_wr = true;
+		}
+		if (err) {
+			__atomic_store_n(&c->werr, err, __ATOMIC_RELEASE);
+			(void)shutdown(c->fd, SHUT_RD);
+			return;
+		}
+		if (c->sent == before && net_now_ns() >= deadline_ns)
+			return;
+	}
+}
+
+/* --io split, the reading thread of one stream connection: blocking reads, verified as always, until
+ * the connection ended, stalled or the deadline passed. */
+static void run_split_reader(struct thr *t, struct conn *c)
+{
+	while (c->state == C_RUNNING && do_recv(t, c)) {
+		uint64_t now = net_now_ns();
+		if (now >= deadline_ns || check_stall(t, c, now))
+			return;
+	}
+}
+
 /* A thread's body: pin it, run its connections, fail what is left at the deadline, take its CPU
  * time. */
 static void *thread_main(void *arg)
@@ -647,7 +725,11 @@ static void *thread_main(void *arg)
 	if (!t->wbuf || !t->rbuf)
 		net_die("out of memory");
 	t->wbuf_conn = UINT32_MAX;
-	if (t->io == IO_BLOCKING ||
+	if (t->io == IO_SPLIT && t->writer)
+		run_split_writer(t, t->conns);
+	else if (t->io == IO_SPLIT)
+		run_split_reader(t, t->conns);
+	else if (t->io == IO_BLOCKING ||
 	    (t->io == IO_BUSY && t->nconns == 1 && o.wl == W_PINGPONG && o.msg_size <= BLOCKING_MSG_MAX))
 		run_blocking(t, t->io == IO_BUSY);
 	else
@@ -945,9 +1027,10 @@ static void usage(FILE *f)
 	    "  --threads N          threads sharing the connections, each its own epoll loop\n"
 	    "                       (default 1, at most --conns)\n"
 	    "  --cpus LIST          pin thread t to the t-th CPU of LIST (e.g. 0,2-3; cycled)\n"
-	    "  --io MODE            auto (default), epoll, blocking or busy-poll: blocking and\n"
+	    "  --io MODE            auto (default), epoll, blocking, busy-poll or split: blocking and\n"
 	    "                       busy-poll serve one ping-pong connection per thread (auto:\n"
-	    "                       blocking where that holds, else epoll)\n"
+	    "                       blocking where that holds, else epoll); split (stream): each\n"
+	    "                       connection gets a writing and a reading thread\n"
 	    "  --source-addrs N     bind connection c to 127.0.0.1 + (c mod N) (loopback IPv4\n"
 	    "                       server; each address has its own ephemeral ports)\n"
 	    "  --samples-file PATH  write every latency sample as 'thread ns' lines\n"
@@ -1123,11 +1206,11 @@ static void parse_args(int argc, char **argv)
 			break;
 		case O_IO: {
 			int m = -1;
-			for (int i = 0; i < 4; i++)
+			for (int i = 0; i < IO_MODES; i++)
 				if (!strcmp(optarg, io_names[i]))
 					m = i;
 			if (m < 0)
-				net_usage_error("--io: expected auto, epoll, blocking or busy-poll, "
+				net_usage_error("--io: expected auto, epoll, blocking, busy-poll or split, "
 						"got '%s'",
 						optarg);
 			o.io = (enum io_mode)m;
@@ -1169,9 +1252,17 @@ static void parse_args(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(pos) / sizeof(pos[0]); i++)
 		if (pos[i].v == 0)
 			net_usage_error("%s must be at least 1", pos[i].name);
+	if (o.io == IO_SPLIT) {
+		/* Two threads per connection: --threads is theirs, not the user's. */
+		if (o.wl != W_STREAM || given[O_THREADS] || o.conns > THREADS_MAX / 2)
+			net_usage_error("--io split needs the stream workload, no --threads and --conns "
+					"at most %d (two threads per connection)",
+					THREADS_MAX / 2);
+		o.threads = 2 * o.conns;
+	}
 	if (given[O_SOURCES] && o.source_addrs == 0)
 		net_usage_error("--source-addrs must be at least 1");
-	if (o.threads > o.conns)
+	if (o.threads > o.conns && o.io != IO_SPLIT)
 		net_usage_error("--threads %llu is more than --conns %llu: a thread needs a connection",
 				(unsigned long long)o.threads, (unsigned long long)o.conns);
 	if (o.io == IO_BLOCKING &&
@@ -1184,6 +1275,29 @@ static void parse_args(int argc, char **argv)
 	    (o.wl == W_BURST && __builtin_mul_overflow(o.burst_size, o.bursts, &per_conn)) ||
 	    per_conn > (1ull << 50))
 		net_usage_error("bytes per connection too large (at most 2^50)");
+}
+
+/* --io split: connect every connection (blocking) before the threads start; a connection that
+ * fails counts as its reading thread's. */
+static void split_connect(void)
+{
+	struct timeval tick = {.tv_sec = 0, .tv_usec = BLOCKING_TICK_US};
+	for (uint64_t i = 0; i < o.conns; i++) {
+		struct thr *t = &thrs[2 * i + 1];
+		struct conn *c = &conns[i];
+		t->nactive = 1;
+		int r = conn_connect(t, c, 0);
+		if (c->state != C_CONNECTING) /* no socket, or no source address: failed already */
+			continue;
+		if (r < 0) {
+			fail(t, c, 0, "connect: %s", strerror(errno));
+			continue;
+		}
+		(void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick));
+		(void)setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tick, sizeof(tick));
+		c->state = C_RUNNING;
+		c->start_ns = c->progress_ns = net_now_ns();
+	}
 }
 
 /* How thread t moves its bytes: blocking for one ping-pong connection unless told otherwise. */
@@ -1224,6 +1338,11 @@ int main(int argc, char **argv)
 	for (uint64_t i = 0; i < o.threads; i++) {
 		struct thr *t = &thrs[i];
 		uint64_t first = o.conns * i / o.threads, end = o.conns * (i + 1) / o.threads;
+		if (o.io == IO_SPLIT) { /* thread 2c writes connection c, thread 2c + 1 reads it */
+			first = i / 2;
+			end = i % 2 ? first + 1 : first;
+			t->writer = i % 2 == 0;
+		}
 		t->idx = (unsigned)i;
 		t->conns = conns + first;
 		t->nconns = end - first;
@@ -1243,6 +1362,8 @@ int main(int argc, char **argv)
 	uint64_t t0 = net_now_ns();
 	deadline_ns = t0 + (uint64_t)(o.timeout_s * 1e9);
 	mark_start_rt = realtime_ns();
+	if (o.io == IO_SPLIT)
+		split_connect();
 	if (o.threads == 1) {
 		thread_main(&thrs[0]);
 	} else {
@@ -1255,6 +1376,9 @@ int main(int argc, char **argv)
 			pthread_join(thrs[i].th, NULL);
 	}
 	double wall_s = (double)(net_now_ns() - t0) / 1e9;
+	for (uint64_t i = 0; i < o.conns; i++)
+		if (conns[i].fd >= 0) /* --io split: the sockets every thread is done with */
+			close(conns[i].fd);
 	uint64_t mark_end_rt = 0, conns_failed = 0;
 	for (uint64_t i = 0; i < o.threads; i++) {
 		if (thrs[i].mark_end_rt > mark_end_rt)

@@ -128,6 +128,31 @@ def test_each_io_mode_is_byte_exact(io):
     assert [t["io"] for t in r["threads"]] == [io, io] and r["latency_ns"]["count"] == 1000
 
 
+def test_split_io_writes_and_reads_each_stream_in_two_threads():
+    with running_server("naive") as srv:
+        r = _ok(run_client(srv.connect, "stream", conns=3, bytes=20 * MiB + 5, chunk=100_000, io="split",
+                           timeout=60))
+    assert r["params"]["threads"] == 6 and [t["io"] for t in r["threads"]] == ["split"] * 6
+    # Thread 2c writes connection c, thread 2c + 1 reads and verifies it.
+    assert [t["conns"] for t in r["threads"]] == [0, 1] * 3
+    assert [t["bytes_verified"] for t in r["threads"]] == [0, 20 * MiB + 5] * 3
+
+
+@pytest.mark.parametrize("server_args, error, offset", [(["--stop", "300000"], "stall (no bytes for 0.5s at offset "
+                                                                             "300000)", 300_000),
+                                                        (["--truncate", "123457"], "short read (EOF at offset "
+                                                                                   "123457)", 123_457),
+                                                        (["--reset", "500000"], "reset", None)])
+def test_split_io_names_what_went_wrong(server_args, error, offset):
+    with running_server("corrupt", *server_args, cmd=corrupt_echo_cmd()) as srv:
+        res = run_client(srv.connect, "stream", conns=2, bytes=4_000_000, io="split", stall=0.5, timeout=30)
+    r = res.result
+    assert res.returncode == 1 and r["conns_failed"] == 2 and r["errors_total"] == 2
+    assert [e["error"] for e in r["errors"]] == [error, error]
+    if offset is not None:
+        assert {e["offset"] for e in r["errors"]} == {offset} and r["bytes_verified"] == 2 * offset
+
+
 def test_auto_io_blocks_for_one_pingpong_connection_per_thread_only():
     with running_server("naive") as srv:
         one = _ok(run_client(srv.connect, "pingpong", conns=2, threads=2, round_trips=10))
@@ -165,7 +190,8 @@ BAD_CLIENT = [
     (["--cpus", "99999"], "sb-client: --cpus: CPU 99999 is not one this process may run on"),
     (["--cpus", "0-"], "sb-client: --cpus: expected a list like 0,2-3, got '0-'"),
     (["--cpus", "a"], "sb-client: --cpus: expected a list like 0,2-3, got 'a'"),
-    (["--io", "fast"], "sb-client: --io: expected auto, epoll, blocking or busy-poll, got 'fast'"),
+    (["--io", "fast"], "sb-client: --io: expected auto, epoll, blocking, busy-poll or split, got 'fast'"),
+    (["--io", "split"], "sb-client: --io split needs the stream workload, no --threads and --conns at most 512"),
     (["--io", "blocking", "--conns", "2"], "sb-client: --io blocking needs the pingpong workload"),
     (["--stall", "-1"], "sb-client: --stall: expected a number of seconds >= 0, got '-1'"),
     (["--source-addrs", "0"], "sb-client: --source-addrs must be at least 1"),
