@@ -558,6 +558,7 @@ struct net_worker *net_workers_run(const char *addr, const char *server, unsigne
 	if (n == 1) {
 		w[0].lfd = net_listen(addr);
 		w[0].stopfd = sfd;
+		w[0].ep = net_epoll_create();
 		net_print_ready(server, w[0].lfd);
 		worker_main(&w[0]);
 		return w;
@@ -567,6 +568,7 @@ struct net_worker *net_workers_run(const char *addr, const char *server, unsigne
 		w[i].stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		if (w[i].stopfd < 0)
 			net_die("eventfd: %s", strerror(errno));
+		w[i].ep = net_epoll_create();
 		pthread_t th;
 		int err = pthread_create(&th, NULL, worker_main, &w[i]);
 		if (err)
@@ -597,7 +599,7 @@ void net_server_attach(struct net_server *s, const struct net_worker *w)
 {
 	s->sfd = w->stopfd;
 	s->lfd = w->lfd;
-	s->ep = net_epoll_create();
+	s->ep = w->ep;
 	s->listen_tag = &s->lfd;
 	s->signal_tag = &s->sfd;
 	net_epoll_add(s->ep, s->lfd, EPOLLIN, s->listen_tag);

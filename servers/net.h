@@ -181,6 +181,7 @@ void net_print_summary_extra(const char *server, const struct net_stats *st, con
 struct net_worker {
 	unsigned index;
 	int lfd;	      /* its listening socket */
+	int ep;		      /* its epoll set (made before the ready line: it is ready then) */
 	int stopfd;	      /* readable once the server is to stop: the signalfd (N = 1) or an
 			       * eventfd the main thread writes on SIGTERM/SIGINT */
 	struct net_stats st;  /* its counters; serve() copies them here before it returns */
@@ -198,8 +199,8 @@ unsigned net_parse_workers(const char *arg);
  * Exits on error. */
 struct net_worker *net_workers_run(const char *addr, const char *server, unsigned n,
 				   void (*serve)(struct net_worker *w));
-/* Set up s for worker w: its listening socket, its stop descriptor (as the signal tag) and a new
- * epoll set with both; no ready line (net_workers_run printed it). */
+/* Set up s for worker w: its listening socket, its stop descriptor (as the signal tag) and its
+ * epoll set, registering both there; no ready line (net_workers_run printed it). */
 void net_server_attach(struct net_server *s, const struct net_worker *w);
 /* The sum of the n workers' counters. */
 struct net_stats net_workers_total(const struct net_worker *w, unsigned n);
