@@ -5,10 +5,10 @@
  *   blocking_client stream ADDR PORT BYTES
  *
  * pingpong: one connection, write a message, read its echo, compare it with what was sent (memcmp),
- * time each round trip (CLOCK_MONOTONIC). stream: one connection, a writer thread and a reader thread
- * (the echo flows back while the rest is still being written), every received byte compared with what
- * was sent. Prints one JSON line: p50/p99 round trip (pingpong), goodput, CPU seconds; exit 1 on a
- * short read or a mismatch. */
+ * time each round trip (CLOCK_MONOTONIC). stream: one connection, a writer thread and a reader
+ * thread (the echo flows back while the rest is still being written), every received byte compared
+ * with what was sent. Prints one JSON line: p50/p99 round trip (pingpong), goodput, CPU seconds;
+ * exit 1 on a short read or a mismatch. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
