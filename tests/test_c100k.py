@@ -11,6 +11,7 @@ and says how many in its output; the scenario itself is then refused by prefligh
 
 from __future__ import annotations
 
+import json
 import resource
 import subprocess
 from pathlib import Path
@@ -57,8 +58,6 @@ def _conns(fds_per_conn: int) -> int:
 
 
 def _run_client(connect: str, conns: int) -> dict:
-    import json
-
     argv = client_argv(connect, "pingpong", conns=conns, threads=2, round_trips=2, msg_size=64,
                        source_addrs=8, stall=60, timeout=180)
     want = conns + SLACK
