@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: MIT
 /* sb-client: the verifying load client (docs/programs.md).
  *
- * One thread, one epoll instance, all N connections non-blocking. Each connection writes the moment
- * its connect() completes, with no pause: that timing is what exposes servers that lose data sent
- * before they accepted the socket. Every received byte is checked against the byte that was sent at
- * that offset; a mismatch, short read, reset, timeout or extra byte fails the connection, the JSON
- * says so ("ok": false) and the exit code is 1.
+ * --threads N threads (default 1) share the connections: thread t owns a contiguous slice of them
+ * and drives it from its own epoll instance, all sockets non-blocking. Each connection writes the
+ * moment its connect() completes, with no pause: that timing is what exposes servers that lose
+ * data sent before they accepted the socket. Every received byte is checked against the byte that
+ * was sent at that offset; a mismatch, short read, reset, stall, timeout or extra byte fails the
+ * connection, the JSON says so ("ok": false) and the exit code is 1. A thread that owns a single
+ * ping-pong connection may instead use blocking reads and writes (--io blocking, the default when
+ * it applies: one system call less per round trip than epoll) or spin on non-blocking reads
+ * (--io busy-poll). The threads' latency samples are merged before the percentiles are taken,
+ * so they are exact over every sample of the run.
  *
  * Payload: byte o of connection c is P[o mod 256 KiB] ^ K(c, o / 256 KiB), where P is a 256 KiB
  * pattern drawn from splitmix64(seed) and K a 64-bit splitmix64 value per (connection, 256 KiB
@@ -15,10 +20,14 @@
 #define _GNU_SOURCE
 #include "net.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <linux/tcp.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -27,6 +36,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,18 +44,42 @@
 #define PAT_WORDS (PAT_BYTES / 8u)
 #define RBUF_BYTES (256u * 1024u)
 #define MAX_LISTED_ERRORS 100
+#define THREADS_MAX 1024
+#define SOURCE_ADDRS_MAX 65536
+/* The largest ping-pong message the blocking path takes: a message is written whole before its
+ * echo is read, so it must fit the socket buffers on the way or both ends would wait forever. */
+#define BLOCKING_MSG_MAX 32768
+/* How often a blocking or busy-polling thread looks at the clock for the stall and the deadline
+ * while it waits (SO_RCVTIMEO/SO_SNDTIMEO). */
+#define BLOCKING_TICK_US 50000
 
 enum workload { W_STREAM, W_PINGPONG, W_BURST };
 static const char *const workload_names[] = {"stream", "pingpong", "burst"};
+enum io_mode { IO_AUTO, IO_EPOLL, IO_BLOCKING, IO_BUSY, IO_SPLIT };
+static const char *const io_names[] = {"auto", "epoll", "blocking", "busy-poll", "split"};
+#define IO_MODES 5
 
 struct opts {
 	const char *connect;
 	enum workload wl;
 	uint64_t conns, bytes, chunk, msg_size, round_trips, burst_size, bursts, seed;
-	double timeout_s;
+	uint64_t threads, source_addrs;
+	double timeout_s, stall_s;
+	const char *cpus_text; /* --cpus as given, NULL: not pinned */
+	int cpus[THREADS_MAX]; /* thread t runs on cpus[t % ncpus] */
+	size_t ncpus;
+	enum io_mode io;
+	const char *samples_file;
 };
 
 enum cstate { C_CONNECTING, C_RUNNING, C_DONE, C_FAILED };
+
+/* TCP_INFO of a connection, read just before it closes. */
+struct conn_tcp {
+	bool valid;
+	uint32_t retrans, rtt_us, rttvar_us, snd_cwnd;
+	uint64_t delivery_rate; /* bytes per second */
+};
 
 struct conn {
 	int fd;
@@ -59,7 +93,37 @@ struct conn {
 	uint64_t unit;	 /* message or burst size (stream: total) */
 	uint64_t unit_start_ns; /* first byte of the current message/burst written */
 	uint64_t start_ns;	/* connect completed */
+	uint64_t progress_ns;	/* last byte written or received (stall detection) */
 	bool shut_wr;
+	int werr; /* --io split: the writer thread's errno when its write or shutdown failed */
+	/* --io split: the end of what the writer has handed to write() so far; an echo may arrive
+	 * before write() returns, so this (not sent) bounds what may have come back. */
+	uint64_t posted;
+	struct conn_tcp tcp;
+};
+
+/* One thread: its slice of the connections, its epoll set, buffers, samples and counters. */
+struct thr {
+	unsigned idx;
+	pthread_t th;
+	int cpu;      /* pinned to this CPU, -1: not pinned */
+	int last_cpu; /* sched_getcpu() when it finished */
+	enum io_mode io;
+	bool writer; /* --io split: this thread writes its connection (nconns 0), another reads it */
+	struct conn *conns;
+	uint64_t nconns, nactive;
+	int ep;
+	uint8_t *wbuf, *rbuf;
+	size_t wbuf_size;
+	/* wbuf holds payload bytes [wbuf_off, wbuf_off + wbuf_len) of connection wbuf_conn: what a
+	 * partial write left over is written next without generating it again. */
+	uint32_t wbuf_conn;
+	uint64_t wbuf_off, wbuf_len;
+	uint64_t *samples;
+	size_t nsamples, samples_cap;
+	uint64_t conns_ok, conns_failed, bytes_sent, bytes_verified;
+	uint64_t mark_end_rt; /* CLOCK_REALTIME when its last connection got its last byte back */
+	double cpu_user_s, cpu_sys_s;
 };
 
 struct error_rec {
@@ -71,27 +135,26 @@ struct error_rec {
 static struct opts o;
 static uint64_t pattern[PAT_WORDS];
 static uint64_t seed_key;
+static struct sockaddr_storage dest;
+static socklen_t dest_len;
+static uint64_t deadline_ns, stall_ns;
 
 static struct conn *conns;
-static uint64_t nactive;
-static int ep;
-static uint8_t *wbuf, *rbuf;
-static size_t wbuf_size;
+static struct thr *thrs;
 
-static uint64_t *samples;
-static size_t nsamples, samples_cap;
-
+/* Errors and the first mismatch are shared by the threads (rare: a mutex is enough). */
+static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct error_rec errs[MAX_LISTED_ERRORS];
-static uint64_t errors_total, conns_failed, conns_ok, bytes_sent, bytes_verified;
+static uint64_t errors_total;
 static bool have_mismatch;
-/* The transfer's marks on CLOCK_REALTIME (the CPU sampler's clock, docs/programs.md): just before
- * the first connect(), and when the last byte of a connection was verified (the latest one). */
-static uint64_t mark_start_rt, mark_end_rt;
 static struct {
 	uint32_t conn;
 	uint64_t offset;
 	unsigned expected, got;
 } mismatch;
+/* The transfer's start mark on CLOCK_REALTIME (the CPU sampler's clock, docs/programs.md): just
+ * before the first connect(). The end mark is the latest of the threads' mark_end_rt. */
+static uint64_t mark_start_rt;
 
 /* splitmix64 (Steele, Lea, Flood 2014): advances *state and returns the next 64-bit value. */
 static uint64_t splitmix64(uint64_t *state)
@@ -189,7 +252,6 @@ static size_t payload_check(uint32_t conn, uint64_t off, const uint8_t *src, siz
 	return len;
 }
 
-/* Append one latency sample in nanoseconds. */
 /* CLOCK_REALTIME in nanoseconds: the clock that the marks share with sb-cpustat's readings. */
 static uint64_t realtime_ns(void)
 {
@@ -198,39 +260,68 @@ static uint64_t realtime_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void add_sample(uint64_t ns)
+/* Append one latency sample in nanoseconds to thread t's samples. */
+static void add_sample(struct thr *t, uint64_t ns)
 {
-	if (nsamples == samples_cap) {
-		samples_cap = samples_cap ? samples_cap * 2 : 1024;
-		samples = realloc(samples, samples_cap * sizeof(*samples));
-		if (!samples)
+	if (t->nsamples == t->samples_cap) {
+		t->samples_cap = t->samples_cap ? t->samples_cap * 2 : 1024;
+		t->samples = realloc(t->samples, t->samples_cap * sizeof(*t->samples));
+		if (!t->samples)
 			net_die("out of memory for latency samples");
 	}
-	samples[nsamples++] = ns;
+	t->samples[t->nsamples++] = ns;
 }
 
 /* Set conn's epoll interest to ev (no system call when it is already that). */
-static void set_events(struct conn *c, uint32_t ev) { net_epoll_mod(ep, c->fd, c, &c->events, ev); }
-
-/* End conn: close it and count it as passed or failed. */
-static void finish(struct conn *c, enum cstate st)
+static void set_events(struct thr *t, struct conn *c, uint32_t ev)
 {
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = -1;
-	c->state = st;
+	net_epoll_mod(t->ep, c->fd, c, &c->events, ev);
+}
+
+/* Read conn's TCP_INFO into c->tcp (connections that got connected only). */
+static void read_tcp_info(struct conn *c)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	memset(&ti, 0, sizeof(ti));
+	if (c->state != C_RUNNING || getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+		return;
+	c->tcp.valid = true;
+	c->tcp.retrans = ti.tcpi_total_retrans;
+	c->tcp.rtt_us = ti.tcpi_rtt;
+	c->tcp.rttvar_us = ti.tcpi_rttvar;
+	c->tcp.snd_cwnd = ti.tcpi_snd_cwnd;
+	/* tcpi_delivery_rate arrived in Linux 4.9; an older kernel returns a shorter struct. */
+	if (len >= offsetof(struct tcp_info, tcpi_delivery_rate) + sizeof(ti.tcpi_delivery_rate))
+		c->tcp.delivery_rate = ti.tcpi_delivery_rate;
+}
+
+/* End conn: read its TCP_INFO, close it and count it as passed or failed. */
+static void finish(struct thr *t, struct conn *c, enum cstate st)
+{
+	if (c->fd >= 0) {
+		read_tcp_info(c);
+		/* --io split: the writer thread may still be in write(); main() closes the socket
+		 * once every thread has ended. */
+		if (t->io != IO_SPLIT) {
+			close(c->fd);
+			c->fd = -1;
+		}
+	}
+	__atomic_store_n(&c->state, st, __ATOMIC_RELEASE);
 	if (st == C_DONE)
-		conns_ok++;
+		t->conns_ok++;
 	else
-		conns_failed++;
-	nactive--;
+		t->conns_failed++;
+	t->nactive--;
 }
 
 /* Record an error for conn at stream offset off and fail the connection. */
-static void fail(struct conn *c, uint64_t off, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(struct conn *c, uint64_t off, const char *fmt, ...)
+static void fail(struct thr *t, struct conn *c, uint64_t off, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void fail(struct thr *t, struct conn *c, uint64_t off, const char *fmt, ...)
 {
+	pthread_mutex_lock(&err_lock);
 	if (errors_total < MAX_LISTED_ERRORS) {
 		struct error_rec *e = &errs[errors_total];
 		e->conn = c->id;
@@ -241,7 +332,8 @@ static void fail(struct conn *c, uint64_t off, const char *fmt, ...)
 		va_end(ap);
 	}
 	errors_total++;
-	finish(c, C_FAILED);
+	pthread_mutex_unlock(&err_lock);
+	finish(t, c, C_FAILED);
 }
 
 /* Name a socket error the way docs/programs.md lists them. */
@@ -252,30 +344,26 @@ static const char *errno_name(int err)
 	return strerror(err);
 }
 
-/* wbuf holds payload bytes [wbuf_off, wbuf_off + wbuf_len) of connection wbuf_conn: what a
- * partial write left over is written next without generating it again. */
-static uint32_t wbuf_conn = UINT32_MAX;
-static uint64_t wbuf_off, wbuf_len;
-
 /* One write() of the current message/burst/stream: the rest of the last chunk if a partial
  * write left some, else a new chunk of up to wbuf_size bytes. Half-closes after the last byte.
  * Returns false when the connection failed. */
-static bool do_send(struct conn *c)
+static bool do_send(struct thr *t, struct conn *c)
 {
 	if (c->sent < c->limit) {
 		uint64_t room = c->limit - c->sent;
 		const uint8_t *p;
 		size_t n;
-		if (wbuf_conn == c->id && c->sent >= wbuf_off && c->sent < wbuf_off + wbuf_len) {
-			p = wbuf + (c->sent - wbuf_off);
-			n = (size_t)(wbuf_off + wbuf_len - c->sent);
+		if (t->wbuf_conn == c->id && c->sent >= t->wbuf_off &&
+		    c->sent < t->wbuf_off + t->wbuf_len) {
+			p = t->wbuf + (c->sent - t->wbuf_off);
+			n = (size_t)(t->wbuf_off + t->wbuf_len - c->sent);
 		} else {
-			n = room < wbuf_size ? (size_t)room : wbuf_size;
-			payload_fill(c->id, c->sent, wbuf, n);
-			wbuf_conn = c->id;
-			wbuf_off = c->sent;
-			wbuf_len = n;
-			p = wbuf;
+			n = room < t->wbuf_size ? (size_t)room : t->wbuf_size;
+			payload_fill(c->id, c->sent, t->wbuf, n);
+			t->wbuf_conn = c->id;
+			t->wbuf_off = c->sent;
+			t->wbuf_len = n;
+			p = t->wbuf;
 		}
 		if (n > room)
 			n = (size_t)room;
@@ -285,15 +373,17 @@ static bool do_send(struct conn *c)
 		if (w < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return true;
-			fail(c, c->recvd, "%s", errno_name(errno));
+			fail(t, c, c->recvd, "%s", errno_name(errno));
 			return false;
 		}
 		c->sent += (uint64_t)w;
-		bytes_sent += (uint64_t)w;
+		t->bytes_sent += (uint64_t)w;
+		if (stall_ns)
+			__atomic_store_n(&c->progress_ns, net_now_ns(), __ATOMIC_RELAXED);
 	}
 	if (c->sent == c->total && !c->shut_wr) {
 		if (shutdown(c->fd, SHUT_WR) < 0) {
-			fail(c, c->recvd, "shutdown: %s", errno_name(errno));
+			fail(t, c, c->recvd, "shutdown: %s", errno_name(errno));
 			return false;
 		}
 		c->shut_wr = true;
@@ -303,22 +393,25 @@ static bool do_send(struct conn *c)
 
 /* One read(): verify, account finished messages/bursts and start the next one. Returns false
  * when the connection ended (passed or failed). */
-static bool do_recv(struct conn *c)
+static bool do_recv(struct thr *t, struct conn *c)
 {
-	ssize_t r = read(c->fd, rbuf, RBUF_BYTES);
+	ssize_t r = read(c->fd, t->rbuf, RBUF_BYTES);
 	if (r < 0) {
 		if (errno == EAGAIN || errno == EINTR)
 			return true;
-		fail(c, c->recvd, "%s", errno_name(errno));
+		fail(t, c, c->recvd, "%s", errno_name(errno));
 		return false;
 	}
 	if (r == 0) {
-		if (c->recvd == c->total) {
+		int werr = __atomic_load_n(&c->werr, __ATOMIC_ACQUIRE);
+		if (werr) { /* --io split: the writer failed and shut the reading side down */
+			fail(t, c, c->recvd, "%s", errno_name(werr));
+		} else if (c->recvd == c->total) {
 			if (o.wl == W_STREAM && c->total == 0)
-				add_sample(net_now_ns() - c->start_ns);
-			finish(c, C_DONE);
+				add_sample(t, net_now_ns() - c->start_ns);
+			finish(t, c, C_DONE);
 		} else {
-			fail(c, c->recvd, "short read (EOF at offset %llu)",
+			fail(t, c, c->recvd, "short read (EOF at offset %llu)",
 			     (unsigned long long)c->recvd);
 		}
 		return false;
@@ -326,35 +419,40 @@ static bool do_recv(struct conn *c)
 	size_t n = (size_t)r;
 	size_t want = c->total - c->recvd < n ? (size_t)(c->total - c->recvd) : n;
 	unsigned expected = 0;
-	size_t ok = payload_check(c->id, c->recvd, rbuf, want, &expected);
-	bytes_verified += ok;
+	size_t ok = payload_check(c->id, c->recvd, t->rbuf, want, &expected);
+	t->bytes_verified += ok;
+	if (stall_ns)
+		__atomic_store_n(&c->progress_ns, net_now_ns(), __ATOMIC_RELAXED);
 	if (ok < want) {
 		uint64_t at = c->recvd + ok;
+		pthread_mutex_lock(&err_lock);
 		if (!have_mismatch) {
 			have_mismatch = true;
 			mismatch.conn = c->id;
 			mismatch.offset = at;
 			mismatch.expected = expected;
-			mismatch.got = rbuf[ok];
+			mismatch.got = t->rbuf[ok];
 		}
+		pthread_mutex_unlock(&err_lock);
 		c->recvd = at;
-		fail(c, at, "mismatch");
+		fail(t, c, at, "mismatch");
 		return false;
 	}
 	c->recvd += want;
-	if (want < n || c->recvd > c->sent) {
-		fail(c, c->recvd, "extra bytes");
+	uint64_t sent = t->io == IO_SPLIT ? __atomic_load_n(&c->posted, __ATOMIC_ACQUIRE) : c->sent;
+	if (want < n || c->recvd > sent) {
+		fail(t, c, c->recvd, "extra bytes");
 		return false;
 	}
 	if (c->recvd == c->total)
-		mark_end_rt = realtime_ns();
+		t->mark_end_rt = realtime_ns();
 	if (o.wl == W_STREAM && c->recvd == c->total)
-		add_sample(net_now_ns() - c->start_ns); /* last byte verified; EOF comes next */
+		add_sample(t, net_now_ns() - c->start_ns); /* last byte verified; EOF comes next */
 	if (o.wl != W_STREAM && c->recvd == c->limit) {
-		add_sample(net_now_ns() - c->unit_start_ns);
+		add_sample(t, net_now_ns() - c->unit_start_ns);
 		if (c->limit < c->total) {
 			c->limit += c->unit;
-			return do_send(c);
+			return do_send(t, c);
 		}
 	}
 	return true;
@@ -362,78 +460,295 @@ static bool do_recv(struct conn *c)
 
 /* Set the interest that matches conn's state: always readable, writable while it has bytes that
  * may be sent now and the last write did not take them all. */
-static void update_events(struct conn *c)
+static void update_events(struct thr *t, struct conn *c)
 {
-	set_events(c, EPOLLIN | (c->sent < c->limit ? EPOLLOUT : 0u));
+	set_events(t, c, EPOLLIN | (c->sent < c->limit ? EPOLLOUT : 0u));
 }
 
-/* connect() completed (or failed): start sending at once. */
-static void on_connected(struct conn *c)
+/* connect() completed (or failed): start sending at once. Returns false when it failed. */
+static bool on_connected(struct thr *t, struct conn *c)
 {
 	int err = net_sock_error(c->fd);
 	if (err) {
-		fail(c, 0, "connect: %s", strerror(err));
-		return;
+		fail(t, c, 0, "connect: %s", strerror(err));
+		return false;
 	}
 	c->state = C_RUNNING;
 	c->start_ns = net_now_ns();
-	if (!do_send(c))
-		return;
-	update_events(c);
+	c->progress_ns = c->start_ns;
+	return do_send(t, c);
 }
 
 /* Handle the epoll events of one connection. */
-static void on_event(struct conn *c, uint32_t ev)
+static void on_event(struct thr *t, struct conn *c, uint32_t ev)
 {
 	if (c->state == C_CONNECTING) {
-		on_connected(c);
+		if (on_connected(t, c))
+			update_events(t, c);
 		return;
 	}
 	if (ev & EPOLLOUT) {
-		if (!do_send(c))
+		if (!do_send(t, c))
 			return;
 	}
 	if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-		if (!do_recv(c))
+		if (!do_recv(t, c))
 			return;
 	}
-	update_events(c);
+	update_events(t, c);
 }
 
-/* Open every connection (non-blocking connect) and register it with epoll. */
-static void open_conns(const struct sockaddr_storage *ss, socklen_t sslen)
+/* Fail conn as stalled when it made no progress for the stall interval (0: off). Returns true
+ * when it did. */
+static bool check_stall(struct thr *t, struct conn *c, uint64_t now)
 {
-	for (uint64_t i = 0; i < o.conns; i++) {
-		struct conn *c = &conns[i];
-		c->id = (uint32_t)i;
-		c->state = C_CONNECTING;
-		c->unit = o.wl == W_PINGPONG ? o.msg_size
-			  : o.wl == W_BURST  ? o.burst_size
-					     : o.bytes;
-		c->total = o.wl == W_PINGPONG ? o.msg_size * o.round_trips
-			   : o.wl == W_BURST  ? o.burst_size * o.bursts
-					      : o.bytes;
-		c->limit = o.wl == W_STREAM ? c->total : c->unit;
-		if (c->unit == 0)
-			c->unit = 1; /* stream of 0 bytes: only the half-close */
-		nactive++;
-		c->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (c->fd < 0) {
-			fail(c, 0, "socket: %s", strerror(errno));
-			continue;
+	/* With --io split the writing thread may have moved progress_ns past `now`. */
+	uint64_t progress = __atomic_load_n(&c->progress_ns, __ATOMIC_RELAXED);
+	if (!stall_ns || c->state != C_RUNNING || progress >= now || now - progress < stall_ns)
+		return false;
+	fail(t, c, c->recvd, "stall (no bytes for %gs at offset %llu)", o.stall_s,
+	     (unsigned long long)c->recvd);
+	return true;
+}
+
+/* Initialise conn i's plan (sizes, limits) before it connects. */
+static void conn_init(struct conn *c, uint64_t i)
+{
+	c->id = (uint32_t)i;
+	c->fd = -1;
+	c->state = C_CONNECTING;
+	c->unit = o.wl == W_PINGPONG ? o.msg_size : o.wl == W_BURST ? o.burst_size : o.bytes;
+	c->total = o.wl == W_PINGPONG ? o.msg_size * o.round_trips
+		   : o.wl == W_BURST  ? o.burst_size * o.bursts
+				      : o.bytes;
+	c->limit = o.wl == W_STREAM ? c->total : c->unit;
+	if (c->unit == 0)
+		c->unit = 1; /* stream of 0 bytes: only the half-close */
+}
+
+/* Create conn's socket (flags: SOCK_NONBLOCK or 0) with TCP_NODELAY, bound to its source address
+ * when --source-addrs spreads them, and start connect(). Returns the connect() result (0, or -1
+ * with errno; EINPROGRESS for a non-blocking connect in progress); fails conn when no socket could
+ * be made or bound (then returns -1 with c->fd -1). */
+static int conn_connect(struct thr *t, struct conn *c, int flags)
+{
+	c->fd = socket(dest.ss_family, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
+	if (c->fd < 0) {
+		fail(t, c, 0, "socket: %s", strerror(errno));
+		return -1;
+	}
+	/* Messages go out when written: no Nagle delay on ping-pong requests or burst tails. */
+	net_set_nodelay(c->fd);
+	if (o.source_addrs) {
+		/* 127.0.0.1 + (id mod N): every source address has its own ephemeral port range
+		 * towards the server; the port is picked at connect() (IP_BIND_ADDRESS_NO_PORT). */
+		int one = 1;
+		(void)setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		struct sockaddr_in src = {.sin_family = AF_INET};
+		src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(c->id % o.source_addrs));
+		if (bind(c->fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
+			fail(t, c, 0, "bind: %s", strerror(errno));
+			return -1;
 		}
-		/* Messages go out when written: no Nagle delay on ping-pong requests or burst
-		 * tails. */
-		net_set_nodelay(c->fd);
+	}
+	return connect(c->fd, (const struct sockaddr *)&dest, dest_len);
+}
+
+/* Open every connection of thread t (non-blocking connect) and register it with epoll. */
+static void open_conns(struct thr *t)
+{
+	for (uint64_t i = 0; i < t->nconns; i++) {
+		struct conn *c = &t->conns[i];
+		t->nactive++;
+		int r = conn_connect(t, c, SOCK_NONBLOCK);
+		if (c->fd < 0)
+			continue;
 		c->events = EPOLLOUT;
-		net_epoll_add(ep, c->fd, EPOLLOUT, c);
-		if (connect(c->fd, (const struct sockaddr *)ss, sslen) < 0 &&
-		    errno != EINPROGRESS) {
-			fail(c, 0, "connect: %s", strerror(errno));
+		net_epoll_add(t->ep, c->fd, EPOLLOUT, c);
+		if (r < 0 && errno != EINPROGRESS) {
+			fail(t, c, 0, "connect: %s", strerror(errno));
 			continue;
 		}
 		/* Completion (even immediate) is reported as EPOLLOUT. */
 	}
+}
+
+/* Thread t's epoll loop until its connections ended or the deadline passed. */
+static void run_epoll(struct thr *t)
+{
+	t->ep = net_epoll_create();
+	open_conns(t);
+	/* Stalls are looked for every quarter of the interval: a stall is reported at most 25 %
+	 * later than it began to count. */
+	uint64_t scan_every = stall_ns / 4 ? stall_ns / 4 : 1;
+	uint64_t next_scan = net_now_ns() + scan_every;
+	struct epoll_event evs[256];
+	bool busy = t->io == IO_BUSY;
+	while (t->nactive > 0) {
+		uint64_t now = net_now_ns();
+		if (now >= deadline_ns)
+			break;
+		if (stall_ns && now >= next_scan) {
+			for (uint64_t i = 0; i < t->nconns; i++)
+				check_stall(t, &t->conns[i], now);
+			next_scan = now + scan_every;
+			continue;
+		}
+		uint64_t until = stall_ns && next_scan < deadline_ns ? next_scan : deadline_ns;
+		uint64_t left_ms = (until - now + 999999) / 1000000;
+		int n = epoll_wait(t->ep, evs, 256,
+				   busy ? 0 : left_ms > 60000 ? 60000 : (int)left_ms);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			net_die("epoll_wait: %s", strerror(errno));
+		}
+		for (int i = 0; i < n; i++) {
+			struct conn *c = evs[i].data.ptr;
+			if (c->state == C_CONNECTING || c->state == C_RUNNING)
+				on_event(t, c, evs[i].events);
+		}
+	}
+	close(t->ep);
+}
+
+/* Thread t's one ping-pong connection with blocking reads and writes (busy: non-blocking reads in
+ * a loop that never sleeps). The socket wakes up every BLOCKING_TICK_US while nothing arrives, to
+ * look at the stall interval and the deadline. */
+static void run_blocking(struct thr *t, bool busy)
+{
+	struct conn *c = &t->conns[0];
+	t->nactive = 1;
+	struct timeval tick = {.tv_sec = 0, .tv_usec = BLOCKING_TICK_US};
+	int r = conn_connect(t, c, 0);
+	if (c->fd < 0)
+		return;
+	if (r < 0) {
+		fail(t, c, 0, "connect: %s", strerror(errno));
+		return;
+	}
+	(void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick));
+	(void)setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tick, sizeof(tick));
+	if (busy)
+		net_set_nonblock(c->fd);
+	if (!on_connected(t, c))
+		return;
+	for (;;) {
+		bool more = c->sent < c->limit || (c->sent == c->total && !c->shut_wr)
+				? do_send(t, c)
+				: do_recv(t, c);
+		if (!more)
+			return;
+		uint64_t now = net_now_ns();
+		if (now >= deadline_ns || check_stall(t, c, now))
+			return;
+	}
+}
+
+/* --io split, the writing thread of one stream connection (connected by main()): write the whole
+ * stream with blocking writes, then half-close. It stops when the reading thread ended the
+ * connection or the deadline passed (the socket wakes it every BLOCKING_TICK_US); when a write
+ * fails it leaves the errno in c->werr and shuts the reading side down, so that the reading thread
+ * fails the connection with that reason. */
+static void run_split_writer(struct thr *t, struct conn *c)
+{
+	while (__atomic_load_n(&c->state, __ATOMIC_ACQUIRE) == C_RUNNING) {
+		if (c->sent == c->total && c->shut_wr)
+			return;
+		uint64_t before = c->sent;
+		int err = 0;
+		if (c->sent < c->total) {
+			size_t n = c->total - c->sent < t->wbuf_size ? (size_t)(c->total - c->sent)
+								 : t->wbuf_size;
+			if (t->wbuf_conn != c->id || t->wbuf_off != c->sent) {
+				payload_fill(c->id, c->sent, t->wbuf, n);
+				t->wbuf_conn = c->id;
+				t->wbuf_off = c->sent;
+				t->wbuf_len = n;
+			}
+			__atomic_store_n(&c->posted, c->sent + t->wbuf_len, __ATOMIC_RELEASE);
+			ssize_t w = write(c->fd, t->wbuf, (size_t)t->wbuf_len);
+			if (w < 0 && errno != EAGAIN && errno != EINTR)
+				err = errno;
+			if (w > 0) {
+				__atomic_store_n(&c->sent, c->sent + (uint64_t)w, __ATOMIC_RELEASE);
+				t->bytes_sent += (uint64_t)w;
+				__atomic_store_n(&c->progress_ns, net_now_ns(), __ATOMIC_RELAXED);
+				/* The rest of a partial write is written next without generating
+				 * the chunk again. */
+				memmove(t->wbuf, t->wbuf + w, (size_t)(t->wbuf_len - (uint64_t)w));
+				t->wbuf_off += (uint64_t)w;
+				t->wbuf_len -= (uint64_t)w;
+				if (!t->wbuf_len)
+					t->wbuf_conn = UINT32_MAX;
+			}
+		} else if (shutdown(c->fd, SHUT_WR) < 0) {
+			err = errno;
+		} else {
+			c->shut_wr = true;
+		}
+		if (err) {
+			__atomic_store_n(&c->werr, err, __ATOMIC_RELEASE);
+			(void)shutdown(c->fd, SHUT_RD);
+			return;
+		}
+		if (c->sent == before && net_now_ns() >= deadline_ns)
+			return;
+	}
+}
+
+/* --io split, the reading thread of one stream connection: blocking reads, verified as always, until
+ * the connection ended, stalled or the deadline passed. */
+static void run_split_reader(struct thr *t, struct conn *c)
+{
+	while (c->state == C_RUNNING && do_recv(t, c)) {
+		uint64_t now = net_now_ns();
+		if (now >= deadline_ns || check_stall(t, c, now))
+			return;
+	}
+}
+
+/* A thread's body: pin it, run its connections, fail what is left at the deadline, take its CPU
+ * time. */
+static void *thread_main(void *arg)
+{
+	struct thr *t = arg;
+	if (t->cpu >= 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(t->cpu, &set);
+		int err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+		if (err)
+			net_die("cannot pin thread %u to CPU %d: %s", t->idx, t->cpu, strerror(err));
+	}
+	t->wbuf = malloc(t->wbuf_size);
+	t->rbuf = malloc(RBUF_BYTES);
+	if (!t->wbuf || !t->rbuf)
+		net_die("out of memory");
+	t->wbuf_conn = UINT32_MAX;
+	if (t->io == IO_SPLIT && t->writer)
+		run_split_writer(t, t->conns);
+	else if (t->io == IO_SPLIT)
+		run_split_reader(t, t->conns);
+	else if (t->io == IO_BLOCKING ||
+	    (t->io == IO_BUSY && t->nconns == 1 && o.wl == W_PINGPONG && o.msg_size <= BLOCKING_MSG_MAX))
+		run_blocking(t, t->io == IO_BUSY);
+	else
+		run_epoll(t);
+	for (uint64_t i = 0; i < t->nconns; i++) {
+		struct conn *c = &t->conns[i];
+		if (c->state == C_CONNECTING || c->state == C_RUNNING)
+			fail(t, c, c->recvd, "timeout");
+	}
+	struct rusage ru;
+	if (getrusage(RUSAGE_THREAD, &ru) == 0) {
+		t->cpu_user_s = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+		t->cpu_sys_s = ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+	}
+	t->last_cpu = sched_getcpu();
+	free(t->wbuf);
+	free(t->rbuf);
+	return NULL;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -493,8 +808,95 @@ static void json_opt_u64(const char *key, bool used, uint64_t v)
 		printf("\"%s\":null", key);
 }
 
+/* "key":{"min":..,"p50":..,"p99":..,"max":..} over the n values in v (sorted here), null when
+ * n is 0. */
+static void json_spread(const char *key, uint64_t *v, size_t n)
+{
+	if (!n) {
+		printf("\"%s\":null", key);
+		return;
+	}
+	qsort(v, n, sizeof(*v), cmp_u64);
+	printf("\"%s\":{\"min\":%llu,\"p50\":%llu,\"p99\":%llu,\"max\":%llu}", key,
+	       (unsigned long long)v[0], (unsigned long long)percentile(v, n, 50),
+	       (unsigned long long)percentile(v, n, 99), (unsigned long long)v[n - 1]);
+}
+
+/* The "tcp_info" object: what TCP_INFO said of the connections that got connected, read as each
+ * one ended. */
+static void print_tcp_info(void)
+{
+	uint64_t *v = malloc((o.conns ? o.conns : 1) * sizeof(*v));
+	if (!v)
+		net_die("out of memory");
+	size_t n = 0;
+	uint64_t retrans = 0, with_retrans = 0;
+	for (uint64_t i = 0; i < o.conns; i++)
+		if (conns[i].tcp.valid) {
+			retrans += conns[i].tcp.retrans;
+			with_retrans += conns[i].tcp.retrans > 0;
+			n++;
+		}
+	printf("\"tcp_info\":{\"conns\":%zu,\"retrans_total\":%llu,\"conns_with_retrans\":%llu", n,
+	       (unsigned long long)retrans, (unsigned long long)with_retrans);
+	static const char *const keys[] = {"rtt_us", "rttvar_us", "snd_cwnd",
+					   "delivery_rate_bytes_per_s"};
+	for (int k = 0; k < 4; k++) {
+		size_t m = 0;
+		for (uint64_t i = 0; i < o.conns; i++) {
+			const struct conn_tcp *ct = &conns[i].tcp;
+			if (!ct->valid)
+				continue;
+			v[m++] = k == 0	  ? ct->rtt_us
+				 : k == 1 ? ct->rttvar_us
+				 : k == 2 ? ct->snd_cwnd
+					  : ct->delivery_rate;
+		}
+		putchar(',');
+		json_spread(keys[k], v, m);
+	}
+	printf("},");
+	free(v);
+}
+
+/* The "threads" array: per thread, where it ran, how, its connections, CPU time and samples. */
+static void print_threads(void)
+{
+	printf("\"threads\":[");
+	for (uint64_t i = 0; i < o.threads; i++) {
+		struct thr *t = &thrs[i];
+		printf("%s{\"thread\":%u,\"cpu\":", i ? "," : "", t->idx);
+		if (t->cpu >= 0)
+			printf("%d", t->cpu);
+		else
+			printf("null");
+		printf(",\"last_cpu\":%d,\"io\":\"%s\",\"conns\":%llu,\"conns_ok\":%llu,"
+		       "\"conns_failed\":%llu,\"bytes_verified\":%llu,\"cpu_user_s\":%.6f,"
+		       "\"cpu_sys_s\":%.6f,\"latency_count\":%zu}",
+		       t->last_cpu, io_names[t->io], (unsigned long long)t->nconns,
+		       (unsigned long long)t->conns_ok, (unsigned long long)t->conns_failed,
+		       (unsigned long long)t->bytes_verified, t->cpu_user_s, t->cpu_sys_s,
+		       t->nsamples);
+	}
+	printf("],");
+}
+
+/* Write every latency sample as "thread nanoseconds" lines to --samples-file. */
+static void write_samples_file(void)
+{
+	FILE *f = fopen(o.samples_file, "w");
+	if (!f)
+		net_die("cannot write %s: %s", o.samples_file, strerror(errno));
+	for (uint64_t i = 0; i < o.threads; i++)
+		for (size_t j = 0; j < thrs[i].nsamples; j++)
+			fprintf(f, "%llu %llu\n", (unsigned long long)i,
+				(unsigned long long)thrs[i].samples[j]);
+	if (fclose(f) != 0)
+		net_die("cannot write %s: %s", o.samples_file, strerror(errno));
+}
+
 /* Print the one JSON result object (docs/programs.md) to stdout. */
-static void print_result(bool ok, double wall_s)
+static void print_result(bool ok, double wall_s, uint64_t mark_end_rt)
 {
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
@@ -502,6 +904,23 @@ static void print_result(bool ok, double wall_s)
 	uint64_t expected = o.conns * (pp   ? o.msg_size * o.round_trips
 				       : bu ? o.burst_size * o.bursts
 					    : o.bytes);
+	uint64_t conns_ok = 0, conns_failed = 0, bytes_sent = 0, bytes_verified = 0;
+	size_t nsamples = 0;
+	for (uint64_t i = 0; i < o.threads; i++) {
+		conns_ok += thrs[i].conns_ok;
+		conns_failed += thrs[i].conns_failed;
+		bytes_sent += thrs[i].bytes_sent;
+		bytes_verified += thrs[i].bytes_verified;
+		nsamples += thrs[i].nsamples;
+	}
+	/* Every thread's samples in one sorted array: the percentiles are exact over all of them. */
+	uint64_t *samples = malloc((nsamples ? nsamples : 1) * sizeof(*samples));
+	if (!samples)
+		net_die("out of memory for latency samples");
+	for (uint64_t i = 0, k = 0; i < o.threads; i++) {
+		memcpy(samples + k, thrs[i].samples, thrs[i].nsamples * sizeof(*samples));
+		k += thrs[i].nsamples;
+	}
 
 	printf("{\"tool\":\"sb-client\",\"format\":1,\"ok\":%s,\"workload\":\"%s\",\"params\":{",
 	       ok ? "true" : "false", workload_names[o.wl]);
@@ -517,7 +936,14 @@ static void print_result(bool ok, double wall_s)
 	json_opt_u64("burst_size", bu, o.burst_size);
 	putchar(',');
 	json_opt_u64("bursts", bu, o.bursts);
-	printf(",\"seed\":%llu,\"timeout_s\":%.17g},", (unsigned long long)o.seed, o.timeout_s);
+	printf(",\"seed\":%llu,\"timeout_s\":%.17g,\"stall_s\":%.17g,\"threads\":%llu,\"cpus\":",
+	       (unsigned long long)o.seed, o.timeout_s, o.stall_s, (unsigned long long)o.threads);
+	if (o.cpus_text)
+		json_str(o.cpus_text);
+	else
+		printf("null");
+	printf(",\"io\":\"%s\",\"source_addrs\":%llu},", io_names[o.io],
+	       (unsigned long long)o.source_addrs);
 	printf("\"conns_ok\":%llu,\"conns_failed\":%llu,", (unsigned long long)conns_ok,
 	       (unsigned long long)conns_failed);
 	printf("\"bytes_sent\":%llu,\"bytes_verified\":%llu,\"bytes_expected\":%llu,",
@@ -560,6 +986,9 @@ static void print_result(bool ok, double wall_s)
 		i = j;
 	}
 	printf("]},");
+	free(samples);
+	print_threads();
+	print_tcp_info();
 
 	if (have_mismatch)
 		printf("\"mismatch\":{\"conn\":%u,\"offset\":%llu,\"expected\":%u,\"got\":%u},",
@@ -594,6 +1023,18 @@ static void usage(FILE *f)
 	    "  --bursts R           burst: bursts per connection (default 10)\n"
 	    "  --seed X             payload seed (default 1)\n"
 	    "  --timeout SECONDS    whole-run deadline (default 120)\n"
+	    "  --stall SECONDS      fail a connection that moved no byte for this long (default 10;\n"
+	    "                       0 = off)\n"
+	    "  --threads N          threads sharing the connections, each its own epoll loop\n"
+	    "                       (default 1, at most --conns)\n"
+	    "  --cpus LIST          pin thread t to the t-th CPU of LIST (e.g. 0,2-3; cycled)\n"
+	    "  --io MODE            auto (default), epoll, blocking, busy-poll or split: blocking and\n"
+	    "                       busy-poll serve one ping-pong connection per thread (auto:\n"
+	    "                       blocking where that holds, else epoll); split (stream): each\n"
+	    "                       connection gets a writing and a reading thread\n"
+	    "  --source-addrs N     bind connection c to 127.0.0.1 + (c mod N) (loopback IPv4\n"
+	    "                       server; each address has its own ephemeral ports)\n"
+	    "  --samples-file PATH  write every latency sample as 'thread ns' lines\n"
 	    "Prints one JSON object (docs/programs.md); exit 0 when every byte came back intact,\n"
 	    "1 on any error, 2 on bad arguments.\n");
 }
@@ -610,8 +1051,66 @@ enum {
 	O_BURSTS,
 	O_SEED,
 	O_TIMEOUT,
+	O_STALL,
+	O_THREADS,
+	O_CPUS,
+	O_IO,
+	O_SOURCES,
+	O_SAMPLES,
 	O_HELP
 };
+
+/* A number of seconds for opt: > 0 (or >= 0 when zero_ok), at most 1e7; usage error otherwise. */
+static double parse_seconds(const char *opt, const char *s, bool zero_ok)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || *end || end == s || !(v > 0 || (zero_ok && v == 0)) || v > 1e7)
+		net_usage_error("%s: expected a number of seconds %s 0, got '%s'", opt,
+				zero_ok ? ">=" : ">", s);
+	return v;
+}
+
+/* Parse --cpus: comma-separated CPU numbers and ranges (a-b), each a CPU this process may run on.
+ */
+static void parse_cpus(const char *s)
+{
+	cpu_set_t allowed;
+	CPU_ZERO(&allowed);
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
+		net_die("sched_getaffinity: %s", strerror(errno));
+	o.cpus_text = s;
+	o.ncpus = 0;
+	const char *p = s;
+	for (;;) {
+		char *end;
+		errno = 0;
+		if (*p < '0' || *p > '9')
+			net_usage_error("--cpus: expected a list like 0,2-3, got '%s'", s);
+		unsigned long a = strtoul(p, &end, 10), b = a;
+		if (*end == '-') {
+			p = end + 1;
+			if (*p < '0' || *p > '9')
+				net_usage_error("--cpus: expected a list like 0,2-3, got '%s'", s);
+			b = strtoul(p, &end, 10);
+		}
+		if (errno || b < a || (*end && *end != ','))
+			net_usage_error("--cpus: expected a list like 0,2-3, got '%s'", s);
+		for (unsigned long c = a; c <= b; c++) {
+			if (c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed))
+				net_usage_error("--cpus: CPU %lu is not one this process may run on "
+						"(%d CPUs online)",
+						c, CPU_COUNT(&allowed));
+			if (o.ncpus == THREADS_MAX)
+				net_usage_error("--cpus: more than %d CPUs listed", THREADS_MAX);
+			o.cpus[o.ncpus++] = (int)c;
+		}
+		if (!*end)
+			break;
+		p = end + 1;
+	}
+}
 
 /* Parse the command line into o; bad arguments end with exit 2. */
 static void parse_args(int argc, char **argv)
@@ -628,6 +1127,12 @@ static void parse_args(int argc, char **argv)
 	    {"bursts", required_argument, 0, O_BURSTS},
 	    {"seed", required_argument, 0, O_SEED},
 	    {"timeout", required_argument, 0, O_TIMEOUT},
+	    {"stall", required_argument, 0, O_STALL},
+	    {"threads", required_argument, 0, O_THREADS},
+	    {"cpus", required_argument, 0, O_CPUS},
+	    {"io", required_argument, 0, O_IO},
+	    {"source-addrs", required_argument, 0, O_SOURCES},
+	    {"samples-file", required_argument, 0, O_SAMPLES},
 	    {"help", no_argument, 0, O_HELP},
 	    {0, 0, 0, 0},
 	};
@@ -640,7 +1145,9 @@ static void parse_args(int argc, char **argv)
 			  .burst_size = 1048576,
 			  .bursts = 10,
 			  .seed = 1,
-			  .timeout_s = 120};
+			  .threads = 1,
+			  .timeout_s = 120,
+			  .stall_s = 10};
 	bool given[O_HELP + 1] = {0};
 	int c;
 	while ((c = net_getopt(argc, argv, lo)) != -1) {
@@ -686,17 +1193,36 @@ static void parse_args(int argc, char **argv)
 		case O_SEED:
 			o.seed = net_parse_u64("--seed", optarg, UINT64_MAX);
 			break;
-		case O_TIMEOUT: {
-			char *end;
-			errno = 0;
-			o.timeout_s = strtod(optarg, &end);
-			if (errno || *end || end == optarg || !(o.timeout_s > 0) ||
-			    o.timeout_s > 1e7)
-				net_usage_error(
-				    "--timeout: expected a number of seconds > 0, got '%s'",
-				    optarg);
+		case O_TIMEOUT:
+			o.timeout_s = parse_seconds("--timeout", optarg, false);
+			break;
+		case O_STALL:
+			o.stall_s = parse_seconds("--stall", optarg, true);
+			break;
+		case O_THREADS:
+			o.threads = net_parse_u64("--threads", optarg, THREADS_MAX);
+			break;
+		case O_CPUS:
+			parse_cpus(optarg);
+			break;
+		case O_IO: {
+			int m = -1;
+			for (int i = 0; i < IO_MODES; i++)
+				if (!strcmp(optarg, io_names[i]))
+					m = i;
+			if (m < 0)
+				net_usage_error("--io: expected auto, epoll, blocking, busy-poll or split, "
+						"got '%s'",
+						optarg);
+			o.io = (enum io_mode)m;
 			break;
 		}
+		case O_SOURCES:
+			o.source_addrs = net_parse_u64("--source-addrs", optarg, SOURCE_ADDRS_MAX);
+			break;
+		case O_SAMPLES:
+			o.samples_file = optarg;
+			break;
 		case O_HELP:
 			usage(stdout);
 			exit(0);
@@ -722,10 +1248,29 @@ static void parse_args(int argc, char **argv)
 		uint64_t v;
 	} pos[] = {{"--conns", o.conns},	   {"--chunk", o.chunk},
 		   {"--msg-size", o.msg_size},	   {"--round-trips", o.round_trips},
-		   {"--burst-size", o.burst_size}, {"--bursts", o.bursts}};
+		   {"--burst-size", o.burst_size}, {"--bursts", o.bursts},
+		   {"--threads", o.threads}};
 	for (size_t i = 0; i < sizeof(pos) / sizeof(pos[0]); i++)
 		if (pos[i].v == 0)
 			net_usage_error("%s must be at least 1", pos[i].name);
+	if (o.io == IO_SPLIT) {
+		/* Two threads per connection: --threads is theirs, not the user's. */
+		if (o.wl != W_STREAM || given[O_THREADS] || o.conns > THREADS_MAX / 2)
+			net_usage_error("--io split needs the stream workload, no --threads and --conns "
+					"at most %d (two threads per connection)",
+					THREADS_MAX / 2);
+		o.threads = 2 * o.conns;
+	}
+	if (given[O_SOURCES] && o.source_addrs == 0)
+		net_usage_error("--source-addrs must be at least 1");
+	if (o.threads > o.conns && o.io != IO_SPLIT)
+		net_usage_error("--threads %llu is more than --conns %llu: a thread needs a connection",
+				(unsigned long long)o.threads, (unsigned long long)o.conns);
+	if (o.io == IO_BLOCKING &&
+	    (o.wl != W_PINGPONG || o.conns != o.threads || o.msg_size > BLOCKING_MSG_MAX))
+		net_usage_error("--io blocking needs the pingpong workload, one connection per "
+				"thread (--conns = --threads) and --msg-size at most %d",
+				BLOCKING_MSG_MAX);
 	uint64_t per_conn = o.bytes;
 	if ((o.wl == W_PINGPONG && __builtin_mul_overflow(o.msg_size, o.round_trips, &per_conn)) ||
 	    (o.wl == W_BURST && __builtin_mul_overflow(o.burst_size, o.bursts, &per_conn)) ||
@@ -733,70 +1278,121 @@ static void parse_args(int argc, char **argv)
 		net_usage_error("bytes per connection too large (at most 2^50)");
 }
 
+/* --io split: connect every connection (blocking) before the threads start; a connection that
+ * fails counts as its reading thread's. */
+static void split_connect(void)
+{
+	struct timeval tick = {.tv_sec = 0, .tv_usec = BLOCKING_TICK_US};
+	for (uint64_t i = 0; i < o.conns; i++) {
+		struct thr *t = &thrs[2 * i + 1];
+		struct conn *c = &conns[i];
+		t->nactive = 1;
+		int r = conn_connect(t, c, 0);
+		if (c->state != C_CONNECTING) /* no socket, or no source address: failed already */
+			continue;
+		if (r < 0) {
+			fail(t, c, 0, "connect: %s", strerror(errno));
+			continue;
+		}
+		(void)setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick));
+		(void)setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tick, sizeof(tick));
+		c->state = C_RUNNING;
+		c->start_ns = c->progress_ns = net_now_ns();
+	}
+}
+
+/* How thread t moves its bytes: blocking for one ping-pong connection unless told otherwise. */
+static enum io_mode thread_io(uint64_t nconns)
+{
+	bool one_pp = nconns == 1 && o.wl == W_PINGPONG && o.msg_size <= BLOCKING_MSG_MAX;
+	if (o.io == IO_AUTO)
+		return one_pp ? IO_BLOCKING : IO_EPOLL;
+	return o.io;
+}
+
 int main(int argc, char **argv)
 {
 	net_prog = "sb-client";
 	parse_args(argc, argv);
 
-	struct sockaddr_storage ss;
-	socklen_t sslen;
-	if (net_parse_addr(o.connect, &ss, &sslen) < 0)
+	if (net_parse_addr(o.connect, &dest, &dest_len) < 0)
 		net_usage_error("--connect: expected ADDR:PORT with a numeric address, got '%s'",
+				o.connect);
+	if (o.source_addrs &&
+	    (dest.ss_family != AF_INET ||
+	     (ntohl(((struct sockaddr_in *)&dest)->sin_addr.s_addr) >> 24) != 127))
+		net_usage_error("--source-addrs needs a server on loopback IPv4 (127.0.0.0/8), got "
+				"'%s'",
 				o.connect);
 
 	signal(SIGPIPE, SIG_IGN);
 	net_raise_nofile();
 	payload_init(o.seed);
-	wbuf_size =
+	size_t wbuf_size =
 	    o.wl == W_PINGPONG ? (o.msg_size < (1u << 20) ? o.msg_size : (1u << 20)) : o.chunk;
-	wbuf = malloc(wbuf_size);
-	rbuf = malloc(RBUF_BYTES);
 	conns = calloc(o.conns, sizeof(*conns));
-	if (!wbuf || !rbuf || !conns)
+	thrs = calloc(o.threads, sizeof(*thrs));
+	if (!conns || !thrs)
 		net_die("out of memory");
-	size_t want_samples = o.wl == W_PINGPONG ? o.conns * o.round_trips
-			      : o.wl == W_BURST	 ? o.conns * o.bursts
-						 : o.conns;
-	samples_cap = want_samples < (1u << 20) ? want_samples : (1u << 20);
-	samples = malloc((samples_cap ? samples_cap : 1) * sizeof(*samples));
-	if (!samples)
-		net_die("out of memory for latency samples");
-	ep = net_epoll_create();
+	for (uint64_t i = 0; i < o.conns; i++)
+		conn_init(&conns[i], i);
+	for (uint64_t i = 0; i < o.threads; i++) {
+		struct thr *t = &thrs[i];
+		uint64_t first = o.conns * i / o.threads, end = o.conns * (i + 1) / o.threads;
+		if (o.io == IO_SPLIT) { /* thread 2c writes connection c, thread 2c + 1 reads it */
+			first = i / 2;
+			end = i % 2 ? first + 1 : first;
+			t->writer = i % 2 == 0;
+		}
+		t->idx = (unsigned)i;
+		t->conns = conns + first;
+		t->nconns = end - first;
+		t->cpu = o.ncpus ? o.cpus[i % o.ncpus] : -1;
+		t->io = thread_io(t->nconns);
+		t->wbuf_size = wbuf_size;
+		uint64_t want = o.wl == W_PINGPONG ? t->nconns * o.round_trips
+				: o.wl == W_BURST  ? t->nconns * o.bursts
+						   : t->nconns;
+		t->samples_cap = want < (1u << 20) ? want : (1u << 20);
+		t->samples = malloc((t->samples_cap ? t->samples_cap : 1) * sizeof(*t->samples));
+		if (!t->samples)
+			net_die("out of memory for latency samples");
+	}
+	stall_ns = (uint64_t)(o.stall_s * 1e9);
 
 	uint64_t t0 = net_now_ns();
-	uint64_t deadline = t0 + (uint64_t)(o.timeout_s * 1e9);
+	deadline_ns = t0 + (uint64_t)(o.timeout_s * 1e9);
 	mark_start_rt = realtime_ns();
-	open_conns(&ss, sslen);
-
-	struct epoll_event evs[256];
-	while (nactive > 0) {
-		uint64_t now = net_now_ns();
-		if (now >= deadline)
-			break;
-		uint64_t left_ms = (deadline - now + 999999) / 1000000;
-		int n = epoll_wait(ep, evs, 256, left_ms > 60000 ? 60000 : (int)left_ms);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			net_die("epoll_wait: %s", strerror(errno));
+	if (o.io == IO_SPLIT)
+		split_connect();
+	if (o.threads == 1) {
+		thread_main(&thrs[0]);
+	} else {
+		for (uint64_t i = 0; i < o.threads; i++) {
+			int err = pthread_create(&thrs[i].th, NULL, thread_main, &thrs[i]);
+			if (err)
+				net_die("pthread_create: %s", strerror(err));
 		}
-		for (int i = 0; i < n; i++) {
-			struct conn *c = evs[i].data.ptr;
-			if (c->state == C_CONNECTING || c->state == C_RUNNING)
-				on_event(c, evs[i].events);
-		}
-	}
-	for (uint64_t i = 0; i < o.conns; i++) {
-		struct conn *c = &conns[i];
-		if (c->state == C_CONNECTING || c->state == C_RUNNING)
-			fail(c, c->recvd, "timeout");
+		for (uint64_t i = 0; i < o.threads; i++)
+			pthread_join(thrs[i].th, NULL);
 	}
 	double wall_s = (double)(net_now_ns() - t0) / 1e9;
+	for (uint64_t i = 0; i < o.conns; i++)
+		if (conns[i].fd >= 0) /* --io split: the sockets every thread is done with */
+			close(conns[i].fd);
+	uint64_t mark_end_rt = 0, conns_failed = 0;
+	for (uint64_t i = 0; i < o.threads; i++) {
+		if (thrs[i].mark_end_rt > mark_end_rt)
+			mark_end_rt = thrs[i].mark_end_rt;
+		conns_failed += thrs[i].conns_failed;
+	}
 	if (!mark_end_rt) /* no connection got all its bytes back: the end is when the client stopped */
 		mark_end_rt = realtime_ns();
+	if (o.samples_file)
+		write_samples_file();
 
 	bool ok = conns_failed == 0 && errors_total == 0;
-	print_result(ok, wall_s);
+	print_result(ok, wall_s, mark_end_rt);
 	if (!ok) {
 		const struct error_rec *e = &errs[0];
 		fprintf(stderr,

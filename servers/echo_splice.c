@@ -2,9 +2,10 @@
 /* sb-echo-splice: echo server that moves data socket -> pipe -> same socket with splice()
  * (docs/programs.md), so the payload never enters user space.
  *
- * One thread, one level-triggered epoll loop. One thread keeps the process-CPU figure comparable
- * between servers (one core at most, no lock contention) and epoll serves thousands of connections
- * without a thread each. Each connection owns a pipe of --pipe-size bytes (F_SETPIPE_SZ). Interest
+ * One thread by default, one level-triggered epoll loop. One thread keeps the process-CPU figure
+ * comparable between servers (one core at most, no lock contention) and epoll serves thousands of
+ * connections without a thread each; --workers N runs N such loops in N threads, each with its own
+ * SO_REUSEPORT listener and connections (net_workers_run). Each connection owns a pipe of --pipe-size bytes (F_SETPIPE_SZ). Interest
  * follows the pipe: EPOLLIN while it has room and the client has not half-closed, EPOLLOUT while it
  * holds bytes, so reading and writing overlap and a slow reader slows its sender down through TCP
  * flow control. After the client's FIN the pipe is drained, then the connection closes. */
@@ -34,11 +35,14 @@ struct conn {
 	size_t inpipe;	 /* bytes in the pipe */
 };
 
-static struct net_stats st;
-static struct net_server srv;
+/* Each worker thread's own server and counters. */
+static __thread struct net_stats st;
+static __thread struct net_server srv;
+/* Pipes that kept the default size (F_SETPIPE_SZ refused), counted by every worker. */
+static uint64_t pipes_default;
 static struct net_opts opts = {.listen = "127.0.0.1:0"};
 static size_t pipe_size = 1048576;
-static uint64_t pipes_default; /* pipes that kept the default size: F_SETPIPE_SZ refused */
+static unsigned workers = 1;
 
 /* Close conn and its pipe; failed connections count as errors. */
 static void conn_close(struct conn *c, bool failed)
@@ -134,34 +138,49 @@ static void usage(FILE *f)
 {
 	fprintf(
 	    f,
-	    "usage: sb-echo-splice [--listen ADDR:PORT] [--pipe-size BYTES] [--sndbuf BYTES] "
-	    "[--rcvbuf BYTES]\n"
+	    "usage: sb-echo-splice [--listen ADDR:PORT] [--pipe-size BYTES] [--workers N]\n"
+	    "                      [--sndbuf BYTES] [--rcvbuf BYTES]\n"
 	    "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
 	    "  --pipe-size BYTES    pipe per connection (default 1048576, capped to\n"
 	    "                       /proc/sys/fs/pipe-max-size)\n"
+	    "  --workers N          threads, each with its own SO_REUSEPORT listener (default 1)\n"
 	    "  --sndbuf BYTES       SO_SNDBUF on accepted sockets (0 = kernel default)\n"
 	    "  --rcvbuf BYTES       SO_RCVBUF on accepted sockets (0 = kernel default)\n"
 	    "Prints a ready line, then a summary line on SIGTERM/SIGINT (JSON, "
 	    "docs/programs.md).\n");
 }
 
-/* --pipe-size; the common options are net_parse_opts's. */
+/* --pipe-size and --workers; the common options are net_parse_opts's. */
 static void own_opt(int val, const char *arg)
 {
-	(void)val;
-	pipe_size = net_parse_u64("--pipe-size", arg, 1u << 30);
+	if (val == 'w')
+		workers = net_parse_workers(arg);
+	else
+		pipe_size = net_parse_u64("--pipe-size", arg, 1u << 30);
+}
+
+/* One worker: serve its listener until the server stops. */
+static void serve(struct net_worker *w)
+{
+	net_server_attach(&srv, w);
+	net_server_run(&srv, on_listen, on_conn, NULL);
+	w->st = st;
 }
 
 int main(int argc, char **argv)
 {
-	static const struct option own[] = {{"pipe-size", required_argument, 0, 'p'}, {0, 0, 0, 0}};
+	static const struct option own[] = {{"pipe-size", required_argument, 0, 'p'},
+					    {"workers", required_argument, 0, 'w'},
+					    {0, 0, 0, 0}};
 	net_prog = "sb-echo-splice";
 	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &opts);
 	pipe_size = net_pipe_size(pipe_size);
 
-	net_server_open(&srv, opts.listen, "splice");
-	net_server_run(&srv, on_listen, on_conn, NULL);
+	struct net_worker *w = net_workers_run(opts.listen, "splice", workers, serve);
+	struct net_stats total = net_workers_total(w, workers);
+	char extra[128 * NET_WORKERS_MAX];
+	net_workers_json(w, workers, extra, sizeof(extra));
 	net_pipe_report(pipes_default);
-	net_print_summary("splice", &st);
+	net_print_summary_extra("splice", &total, extra);
 	return 0;
 }

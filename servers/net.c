@@ -13,8 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
@@ -159,7 +162,7 @@ int net_listen(const char *addr)
 		net_die("cannot listen on %s: bind: %s", addr, strerror(errno));
 	/* The kernel caps the backlog at net.core.somaxconn (4096 by default since 5.4). A large
 	 * backlog matters: the client opens all of its connections at once. */
-	if (listen(fd, 4096) < 0)
+	if (listen(fd, 65535) < 0)
 		net_die("cannot listen on %s: listen: %s", addr, strerror(errno));
 	return fd;
 }
@@ -350,7 +353,7 @@ size_t net_pipe(int fds[2], size_t size, uint64_t *refused)
 	if (got < 0) {
 		/* The pipe still works at its default size; count it and say so once now and once
 		 * at exit (net_pipe_report). */
-		if ((*refused)++ == 0)
+		if (__atomic_fetch_add(refused, 1, __ATOMIC_RELAXED) == 0)
 			net_warn("F_SETPIPE_SZ %zu: %s; using the default size", size,
 				 strerror(errno));
 		got = fcntl(fds[1], F_GETPIPE_SZ);
@@ -435,8 +438,9 @@ void net_server_run(struct net_server *s, void (*on_listen)(void),
 			if (p == s->listen_tag) {
 				on_listen();
 			} else if (p == s->signal_tag) {
+				/* A signal (signalfd) or a worker's stop (eventfd). */
 				struct signalfd_siginfo si;
-				if (read(s->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+				if (read(s->sfd, &si, sizeof(si)) > 0)
 					return;
 			} else if (p == &s->tfd) {
 				tick = true;
@@ -511,4 +515,146 @@ void net_accept_resume(struct net_server *s)
 {
 	if (s->accept_paused)
 		net_accept_pause(s, false);
+}
+
+unsigned net_parse_workers(const char *arg)
+{
+	unsigned n = (unsigned)net_parse_u64("--workers", arg, NET_WORKERS_MAX);
+	if (n == 0)
+		net_usage_error("--workers must be at least 1");
+	return n;
+}
+
+/* Open n listening sockets on addr that share its port through SO_REUSEPORT (a port 0 is the one
+ * the kernel gave the first). */
+static void listen_reuseport(const char *addr, unsigned n, struct net_worker *w)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if (net_parse_addr(addr, &ss, &len) < 0)
+		net_usage_error("--listen: expected ADDR:PORT with a numeric address, got '%s'",
+				addr);
+	for (unsigned i = 0; i < n; i++) {
+		int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			net_die("socket: %s", strerror(errno));
+		int one = 1;
+		if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+		    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+			net_die("setsockopt(SO_REUSEPORT): %s", strerror(errno));
+		if (bind(fd, (struct sockaddr *)&ss, len) < 0)
+			net_die("cannot listen on %s: bind: %s", addr, strerror(errno));
+		if (listen(fd, 65535) < 0)
+			net_die("cannot listen on %s: listen: %s", addr, strerror(errno));
+		if (i == 0 && getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+			net_die("getsockname: %s", strerror(errno));
+		w[i].lfd = fd;
+	}
+}
+
+/* A worker thread: serve, then take the thread's CPU time. */
+static void *worker_main(void *arg)
+{
+	struct net_worker *w = arg;
+	w->serve(w);
+	struct rusage ru;
+	if (getrusage(RUSAGE_THREAD, &ru) == 0) {
+		w->cpu_user_s = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+		w->cpu_sys_s = ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+	}
+	return NULL;
+}
+
+struct net_worker *net_workers_run(const char *addr, const char *server, unsigned n,
+				   void (*serve)(struct net_worker *w))
+{
+	struct net_worker *w = calloc(n, sizeof(*w));
+	if (!w)
+		net_die("out of memory");
+	/* Signals are blocked before any thread starts: the threads inherit the mask and only the
+	 * signalfd sees SIGTERM/SIGINT. */
+	int sfd = net_signalfd();
+	net_raise_nofile();
+	for (unsigned i = 0; i < n; i++) {
+		w[i].index = i;
+		w[i].serve = serve;
+	}
+	if (n == 1) {
+		w[0].lfd = net_listen(addr);
+		w[0].stopfd = sfd;
+		w[0].ep = net_epoll_create();
+		net_print_ready(server, w[0].lfd);
+		worker_main(&w[0]);
+		return w;
+	}
+	listen_reuseport(addr, n, w);
+	for (unsigned i = 0; i < n; i++) {
+		w[i].stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (w[i].stopfd < 0)
+			net_die("eventfd: %s", strerror(errno));
+		w[i].ep = net_epoll_create();
+		pthread_t th;
+		int err = pthread_create(&th, NULL, worker_main, &w[i]);
+		if (err)
+			net_die("pthread_create: %s", strerror(err));
+		w[i].th = (unsigned long)th;
+	}
+	/* Every worker exists (connections wait in their listeners' backlogs until it serves). */
+	net_print_ready(server, w[0].lfd);
+	for (;;) {
+		struct pollfd p = {.fd = sfd, .events = POLLIN};
+		if (poll(&p, 1, -1) < 0 && errno != EINTR)
+			net_die("poll: %s", strerror(errno));
+		struct signalfd_siginfo si;
+		if (read(sfd, &si, sizeof(si)) > 0)
+			break;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t one = 1;
+		if (write(w[i].stopfd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+			net_die("write(eventfd): %s", strerror(errno));
+	}
+	for (unsigned i = 0; i < n; i++)
+		pthread_join((pthread_t)w[i].th, NULL);
+	return w;
+}
+
+void net_server_attach(struct net_server *s, const struct net_worker *w)
+{
+	s->sfd = w->stopfd;
+	s->lfd = w->lfd;
+	s->ep = w->ep;
+	s->listen_tag = &s->lfd;
+	s->signal_tag = &s->sfd;
+	net_epoll_add(s->ep, s->lfd, EPOLLIN, s->listen_tag);
+	net_epoll_add(s->ep, s->sfd, EPOLLIN, s->signal_tag);
+}
+
+struct net_stats net_workers_total(const struct net_worker *w, unsigned n)
+{
+	struct net_stats t = {0};
+	for (unsigned i = 0; i < n; i++) {
+		t.connections += w[i].st.connections;
+		t.active += w[i].st.active;
+		t.bytes_in += w[i].st.bytes_in;
+		t.bytes_out += w[i].st.bytes_out;
+		t.errors += w[i].st.errors;
+	}
+	return t;
+}
+
+void net_workers_json(const struct net_worker *w, unsigned n, char *buf, size_t len)
+{
+	size_t at = (size_t)snprintf(buf, len, ",\"workers\":[");
+	for (unsigned i = 0; i < n && at < len; i++)
+		at += (size_t)snprintf(buf + at, len - at,
+				       "%s{\"connections\":%llu,\"bytes_in\":%llu,\"cpu_user_s\":%.6f,"
+				       "\"cpu_sys_s\":%.6f}",
+				       i ? "," : "", (unsigned long long)w[i].st.connections,
+				       (unsigned long long)w[i].st.bytes_in, w[i].cpu_user_s,
+				       w[i].cpu_sys_s);
+	if (at < len)
+		at += (size_t)snprintf(buf + at, len - at, "]");
+	if (at >= len)
+		net_die("net_workers_json: buffer too small");
 }

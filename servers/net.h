@@ -36,8 +36,8 @@ int net_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 /* Parse a non-negative decimal integer no larger than max; exits with a usage error naming opt. */
 uint64_t net_parse_u64(const char *opt, const char *s, uint64_t max);
 
-/* Create a non-blocking listening TCP socket on addr (SO_REUSEADDR, backlog 4096); exits on error.
- */
+/* Create a non-blocking listening TCP socket on addr (SO_REUSEADDR, backlog 65535: the kernel
+ * caps it at net.core.somaxconn); exits on error. */
 int net_listen(const char *addr);
 /* Make fd non-blocking (and close-on-exec); exits on error. */
 void net_set_nonblock(int fd);
@@ -98,7 +98,8 @@ size_t net_pipe_size(size_t requested);
 /* Create a non-blocking, close-on-exec pipe (fds[0] read end, fds[1] write end) of size bytes.
  * Returns its capacity in bytes, or 0 with errno set when no pipe could be made. When the kernel
  * refuses the size (usually EPERM: the user's pipes exceed fs.pipe-user-pages-soft) the pipe keeps
- * its default size, *refused counts it and the first refusal is reported on stderr. */
+ * its default size, *refused counts it (atomically: worker threads may share the counter) and the
+ * first refusal is reported on stderr. */
 size_t net_pipe(int fds[2], size_t size, uint64_t *refused);
 /* At exit: say on stderr how many pipes kept the default size, when any did. */
 void net_pipe_report(uint64_t refused);
@@ -165,5 +166,46 @@ void net_accept_resume(struct net_server *s);
 /* Print the summary line like net_print_summary with the JSON fragment extra (",\"key\":value..."
  * or "") after the errors field. Flushes stdout. */
 void net_print_summary_extra(const char *server, const struct net_stats *st, const char *extra);
+
+/* Workers
+ * -------
+ * A server given --workers N runs N threads, each with its own listening socket on the same port
+ * (SO_REUSEPORT: the kernel spreads new connections over them), its own epoll set and its own
+ * connections; nothing is shared between them but the read-only options. N = 1 is the one-thread
+ * server of old: no extra thread, no SO_REUSEPORT. A program keeps its per-connection state in
+ * thread-local variables (__thread) and gives net_workers_run a serve() that runs one worker. */
+
+#define NET_WORKERS_MAX 256
+
+/* One worker thread of a server. */
+struct net_worker {
+	unsigned index;
+	int lfd;	      /* its listening socket */
+	int ep;		      /* its epoll set (made before the ready line: it is ready then) */
+	int stopfd;	      /* readable once the server is to stop: the signalfd (N = 1) or an
+			       * eventfd the main thread writes on SIGTERM/SIGINT */
+	struct net_stats st;  /* its counters; serve() copies them here before it returns */
+	double cpu_user_s;    /* its CPU time (RUSAGE_THREAD), taken when serve() returned */
+	double cpu_sys_s;
+	void (*serve)(struct net_worker *w);
+	unsigned long th;     /* its pthread_t (N > 1) */
+};
+
+/* Parse a --workers value (1..NET_WORKERS_MAX); usage error otherwise. */
+unsigned net_parse_workers(const char *arg);
+/* Listen on addr with n workers, print the ready line for `server`, run serve(w) for each worker
+ * (in n threads, or in this one when n is 1) until SIGTERM or SIGINT, and return the workers
+ * (their counters and CPU time filled in) after all have stopped. RLIMIT_NOFILE is raised first.
+ * Exits on error. */
+struct net_worker *net_workers_run(const char *addr, const char *server, unsigned n,
+				   void (*serve)(struct net_worker *w));
+/* Set up s for worker w: its listening socket, its stop descriptor (as the signal tag) and its
+ * epoll set, registering both there; no ready line (net_workers_run printed it). */
+void net_server_attach(struct net_server *s, const struct net_worker *w);
+/* The sum of the n workers' counters. */
+struct net_stats net_workers_total(const struct net_worker *w, unsigned n);
+/* Write the JSON fragment ",\"workers\":[{\"connections\":..,\"bytes_in\":..,\"cpu_user_s\":..,
+ * \"cpu_sys_s\":..},...]" for the n workers into buf (len bytes; truncated output exits). */
+void net_workers_json(const struct net_worker *w, unsigned n, char *buf, size_t len);
 
 #endif

@@ -5,6 +5,7 @@
 #include "proxy.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,13 @@ void proxy_parse_upstream(const char *s, struct proxy_upstream *up)
 	if ((up->addr.ss_family == AF_INET ? a4->sin_port : a6->sin6_port) == 0)
 		net_usage_error("--upstream: port 0 is not a destination, got '%s'", s);
 	up->text = s;
+}
+
+void proxy_parse_sources(const char *arg, struct proxy_upstream *up)
+{
+	up->sources = (uint32_t)net_parse_u64("--upstream-sources", arg, 65536);
+	if (up->sources == 0)
+		net_usage_error("--upstream-sources must be at least 1");
 }
 
 void proxy_require_upstream(const char *s, struct proxy_upstream *up)
@@ -52,6 +60,21 @@ int proxy_connect(const struct proxy_upstream *up, void (*prep)(int fd), bool *d
 		net_die("socket: %s", strerror(errno));
 	}
 	prep(fd);
+	if (up->sources) {
+		/* Round robin over the source addresses (per thread: workers share no state). The
+		 * port is picked at connect() from that address's own ephemeral range. */
+		static __thread uint32_t next;
+		int one = 1;
+		(void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		struct sockaddr_in src = {.sin_family = AF_INET};
+		src.sin_addr.s_addr = htonl(0x7f000001u + next++ % up->sources);
+		if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
+			int err = errno;
+			close(fd);
+			errno = err;
+			return -1;
+		}
+	}
 	/* TCP_NODELAY on both legs, as NGINX (tcp_nodelay on) and HAProxy do: a forwarded tail
 	 * must not wait for an ACK of the previous segment, which would add a delayed-ACK timeout
 	 * to ping-pong. */
@@ -157,7 +180,7 @@ int proxy_accept(struct net_server *s, struct proxy_upstream *up, struct net_sta
 void proxy_print_summary(const char *server, const struct net_stats *st,
 			 const struct proxy_upstream *up, const char *extra)
 {
-	char fields[256];
+	static char fields[256 + 128 * NET_WORKERS_MAX];
 	snprintf(fields, sizeof(fields), ",\"upstream_errors\":%llu%s",
 		 (unsigned long long)up->errors, extra);
 	net_print_summary_extra(server, st, fields);
@@ -166,8 +189,11 @@ void proxy_print_summary(const char *server, const struct net_stats *st,
 /* User-space proxies
  * ------------------ */
 
-/* The proxy proxy_run serves; net_server_run's callbacks take no argument. */
-static struct proxy *cur;
+/* The proxy this thread serves (its worker's copy); net_server_run's callbacks take no argument.
+ */
+static __thread struct proxy *cur;
+/* The workers' copies of the proxy that proxy_run was given. */
+static struct proxy *copies;
 
 /* Set a leg's epoll interest: registered while there is something to wait for, removed when not. */
 static void set_events(struct proxy_leg *l, uint32_t ev)
@@ -286,9 +312,29 @@ static void free_dead(void)
 	}
 }
 
+struct proxy *proxy_current(void) { return cur; }
+
+/* One worker: serve its copy of the proxy on its listener until the proxy stops. */
+static void serve(struct net_worker *w)
+{
+	cur = &copies[w->index];
+	net_server_attach(&cur->srv, w);
+	net_server_run(&cur->srv, on_listen, on_leg, free_dead);
+	w->st = cur->st;
+}
+
 void proxy_run(struct proxy *p)
 {
-	cur = p;
-	net_server_open(&p->srv, p->opts.listen, p->server);
-	net_server_run(&p->srv, on_listen, on_leg, free_dead);
+	unsigned n = p->workers ? p->workers : 1;
+	copies = calloc(n, sizeof(*copies));
+	if (!copies)
+		net_die("out of memory");
+	for (unsigned i = 0; i < n; i++)
+		copies[i] = *p;
+	p->wk = net_workers_run(p->opts.listen, p->server, n, serve);
+	p->st = net_workers_total(p->wk, n);
+	for (unsigned i = 0; i < n; i++)
+		p->up.errors += copies[i].up.errors;
+	free(copies);
+	copies = NULL;
 }

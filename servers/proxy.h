@@ -27,7 +27,14 @@ struct proxy_upstream {
 	const char *text; /* as given on the command line, for messages */
 	uint64_t errors;  /* connects that failed (upstream_errors in the summary) */
 	bool warned;	  /* the first failure was reported on stderr */
+	/* --upstream-sources N (0: off): upstream connect k binds source address 127.0.0.1 + (k mod N),
+	 * so that a loopback upstream is not limited to one address's ephemeral ports. */
+	uint32_t sources;
 };
+
+/* Parse --upstream-sources into up->sources (1..65536); usage error otherwise. Call after
+ * proxy_require_upstream: it needs a loopback IPv4 upstream. */
+void proxy_parse_sources(const char *arg, struct proxy_upstream *up);
 
 /* Parse --upstream: a numeric ADDR:PORT with a port other than 0; exits with a usage error. */
 void proxy_parse_upstream(const char *s, struct proxy_upstream *up);
@@ -139,20 +146,28 @@ struct proxy_ops {
 	void (*close)(struct proxy_conn *c);
 };
 
-/* A running user-space proxy: set ops, opts and up (after parsing), then call proxy_run. */
+/* A running user-space proxy: set ops, opts, up and workers (after parsing), then call proxy_run.
+ */
 struct proxy {
 	const char *server; /* name in the ready and summary lines, e.g. "proxy-naive" */
 	const struct proxy_ops *ops;
 	struct net_opts opts;	  /* --listen, --sndbuf/--rcvbuf (on both legs) */
 	struct proxy_upstream up; /* --upstream */
+	unsigned workers;	  /* --workers: threads (net_workers_run); 0 means 1 */
 	struct net_server srv;
 	struct net_stats st;	 /* bytes_in: read from clients; bytes_out: written to clients */
 	struct proxy_conn *dead; /* ended in this batch of events, freed after it */
+	struct net_worker *wk;	 /* after proxy_run: the workers, their counters and CPU time */
 };
 
 /* Listen on p->opts.listen, print the ready line for p->server and proxy every accepted
  * connection to p->up with p->ops until SIGTERM or SIGINT; then return, leaving the summary to the
- * caller (proxy_print_summary with p->st). One proxy per process. Exits on fatal errors. */
+ * caller (proxy_print_summary with p->st). With p->workers > 1 every worker thread runs a copy of
+ * *p with its own listener and connections; at the end p->st and p->up.errors hold their sums and
+ * p->wk the workers. One proxy per process. Exits on fatal errors. */
 void proxy_run(struct proxy *p);
+
+/* The proxy (the worker's copy) that the calling thread serves, for a data path's counters. */
+struct proxy *proxy_current(void);
 
 #endif

@@ -4,7 +4,8 @@
  *
  * Every accepted client connection gets its own upstream connection (--upstream); bytes are copied
  * client -> upstream and upstream -> client through one buffer per direction (--buf, default
- * 128 KiB like the naive echo server). One thread and one level-triggered epoll loop, for the same
+ * 128 KiB like the naive echo server). One thread (or --workers threads, each with its own
+ * SO_REUSEPORT listener and connections) and one level-triggered epoll loop each, for the same
  * reasons as sb-echo-naive: the process-CPU figure stays comparable (one core at most) and epoll
  * serves thousands of connections. A direction reads only while its buffer is empty and writes
  * while it holds bytes, so a slow receiver slows its sender (TCP flow control) instead of growing
@@ -17,7 +18,9 @@
 #include "net.h"
 #include "proxy.h"
 
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -41,8 +44,8 @@ static enum proxy_copy_result pump(struct proxy_conn *pc, int s)
 {
 	struct conn *c = (struct conn *)pc;
 	return proxy_copy(&c->flow[s], pc->leg[s].fd, pc->leg[!s].fd, bufsize, ROUNDS,
-			  s == PROXY_CLIENT ? &px.st.bytes_in : NULL,
-			  s == PROXY_UPSTREAM ? &px.st.bytes_out : NULL);
+			  s == PROXY_CLIENT ? &proxy_current()->st.bytes_in : NULL,
+			  s == PROXY_UPSTREAM ? &proxy_current()->st.bytes_out : NULL);
 }
 
 /* EPOLLIN while leg s's outgoing buffer is empty and it has not sent FIN, EPOLLOUT while bytes for
@@ -85,8 +88,11 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: sb-proxy-naive --upstream ADDR:PORT [--listen ADDR:PORT] [--buf BYTES]\n"
+	    "                      [--workers N] [--upstream-sources N]\n"
 	    "                      [--sndbuf BYTES] [--rcvbuf BYTES]\n"
 	    "  --upstream ADDR:PORT where every accepted connection is forwarded (required)\n"
+	    "  --workers N          threads, each with its own SO_REUSEPORT listener (default 1)\n"
+	    "  --upstream-sources N bind upstream connection k to 127.0.0.1 + (k mod N) (loopback)\n"
 	    "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
 	    "  --buf BYTES          buffer per direction and connection (default 131072)\n"
 	    "  --sndbuf BYTES       SO_SNDBUF on both legs (0 = kernel default)\n"
@@ -95,13 +101,17 @@ static void usage(FILE *f)
 	    "docs/programs.md).\n");
 }
 
-static const char *upstream;
+static const char *upstream, *sources;
 
 /* --upstream and --buf; the common options are net_parse_opts's. */
 static void own_opt(int val, const char *arg)
 {
 	if (val == 'u')
 		upstream = arg;
+	else if (val == 'w')
+		px.workers = net_parse_workers(arg);
+	else if (val == 's')
+		sources = arg;
 	else
 		bufsize = net_parse_u64("--buf", arg, 1u << 30);
 }
@@ -110,17 +120,29 @@ int main(int argc, char **argv)
 {
 	static const struct option own[] = {
 	    {"upstream", required_argument, 0, 'u'},
+	    {"workers", required_argument, 0, 'w'},
+	    {"upstream-sources", required_argument, 0, 's'},
 	    {"buf", required_argument, 0, 'b'},
 	    {0, 0, 0, 0},
 	};
 	net_prog = "sb-proxy-naive";
 	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &px.opts);
 	proxy_require_upstream(upstream, &px.up);
+	if (sources) {
+		const struct sockaddr_in *a4 = (const struct sockaddr_in *)&px.up.addr;
+		if (px.up.addr.ss_family != AF_INET || (ntohl(a4->sin_addr.s_addr) >> 24) != 127)
+			net_usage_error("--upstream-sources needs an upstream on loopback IPv4 "
+					"(127.0.0.0/8), got '%s'",
+					upstream);
+		proxy_parse_sources(sources, &px.up);
+	}
 	if (bufsize == 0)
 		net_usage_error("--buf must be at least 1");
 
 	px.ops = &ops;
 	proxy_run(&px);
-	proxy_print_summary(px.server, &px.st, &px.up, "");
+	static char extra[128 * NET_WORKERS_MAX];
+	net_workers_json(px.wk, px.workers ? px.workers : 1, extra, sizeof(extra));
+	proxy_print_summary(px.server, &px.st, &px.up, extra);
 	return 0;
 }

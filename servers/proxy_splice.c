@@ -4,7 +4,8 @@
  *
  * Every accepted client connection gets its own upstream connection (--upstream) and one pipe per
  * direction (--pipe-size, default 1 MiB via F_SETPIPE_SZ, capped to /proc/sys/fs/pipe-max-size).
- * One thread and one level-triggered epoll loop, for the same reasons as sb-echo-splice: the
+ * One thread (or --workers threads, each with its own SO_REUSEPORT listener and connections) and
+ * one level-triggered epoll loop each, for the same reasons as sb-echo-splice: the
  * process-CPU figure stays comparable (one core at most) and epoll serves thousands of
  * connections. A direction fills its pipe while there is room and drains it into the other leg
  * while it holds bytes, so reading and writing overlap and a slow receiver slows its sender (TCP
@@ -19,7 +20,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -59,9 +62,9 @@ static int conn_open(struct proxy_conn *pc)
 	if ((c->flow[0].cap = net_pipe(c->flow[0].pipe, pipe_size, &pipes_default)) &&
 	    (c->flow[1].cap = net_pipe(c->flow[1].pipe, pipe_size, &pipes_default)))
 		return 0;
-	if (!px.srv.accept_warned)
+	if (!proxy_current()->srv.accept_warned)
 		net_warn("pipe2: %s", strerror(errno));
-	px.srv.accept_warned = true;
+	proxy_current()->srv.accept_warned = true;
 	for (int s = 0; s < 2; s++)
 		if (c->flow[s].cap) {
 			close(c->flow[s].pipe[0]);
@@ -94,7 +97,7 @@ static enum proxy_copy_result pump(struct proxy_conn *pc, int s)
 			if (n > 0) {
 				f->inpipe += (size_t)n;
 				if (s == PROXY_CLIENT)
-					px.st.bytes_in += (uint64_t)n;
+					proxy_current()->st.bytes_in += (uint64_t)n;
 				progress = true;
 			} else if (n == 0) {
 				f->eof = true;
@@ -115,7 +118,7 @@ static enum proxy_copy_result pump(struct proxy_conn *pc, int s)
 			if (n > 0) {
 				f->inpipe -= (size_t)n;
 				if (s == PROXY_UPSTREAM)
-					px.st.bytes_out += (uint64_t)n;
+					proxy_current()->st.bytes_out += (uint64_t)n;
 				f->full = false;
 				progress = true;
 			} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
@@ -170,8 +173,11 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: sb-proxy-splice --upstream ADDR:PORT [--listen ADDR:PORT] [--pipe-size BYTES]\n"
+	    "                       [--workers N] [--upstream-sources N]\n"
 	    "                       [--sndbuf BYTES] [--rcvbuf BYTES]\n"
 	    "  --upstream ADDR:PORT where every accepted connection is forwarded (required)\n"
+	    "  --workers N          threads, each with its own SO_REUSEPORT listener (default 1)\n"
+	    "  --upstream-sources N bind upstream connection k to 127.0.0.1 + (k mod N) (loopback)\n"
 	    "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
 	    "  --pipe-size BYTES    pipe per direction and connection (default 1048576, capped\n"
 	    "                       to /proc/sys/fs/pipe-max-size)\n"
@@ -181,13 +187,17 @@ static void usage(FILE *f)
 	    "docs/programs.md).\n");
 }
 
-static const char *upstream;
+static const char *upstream, *sources;
 
 /* --upstream and --pipe-size; the common options are net_parse_opts's. */
 static void own_opt(int val, const char *arg)
 {
 	if (val == 'u')
 		upstream = arg;
+	else if (val == 'w')
+		px.workers = net_parse_workers(arg);
+	else if (val == 's')
+		sources = arg;
 	else
 		pipe_size = net_parse_u64("--pipe-size", arg, 1u << 30);
 }
@@ -196,19 +206,30 @@ int main(int argc, char **argv)
 {
 	static const struct option own[] = {
 	    {"upstream", required_argument, 0, 'u'},
+	    {"workers", required_argument, 0, 'w'},
+	    {"upstream-sources", required_argument, 0, 's'},
 	    {"pipe-size", required_argument, 0, 'p'},
 	    {0, 0, 0, 0},
 	};
 	net_prog = "sb-proxy-splice";
 	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &px.opts);
 	proxy_require_upstream(upstream, &px.up);
+	if (sources) {
+		const struct sockaddr_in *a4 = (const struct sockaddr_in *)&px.up.addr;
+		if (px.up.addr.ss_family != AF_INET || (ntohl(a4->sin_addr.s_addr) >> 24) != 127)
+			net_usage_error("--upstream-sources needs an upstream on loopback IPv4 "
+					"(127.0.0.0/8), got '%s'",
+					upstream);
+		proxy_parse_sources(sources, &px.up);
+	}
 	pipe_size = net_pipe_size(pipe_size);
 
 	px.ops = &ops;
 	proxy_run(&px);
-	char extra[64];
-	snprintf(extra, sizeof(extra), ",\"pipes_default\":%llu",
-		 (unsigned long long)pipes_default);
+	static char extra[64 + 128 * NET_WORKERS_MAX];
+	int at = snprintf(extra, sizeof(extra), ",\"pipes_default\":%llu",
+			  (unsigned long long)pipes_default);
+	net_workers_json(px.wk, px.workers ? px.workers : 1, extra + at, sizeof(extra) - (size_t)at);
 	net_pipe_report(pipes_default);
 	proxy_print_summary(px.server, &px.st, &px.up, extra);
 	return 0;

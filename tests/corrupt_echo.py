@@ -10,6 +10,7 @@ of that connection's byte stream:
   --reset N      echo the first N bytes, then reset (SO_LINGER 0)
   --extra N      echo everything, then send N more bytes before closing
   --stall        read everything, echo nothing, never close
+  --stop N       echo the first N bytes, then neither read nor write again, never close
   --dump DIR     plain echo that also stores the first 64 KiB of connection k as DIR/conn-k.bin
   (no mode)      plain echo
 """
@@ -36,6 +37,7 @@ class Stats:
         self.active = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self.peers: list[str] = []
 
     def add(self, **delta: int) -> None:
         with self.lock:
@@ -47,7 +49,7 @@ def serve(conn: socket.socket, k: int, args: argparse.Namespace, stats: Stats) -
     """Echo one connection, misbehaving as args say."""
     off = 0  # bytes echoed so far
     dump = bytearray()
-    cut = args.truncate if args.truncate is not None else args.reset
+    cut = next((c for c in (args.truncate, args.reset, args.stop) if c is not None), None)
     try:
         while True:
             data = conn.recv(65536)
@@ -66,6 +68,8 @@ def serve(conn: socket.socket, k: int, args: argparse.Namespace, stats: Stats) -
                 if args.reset is not None:
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     return
+                if args.stop is not None:
+                    threading.Event().wait()  # silent from here on, until the process ends
                 # FIN now; keep reading so that close() finds no unread data (that would RST).
                 conn.shutdown(socket.SHUT_WR)
                 while conn.recv(65536):
@@ -106,6 +110,7 @@ def main() -> int:
     mode.add_argument("--reset", type=int, metavar="N")
     mode.add_argument("--extra", type=int, metavar="N")
     mode.add_argument("--stall", action="store_true")
+    mode.add_argument("--stop", type=int, metavar="N")
     mode.add_argument("--dump", metavar="DIR")
     args = parser.parse_args()
 
@@ -127,8 +132,10 @@ def main() -> int:
     try:
         k = 0
         while True:
-            conn, _ = lsock.accept()
+            conn, peer = lsock.accept()
             stats.add(connections=1, active=1)
+            with stats.lock:
+                stats.peers.append(peer[0])
             threading.Thread(target=serve, args=(conn, k, args, stats), daemon=True).start()
             k += 1
     except SystemExit:
@@ -142,6 +149,7 @@ def main() -> int:
             "bytes_in": stats.bytes_in,
             "bytes_out": stats.bytes_out,
             "errors": 0,
+            "peers": stats.peers,  # the clients' addresses, in the order they were accepted
         }
     print(json.dumps(summary), flush=True)
     sys.stdout.flush()

@@ -71,9 +71,17 @@ def test_every_bounded_option_in_the_c_sources_is_in_the_registry():
     programs_of = {"client.c": [CLIENT_PROGRAM], "net.c": [k.program for k in SERVERS.values() if k.built],
                    "sockmap_common.c": ["sb-echo-sockmap", "sb-proxy-sockmap"],
                    "uring.c": ["sb-echo-uring", "sb-proxy-uring"]}
+    # net.c parses --workers for the programs that call net_parse_workers only.
+    with_workers = ["sb-" + src.name.removesuffix(".c").replace("_", "-") for src in (REPO / "servers").glob("*.c")
+                    if "net_parse_workers(arg)" in src.read_text() and src.name != "net.c"]
+    assert with_workers
     missing = []
     for name, flag in sorted(found):
         progs = programs_of.get(name, ["sb-" + name.removesuffix(".c").replace("_", "-")])
+        if (name, flag) == ("net.c", "--workers"):
+            progs = with_workers
+        if (name, flag) == ("proxy.c", "--upstream-sources"):  # proxy_parse_sources: its callers only
+            progs = [p for p in with_workers if p.startswith("sb-proxy-")]
         missing += [f"{p} {flag} ({name})" for p in progs if (p, flag) not in known]
     assert found and missing == [], f"bounded in C but unknown to validation: {missing}"
 
@@ -236,7 +244,7 @@ def test_problems_name_host_limit_need_and_what_to_change(tmp_path):
     errors, warnings = preflight.problems(preflight.needs(plan.build_plan(sc)), {"local": SMALL})
     assert errors == [
         "host local: sb-client opens 600 connections to one address, the ephemeral port range 40000-40499 has "
-        "500 ports: widen net.ipv4.ip_local_port_range or lower conns",
+        "500 ports: widen net.ipv4.ip_local_port_range or lower conns (or spread sb-client over more source_addrs)",
         "host local: sb-echo-splice needs 1,832 open files for 600 connections, its RLIMIT_NOFILE hard limit is "
         "1,000: raise it (nofile in /etc/security/limits.conf, or ulimit -Hn as root) or lower conns",
     ]
@@ -267,7 +275,8 @@ def _preflight_lines(conns: int, lim: preflight.Limits) -> list[str]:
               f"root) or lower conns" for prog in (CLIENT_PROGRAM, "sb-echo-naive")] if over else ["", ""]
     ports = (f"host local: sb-client opens {conns:,} connections to one address, the ephemeral port range "
              f"{lim.port_range[0]}-{lim.port_range[1]} has {lim.ports:,} ports: widen "
-             f"net.ipv4.ip_local_port_range or lower conns") if conns > lim.ports else ""
+             f"net.ipv4.ip_local_port_range or lower conns (or spread sb-client over more source_addrs)") \
+        if conns > lim.ports else ""
     return [ln for ln in (nofile[0], ports, nofile[1]) if ln]
 
 
@@ -383,3 +392,16 @@ def test_check_shows_this_hosts_limits(tmp_path):
     assert rows["ephemeral ports"] == ("ok", f"{lim.port_range[0]}-{lim.port_range[1]}: {lim.ports:,} connections "
                                              f"from one address to one destination")
     assert rows["accept queue"][1].endswith(f"(net.core.somaxconn {lim.somaxconn:,})")
+
+
+@pytest.mark.unit
+def test_source_addresses_divide_the_clients_ports_and_cpus_are_checked(tmp_path):
+    sc = _load(tmp_path, "servers: [naive]\nworkload: {type: pingpong, conns: 600, source_addrs: 2}\n"
+                         "repetitions: {warmup: 0, measured: 1}\ncpus: {server: 1, client: '0-2'}\n")
+    wants = preflight.needs(plan.build_plan(sc))
+    assert {n.program: (n.ports_to_one_peer, n.cpus) for n in wants} == {
+        "sb-client": (300, ("client", "0,1,2")), "sb-echo-naive": (0, ("server", "1"))}
+    lim = preflight.Limits(nofile_hard=None, port_range=(40000, 40499), somaxconn=4096, ncpus=2)
+    errors, _ = preflight.problems(wants, {"local": lim})
+    assert errors == ["host local: sb-client is placed on CPU 2 (cpus.client: 0,1,2), the host has 2 CPU(s) (0-1): "
+                      "change cpus.client"]

@@ -374,6 +374,11 @@ MISBEHAVIOUR = [
     (["--extra", "1"], {"workload": "pingpong", "msg_size": 64, "round_trips": 5}, "extra bytes",
      320),
     (["--stall"], {"workload": "stream", "bytes": 10_000, "timeout": 1}, "timeout", 0),
+    # Echoes 300,000 bytes, then goes silent with the connection open: a stall, long before the deadline.
+    (["--stop", "300000"], {"workload": "stream", "bytes": 4_000_000, "stall": 0.5},
+     "stall (no bytes for 0.5s at offset 300000)", 300_000),
+    (["--stop", "6400"], {"workload": "pingpong", "msg_size": 64, "round_trips": 200, "stall": 0.5},
+     "stall (no bytes for 0.5s at offset 6400)", 6400),
 ]
 
 
@@ -396,6 +401,8 @@ def test_client_detects_a_misbehaving_server(
     if offset is not None:
         assert {e["offset"] for e in r["errors"]} == {offset}
     assert r["bytes_verified"] < r["bytes_expected"] or error == "extra bytes"
+    if error.startswith("stall"):  # nothing lost: every byte echoed before the silence was verified
+        assert r["bytes_verified"] == 2 * offset
     if error == "mismatch":
         m = r["mismatch"]
         assert m["offset"] == offset and m["conn"] in (0, 1)

@@ -29,7 +29,7 @@ NAME = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 CI = "a fraction of the median greater than 0 and at most 1, e.g. 0.05 for 5 %"
 DUR = "seconds as a number, or a string like '500ms', '90s', '2m', '1h'"
 TOP = ("name, description, servers, workload, repetitions, baseline, stop_on_failure, timeout, seed, "
-       "matrix, placement, backend")
+       "matrix, placement, backend, cpus")
 KINDS = ("haproxy, haproxy-splice, haproxy-splice-auto, naive, nginx, proxy-naive, proxy-sockmap, proxy-splice, "
          "proxy-uring, sockmap, splice, uring")
 PROXIES = "proxy-naive, proxy-splice, proxy-sockmap, proxy-uring, nginx, haproxy, haproxy-splice-auto, haproxy-splice"
@@ -39,11 +39,11 @@ BAD = [
     (OK + "repetition: {measured: 3}",
      f"bad.yaml: repetition: unknown key; found 'repetition', allowed: {TOP} (did you mean 'repetitions'?)", True),
     ("servers: [naive]\nworkload: {type: stream, byte: 1MiB}",
-     "bad.yaml: workload.byte: unknown key; found 'byte', allowed: type, conns, bytes, chunk (did you mean 'bytes'?)",
+     "bad.yaml: workload.byte: unknown key; found 'byte', allowed: type, conns, bytes, chunk, threads, source_addrs (did you mean 'bytes'?)",
      True),
     ("servers: [naive]\nworkload: {type: stream, msg_size: 64B}",
      "bad.yaml: workload.msg_size: does not apply to workload type 'stream'; found 'msg_size', "
-     "allowed: type, conns, bytes, chunk", True),
+     "allowed: type, conns, bytes, chunk, threads, source_addrs", True),
     ("servers: [naive]\nworkload: {type: stram}",
      "bad.yaml: workload.type: unknown workload; found 'stram', allowed: burst, pingpong, stream "
      "(did you mean 'stream'?)", True),
@@ -58,7 +58,7 @@ BAD = [
      f"bad.yaml: servers[0].name: unknown server; found 'epoll', allowed: {KINDS}", True),
     ("servers: [{name: naive, options: {bufsize: 4096}}]\nworkload: {type: stream}",
      "bad.yaml: servers[0].options.bufsize: unknown option for server 'naive'; found 'bufsize', "
-     "allowed: buf, rcvbuf, sndbuf (did you mean 'buf'?)", True),
+     "allowed: buf, rcvbuf, sndbuf, workers (did you mean 'buf'?)", True),
     ("servers: [{name: sockmap, options: {map: array}}]\nworkload: {type: stream}",
      "bad.yaml: servers[0].options.map: not a valid choice; found 'array', allowed: sockhash, sockmap", True),
     ("servers: [{name: uring, options: {mode: aio}}]\nworkload: {type: stream}",
@@ -92,7 +92,7 @@ BAD = [
      "bad.yaml: backend.name: missing; found nothing, allowed: naive, splice, sockmap, uring", True),
     ("servers: [nginx]\nbackend: {name: naive, options: {pipe_size: 1MiB}}\nworkload: {type: stream}",
      "bad.yaml: backend.options.pipe_size: unknown option for server 'naive'; found 'pipe_size', "
-     "allowed: buf, rcvbuf, sndbuf", False),
+     "allowed: buf, rcvbuf, sndbuf, workers", False),
     ("servers: [nginx]\nbackend: {name: naive, host: lab9}\nworkload: {type: stream}",
      "bad.yaml: backend.host: unknown host; found 'lab9', allowed: local", False),
     ("servers: [{name: splice, label: direct}, nginx]\nbackend: {name: naive}\nworkload: {type: stream}",
@@ -134,7 +134,30 @@ BAD = [
      "bad.yaml: repetitions: not a mapping; found 5, allowed: a mapping with keys warmup, measured", True),
     (OK + "matrix: {}",
      "bad.yaml: matrix: empty matrix; found an empty mapping, allowed: a mapping of parameter -> non-empty list "
-     "of values; parameters: conns, bytes, chunk, sndbuf, rcvbuf", True),
+     "of values; parameters: conns, bytes, chunk, threads, source_addrs, sndbuf, rcvbuf, workers", True),
+    ("servers: [naive]\nworkload: {type: stream, threads: 0}",
+     "bad.yaml: workload.threads: must be positive; found 0, allowed: an integer >= 1", True),
+    ("servers: [naive]\nworkload: {type: stream, source_addrs: 70000}",
+     "bad.yaml: workload.source_addrs: too large for the program; found 70000, allowed: an integer from 0 to 65536",
+     True),
+    ("servers: [sockmap]\nworkload: {type: stream}\nmatrix: {workers: [1, 2]}",
+     "bad.yaml: matrix.workers: none of the servers has worker threads; found 'workers', allowed: servers with a "
+     "workers option: naive, splice, proxy-naive, proxy-splice, nginx, haproxy, haproxy-splice-auto, haproxy-splice",
+     False),
+    ("servers: [naive, sockmap]\nworkload: {type: stream}\nmatrix: {workers: [1, 300]}",
+     "bad.yaml: matrix.workers[1]: too large for the program; found 300, allowed: an integer from 1 to 256", True),
+    ("servers: [{name: proxy-naive, options: {upstream_sources: 0}}]\nbackend: {name: naive}\nworkload: {type: stream}",
+     "bad.yaml: servers[0].options.upstream_sources: must be positive; found 0, allowed: an integer >= 1", True),
+    (OK + "cpus: 3",
+     "bad.yaml: cpus: not a mapping; found 3, allowed: a mapping of server, client to a CPU list like '0,2-3'", True),
+    (OK + "cpus: {server: 0-x}",
+     "bad.yaml: cpus.server: not a CPU list; found '0-x', allowed: a CPU list like '0,2-3' or one CPU number "
+     "(CPUs 0 to 1023)", True),
+    (OK + "cpus: {backend: 1}",
+     "bad.yaml: cpus.backend: unknown key; found 'backend', allowed: server, client", False),
+    (OK + "cpus: {client: 1024}",
+     "bad.yaml: cpus.client: not a CPU list; found 1024, allowed: a CPU list like '0,2-3' or one CPU number "
+     "(CPUs 0 to 1023)", True),
     (OK + "matrix: {conns: []}",
      "bad.yaml: matrix.conns: empty list; found an empty list, allowed: a non-empty list of values", True),
     (OK + "matrix: {conns: 4}",
@@ -143,15 +166,15 @@ BAD = [
      "bad.yaml: matrix.conns[1]: duplicate value; found 1, allowed: distinct values", True),
     ("servers: [naive]\nworkload: {type: pingpong}\nmatrix: {msgsize: [64B]}",
      "bad.yaml: matrix.msgsize: unknown matrix key; found 'msgsize', allowed: conns, msg_size, round_trips, "
-     "sndbuf, rcvbuf (did you mean 'msg_size'?)", True),
+     "threads, source_addrs, sndbuf, rcvbuf, workers (did you mean 'msg_size'?)", True),
     (OK + "matrix: {servers: [naive, splice]}",
      "bad.yaml: matrix.servers: servers cannot be a matrix key; found 'servers', allowed: conns, bytes, chunk, "
-     "sndbuf, rcvbuf (every server in 'servers' runs at every matrix point)", True),
+     "threads, source_addrs, sndbuf, rcvbuf, workers (every server in 'servers' runs at every matrix point)", True),
     ("servers: [naive]\nworkload: {type: pingpong}\nmatrix: {msg_size: [64B, big]}",
      f"bad.yaml: matrix.msg_size[1]: not a size; found 'big', allowed: {SIZE}", True),
     (OK + "matrix: {msg_size: [64B]}",
      "bad.yaml: matrix.msg_size: does not apply to workload type 'stream'; found 'msg_size', allowed: conns, "
-     "bytes, chunk, sndbuf, rcvbuf", False),
+     "bytes, chunk, threads, source_addrs, sndbuf, rcvbuf, workers", False),
     ("servers: [naive]\nworkload: {type: stream, conns: 2}\nmatrix: {conns: [1, 8]}",
      "bad.yaml: matrix.conns: also set in workload.conns; found 'conns', allowed: each parameter in one place",
      False),
@@ -186,7 +209,7 @@ BAD = [
     ("servers: [{name: naive, label: 'x; rm -rf /'}]\nworkload: {type: stream}",
      f"bad.yaml: servers[0].label: not a valid name; found 'x; rm -rf /', allowed: {NAME}", True),
     ("servers: [{name: naive, options: 5}]\nworkload: {type: stream}",
-     "bad.yaml: servers[0].options: not a mapping; found 5, allowed: buf, rcvbuf, sndbuf", True),
+     "bad.yaml: servers[0].options: not a mapping; found 5, allowed: buf, rcvbuf, sndbuf, workers", True),
     (OK + "repetitions: {min: 3}",
      "bad.yaml: repetitions.min: only applies with repetitions.target_ci_width; found 3, allowed: measured: N for "
      "a fixed count, or min, max and target_ci_width for adaptive repetitions", False),
@@ -195,7 +218,7 @@ BAD = [
     (OK + "repetitions: {target_ci_width: 1.5}",
      f"bad.yaml: repetitions.target_ci_width: out of range; found 1.5, allowed: {CI}", True),
     ("servers: [nginx]\nbackend: {name: naive, options: 3}\nworkload: {type: stream}",
-     "bad.yaml: backend.options: not a mapping; found 3, allowed: buf, rcvbuf, sndbuf", True),
+     "bad.yaml: backend.options: not a mapping; found 3, allowed: buf, rcvbuf, sndbuf, workers", True),
     ("servers: [naive]\nworkload: {type: pingpong, round_trips: 0}",
      "bad.yaml: workload.round_trips: must be positive; found 0, allowed: an integer >= 1", True),
     ("servers: [naive]\nworkload: {type: burst, burst_size: 0}",
@@ -264,7 +287,8 @@ def test_the_key_tables_are_the_keys_of_the_model():
                         "backend: {name: naive, options: {buf: 4KiB}, host: lab1}\n"
                         "workload: {type: stream}\nmatrix: {sndbuf: [0, 1MiB]}\n"
                         "repetitions: {warmup: 0, min: 6, max: 8, target_ci_width: 0.1}\n"
-                        "placement: {server: local, clients: [lab1]}\n", "full.yaml",
+                        "placement: {server: local, clients: [lab1]}\ncpus: {server: 0, backend: '1,0', client: 0-1}\n",
+                        "full.yaml",
                         known_hosts=("local", "lab1"))
     d = sc.to_dict()
     assert set(d) == set(TOP_KEYS)
@@ -272,11 +296,12 @@ def test_the_key_tables_are_the_keys_of_the_model():
     assert set(d["repetitions"]) | {"measured"} == set(REPETITION_KEYS)
     assert set(d["placement"]) == set(PLACEMENT_KEYS)
     assert set(d["backend"]) == set(BACKEND_KEYS)
+    assert d["cpus"] == {"server": "0", "backend": "1,0", "client": "0,1"}
     assert set(d["workload"]) == {"type", *WORKLOADS["stream"]}
     assert {f.name for f in dataclasses.fields(scenario.Scenario)} == {
         "name", "description", "servers", "workload_type", "workload", "warmup", "measured", "baseline",
         "stop_on_failure", "timeout_s", "seed", "matrix", "placements", "backend", "source", "min_measured",
-        "target_ci_width"}, "a new model field: give it a key in validation.py's tables and bad inputs in BAD"
+        "target_ci_width", "cpus"}, "a new model field: give it a key in validation.py's tables and bad inputs in BAD"
 
 
 def test_bad_inputs_are_distinct():
@@ -344,7 +369,7 @@ def test_defaults_and_sizes():
     assert sc.name == "x"
     assert sc.warmup == 1 and sc.measured == 5 and sc.timeout_s == 120 and sc.seed == 1
     assert sc.baseline == "naive"
-    assert dict(sc.workload) == {"conns": 1, "burst_size": 65536, "bursts": 10}
+    assert dict(sc.workload) == {"conns": 1, "burst_size": 65536, "bursts": 10, "threads": 1, "source_addrs": 0}
     assert sc.servers[1] == scenario.ServerConfig("sm-parser", "sockmap", (("parser", True), ("sndbuf", 4 << 20)))
 
 

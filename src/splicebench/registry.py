@@ -76,6 +76,15 @@ _PIPE_SIZE = Option("--pipe-size", "size", "pipe size (capped to fs.pipe-max-siz
 _PARSER = Option("--parser", "bool", "add a stream_parser program")
 _MAX_CONNS = Option("--max-conns", "int", f"map size (default {DEFAULT_MAX_CONNS})", minimum=1,
                     maximum=MAX_CONNS_MAX)
+WORKERS_MAX = 256  # NET_WORKERS_MAX (servers/net.h)
+# Worker threads of the user-space servers and proxies (net_workers_run in servers/net.c). The SOCKMAP
+# loaders have none: the kernel moves their bytes, the loader only inserts sockets.
+WORKERS = "workers"
+_UPSTREAM_SOURCES = Option("--upstream-sources", "int", "bind upstream connection k to 127.0.0.1 + (k mod N): "
+                           "each address has its own ephemeral ports to a loopback backend", minimum=1,
+                           maximum=65536)
+_WORKERS = Option("--workers", "int", "threads, each with its own SO_REUSEPORT listener and epoll loop "
+                  "(default 1)", minimum=1, maximum=WORKERS_MAX)
 
 
 # Options of the peers (NGINX, HAProxy); peers.py turns them into config directives.
@@ -135,14 +144,14 @@ SERVERS: dict[str, ServerKind] = {
         ServerKind(
             "naive",
             "sb-echo-naive",
-            "read()/write() echo, epoll, one thread",
-            {"buf": Option("--buf", "size", "read buffer size", minimum=1, maximum=BUF_MAX)},
+            "read()/write() echo, epoll, one thread per worker",
+            {"buf": Option("--buf", "size", "read buffer size", minimum=1, maximum=BUF_MAX), WORKERS: _WORKERS},
         ),
         ServerKind(
             "splice",
             "sb-echo-splice",
-            "socket -> pipe -> same socket with splice(), epoll, one thread",
-            {"pipe_size": _PIPE_SIZE},
+            "socket -> pipe -> same socket with splice(), epoll, one thread per worker",
+            {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS},
         ),
         ServerKind(
             "sockmap",
@@ -167,15 +176,16 @@ SERVERS: dict[str, ServerKind] = {
         ServerKind(
             "proxy-naive",
             "sb-proxy-naive",
-            "reverse proxy: recv()/send() through a buffer per direction, epoll, one thread",
-            {"buf": Option("--buf", "size", "buffer per direction", minimum=1, maximum=BUF_MAX)},
+            "reverse proxy: recv()/send() through a buffer per direction, epoll, one thread per worker",
+            {"buf": Option("--buf", "size", "buffer per direction", minimum=1, maximum=BUF_MAX), WORKERS: _WORKERS,
+             "upstream_sources": _UPSTREAM_SOURCES},
             role=PROXY,
         ),
         ServerKind(
             "proxy-splice",
             "sb-proxy-splice",
             "reverse proxy: socket -> pipe -> socket with splice(), a pipe per direction",
-            {"pipe_size": _PIPE_SIZE},
+            {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS, "upstream_sources": _UPSTREAM_SOURCES},
             role=PROXY,
         ),
         ServerKind(
@@ -231,6 +241,8 @@ class WorkloadField:
 
 
 CLIENT_PROGRAM = "sb-client"
+CLIENT_THREADS_MAX = 1024  # THREADS_MAX (servers/client.c)
+SOURCE_ADDRS_MAX = 65536  # SOURCE_ADDRS_MAX (servers/client.c)
 # The CPU sampler run beside the servers during each sample (servers/cpustat.c, results/cpu.py).
 SAMPLER_PROGRAM = "sb-cpustat"
 SAMPLER_INTERVAL_US = 2000  # about 40 us of CPU per reading here: 2 % of one CPU
@@ -246,14 +258,20 @@ WORKLOAD_FIELDS: dict[str, WorkloadField] = {
                       1 << 40),
         WorkloadField("burst_size", "--burst-size", "size", 1 << 20, 1, "burst: bytes per burst", 1 << 40),
         WorkloadField("bursts", "--bursts", "int", 10, 1, "burst: bursts per connection", 1 << 40),
+        WorkloadField("threads", "--threads", "int", 1, 1, "client threads sharing the connections, each its "
+                      "own epoll loop (at most conns are used)", CLIENT_THREADS_MAX),
+        WorkloadField("source_addrs", "--source-addrs", "int", 0, 0, "bind connection c to 127.0.0.1 + (c mod N) "
+                      "so that each address has its own ephemeral ports (loopback only; 0 = no bind)",
+                      SOURCE_ADDRS_MAX),
     )
 }
 
 # Which client parameters apply to which workload type (conns applies to all).
+CLIENT_FIELDS = ("threads", "source_addrs")  # how the client runs, for every workload type
 WORKLOADS: dict[str, tuple[str, ...]] = {
-    "stream": ("conns", "bytes", "chunk"),
-    "pingpong": ("conns", "msg_size", "round_trips"),
-    "burst": ("conns", "burst_size", "bursts"),
+    "stream": ("conns", "bytes", "chunk", *CLIENT_FIELDS),
+    "pingpong": ("conns", "msg_size", "round_trips", *CLIENT_FIELDS),
+    "burst": ("conns", "burst_size", "bursts", *CLIENT_FIELDS),
 }
 
 
@@ -261,9 +279,45 @@ def client_args(workload: str, params: Mapping[str, int], seed: int, timeout_s: 
     """sb-client arguments after `--connect ADDR:PORT`, for validated parameters."""
     args = ["--workload", workload]
     for name in WORKLOADS[workload]:
-        args += [WORKLOAD_FIELDS[name].flag, str(params[name])]
+        value = params[name]
+        if name == "threads":
+            value = min(value, params["conns"])  # a thread needs a connection
+        if name in CLIENT_FIELDS and value == WORKLOAD_FIELDS[name].default:
+            continue  # the client's own default: the command line stays as short as before
+        args += [WORKLOAD_FIELDS[name].flag, str(value)]
     args += ["--seed", str(seed), "--timeout", _num(timeout_s)]
     return args
+
+
+# CPU placement (a scenario's `cpus`): which program runs where. Servers, proxies, peers and backends are
+# started under taskset; sb-client pins its threads itself (--cpus), thread t on the (t mod n)-th CPU.
+CPU_ROLES = ("server", "backend", "client")
+CPU_MAX = 1023  # the largest CPU number sb-client's cpu_set_t holds (CPU_SETSIZE 1024)
+
+
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """'0,2-3' -> (0, 2, 3), in the order written; ValueError on anything else or a CPU above CPU_MAX."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise ValueError(text)
+        a, b = int(lo), int(hi) if dash else int(lo)
+        if b < a or b > CPU_MAX:
+            raise ValueError(text)
+        out += [c for c in range(a, b + 1) if c not in out]
+    return tuple(out)
+
+
+def pinned(argv: list[str], cpus: str | None) -> list[str]:
+    """argv run on the CPUs of list `cpus` (taskset -c), or argv itself when cpus is None."""
+    return ["taskset", "-c", cpus, *argv] if cpus else list(argv)
+
+
+def program_name(argv: list[str]) -> str:
+    """The program an argv runs (past a taskset prefix): its file name."""
+    words = argv[3:] if argv[:2] == ["taskset", "-c"] else argv
+    return words[0].rsplit("/", 1)[-1] if words else ""
 
 
 def payload_bytes(workload: str, params: Mapping[str, int]) -> int:

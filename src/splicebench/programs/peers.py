@@ -44,7 +44,8 @@ from splicebench.errors import HostError, ProcError, UserError
 from splicebench.hosts.base import Host, Proc
 from splicebench.hosts.local import LocalHost
 from splicebench.programs.provision import Package
-from splicebench.registry import PEER_BUFFER_MAX, PEER_MAX_CONNS, PEER_OPTIONS, PEER_SOCKBUF_MAX, PEER_WORKERS_MAX
+from splicebench.registry import (PEER_BUFFER_MAX, PEER_MAX_CONNS, PEER_OPTIONS, PEER_SOCKBUF_MAX, PEER_WORKERS_MAX,
+                                  pinned)
 
 
 class PeerError(UserError):
@@ -396,10 +397,11 @@ def check_config(host: Host, variant: str, config: str, workdir: str) -> None:
 
 def start(variant: str, host: Host, *, listen_host: str, upstream_host: str, upstream_port: int,
           options: Mapping[str, Any] | None = None, deadman_s: float | None = None,
-          ready_timeout: float = 15.0, listen_port: int | None = None) -> "PeerProc":
+          ready_timeout: float = 15.0, listen_port: int | None = None, cpus: str | None = None) -> "PeerProc":
     """Render, validate and start a peer on `host`; return it once its port is listening.
 
-    listen_port: None picks an unused port (and another one if the bind loses a race). ProcError
+    listen_port: None picks an unused port (and another one if the bind loses a race). cpus: a CPU list
+    to run it on (taskset -c; its workers inherit it), None: anywhere. ProcError
     when it exits or stays silent; PeerError when its config is refused. Nothing it created
     (process group, temporary directory) survives a failure."""
     v = VARIANTS[variant]
@@ -416,7 +418,7 @@ def start(variant: str, host: Host, *, listen_host: str, upstream_host: str, ups
             config = f"{workdir}/{config_name(variant)}"
             _put_text(host, render(cfg), config)
             check_config(host, variant, config, workdir)
-            proc = host.start(run_argv(variant, config, workdir), deadman_s=deadman_s)
+            proc = host.start(pinned(run_argv(variant, config, workdir), cpus), deadman_s=deadman_s)
             deadline = time.monotonic() + ready_timeout
             while True:
                 if is_listening(host, port, proc.pid):

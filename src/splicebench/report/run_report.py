@@ -23,7 +23,7 @@ from splicebench.analysis import latency
 from splicebench.analysis import summary as analysis
 from splicebench.analysis.compare import RunData, load_run
 from splicebench.report import proxy_report, render, run_charts, run_sections
-from splicebench.report import cpu_report
+from splicebench.report import conn_report, cpu_report
 from splicebench.report import format as fmt
 from splicebench.report.views import ChartView, RunSectionsView
 from splicebench.scenario import format_param
@@ -113,6 +113,8 @@ class ReportView:
     notes: list[str] = field(default_factory=list)
     # Per-CPU user/system/softirq per server (runs with CPU sampler files), or None.
     cpu_breakdown: cpu_report.CpuBreakdownView | None = None
+    # Connections, workers, client threads and TCP_INFO per server (runs whose client reports it), or None.
+    connections: conn_report.ConnView | None = None
 
 
 LATENCY_CAPTION = "Median across samples of each sample's p50, p90, p99 and p99.9; band: 95 % CI."
@@ -263,6 +265,7 @@ def method_text(manifest: dict[str, Any]) -> list[str]:
         "last byte verified. Latency is per message for pingpong, per burst for burst and per connection "
         "for stream; each sample's percentiles are exact, the table shows their median across samples.",
         cpu_report.method(manifest),
+        conn_report.method(sc),
         f"Statistics: median over the measured samples with status ok; 95 % percentile-bootstrap CI of "
         f"the median ({analysis.N_BOOT:,} resamples, fixed seed); ratio = median / median of the baseline "
         f"({manifest.get('baseline', sc.get('baseline'))}) in the same cell, its CI from resampling both. "
@@ -333,6 +336,7 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
         order=[f"{r['sample_id']}" for _, r in samples.sort_values("seq").iterrows()],
         method=method_text(manifest),
         cpu_breakdown=cpu_report.build(run.path, samples),
+        connections=conn_report.build(samples, not summary.empty and summary["cell"].nunique() > 1),
         notes=list(manifest.get("notes", [])),
     )
     return view, summary

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from splicebench.registry import COMMON_SERVER_OPTIONS, SERVERS, WORKLOAD_FIELDS
+from splicebench.registry import COMMON_SERVER_OPTIONS, SERVERS, WORKERS, WORKLOAD_FIELDS
 
 GIB = float(1 << 30)
 PROC_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -138,6 +138,8 @@ def client_metrics(clients: Sequence[Mapping[str, Any] | None]) -> dict[str, Any
         out[out_key] = total(key)
     walls = [c.get("wall_s") for c in present if isinstance(c.get("wall_s"), (int, float))]
     out["wall_s"] = max(walls) if walls else None
+    threads = [len(c["threads"]) for c in present if isinstance(c.get("threads"), list)]
+    out["client_threads"] = sum(threads) if threads else None
     if len(present) == 1:
         lat = present[0].get("latency_ns") or {}
         for k in LAT_KEYS:
@@ -157,6 +159,27 @@ def client_metrics(clients: Sequence[Mapping[str, Any] | None]) -> dict[str, Any
         for k, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)):
             out[f"lat_{k}_ns"] = hist_percentile(hist, q) if hist else None
     out["lat_count"] = out.pop("lat_count_ns", None)
+    out.update(tcp_info_metrics([c.get("tcp_info") for c in present]))
+    return out
+
+
+# What TCP_INFO said of the connections as they ended (sb-client's "tcp_info"): retransmits summed,
+# the rest the median over connections (several clients: the largest of their medians).
+TCP_COLUMNS = {"tcp_rtt_us": "rtt_us", "tcp_rttvar_us": "rttvar_us", "tcp_snd_cwnd": "snd_cwnd",
+               "tcp_delivery_rate_bytes_per_s": "delivery_rate_bytes_per_s"}
+
+
+def tcp_info_metrics(infos: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
+    """samples.csv's tcp_* columns from the clients' tcp_info objects (None: a client without one)."""
+    present = [t for t in infos if isinstance(t, Mapping)]
+    if not present:
+        return {}
+    out: dict[str, Any] = {"tcp_conns": sum(int(t.get("conns") or 0) for t in present),
+                           "tcp_retrans": sum(int(t.get("retrans_total") or 0) for t in present),
+                           "tcp_conns_with_retrans": sum(int(t.get("conns_with_retrans") or 0) for t in present)}
+    for col, key in TCP_COLUMNS.items():
+        meds = [t[key]["p50"] for t in present if isinstance(t.get(key), Mapping)]
+        out[col] = max(meds) if meds else None
     return out
 
 
@@ -194,7 +217,9 @@ def client_failure(client: Mapping[str, Any] | None, exit_code: int | None, stde
 
 # Columns of samples.csv, in order. Parameters first, then status, then metrics.
 OPTION_COLUMNS = sorted({f"opt_{k}" for s in SERVERS.values() for k in s.options})
-PARAM_COLUMNS = ["workload", *WORKLOAD_FIELDS, *COMMON_SERVER_OPTIONS, *OPTION_COLUMNS]
+# `workers` holds a matrix's workers value in every row of its cell (also for servers without worker
+# threads, which keep one); opt_workers what the server was actually given.
+PARAM_COLUMNS = ["workload", *WORKLOAD_FIELDS, *COMMON_SERVER_OPTIONS, WORKERS, *OPTION_COLUMNS]
 SAMPLE_COLUMNS = [
     "run_id", "sample_id", "seq", "cell", "cell_label", "round", "phase", "repetition",
     "server", "server_kind", "server_host", "client_hosts",
@@ -203,8 +228,11 @@ SAMPLE_COLUMNS = [
     "client_ok", "conns_ok", "conns_failed", "bytes_sent", "bytes_verified", "bytes_expected",
     "wall_s", "goodput_bytes_per_s",
     "lat_count", "lat_min_ns", "lat_mean_ns", "lat_p50_ns", "lat_p90_ns", "lat_p99_ns", "lat_p999_ns", "lat_max_ns",
-    "client_errors_total", "client_cpu_user_s", "client_cpu_sys_s",
+    "client_errors_total", "client_cpu_user_s", "client_cpu_sys_s", "client_threads",
+    "tcp_conns", "tcp_retrans", "tcp_conns_with_retrans", "tcp_rtt_us", "tcp_rttvar_us", "tcp_snd_cwnd",
+    "tcp_delivery_rate_bytes_per_s",
     "server_pid", "server_exit", "server_connections", "server_bytes_in", "server_bytes_out", "server_errors",
+    "server_worker_connections",
     "server_cpu_user_s", "server_cpu_sys_s", "server_life_cpu_user_s", "server_life_cpu_sys_s",
     # CPU over the client's transfer window (results/cpu.py): *_unc_s is the half-width of the range
     # the true value lies in. host_interval_s: the window's length.
@@ -228,6 +256,9 @@ def server_metrics(events: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "server_errors": summary.get("errors"),
         "server_life_cpu_user_s": summary.get("cpu_user_s"),
         "server_life_cpu_sys_s": summary.get("cpu_sys_s"),
+        # Connections each worker thread accepted, e.g. "510+490" (servers with --workers).
+        "server_worker_connections": "+".join(str(w.get("connections")) for w in summary["workers"])
+        if isinstance(summary.get("workers"), list) else None,
     }
 
 

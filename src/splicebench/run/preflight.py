@@ -16,7 +16,8 @@ from typing import Callable, Mapping
 from splicebench.errors import HostError, PreflightError
 from splicebench.hosts.base import Host
 from splicebench.run import fleet
-from splicebench.registry import CLIENT_PROGRAM, SERVERS
+from splicebench.registry import CLIENT_PROGRAM, SERVERS, parse_cpu_list
+from splicebench.scenario.model import DIRECT
 from splicebench.scenario.plan import Plan
 
 # File descriptors a program holds per connection (read off servers/*.c and bpf/*.c): a socket per
@@ -32,7 +33,7 @@ FD_SLACK = 32  # listeners, epoll, signalfd, timerfd, BPF maps and programs, std
 # processes with worker_rlimit_nofile, and the peer runs as a single process. HAProxy raises its own
 # to what maxconn needs; every program of servers/ and bpf/ raises its own to the hard limit.
 KEEPS_SOFT_LIMIT = {"nginx"}
-LISTEN_BACKLOG = 4096  # net_listen()'s backlog (servers/net.c); the kernel caps it at somaxconn
+LISTEN_BACKLOG = 65535  # net_listen()'s backlog (servers/net.c); the kernel caps it at somaxconn
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Need:
     fds: int  # open files per process
     ports_to_one_peer: int  # connections it opens from this host to one address (0: it opens none)
     arriving: int  # connections arriving at its listener at once (0: it does not listen)
+    cpus: tuple[str, str] | None = None  # (role, CPU list) it is pinned to (the scenario's `cpus`)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Limits:
     port_range: tuple[int, int]
     somaxconn: int
     nofile_soft: int | None = None  # None: unlimited (what a program that keeps it can open)
+    ncpus: int | None = None  # CPUs the programs may run on (nproc); None: not known
 
     @property
     def ports(self) -> int:
@@ -66,7 +69,7 @@ def needs(plan: Plan) -> list[Need]:
     out: dict[tuple[str, str], Need] = {}
 
     def add(n: Need) -> None:
-        old = out.get((n.host, n.program))
+        old = out.get((n.host, n.program))  # the same program has one placement in a scenario
         if old is None or (n.fds, n.ports_to_one_peer, n.arriving) > (old.fds, old.ports_to_one_peer, old.arriving):
             out[(n.host, n.program)] = n
 
@@ -75,30 +78,37 @@ def needs(plan: Plan) -> list[Need]:
         per_host: dict[str, int] = {}
         for h in s.client_hosts:
             per_host[h] = per_host.get(h, 0) + 1
+        # --source-addrs N: each of N loopback addresses has its own ephemeral ports to the server.
+        sources = max(1, int(dict(s.cell.workload).get("source_addrs", 0)))
         for h, clients in per_host.items():  # clients on one host share its ports to the server
-            add(Need(h, CLIENT_PROGRAM, conns, conns + FD_SLACK, clients * conns, 0))
+            add(Need(h, CLIENT_PROGRAM, conns, conns + FD_SLACK, -(-clients * conns // sources), 0,
+                     ("client", s.client_cpus) if s.client_cpus else None))
         total = conns * len(s.client_hosts)
         kind = s.server_kind
         per_conn = PEER_FDS_PER_CONN if kind.peer else FDS_PER_CONN[kind.program]
-        upstream = total if s.backend is not None else 0
-        add(Need(s.server_host, kind.program, total, per_conn * total + FD_SLACK, upstream, total))
+        # A proxy opens one upstream connection per client connection, spread over upstream_sources.
+        upstream = -(-total // int(dict(s.server_options).get("upstream_sources", 1))) if s.backend is not None else 0
+        role = "backend" if plan.scenario.backend is not None and s.server.label == DIRECT else "server"
+        add(Need(s.server_host, kind.program, total, per_conn * total + FD_SLACK, upstream, total,
+                 (role, s.server_cpus) if s.server_cpus else None))
         if s.backend is not None and s.backend_host is not None:
             bprog = SERVERS[s.backend].program
-            add(Need(s.backend_host, bprog, total, FDS_PER_CONN[bprog] * total + FD_SLACK, 0, total))
+            add(Need(s.backend_host, bprog, total, FDS_PER_CONN[bprog] * total + FD_SLACK, 0, total,
+                     ("backend", s.backend_cpus) if s.backend_cpus else None))
     return sorted(out.values(), key=lambda n: (n.host, n.program))
 
 
 def read_limits(host: Host) -> Limits:
     """The limits of `host`, read there (as the programs will run: under the host's sudo if any)."""
     r = host.run(["sh", "-c", "ulimit -Hn; ulimit -Sn; cat /proc/sys/net/ipv4/ip_local_port_range "
-                              "/proc/sys/net/core/somaxconn"], timeout=30)
+                              "/proc/sys/net/core/somaxconn; nproc"], timeout=30)
     words = r.stdout.split()
     try:
         hard, soft = (None if w == "unlimited" else int(w) for w in words[:2])
-        return Limits(hard, (int(words[2]), int(words[3])), int(words[4]), soft)
+        return Limits(hard, (int(words[2]), int(words[3])), int(words[4]), soft, int(words[5]))
     except (ValueError, IndexError):
         raise HostError(f"host {host.name}: cannot read its limits (ulimit -Hn/-Sn, "
-                        f"ip_local_port_range, somaxconn): got {r.stdout.strip()!r}") from None
+                        f"ip_local_port_range, somaxconn, nproc): got {r.stdout.strip()!r}") from None
 
 
 def problems(wants: list[Need], limits: Mapping[str, Limits]) -> tuple[list[str], list[str]]:
@@ -113,9 +123,16 @@ def problems(wants: list[Need], limits: Mapping[str, Limits]) -> tuple[list[str]
                           f"its RLIMIT_NOFILE {which} limit is {nofile:,}: raise it (nofile in "
                           f"/etc/security/limits.conf, or {cmd} as root) or lower conns")
         if n.ports_to_one_peer > lim.ports:
+            spread = " (or spread sb-client over more source_addrs)" if n.program == CLIENT_PROGRAM else ""
             errors.append(f"host {n.host}: {n.program} opens {n.ports_to_one_peer:,} connections to one address, "
                           f"the ephemeral port range {lim.port_range[0]}-{lim.port_range[1]} has {lim.ports:,} "
-                          f"ports: widen net.ipv4.ip_local_port_range or lower conns")
+                          f"ports: widen net.ipv4.ip_local_port_range or lower conns{spread}")
+        if n.cpus is not None and lim.ncpus is not None:
+            over = [c for c in parse_cpu_list(n.cpus[1]) if c >= lim.ncpus]
+            if over:
+                errors.append(f"host {n.host}: {n.program} is placed on CPU {over[0]} (cpus.{n.cpus[0]}: "
+                              f"{n.cpus[1]}), the host has {lim.ncpus} CPU(s) (0-{lim.ncpus - 1}): change "
+                              f"cpus.{n.cpus[0]}")
         backlog = min(LISTEN_BACKLOG, lim.somaxconn)
         if n.arriving > backlog:
             warnings.append(f"host {n.host}: {n.arriving:,} connections arrive at {n.program} at once, its accept "

@@ -13,7 +13,6 @@ clean-up short.
 
 from __future__ import annotations
 
-import posixpath
 import signal
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from splicebench.results.metrics import (Row, client_failure, client_metrics, pa
                                          server_events, server_metrics)
 from splicebench.scenario.plan import MEASURED, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan, Sample
 from splicebench.registry import (CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, SAMPLER_INTERVAL_US, SAMPLER_PROGRAM,
-                                  SERVERS, WORKLOAD_FIELDS)
+                                  SERVERS, WORKERS, WORKLOAD_FIELDS, program_name)
 from splicebench.util.files import utc_now_iso
 from splicebench.util.signals import Interrupt, deferred_interrupts, interrupt_on_terminate
 
@@ -128,6 +127,8 @@ class Runner:
         r.set(workload=sample.workload)
         for k, v in sample.params().items():
             r.set(**{k if k in WORKLOAD_FIELDS or k in COMMON_SERVER_OPTIONS else f"opt_{k}": v})
+        if WORKERS in dict(sample.cell.values):  # the matrix's value, for the sweep (metrics.PARAM_COLUMNS)
+            r.set(workers=dict(sample.cell.values)[WORKERS])
         return r
 
     def skipped_row(self, sample: Sample, reason: str) -> dict[str, Any]:
@@ -212,6 +213,7 @@ class Runner:
             procs.server = peers.start(kind.name, shost, listen_host=sample.listen.rsplit(":", 1)[0],
                                        upstream_host=upstream[0], upstream_port=upstream[1],
                                        options=dict(sample.server_options), deadman_s=deadman,
+                                       cpus=sample.server_cpus,
                                        ready_timeout=READY_TIMEOUT_S)
         else:
             procs.server = shost.start(
@@ -343,7 +345,7 @@ class _SampleProcs:
         for p in procs:
             if p is None or p.poll() != USAGE_EXIT:
                 continue
-            name = posixpath.basename(p.argv[0])
+            name = program_name(p.argv)
             lines = [ln.strip() for ln in p.stderr().splitlines() if ln.strip()]
             if name.startswith("sb-") and any("usage:" in ln for ln in lines):
                 first = next((ln for ln in lines if "usage:" not in ln), lines[0])  # the message, not the hint

@@ -13,14 +13,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from splicebench.registry import COMMON_SERVER_OPTIONS, WORKLOAD_FIELDS, WORKLOADS
+from splicebench.registry import COMMON_SERVER_OPTIONS, SERVERS, WORKERS, WORKLOAD_FIELDS, WORKLOADS
 from splicebench.units import format_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NAME_ALLOWED = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 # With a `backend` section the servers are proxies, and this row measures the backend alone.
 DIRECT = "direct"
-MATRIX_SERVER_KEYS = tuple(COMMON_SERVER_OPTIONS)  # server options a matrix may sweep (all servers)
+# Server options a matrix may sweep: the common ones (all servers) and `workers` (the servers that have
+# it; the others, such as the SOCKMAP loaders, keep their one thread).
+MATRIX_SERVER_KEYS = (*COMMON_SERVER_OPTIONS, WORKERS)
 
 DEFAULT_WARMUP = 1
 DEFAULT_MEASURED = 5
@@ -97,6 +99,8 @@ class Scenario:
     # fraction of the median wide, after at least min_measured rounds (stats.enough_repetitions).
     min_measured: int | None = None
     target_ci_width: float | None = None
+    # CPU placement: (role, CPU list) for the roles of registry.CPU_ROLES the scenario pins.
+    cpus: tuple[tuple[str, str], ...] = ()
 
     @property
     def placement(self) -> Placement:
@@ -150,6 +154,7 @@ class Scenario:
             **({"backend": {"name": self.backend.kind, "options": dict(self.backend.options),
                             **({"host": self.backend.host} if self.backend.host else {})}}
                if self.backend else {}),
+            **({"cpus": dict(self.cpus)} if self.cpus else {}),
         }
 
 
@@ -168,5 +173,13 @@ def _param_kind(key: str) -> str | None:
         return WORKLOAD_FIELDS[key].kind
     if key in COMMON_SERVER_OPTIONS:
         return COMMON_SERVER_OPTIONS[key].kind
+    if key == WORKERS:
+        return "int"
     return None
+
+
+def options_for(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of `options` that server kind `kind` has (a matrix `workers` skips the others)."""
+    known = SERVERS[kind].all_options()
+    return {k: v for k, v in options.items() if k in known}
 

@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from splicebench.registry import CLIENT_PROGRAM, SERVERS, client_args, payload_bytes
-from splicebench.scenario.model import DIRECT, Cell, Scenario, ServerConfig
+from splicebench.registry import CLIENT_PROGRAM, SERVERS, client_args, payload_bytes, pinned
+from splicebench.scenario.model import DIRECT, Cell, Scenario, ServerConfig, options_for
 
 WARMUP = "warmup"
 MEASURED = "measured"
@@ -50,20 +50,28 @@ class Sample:
     # The host the results name (the proxy's host also for a proxy scenario's direct row, whose
     # backend may run elsewhere); None = server_host.
     row_host: str | None = None
+    # CPU placement (the scenario's `cpus`): CPU lists for the server (the direct row's server is the
+    # backend program: the backend's list), the backend and the clients; None = not pinned.
+    server_cpus: str | None = None
+    backend_cpus: str | None = None
+    client_cpus: str | None = None
 
     @property
     def server_kind(self):
         return SERVERS[self.server.kind]
 
     def server_argv(self, program_path: str, upstream: str | None = None) -> list[str]:
-        return self.server_kind.argv(program_path, self.listen, dict(self.server_options), upstream)
+        return pinned(self.server_kind.argv(program_path, self.listen, dict(self.server_options), upstream),
+                      self.server_cpus)
 
     def backend_argv(self, program_path: str) -> list[str]:
         assert self.backend is not None
-        return SERVERS[self.backend].argv(program_path, self.backend_listen, dict(self.backend_options))
+        return pinned(SERVERS[self.backend].argv(program_path, self.backend_listen, dict(self.backend_options)),
+                      self.backend_cpus)
 
     def client_argv(self, program_path: str, connect: str) -> list[str]:
-        return [program_path, "--connect", connect, *self.client_args]
+        cpus = ["--cpus", self.client_cpus] if self.client_cpus else []
+        return [program_path, "--connect", connect, *self.client_args, *cpus]
 
     def params(self) -> dict[str, Any]:
         """Workload parameters and server options of this sample, for the results table."""
@@ -100,6 +108,7 @@ def build_plan(scenario: Scenario) -> Plan:
     several = len(scenario.placements) > 1
     # The client's own deadline is whole seconds (its --timeout); ours adds a grace period.
     client_deadline = max(1, math.ceil(scenario.timeout_s))
+    cpus = dict(scenario.cpus)
     samples: list[Sample] = []
     for cell in scenario.cells():
         wl = dict(cell.workload)
@@ -120,7 +129,7 @@ def build_plan(scenario: Scenario) -> Plan:
                 proxy = bk is not None and server.label != DIRECT
                 # Clients only on the server's own host: loopback (some hosts have no other way in).
                 same = all(h == run_host for h in placement.clients)
-                opts = {**dict(server.options), **dict(cell.server_overrides)}
+                opts = options_for(server.kind, {**dict(server.options), **dict(cell.server_overrides)})
                 samples.append(
                     Sample(
                         seq=seq,
@@ -140,9 +149,13 @@ def build_plan(scenario: Scenario) -> Plan:
                         backend=bk.kind if proxy else None,
                         backend_host=bhost if proxy else None,
                         backend_listen="127.0.0.1:0" if bhost == placement.server else "0.0.0.0:0",
-                        backend_options=tuple(sorted({**dict(bk.options), **dict(cell.server_overrides)}.items()))
+                        backend_options=tuple(sorted(options_for(bk.kind, {**dict(bk.options),
+                                                                           **dict(cell.server_overrides)}).items()))
                         if proxy else (),
                         row_host=placement.server,
+                        server_cpus=cpus.get("backend" if bk is not None and not proxy else "server"),
+                        backend_cpus=cpus.get("backend") if proxy else None,
+                        client_cpus=cpus.get("client"),
                     )
                 )
     return Plan(scenario, tuple(samples))

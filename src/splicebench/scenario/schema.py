@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from splicebench.registry import COMMON_SERVER_OPTIONS, ECHO, SEED_MAX, SERVERS, WORKLOAD_FIELDS, WORKLOADS, Option
+from splicebench.registry import (CPU_MAX, COMMON_SERVER_OPTIONS, ECHO, SEED_MAX, SERVERS, WORKERS, WORKLOAD_FIELDS, WORKLOADS,
+                                  Option)
 from splicebench.scenario.model import (
     DEFAULT_ADAPTIVE_MAX,
     DEFAULT_ADAPTIVE_MIN,
@@ -85,6 +86,9 @@ def json_schema() -> dict[str, Any]:
         matrix_values[k] = {"type": "array", "minItems": 1, "uniqueItems": True, "items": _field_schema(k)}
     for k, o in COMMON_SERVER_OPTIONS.items():
         matrix_values[k] = {"type": "array", "minItems": 1, "uniqueItems": True, "items": _option_schema(o)}
+    workers = next(s.options[WORKERS] for s in SERVERS.values() if WORKERS in s.options)
+    matrix_values[WORKERS] = {"type": "array", "minItems": 1, "uniqueItems": True, "items": _option_schema(workers),
+                              "description": "worker threads of the servers that have them (the others keep one)"}
     placement = {
         "type": "object",
         "additionalProperties": False,
@@ -163,6 +167,18 @@ def json_schema() -> dict[str, Any]:
                                "placement (default: all on local)",
             },
             "backend": backend,
+            "cpus": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {role: {"oneOf": [{"type": "integer", "minimum": 0, "maximum": CPU_MAX},
+                                                {"type": "string", "pattern": r"^\s*\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*\s*$"}],
+                                      "description": what}
+                               for role, what in (("server", "CPUs of the server, proxy or peer (taskset -c)"),
+                                                  ("backend", "CPUs of the backend (taskset -c)"),
+                                                  ("client", "CPUs of sb-client's threads (--cpus)"))},
+                "description": "CPU placement, e.g. {server: '0', client: '1'}; checked against each host's "
+                               "CPUs before the run",
+            },
         },
     }
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from splicebench.registry import (COMMON_SERVER_OPTIONS, DEFAULT_MAX_CONNS, ECHO, MAX_CONNS_MAX, PAYLOAD_FACTORS,
-                                  PAYLOAD_MAX, PEER_MAX_CONNS, PROXY, SEED_MAX, SERVERS, WORKLOAD_FIELDS, WORKLOADS,
-                                  Option)
+from splicebench.registry import (COMMON_SERVER_OPTIONS, CPU_MAX, CPU_ROLES, DEFAULT_MAX_CONNS, ECHO, MAX_CONNS_MAX,
+                                  PAYLOAD_FACTORS, PAYLOAD_MAX, PEER_MAX_CONNS, PROXY, SEED_MAX, SERVERS, WORKERS,
+                                  WORKLOAD_FIELDS, WORKLOADS, Option, parse_cpu_list)
 from splicebench.scenario.checks import Checker, closest, found, join_path
 from splicebench.scenario.model import (
     DEFAULT_ADAPTIVE_MAX,
@@ -47,6 +47,7 @@ TOP_KEYS = (
     "matrix",
     "placement",
     "backend",
+    "cpus",
 )
 SERVER_KEYS = ("name", "label", "options")
 REPETITION_KEYS = ("warmup", "measured", "min", "max", "target_ci_width")
@@ -152,6 +153,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         matrix = _matrix(c, data["matrix"], wtype, wl, servers)
 
     placements = _placements(c, data["placement"], tuple(known_hosts)) if "placement" in data else (Placement(),)
+    cpus = _cpus(c, data["cpus"], backend) if "cpus" in data else ()
 
     swept_values = dict(matrix)
     conns_path = "matrix.conns" if "conns" in swept_values else "workload.conns"
@@ -179,6 +181,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         source=source,
         min_measured=min_measured,
         target_ci_width=target_ci_width,
+        cpus=cpus,
     )
 
 
@@ -328,8 +331,12 @@ def _matrix(c: Checker, value: Any, wtype: str, wl: Mapping[str, Any],
             vpath = f"{path}[{i}]"
             if key in WORKLOAD_FIELDS:
                 n = c.workload_value(key, v, vpath)
+            elif (opt := _tightest(key, servers)) is None:
+                c.fail(path, "none of the servers has worker threads", found(key),
+                       "servers with a workers option: " + ", ".join(k for k, kind in SERVERS.items()
+                                                                      if WORKERS in kind.options))
             else:  # a socket buffer for every server: the smallest bound among them applies
-                n = c.option(_tightest(key, servers), v, vpath)
+                n = c.option(opt, v, vpath)
             if n in parsed:
                 c.fail(vpath, "duplicate value", found(v), "distinct values")
             parsed.append(n)
@@ -370,10 +377,33 @@ def _placement(c: Checker, value: Any, known_hosts: tuple[str, ...], path: str) 
     return Placement(server, tuple(clients))
 
 
-def _tightest(key: str, servers: Sequence[ServerConfig]) -> Option:
-    """The option `key` of all the servers with the smallest maximum (a matrix value reaches them all)."""
-    opts = [SERVERS[s.kind].all_options()[key] for s in servers] or [COMMON_SERVER_OPTIONS[key]]
-    return min(opts, key=lambda o: o.maximum if o.maximum is not None else float("inf"))
+def _cpus(c: Checker, value: Any, backend: Backend | None) -> tuple[tuple[str, str], ...]:
+    """The `cpus` mapping: role -> CPU list ('0,2-3', or one CPU as an integer), normalised."""
+    roles = CPU_ROLES if backend is not None else tuple(r for r in CPU_ROLES if r != "backend")
+    m = c.mapping(value, "cpus", roles, "a mapping of " + ", ".join(roles) + " to a CPU list like '0,2-3'")
+    out = []
+    for role in roles:
+        if role not in m:
+            continue
+        v = m[role]
+        allowed = f"a CPU list like '0,2-3' or one CPU number (CPUs 0 to {CPU_MAX})"
+        try:
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise ValueError(v)
+            listed = parse_cpu_list(str(v))
+        except ValueError:
+            c.fail(f"cpus.{role}", "not a CPU list", found(v), allowed)
+        out.append((role, ",".join(map(str, listed))))
+    return tuple(out)
+
+
+def _tightest(key: str, servers: Sequence[ServerConfig]) -> Option | None:
+    """The option `key` of all the servers with the smallest maximum (a matrix value reaches them all;
+    `workers` only those that have it, None when none has)."""
+    opts = [SERVERS[s.kind].all_options()[key] for s in servers if key in SERVERS[s.kind].all_options()]
+    if not opts and key in COMMON_SERVER_OPTIONS:
+        opts = [COMMON_SERVER_OPTIONS[key]]
+    return min(opts, key=lambda o: o.maximum if o.maximum is not None else float("inf")) if opts else None
 
 
 def _connection_limits(c: Checker, servers: Sequence[ServerConfig], backend: Backend | None, conns: Sequence[int],
