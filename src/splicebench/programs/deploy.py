@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from splicebench.errors import BuildError, CommandFailed, tail
+from splicebench.errors import BuildError, CommandFailed, ProvisionError, tail
 from splicebench.hosts.base import Host
-from splicebench.programs.provision import BUILD_PACKAGES, OPTIONAL_BUILD_PACKAGES, Package, ensure
+from splicebench.programs.provision import BUILD_PACKAGES, OPTIONAL_BUILD_PACKAGES, PERF_PACKAGES, Package, ensure
 from splicebench.registry import CLIENT_PROGRAM, SAMPLER_PROGRAM, SERVERS
 
 # What the Makefile reads. Add a path here when the build starts to depend on it.
@@ -139,6 +139,10 @@ def build(host: Host, root: Path, *, provision: bool = True, extra: Sequence[Pac
             return Build(host.name, digest, final, False, time.monotonic() - t0, absent)
     if provision:
         ensure(host, [*BUILD_PACKAGES, *extra], what="build dependencies", log=log)
+        try:
+            ensure(host, PERF_PACKAGES, what="the profiler", log=log)
+        except ProvisionError as e:  # measured without perf: its samples say so (run/perf_run.py)
+            log(f"host {host.name}: perf not installed, runs there go without it: {e}")
         if host.exists(f"{final}/{COMPLETE}"):
             host.remove_tree(final)  # built before the optional package was installed
     log(f"host {host.name}: building programs {digest} in {final}")

@@ -44,6 +44,12 @@ OPTIONAL_BUILD_PACKAGES: list[Package] = [
     Package("liburing-dev", "/usr/include/liburing.h"),  # sb-echo-uring
 ]
 
+# Linux perf (results/perf.py): perf stat on every sample, perf record for `profile: true`. A host
+# where it cannot be installed still runs everything; its samples say that perf is missing.
+PERF_PACKAGES: list[Package] = [
+    Package("linux-perf", "perf"),
+]
+
 TEST_PACKAGES: list[Package] = [
     Package("util-linux", "setpriv"),  # setpriv --pdeathsig: programs die with the orchestrator
     Package("iproute2", "ip"),  # network namespaces for SSH test hosts

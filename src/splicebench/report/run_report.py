@@ -23,7 +23,7 @@ from splicebench.analysis import latency
 from splicebench.analysis import summary as analysis
 from splicebench.analysis.compare import RunData, load_run
 from splicebench.report import proxy_report, render, run_charts, run_sections
-from splicebench.report import cpu_report
+from splicebench.report import cpu_report, perf_report
 from splicebench.report import format as fmt
 from splicebench.report.views import ChartView, RunSectionsView
 from splicebench.scenario import format_param
@@ -113,6 +113,8 @@ class ReportView:
     notes: list[str] = field(default_factory=list)
     # Per-CPU user/system/softirq per server (runs with CPU sampler files), or None.
     cpu_breakdown: cpu_report.CpuBreakdownView | None = None
+    # perf stat per GiB and the profiles (runs with perf or `profile: true`), or None.
+    perf: perf_report.PerfView | None = None
 
 
 LATENCY_CAPTION = "Median across samples of each sample's p50, p90, p99 and p99.9; band: 95 % CI."
@@ -333,6 +335,7 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
         order=[f"{r['sample_id']}" for _, r in samples.sort_values("seq").iterrows()],
         method=method_text(manifest),
         cpu_breakdown=cpu_report.build(run.path, samples),
+        perf=perf_report.build(run.path, samples, manifest),
         notes=list(manifest.get("notes", [])),
     )
     return view, summary

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from splicebench.registry import COMMON_SERVER_OPTIONS, SERVERS, WORKLOAD_FIELDS
+from splicebench.results.perf import stat_columns
 
 GIB = float(1 << 30)
 PROC_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -213,6 +214,9 @@ SAMPLE_COLUMNS = [
     "host_cpu_busy_unc_s", "host_cpu_user_unc_s", "host_cpu_sys_unc_s", "host_cpu_irq_unc_s",
     "host_cpu_softirq_unc_s", "server_cpu_s", "server_cpu_unc_s", "backend_cpu_s", "backend_cpu_unc_s",
     "sampler_cpu_s", "cpu_note",
+    # perf stat over the clients' run (results/perf.py): counts and per GiB verified, of the server's
+    # processes and of the whole host; perf_note says why they are missing where they are.
+    *stat_columns(), "perf_note",
     "raw_files",
 ]
 

@@ -24,9 +24,10 @@ from splicebench.errors import HostError, ProcError
 from splicebench.hosts.base import describe_exit, Host, Proc
 from splicebench.run.fleet import start_together
 from splicebench.results import cpu
+from splicebench.run import perf_run
 from splicebench.results.metrics import (Row, client_failure, client_metrics, parse_client_output,
                                          server_events, server_metrics)
-from splicebench.scenario.plan import MEASURED, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan, Sample
+from splicebench.scenario.plan import MEASURED, PROFILE, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan, Sample
 from splicebench.registry import (CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, SAMPLER_INTERVAL_US, SAMPLER_PROGRAM,
                                   SERVERS, WORKLOAD_FIELDS)
 from splicebench.util.files import utc_now_iso
@@ -52,7 +53,8 @@ class Runner:
 
     def __init__(self, hosts: Mapping[str, Host], bin_dirs: Mapping[str, str], *, run_id: str,
                  clk_tck: Mapping[str, int] | None = None, progress=None,
-                 on_sample: Callable[[Sample, dict[str, Any], dict[str, str]], None] | None = None):
+                 on_sample: Callable[[Sample, dict[str, Any], dict[str, str | bytes]], None] | None = None,
+                 perf_why_not: Mapping[str, str | None] | None = None):
         self.hosts = hosts
         self.bin_dirs = bin_dirs
         self.run_id = run_id
@@ -61,10 +63,12 @@ class Runner:
         # Called after each sample with (sample, row, raw files {name: text}); the row is complete
         # except for 'raw_files', which the callback may fill in.
         self.on_sample = on_sample
+        # host -> why perf cannot run there (None: it can); hosts not listed are probed when first used.
+        self.perf = perf_run.PerfHosts(hosts, perf_why_not)
 
     def run(self, plan: Plan) -> RunOutcome:
         outcome = RunOutcome()
-        phase_totals = {WARMUP: plan.scenario.warmup, MEASURED: plan.scenario.measured}
+        phase_totals = {WARMUP: plan.scenario.warmup, MEASURED: plan.scenario.measured, PROFILE: 1}
         stop_reason = ""
         not_needed: set[str] = set()
         with interrupt_on_terminate():
@@ -104,7 +108,8 @@ class Runner:
                     stop_reason = f"not run: stopped after sample {sample.id} failed (stop_on_failure)"
                 elif sample.phase == MEASURED and plan.scenario.target_ci_width is not None \
                         and _ends_round(plan, i) and _cell_has_enough(plan.scenario, outcome.rows, sample):
-                    rest = [s.id for s in plan.samples[i + 1:] if s.cell.index == sample.cell.index]
+                    rest = [s.id for s in plan.samples[i + 1:]
+                            if s.cell.index == sample.cell.index and s.phase != PROFILE]
                     not_needed.update(rest)
                     outcome.not_needed.extend(rest)
         if self.progress and stop_reason:
@@ -113,7 +118,7 @@ class Runner:
 
     # -----------------------------------------------------------------------------------------
 
-    def _emit(self, sample: Sample, row: dict[str, Any], raw: dict[str, str]) -> None:
+    def _emit(self, sample: Sample, row: dict[str, Any], raw: dict[str, Any]) -> None:
         if self.on_sample:
             self.on_sample(sample, row, raw)
 
@@ -136,7 +141,7 @@ class Runner:
     def _program(self, host: str, name: str, built: bool = True) -> str:
         return f"{self.bin_dirs[host]}/{name}" if built else name
 
-    def _run_sample(self, sample: Sample, plan: Plan) -> tuple[dict[str, Any], dict[str, str], bool, str | None]:
+    def _run_sample(self, sample: Sample, plan: Plan) -> tuple[dict[str, Any], dict[str, Any], bool, str | None]:
         """Run one sample from start to end: (row, raw outputs {file suffix: text}, interrupted, the usage
         error of a program that refused its command line or None).
 
@@ -164,6 +169,7 @@ class Runner:
         raw = self._collect_server(row, procs, errors, interrupted)
         raw.update(self._collect_clients(row, procs, errors, interrupted))
         raw.update(_collect_sampler(row, procs, raw))
+        raw.update(self.perf.collect(sample.server_host, row, procs.perf, interrupted))
         status = INTERRUPTED if interrupted else (FAILED if errors else OK)
         row.set(status=status, error="; ".join(errors), duration_s=time.monotonic() - t_start)
         return row.as_dict(), raw, interrupted, procs.usage_error()
@@ -236,11 +242,15 @@ class Runner:
                 argv += ["--pid", str(pid)]
         procs.sampler = self.hosts[sample.server_host].start(argv, deadman_s=sample.client_timeout_s + 60)
         procs.sampler.wait_json_event("ready", READY_TIMEOUT_S)
+        server_pid = ready.get("pid") if isinstance(ready.get("pid"), int) else procs.server.pid
         try:
+            self.perf.start(sample.server_host, procs.perf, server_pid, profile=sample.phase == PROFILE,
+                            name=f"{self.run_id}-{sample.id}", deadman_s=sample.client_timeout_s + 60)
             self._run_clients(sample, procs, ready)
         finally:
             errors = _stop(procs.sampler, "CPU sampler") if procs.sampler.poll() is None else []
             procs.sampler_errors.extend(errors)
+            self.perf.stop(procs.perf)
 
     def _run_clients(self, sample: Sample, procs: _SampleProcs, ready: dict[str, Any]) -> None:
         """Start one client per client host, together (into procs.clients), pointed at the server's
@@ -320,6 +330,7 @@ class _SampleProcs:
     backend_ready: dict[str, Any] = field(default_factory=dict)
     sampler: Proc | None = None  # sb-cpustat on the server's host
     sampler_errors: list[str] = field(default_factory=list)
+    perf: perf_run.PerfProcs = field(default_factory=perf_run.PerfProcs)
 
     def usage_error(self) -> str | None:
         """'<program>: <its message>' if one of the built programs refused its command line (exit 2
@@ -346,6 +357,7 @@ class _SampleProcs:
             self.backend.kill()
         if self.sampler is not None and self.sampler.poll() is None:
             self.sampler.kill()
+        self.perf.kill_running()
 
 
 def _stop(proc: Proc, what: str) -> list[str]:

@@ -97,6 +97,9 @@ class Scenario:
     # fraction of the median wide, after at least min_measured rounds (stats.enough_repetitions).
     min_measured: int | None = None
     target_ci_width: float | None = None
+    # One more round per server after the measured rounds, recorded with perf record (results/perf.py);
+    # never counted in the statistics.
+    profile: bool = False
 
     @property
     def placement(self) -> Placement:
@@ -128,7 +131,8 @@ class Scenario:
         return cells
 
     def samples_total(self) -> int:
-        return len(self.cells()) * len(self.placements) * len(self.servers) * (self.warmup + self.measured)
+        rounds = self.warmup + self.measured + (1 if self.profile else 0)
+        return len(self.cells()) * len(self.placements) * len(self.servers) * rounds
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical, fully resolved form (JSON-able); parsing it again gives an equal scenario."""
@@ -143,6 +147,7 @@ class Scenario:
                                   "target_ci_width": self.target_ci_width}),
             "baseline": self.baseline,
             "stop_on_failure": self.stop_on_failure,
+            **({"profile": True} if self.profile else {}),
             "timeout": self.timeout_s,
             "seed": self.seed,
             **({"matrix": {k: list(v) for k, v in self.matrix}} if self.matrix else {}),

@@ -16,6 +16,7 @@ from splicebench.scenario.model import DIRECT, Cell, Scenario, ServerConfig
 
 WARMUP = "warmup"
 MEASURED = "measured"
+PROFILE = "profile"  # recorded with perf record after the measured rounds; never in the statistics
 
 # Grace beyond the client's own deadline before the runner kills it.
 CLIENT_GRACE_S = 15.0
@@ -32,7 +33,7 @@ class Sample:
     id: str
     cell: Cell
     server: ServerConfig
-    phase: str  # WARMUP or MEASURED
+    phase: str  # WARMUP, MEASURED or PROFILE
     workload: str  # stream | pingpong | burst
     repetition: int  # 1-based within its phase
     round: int  # 1-based round within its cell (warm-up rounds first)
@@ -106,7 +107,7 @@ def build_plan(scenario: Scenario) -> Plan:
         cargs = tuple(client_args(scenario.workload_type, wl, scenario.seed, client_deadline))
         rounds = [(WARMUP, r + 1) for r in range(scenario.warmup)] + [
             (MEASURED, r + 1) for r in range(scenario.measured)
-        ]
+        ] + ([(PROFILE, 1)] if scenario.profile else [])
         for rnd, (phase, rep) in enumerate(rounds, start=1):
             for placement, server in ((p, s) for p in scenario.placements for s in scenario.servers):
                 seq = len(samples)

@@ -42,6 +42,7 @@ TOP_KEYS = (
     "repetitions",
     "baseline",
     "stop_on_failure",
+    "profile",
     "timeout",
     "seed",
     "matrix",
@@ -134,6 +135,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         baseline = default if default in labels else labels[0]
 
     stop = c.boolean(data["stop_on_failure"], "stop_on_failure") if "stop_on_failure" in data else False
+    profile = c.boolean(data["profile"], "profile") if "profile" in data else False
 
     timeout_s = DEFAULT_TIMEOUT_S
     if "timeout" in data:
@@ -171,6 +173,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         measured=measured,
         baseline=baseline,
         stop_on_failure=stop,
+        profile=profile,
         timeout_s=timeout_s,
         seed=seed,
         matrix=tuple(matrix),
