@@ -147,7 +147,7 @@ class Scenario:
                                   "target_ci_width": self.target_ci_width}),
             "baseline": self.baseline,
             "stop_on_failure": self.stop_on_failure,
-            **({"profile": True} if self.profile else {}),
+            "profile": self.profile,
             "timeout": self.timeout_s,
             "seed": self.seed,
             **({"matrix": {k: list(v) for k, v in self.matrix}} if self.matrix else {}),
