@@ -35,13 +35,13 @@
 #define RBUF_BYTES (256u * 1024u)
 #define MAX_LISTED_ERRORS 100
 
-enum workload { W_STREAM, W_PINGPONG, W_BURST };
-static const char *const workload_names[] = {"stream", "pingpong", "burst"};
+enum workload { W_STREAM, W_PINGPONG, W_BURST, W_CRR };
+static const char *const workload_names[] = {"stream", "pingpong", "burst", "crr"};
 
 struct opts {
 	const char *connect;
 	enum workload wl;
-	uint64_t conns, bytes, chunk, msg_size, round_trips, burst_size, bursts, seed;
+	uint64_t conns, bytes, chunk, msg_size, round_trips, burst_size, bursts, transactions, seed;
 	double timeout_s;
 };
 
@@ -59,6 +59,7 @@ struct conn {
 	uint64_t unit;	 /* message or burst size (stream: total) */
 	uint64_t unit_start_ns; /* first byte of the current message/burst written */
 	uint64_t start_ns;	/* connect completed */
+	uint64_t open_ns;	/* crr: socket() of this transaction */
 	bool shut_wr;
 };
 
@@ -316,6 +317,8 @@ static bool do_recv(struct conn *c)
 		if (c->recvd == c->total) {
 			if (o.wl == W_STREAM && c->total == 0)
 				add_sample(net_now_ns() - c->start_ns);
+			if (o.wl == W_CRR) /* connect, request, response, close: one transaction */
+				add_sample(net_now_ns() - c->open_ns);
 			finish(c, C_DONE);
 		} else {
 			fail(c, c->recvd, "short read (EOF at offset %llu)",
@@ -350,7 +353,7 @@ static bool do_recv(struct conn *c)
 		mark_end_rt = realtime_ns();
 	if (o.wl == W_STREAM && c->recvd == c->total)
 		add_sample(net_now_ns() - c->start_ns); /* last byte verified; EOF comes next */
-	if (o.wl != W_STREAM && c->recvd == c->limit) {
+	if ((o.wl == W_PINGPONG || o.wl == W_BURST) && c->recvd == c->limit) {
 		add_sample(net_now_ns() - c->unit_start_ns);
 		if (c->limit < c->total) {
 			c->limit += c->unit;
@@ -400,9 +403,60 @@ static void on_event(struct conn *c, uint32_t ev)
 	update_events(c);
 }
 
+static const struct sockaddr_storage *dst;
+static socklen_t dst_len;
+static uint64_t crr_next; /* crr: transactions started so far (the next one's payload id) */
+
+/* Open one connection in slot c with payload id `id` (non-blocking connect, registered with epoll);
+ * a failure to open it fails that connection. */
+static void open_conn(struct conn *c, uint32_t id)
+{
+	*c = (struct conn){.id = id, .state = C_CONNECTING, .fd = -1, .open_ns = net_now_ns()};
+	nactive++;
+	c->fd = socket(dst->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		fail(c, 0, "socket: %s", strerror(errno));
+		return;
+	}
+	net_set_nodelay(c->fd);
+	c->events = EPOLLOUT;
+	net_epoll_add(ep, c->fd, EPOLLOUT, c);
+	if (connect(c->fd, (const struct sockaddr *)dst, dst_len) < 0 && errno != EINPROGRESS)
+		fail(c, 0, "connect: %s", strerror(errno));
+}
+
+/* crr: one transaction is a connection that sends one message of msg_size bytes, half-closes,
+ * reads the echo back and sees the server close. Each of the --conns slots starts the next
+ * transaction as soon as its last one ended (passed or failed), until --transactions were started;
+ * each transaction has its own payload (its index is the connection number). */
+static void crr_open(struct conn *c)
+{
+	uint32_t id = (uint32_t)crr_next++;
+	open_conn(c, id);
+	if (c->state == C_CONNECTING) {
+		c->unit = c->total = c->limit = o.msg_size;
+	}
+}
+
+/* crr: after an event, start the slot's next transaction if its connection ended. */
+static void crr_refill(struct conn *c)
+{
+	while ((c->state == C_DONE || c->state == C_FAILED) && crr_next < o.transactions)
+		crr_open(c);
+}
+
 /* Open every connection (non-blocking connect) and register it with epoll. */
 static void open_conns(const struct sockaddr_storage *ss, socklen_t sslen)
 {
+	dst = ss;
+	dst_len = sslen;
+	if (o.wl == W_CRR) {
+		for (uint64_t i = 0; i < o.conns && crr_next < o.transactions; i++) {
+			crr_open(&conns[i]);
+			crr_refill(&conns[i]);
+		}
+		return;
+	}
 	for (uint64_t i = 0; i < o.conns; i++) {
 		struct conn *c = &conns[i];
 		c->id = (uint32_t)i;
@@ -498,10 +552,11 @@ static void print_result(bool ok, double wall_s)
 {
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
-	bool st = o.wl == W_STREAM, pp = o.wl == W_PINGPONG, bu = o.wl == W_BURST;
-	uint64_t expected = o.conns * (pp   ? o.msg_size * o.round_trips
-				       : bu ? o.burst_size * o.bursts
-					    : o.bytes);
+	bool st = o.wl == W_STREAM, pp = o.wl == W_PINGPONG, bu = o.wl == W_BURST, crr = o.wl == W_CRR;
+	uint64_t expected = crr ? o.transactions * o.msg_size
+			    : o.conns * (pp   ? o.msg_size * o.round_trips
+					 : bu ? o.burst_size * o.bursts
+					      : o.bytes);
 
 	printf("{\"tool\":\"sb-client\",\"format\":1,\"ok\":%s,\"workload\":\"%s\",\"params\":{",
 	       ok ? "true" : "false", workload_names[o.wl]);
@@ -510,13 +565,15 @@ static void print_result(bool ok, double wall_s)
 	putchar(',');
 	json_opt_u64("chunk", st || bu, o.chunk);
 	putchar(',');
-	json_opt_u64("msg_size", pp, o.msg_size);
+	json_opt_u64("msg_size", pp || crr, o.msg_size);
 	putchar(',');
 	json_opt_u64("round_trips", pp, o.round_trips);
 	putchar(',');
 	json_opt_u64("burst_size", bu, o.burst_size);
 	putchar(',');
 	json_opt_u64("bursts", bu, o.bursts);
+	putchar(',');
+	json_opt_u64("transactions", crr, o.transactions);
 	printf(",\"seed\":%llu,\"timeout_s\":%.17g},", (unsigned long long)o.seed, o.timeout_s);
 	printf("\"conns_ok\":%llu,\"conns_failed\":%llu,", (unsigned long long)conns_ok,
 	       (unsigned long long)conns_failed);
@@ -584,14 +641,16 @@ static void usage(FILE *f)
 {
 	fprintf(
 	    f,
-	    "usage: sb-client --connect ADDR:PORT --workload stream|pingpong|burst [options]\n"
+	    "usage: sb-client --connect ADDR:PORT --workload stream|pingpong|burst|crr [options]\n"
 	    "  --conns N            concurrent connections (default 1)\n"
 	    "  --bytes B            stream: bytes per connection (default 104857600)\n"
 	    "  --chunk C            stream, burst: write size (default 131072)\n"
-	    "  --msg-size M         pingpong: message size (default 64)\n"
+	    "  --msg-size M         pingpong, crr: message size (default 64)\n"
 	    "  --round-trips K      pingpong: round trips per connection (default 1000)\n"
 	    "  --burst-size S       burst: bytes per burst (default 1048576)\n"
 	    "  --bursts R           burst: bursts per connection (default 10)\n"
+	    "  --transactions T     crr: connections in all, each one request and its response\n"
+	    "                       (default 1000)\n"
 	    "  --seed X             payload seed (default 1)\n"
 	    "  --timeout SECONDS    whole-run deadline (default 120)\n"
 	    "Prints one JSON object (docs/programs.md); exit 0 when every byte came back intact,\n"
@@ -608,6 +667,7 @@ enum {
 	O_RT,
 	O_BSIZE,
 	O_BURSTS,
+	O_TXNS,
 	O_SEED,
 	O_TIMEOUT,
 	O_HELP
@@ -626,6 +686,7 @@ static void parse_args(int argc, char **argv)
 	    {"round-trips", required_argument, 0, O_RT},
 	    {"burst-size", required_argument, 0, O_BSIZE},
 	    {"bursts", required_argument, 0, O_BURSTS},
+	    {"transactions", required_argument, 0, O_TXNS},
 	    {"seed", required_argument, 0, O_SEED},
 	    {"timeout", required_argument, 0, O_TIMEOUT},
 	    {"help", no_argument, 0, O_HELP},
@@ -639,6 +700,7 @@ static void parse_args(int argc, char **argv)
 			  .round_trips = 1000,
 			  .burst_size = 1048576,
 			  .bursts = 10,
+			  .transactions = 1000,
 			  .seed = 1,
 			  .timeout_s = 120};
 	bool given[O_HELP + 1] = {0};
@@ -657,9 +719,11 @@ static void parse_args(int argc, char **argv)
 				o.wl = W_PINGPONG;
 			else if (!strcmp(optarg, "burst"))
 				o.wl = W_BURST;
+			else if (!strcmp(optarg, "crr"))
+				o.wl = W_CRR;
 			else
 				net_usage_error(
-				    "--workload: expected stream, pingpong or burst, got '%s'",
+				    "--workload: expected stream, pingpong, burst or crr, got '%s'",
 				    optarg);
 			break;
 		case O_CONNS:
@@ -683,6 +747,9 @@ static void parse_args(int argc, char **argv)
 		case O_BURSTS:
 			o.bursts = net_parse_u64("--bursts", optarg, 1ull << 40);
 			break;
+		case O_TXNS:
+			o.transactions = net_parse_u64("--transactions", optarg, UINT32_MAX);
+			break;
 		case O_SEED:
 			o.seed = net_parse_u64("--seed", optarg, UINT64_MAX);
 			break;
@@ -705,14 +772,15 @@ static void parse_args(int argc, char **argv)
 	if (!o.connect)
 		net_usage_error("--connect ADDR:PORT is required");
 	if ((int)o.wl < 0)
-		net_usage_error("--workload stream|pingpong|burst is required");
+		net_usage_error("--workload stream|pingpong|burst|crr is required");
 	static const struct {
 		int opt;
 		const char *name;
-		unsigned mask; /* workloads it applies to: 1 stream, 2 pingpong, 4 burst */
+		unsigned mask; /* workloads it applies to: 1 stream, 2 pingpong, 4 burst, 8 crr */
 	} scope[] = {{O_BYTES, "--bytes", 1},	   {O_CHUNK, "--chunk", 5},
-		     {O_MSG, "--msg-size", 2},	   {O_RT, "--round-trips", 2},
-		     {O_BSIZE, "--burst-size", 4}, {O_BURSTS, "--bursts", 4}};
+		     {O_MSG, "--msg-size", 10},	   {O_RT, "--round-trips", 2},
+		     {O_BSIZE, "--burst-size", 4}, {O_BURSTS, "--bursts", 4},
+		     {O_TXNS, "--transactions", 8}};
 	for (size_t i = 0; i < sizeof(scope) / sizeof(scope[0]); i++)
 		if (given[scope[i].opt] && !(scope[i].mask & (1u << o.wl)))
 			net_usage_error("%s does not apply to the %s workload", scope[i].name,
@@ -722,7 +790,8 @@ static void parse_args(int argc, char **argv)
 		uint64_t v;
 	} pos[] = {{"--conns", o.conns},	   {"--chunk", o.chunk},
 		   {"--msg-size", o.msg_size},	   {"--round-trips", o.round_trips},
-		   {"--burst-size", o.burst_size}, {"--bursts", o.bursts}};
+		   {"--burst-size", o.burst_size}, {"--bursts", o.bursts},
+		   {"--transactions", o.transactions}};
 	for (size_t i = 0; i < sizeof(pos) / sizeof(pos[0]); i++)
 		if (pos[i].v == 0)
 			net_usage_error("%s must be at least 1", pos[i].name);
@@ -747,8 +816,9 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	net_raise_nofile();
 	payload_init(o.seed);
-	wbuf_size =
-	    o.wl == W_PINGPONG ? (o.msg_size < (1u << 20) ? o.msg_size : (1u << 20)) : o.chunk;
+	wbuf_size = o.wl == W_PINGPONG || o.wl == W_CRR
+			? (o.msg_size < (1u << 20) ? o.msg_size : (1u << 20))
+			: o.chunk;
 	wbuf = malloc(wbuf_size);
 	rbuf = malloc(RBUF_BYTES);
 	conns = calloc(o.conns, sizeof(*conns));
@@ -756,6 +826,7 @@ int main(int argc, char **argv)
 		net_die("out of memory");
 	size_t want_samples = o.wl == W_PINGPONG ? o.conns * o.round_trips
 			      : o.wl == W_BURST	 ? o.conns * o.bursts
+			      : o.wl == W_CRR	 ? o.transactions
 						 : o.conns;
 	samples_cap = want_samples < (1u << 20) ? want_samples : (1u << 20);
 	samples = malloc((samples_cap ? samples_cap : 1) * sizeof(*samples));
@@ -784,6 +855,8 @@ int main(int argc, char **argv)
 			struct conn *c = evs[i].data.ptr;
 			if (c->state == C_CONNECTING || c->state == C_RUNNING)
 				on_event(c, evs[i].events);
+			if (o.wl == W_CRR)
+				crr_refill(c);
 		}
 	}
 	for (uint64_t i = 0; i < o.conns; i++) {
@@ -801,7 +874,8 @@ int main(int argc, char **argv)
 		const struct error_rec *e = &errs[0];
 		fprintf(stderr,
 			"%s: %llu of %llu connections failed (first: conn %u: %s at offset %llu)\n",
-			net_prog, (unsigned long long)conns_failed, (unsigned long long)o.conns,
+			net_prog, (unsigned long long)conns_failed,
+			(unsigned long long)(o.wl == W_CRR ? o.transactions : o.conns),
 			e->conn, e->what, (unsigned long long)e->offset);
 		return 1;
 	}

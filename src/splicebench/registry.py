@@ -231,11 +231,14 @@ WORKLOAD_FIELDS: dict[str, WorkloadField] = {
         WorkloadField("conns", "--conns", "int", 1, 1, "concurrent connections per client", 1_000_000),
         WorkloadField("bytes", "--bytes", "size", 100 << 20, 1, "stream: bytes per connection", PAYLOAD_MAX),
         WorkloadField("chunk", "--chunk", "size", 128 << 10, 1, "stream: write size", 64 << 20),
-        WorkloadField("msg_size", "--msg-size", "size", 64, 1, "pingpong: message size", 1 << 30),
+        WorkloadField("msg_size", "--msg-size", "size", 64, 1, "pingpong, crr: message size", 1 << 30),
         WorkloadField("round_trips", "--round-trips", "int", 1000, 1, "pingpong: round trips per connection",
                       1 << 40),
         WorkloadField("burst_size", "--burst-size", "size", 1 << 20, 1, "burst: bytes per burst", 1 << 40),
         WorkloadField("bursts", "--bursts", "int", 10, 1, "burst: bursts per connection", 1 << 40),
+        WorkloadField("transactions", "--transactions", "int", 1000, 1,
+                      "crr: connections per client in all, each one request and its response (conns of "
+                      "them at a time)", 2**32 - 1),
     )
 }
 
@@ -244,6 +247,8 @@ WORKLOADS: dict[str, tuple[str, ...]] = {
     "stream": ("conns", "bytes", "chunk"),
     "pingpong": ("conns", "msg_size", "round_trips"),
     "burst": ("conns", "burst_size", "bursts"),
+    # connect, request, response, close (netperf TCP_CRR): connections per second
+    "crr": ("conns", "msg_size", "transactions"),
 }
 
 
@@ -258,6 +263,8 @@ def client_args(workload: str, params: Mapping[str, int], seed: int, timeout_s: 
 
 def payload_bytes(workload: str, params: Mapping[str, int]) -> int:
     """Bytes each connection sends (and expects back)."""
+    if workload == "crr":
+        return params["msg_size"]
     if workload == "stream":
         return params["bytes"]
     if workload == "pingpong":

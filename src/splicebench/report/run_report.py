@@ -123,7 +123,8 @@ MERGED_LATENCY_CAPTION = ("p50, p90, p99 and p99.9 of all measured samples' late
                           "exact value).")
 
 
-HEADLINE_TITLES = {"throughput_gib_s": "throughput", "round_trips_per_s": "round trips/s", "bursts_per_s": "bursts/s"}
+HEADLINE_TITLES = {"throughput_gib_s": "throughput", "round_trips_per_s": "round trips/s", "bursts_per_s": "bursts/s",
+                   "conns_per_s": "connections/s"}
 
 
 def wrappable_ci(lo: Any, hi: Any, f: Any) -> str:
@@ -247,6 +248,13 @@ def _host_items(facts: dict[str, Any]) -> list[tuple[str, str]]:
     return items
 
 
+CRR_METHOD = ("crr (connect, request, response, close, as netperf TCP_CRR): each transaction is a new "
+              "connection that sends one message, half-closes, verifies the echo and sees the server close; "
+              "conns connections are open at a time, each starting the next transaction when its last one "
+              "ended. Connections per second: transactions completed divided by the client's wall time; "
+              "latency: from socket() to the server's close, per transaction.")
+
+
 def method_text(manifest: dict[str, Any]) -> list[str]:
     sc = manifest["scenario"]
     wl = sc["workload"]
@@ -274,6 +282,7 @@ def method_text(manifest: dict[str, Any]) -> list[str]:
         + "".join(f", {k}={' / '.join(format_param(k, x) for x in vals)} (matrix)"
                   for k, vals in (sc.get("matrix") or {}).items())
         + f"; client deadline {sc.get('timeout')} s per sample.",
+        *([CRR_METHOD] if wl["type"] == "crr" else []),
     ]
 
 

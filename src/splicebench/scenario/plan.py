@@ -152,4 +152,6 @@ def build_plan(scenario: Scenario) -> Plan:
 def expected_bytes(scenario: Scenario, sample: Sample) -> int:
     """Payload bytes the sample's clients send in all (each echoed back once)."""
     wl = dict(sample.cell.workload)
+    if scenario.workload_type == "crr":  # one message on each of `transactions` connections
+        return wl["msg_size"] * wl["transactions"] * len(sample.client_hosts)
     return payload_bytes(scenario.workload_type, wl) * wl["conns"] * len(sample.client_hosts)
