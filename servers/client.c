@@ -85,6 +85,10 @@ static size_t nsamples, samples_cap;
 static struct error_rec errs[MAX_LISTED_ERRORS];
 static uint64_t errors_total, conns_failed, conns_ok, bytes_sent, bytes_verified;
 static bool have_mismatch;
+/* stream: SIGINT asks every connection to stop sending where it is, half-close and verify the
+ * echo of what it sent (a bulk load of unknown length, stopped by the orchestrator). */
+static volatile sig_atomic_t stop_requested;
+static bool stopped_early;
 /* The transfer's marks on CLOCK_REALTIME (the CPU sampler's clock, docs/programs.md): just before
  * the first connect(), and when the last byte of a connection was verified (the latest one). */
 static uint64_t mark_start_rt, mark_end_rt;
@@ -547,13 +551,46 @@ static void json_opt_u64(const char *key, bool used, uint64_t v)
 		printf("\"%s\":null", key);
 }
 
+static void on_sigint(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+/* stream, after SIGINT: each running connection now ends at the bytes it has written (what it
+ * expects back), half-closing at once. */
+static void stop_streams(void)
+{
+	stopped_early = true;
+	for (uint64_t i = 0; i < o.conns; i++) {
+		struct conn *c = &conns[i];
+		if (c->state == C_CONNECTING) {
+			finish(c, C_DONE); /* nothing sent, nothing expected */
+			c->total = 0;
+			continue;
+		}
+		if (c->state != C_RUNNING)
+			continue;
+		c->total = c->limit = c->sent;
+		if (c->recvd == c->total)
+			mark_end_rt = realtime_ns();
+		if (do_send(c))
+			update_events(c);
+	}
+}
+
 /* Print the one JSON result object (docs/programs.md) to stdout. */
 static void print_result(bool ok, double wall_s)
 {
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	bool st = o.wl == W_STREAM, pp = o.wl == W_PINGPONG, bu = o.wl == W_BURST, crr = o.wl == W_CRR;
-	uint64_t expected = crr ? o.transactions * o.msg_size
+	uint64_t expected = 0;
+	if (stopped_early)
+		for (uint64_t i = 0; i < o.conns; i++)
+			expected += conns[i].total;
+	else
+		expected = crr ? o.transactions * o.msg_size
 			    : o.conns * (pp   ? o.msg_size * o.round_trips
 					 : bu ? o.burst_size * o.bursts
 					      : o.bytes);
@@ -575,6 +612,7 @@ static void print_result(bool ok, double wall_s)
 	putchar(',');
 	json_opt_u64("transactions", crr, o.transactions);
 	printf(",\"seed\":%llu,\"timeout_s\":%.17g},", (unsigned long long)o.seed, o.timeout_s);
+	printf("\"stopped_early\":%s,", stopped_early ? "true" : "false");
 	printf("\"conns_ok\":%llu,\"conns_failed\":%llu,", (unsigned long long)conns_ok,
 	       (unsigned long long)conns_failed);
 	printf("\"bytes_sent\":%llu,\"bytes_verified\":%llu,\"bytes_expected\":%llu,",
@@ -653,6 +691,8 @@ static void usage(FILE *f)
 	    "                       (default 1000)\n"
 	    "  --seed X             payload seed (default 1)\n"
 	    "  --timeout SECONDS    whole-run deadline (default 120)\n"
+	    "stream: SIGINT stops sending; each connection then expects back what it sent (a\n"
+	    "second SIGINT ends the client at once).\n"
 	    "Prints one JSON object (docs/programs.md); exit 0 when every byte came back intact,\n"
 	    "1 on any error, 2 on bad arguments.\n");
 }
@@ -814,6 +854,13 @@ int main(int argc, char **argv)
 				o.connect);
 
 	signal(SIGPIPE, SIG_IGN);
+	if (o.wl == W_STREAM) {
+		/* SIGINT: stop sending and verify the echo of what was sent; a second one ends the
+		 * client at once (the handler is reset after the first). */
+		struct sigaction sa = {.sa_handler = on_sigint, .sa_flags = SA_RESETHAND};
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGINT, &sa, NULL);
+	}
 	net_raise_nofile();
 	payload_init(o.seed);
 	wbuf_size = o.wl == W_PINGPONG || o.wl == W_CRR
@@ -841,6 +888,8 @@ int main(int argc, char **argv)
 
 	struct epoll_event evs[256];
 	while (nactive > 0) {
+		if (stop_requested && !stopped_early)
+			stop_streams();
 		uint64_t now = net_now_ns();
 		if (now >= deadline)
 			break;

@@ -23,7 +23,7 @@ from splicebench.analysis import latency
 from splicebench.analysis import summary as analysis
 from splicebench.analysis.compare import RunData, load_run
 from splicebench.report import proxy_report, render, run_charts, run_sections
-from splicebench.report import cpu_report, perf_report
+from splicebench.report import cpu_report, loaded_report, perf_report
 from splicebench.report import format as fmt
 from splicebench.report.views import ChartView, RunSectionsView
 from splicebench.scenario import format_param
@@ -115,6 +115,8 @@ class ReportView:
     cpu_breakdown: cpu_report.CpuBreakdownView | None = None
     # perf stat per GiB and the profiles (runs with perf or `profile: true`), or None.
     perf: perf_report.PerfView | None = None
+    # latency-under-load runs: p50/p99 alone and loaded per server, or None.
+    loaded: loaded_report.LoadedView | None = None
 
 
 LATENCY_CAPTION = "Median across samples of each sample's p50, p90, p99 and p99.9; band: 95 % CI."
@@ -255,6 +257,13 @@ CRR_METHOD = ("crr (connect, request, response, close, as netperf TCP_CRR): each
               "latency: from socket() to the server's close, per transaction.")
 
 
+LOADED_METHOD = ("latency-under-load: each sample runs the ping-pong clients alone, then starts bulk_conns "
+                 "streams through the same server, after a short ramp runs the ping-pong clients again, and "
+                 "then stops the streams (SIGINT: they stop sending and verify the echo of what they sent). "
+                 "The summary's latency and round trips/s are the loaded run's; the alone run is in the "
+                 "latency-under-load section. CPU and perf figures per GiB count the bytes of all of them.")
+
+
 def method_text(manifest: dict[str, Any]) -> list[str]:
     sc = manifest["scenario"]
     wl = sc["workload"]
@@ -283,6 +292,7 @@ def method_text(manifest: dict[str, Any]) -> list[str]:
                   for k, vals in (sc.get("matrix") or {}).items())
         + f"; client deadline {sc.get('timeout')} s per sample.",
         *([CRR_METHOD] if wl["type"] == "crr" else []),
+        *([LOADED_METHOD] if wl["type"] == "latency-under-load" else []),
     ]
 
 
@@ -345,6 +355,7 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
         method=method_text(manifest),
         cpu_breakdown=cpu_report.build(run.path, samples),
         perf=perf_report.build(run.path, samples, manifest),
+        loaded=loaded_report.build(samples, workload),
         notes=list(manifest.get("notes", [])),
     )
     return view, summary

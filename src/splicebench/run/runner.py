@@ -25,9 +25,10 @@ from splicebench.hosts.base import describe_exit, Host, Proc
 from splicebench.run.fleet import start_together
 from splicebench.results import cpu
 from splicebench.run import perf_run
-from splicebench.results.metrics import (Row, client_failure, client_metrics, parse_client_output,
+from splicebench.results.metrics import (Row, client_failure, client_metrics, loaded_metrics, parse_client_output,
                                          server_events, server_metrics)
-from splicebench.scenario.plan import MEASURED, PROFILE, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan, Sample
+from splicebench.scenario.plan import (LOAD_RAMP_S, MEASURED, PROFILE, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan,
+                                      Sample)
 from splicebench.registry import (CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, SAMPLER_INTERVAL_US, SAMPLER_PROGRAM,
                                   SERVERS, WORKLOAD_FIELDS)
 from splicebench.util.files import utc_now_iso
@@ -37,6 +38,7 @@ USAGE_EXIT = 2  # a program's exit status for a command line it refuses (docs/pr
 USAGE_PREFIX = "usage error: "  # RunOutcome.reason of a run stopped by one
 
 OK, FAILED, INTERRUPTED, SKIPPED = "ok", "failed", "interrupted", "skipped"
+UNLOADED, BULK = "unloaded", "bulk"  # latency-under-load: the roles of its other clients
 
 
 @dataclass
@@ -255,23 +257,58 @@ class Runner:
     def _run_clients(self, sample: Sample, procs: _SampleProcs, ready: dict[str, Any]) -> None:
         """Start one client per client host, together (into procs.clients), pointed at the server's
         ready address, and wait for them until the sample's client timeout; a client still running
-        then is killed. Their exit codes (None: killed at the timeout) go into procs.client_exit."""
+        then is killed. Their exit codes (None: killed at the timeout) go into procs.client_exit.
+        latency-under-load: _run_loaded instead."""
+        if sample.load_args:
+            self._run_loaded(sample, procs, ready)
+            return
+        self._start_clients(sample, procs, ready, sample.client_args, "")
+        self._wait_clients(procs, range(len(procs.clients)), time.monotonic() + sample.client_timeout_s)
+
+    def _start_clients(self, sample: Sample, procs: _SampleProcs, ready: dict[str, Any], args: tuple[str, ...],
+                       role: str, timeout_s: float | None = None) -> range:
+        """One client with `args` per client host, started together, appended to procs.clients
+        with `role`; the range of their indices there."""
         shost = self.hosts[sample.server_host]
         port = ready["port"]
         starts = []
         for hname in sample.client_hosts:
             addr = str(ready.get("addr") or "127.0.0.1") if hname == sample.server_host else shost.address
             connect = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-            argv = sample.client_argv(self._program(hname, CLIENT_PROGRAM), connect)
-            starts.append((self.hosts[hname], argv, {"deadman_s": sample.client_timeout_s + 30}))
+            argv = [self._program(hname, CLIENT_PROGRAM), "--connect", connect, *args]
+            starts.append((self.hosts[hname], argv, {"deadman_s": (timeout_s or sample.client_timeout_s) + 30}))
         # Client hosts start together (SSH hosts within milliseconds: gated, then released).
-        procs.clients = list(zip(sample.client_hosts, start_together(starts)))
-        deadline = time.monotonic() + sample.client_timeout_s
-        for i, (_, proc) in enumerate(procs.clients):
+        first = len(procs.clients)
+        procs.clients += list(zip(sample.client_hosts, start_together(starts)))
+        procs.client_roles += [role] * len(starts)
+        return range(first, len(procs.clients))
+
+    @staticmethod
+    def _wait_clients(procs: _SampleProcs, indices: range, deadline: float) -> None:
+        for i in indices:
+            proc = procs.clients[i][1]
             code = proc.wait(max(0.0, deadline - time.monotonic()))
             if code is None:
                 proc.kill()
             procs.client_exit[i] = code
+
+    def _run_loaded(self, sample: Sample, procs: _SampleProcs, ready: dict[str, Any]) -> None:
+        """latency-under-load: the ping-pong clients alone ('unloaded'), then the bulk clients
+        ('bulk'), after LOAD_RAMP_S the ping-pong clients again (the loaded ones, role ''), then
+        SIGINT to the bulk clients, which stop sending and verify the echo of what they sent."""
+        t = sample.client_timeout_s
+        unloaded = self._start_clients(sample, procs, ready, sample.client_args, UNLOADED)
+        self._wait_clients(procs, unloaded, time.monotonic() + t)
+        bulk = self._start_clients(sample, procs, ready, sample.load_args, BULK, timeout_s=2 * t + LOAD_RAMP_S)
+        try:
+            time.sleep(LOAD_RAMP_S)
+            loaded = self._start_clients(sample, procs, ready, sample.client_args, "")
+            self._wait_clients(procs, loaded, time.monotonic() + t)
+        finally:
+            for i in bulk:
+                if procs.clients[i][1].poll() is None:
+                    procs.clients[i][1].signal(signal.SIGINT)
+            self._wait_clients(procs, bulk, time.monotonic() + STOP_TIMEOUT_S)
 
     def _collect_server(self, row: Row, procs: _SampleProcs, errors: list[str],
                         interrupted: bool) -> dict[str, str]:
@@ -301,21 +338,25 @@ class Runner:
         """The clients' outputs as raw files (client.json, or client-<i>-<host>.json for several);
         their merged metrics into the row; why each failed into errors (not after an interrupt)."""
         raw: dict[str, str] = {}
-        parsed = []
+        parsed: dict[str, list[dict[str, Any] | None]] = {}
+        several = len(procs.clients) > len(procs.client_roles) or len(set(procs.client_roles)) < len(procs.client_roles)
         for i, (hname, proc) in enumerate(procs.clients):
+            role = procs.client_roles[i] if i < len(procs.client_roles) else ""
             out, err = proc.stdout(), proc.stderr()
             obj = parse_client_output(out)
-            parsed.append(obj)
-            suffix = "" if len(procs.clients) == 1 else f"-{i}-{hname}"
-            raw[f"client{suffix}.json"] = out
+            parsed.setdefault(role, []).append(obj)
+            name = "client" + (f"-{role}" if role else "") + (f"-{i}-{hname}" if several else "")
+            raw[f"{name}.json"] = out
             if err.strip():
-                raw[f"client{suffix}.stderr.txt"] = err
+                raw[f"{name}.stderr.txt"] = err
             if not interrupted:
                 why = client_failure(obj, procs.client_exit.get(i, proc.poll()), err)
                 if why:
-                    errors.append(f"client on {hname}: {why}")
+                    errors.append(f"{role + ' ' if role else ''}client on {hname}: {why}")
         if procs.clients:
-            row.update(client_metrics(parsed))
+            row.update(client_metrics(parsed.get("", [])))
+        if UNLOADED in parsed or BULK in parsed:
+            row.update(loaded_metrics(parsed.get("", []), parsed.get(UNLOADED, []), parsed.get(BULK, [])))
         return raw
 
 
@@ -326,6 +367,7 @@ class _SampleProcs:
     server: Proc | None = None
     backend: Proc | None = None
     clients: list[tuple[str, Proc]] = field(default_factory=list)  # (client host, its client)
+    client_roles: list[str] = field(default_factory=list)  # per client: "" or UNLOADED, BULK
     client_exit: dict[int, int | None] = field(default_factory=dict)  # client index -> exit code
     backend_ready: dict[str, Any] = field(default_factory=dict)
     sampler: Proc | None = None  # sb-cpustat on the server's host

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from splicebench.registry import CLIENT_PROGRAM, SERVERS, client_args, payload_bytes
+from splicebench.registry import CLIENT_PROGRAM, LOADED, SERVERS, client_args, load_client_args, payload_bytes
 from splicebench.scenario.model import DIRECT, Cell, Scenario, ServerConfig
 
 WARMUP = "warmup"
@@ -23,6 +23,8 @@ CLIENT_GRACE_S = 15.0
 # How long a server may take to print its ready line, and to exit after SIGTERM.
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
+# latency-under-load: how long the bulk streams run before the loaded ping-pong client starts.
+LOAD_RAMP_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class Sample:
     server_options: tuple[tuple[str, Any], ...]  # the server's options with the cell's overrides
     client_args: tuple[str, ...]  # sb-client arguments after --connect ADDR:PORT
     client_timeout_s: float  # the runner's deadline for each client process
+    # latency-under-load: the bulk client's arguments (after --connect); client_args are then the
+    # ping-pong client's, run once alone and once while the bulk client streams.
+    load_args: tuple[str, ...] = ()
     # Proxy samples: the echo server behind the proxy, started first on backend_host.
     backend: str | None = None  # its server kind
     backend_host: str | None = None
@@ -105,6 +110,9 @@ def build_plan(scenario: Scenario) -> Plan:
     for cell in scenario.cells():
         wl = dict(cell.workload)
         cargs = tuple(client_args(scenario.workload_type, wl, scenario.seed, client_deadline))
+        # The bulk client runs while both ping-pong clients do: it gets their deadlines together.
+        largs = tuple(load_client_args(wl, scenario.seed, 2 * client_deadline + LOAD_RAMP_S)) \
+            if scenario.workload_type == LOADED else ()
         rounds = [(WARMUP, r + 1) for r in range(scenario.warmup)] + [
             (MEASURED, r + 1) for r in range(scenario.measured)
         ] + ([(PROFILE, 1)] if scenario.profile else [])
@@ -138,6 +146,7 @@ def build_plan(scenario: Scenario) -> Plan:
                         server_options=tuple(sorted(opts.items())),
                         client_args=cargs,
                         client_timeout_s=client_deadline + CLIENT_GRACE_S,
+                        load_args=largs,
                         backend=bk.kind if proxy else None,
                         backend_host=bhost if proxy else None,
                         backend_listen="127.0.0.1:0" if bhost == placement.server else "0.0.0.0:0",

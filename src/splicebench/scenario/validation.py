@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from splicebench.registry import (COMMON_SERVER_OPTIONS, DEFAULT_MAX_CONNS, ECHO, MAX_CONNS_MAX, PAYLOAD_FACTORS,
+from splicebench.registry import (COMMON_SERVER_OPTIONS, DEFAULT_MAX_CONNS, ECHO, LOADED, MAX_CONNS_MAX, PAYLOAD_FACTORS,
                                   PAYLOAD_MAX, PEER_MAX_CONNS, PROXY, SEED_MAX, SERVERS, WORKLOAD_FIELDS, WORKLOADS,
                                   Option)
 from splicebench.scenario.checks import Checker, closest, found, join_path
@@ -157,7 +157,10 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
 
     swept_values = dict(matrix)
     conns_path = "matrix.conns" if "conns" in swept_values else "workload.conns"
-    _connection_limits(c, listed, backend, swept_values.get("conns", (params["conns"],)), placements, conns_path)
+    conns = swept_values.get("conns", (params["conns"],))
+    if wtype == LOADED:  # the bulk streams are connections too
+        conns = [n + max(swept_values.get("bulk_conns", (params["bulk_conns"],))) for n in conns]
+    _connection_limits(c, listed, backend, conns, placements, conns_path)
     _payload(c, wtype, params, swept_values)
 
     swept = {k for k, _ in matrix}
