@@ -97,6 +97,7 @@ def test_crr_bad_arguments_are_usage_errors(argv: list[str], expected: str) -> N
 
 
 @pytest.mark.privileged
+@pytest.mark.slow
 def test_crr_run_through_every_proxy_and_peer(tmp_path: Path, use_cache, no_leftovers) -> None:
     """`invoke run` of the proxy crr scenario, shortened: every proxy and peer, byte-exact, the
     report leads with connections per second."""

@@ -118,19 +118,22 @@ def short(name: str, **replace: str) -> str:
 
 
 @pytest.mark.privileged
-@pytest.mark.parametrize("name", ["loopback-latency-under-load", "loopback-proxy-latency-under-load"])
-def test_run_records_alone_and_loaded_percentiles(tmp_path: Path, use_cache, no_leftovers, name: str) -> None:
-    (tmp_path / "s.yaml").write_text(short(name))
+@pytest.mark.parametrize("name,rt", [("loopback-latency-under-load", 200),
+                                     pytest.param("loopback-proxy-latency-under-load", 50, marks=pytest.mark.slow)])
+def test_run_records_alone_and_loaded_percentiles(tmp_path: Path, use_cache, no_leftovers, name: str, rt: int) -> None:
+    # The peers let bulk streams delay a ping-pong round trip by up to ~0.2 s here: few round trips.
+    (tmp_path / "s.yaml").write_text(short(name, **{"round_trips: 200": f"round_trips: {rt}",
+                                                    "bulk_conns: 4": "bulk_conns: 2"}))
     res = commands.run(commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports")),
                        str(tmp_path / "s.yaml"), log=lambda m: None, progress_stream=io.StringIO())
     assert res.status == "complete"
     s = results.load_samples(res.run_dir)
     assert (s["status"] == "ok").all(), s["error"].tolist()
-    assert (s["lat_count"] == 200).all() and (s["unloaded_lat_count"] == 200).all()
+    assert (s["lat_count"] == rt).all() and (s["unloaded_lat_count"] == rt).all()
     assert (s["unloaded_lat_p99_ns"] >= s["unloaded_lat_p50_ns"]).all() and (s["lat_p99_ns"] >= s["lat_p50_ns"]).all()
     assert (s["bulk_goodput_bytes_per_s"] > 0).all()
     # Every byte of the three clients, each verified: two ping-pong runs and the bulk streams.
-    assert (s["bytes_verified"] == 2 * 200 * 64 + s["bulk_bytes_verified"]).all()
+    assert (s["bytes_verified"] == 2 * rt * 64 + s["bulk_bytes_verified"]).all()
     raw = sorted(p.name.split(".", 1)[1] for p in (res.run_dir / "raw").glob(f"{s['sample_id'][0]}.client*"))
     assert raw == ["client-bulk.json", "client-unloaded.json", "client.json"]
     html = res.report.read_text()

@@ -219,3 +219,20 @@ def test_a_host_without_perf_runs_and_the_report_says_why(tmp_path, use_cache, n
     html = res.report.read_text()
     assert "perf stat figures are missing: perf is not installed" in html
     assert "no profile for naive" in html and "svg class=\"flame-graph\"" not in html
+
+
+@pytest.mark.unit
+def test_data_path_keeps_its_programs_and_interrupt_work_on_top_of_others():
+    k = perf.KERNEL_SUFFIX
+    folded = {f"sb-echo-naive;read;ksys_read{k}": 2, "python3;eval": 3,
+              f"python3;eval;asm_common_interrupt{k};handle_softirqs{k};net_rx_action{k}": 1,
+              f"swapper;do_idle{k};default_idle{k}": 5,
+              f"swapper;do_idle{k};irq_exit_rcu{k};handle_softirqs{k};sk_psock_verdict_recv{k}": 4,
+              f"kworker/0:1;process_one_work{k};sk_psock_backlog{k}": 6}
+    assert set(perf.busy(folded)) == set(folded) - {f"swapper;do_idle{k};default_idle{k}"}
+    kept = perf.data_path(folded)
+    assert sorted(kept.values()) == [1, 2, 4, 6]  # not python3's own work, not the idle loop
+    assert f"python3;eval;asm_common_interrupt{k};handle_softirqs{k};net_rx_action{k}" in kept
+    top = perf.top_functions(perf.data_path(folded), kernel=True)
+    assert [t.name for t in top[:2]] == ["sk_psock_backlog", "sk_psock_verdict_recv"]
+    assert top[0].self_share == pytest.approx(6 / 13)

@@ -53,7 +53,8 @@ class ProfileView:
     cell: str
     samples: int
     idle: str  # share of all samples in which a CPU was idle
-    kernel_share: str  # of the busy samples: running in the kernel
+    other: str  # share of the busy samples outside the data path (other programs on the host)
+    kernel_share: str  # of the data path's samples: running in the kernel
     kernel: list[FunctionView]
     user: list[FunctionView]
     graph: flame.FlameGraph
@@ -116,16 +117,18 @@ def _profile(run_dir: Path, r: pd.Series) -> ProfileView | None:
     if path is None:
         return None
     folded = perf.parse_folded(path.read_text(encoding="utf-8"))
-    work = perf.busy(folded)
-    total, busy_n = sum(folded.values()), sum(work.values())
+    total, all_busy = sum(folded.values()), sum(perf.busy(folded).values())
+    work = perf.data_path(folded)
+    busy_n = sum(work.values())
     kernel_n = sum(n for s, n in work.items() if s.rsplit(";", 1)[-1].endswith(perf.KERNEL_SUFFIX))
     files = [rel for rel in str(r.get("raw_files") or "").split() if rel.endswith((".perf.data", ".profile.folded"))]
     status = str(r.get("status"))
     return ProfileView(
         sample_id=str(r["sample_id"]), server=str(r["server"]), host=str(r["server_host"]), cell=_cell(r),
-        samples=total, idle=fmt.share((total - busy_n) / total if total else None, total),
+        samples=total, idle=fmt.share((total - all_busy) / total if total else None, total),
+        other=fmt.share((all_busy - busy_n) / all_busy if all_busy else None, all_busy),
         kernel_share=fmt.share(kernel_n / busy_n if busy_n else None, busy_n),
-        kernel=_functions(folded, True, TOP_KERNEL, busy_n), user=_functions(folded, False, TOP_USER, busy_n),
+        kernel=_functions(work, True, TOP_KERNEL, busy_n), user=_functions(work, False, TOP_USER, busy_n),
         graph=flame.layout(work), files=files,
         note="" if status == "ok" else f"this profile sample's status is {status}: {r.get('error')}")
 

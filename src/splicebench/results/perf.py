@@ -30,6 +30,12 @@ SCOPES = ("server", "host")  # column prefixes: perf_server_*, perf_host_*
 RECORD_FREQ_HZ = 997  # samples per second per CPU (prime: not in step with timer ticks)
 KERNEL_SUFFIX = "_[k]"  # marks a kernel frame in folded stacks (as stackcollapse-perf --kernel)
 IDLE_FRAMES = frozenset({"do_idle", "cpu_idle", "cpuidle_enter", "default_idle", "cpu_startup_entry"})
+# Work done in interrupt context on top of whatever ran (an idle CPU, another process): network
+# receive processing and SOCKMAP's redirects run here.
+_IRQ_WORK = re.compile(r"softirq|interrupt|irq_exit|net_rx_action")
+# Processes of the data path: the programs of this project, the peers, and the kernel threads that
+# run network and psock work (ksoftirqd, kworker); the idle task's interrupt work counts too.
+DATA_PATH_COMMS = ("sb-", "nginx", "haproxy", "ksoftirqd", "kworker", "swapper")
 
 
 def stat_columns() -> list[str]:
@@ -171,8 +177,21 @@ def parse_folded(text: str) -> dict[str, int]:
 
 
 def is_idle(stack: str) -> bool:
-    """A sample of an idle CPU (the idle task in its idle loop)."""
-    return any(f.removesuffix(KERNEL_SUFFIX) in IDLE_FRAMES for f in stack.split(";")[1:])
+    """A sample of an idle CPU (the idle task in its idle loop, not in an interrupt's work)."""
+    frames = [f.removesuffix(KERNEL_SUFFIX) for f in stack.split(";")[1:]]
+    return any(f in IDLE_FRAMES for f in frames) and not any(_IRQ_WORK.search(f) for f in frames)
+
+
+def data_path(folded: Mapping[str, int]) -> dict[str, int]:
+    """The busy stacks of the data path: its processes (DATA_PATH_COMMS), and interrupt work
+    (softirq: network receive, SOCKMAP redirects) that ran on top of any other process. What is
+    left out is other work on the host (on a shared machine: other people's programs)."""
+    out = {}
+    for stack, n in busy(folded).items():
+        comm, _, rest = stack.partition(";")
+        if comm.startswith(DATA_PATH_COMMS) or _IRQ_WORK.search(rest):
+            out[stack] = n
+    return out
 
 
 @dataclass(frozen=True)
@@ -189,7 +208,7 @@ def busy(folded: Mapping[str, int]) -> dict[str, int]:
 
 
 def top_functions(folded: Mapping[str, int], kernel: bool, n: int = 15) -> list[TopFunction]:
-    """The n kernel (or user) functions with the largest self share of the busy samples."""
+    """The n kernel (or user) functions with the largest self share of the busy samples of `folded`."""
     work = busy(folded)
     total = sum(work.values())
     if not total:
