@@ -20,7 +20,7 @@ from splicebench.report import flame
 from splicebench.report import format as fmt
 from splicebench.results import perf
 
-STAT_FIGURES = (("syscalls", "system calls"), ("ctxsw", "context switches"), ("migrations", "CPU migrations"))
+STAT_FIGURES = (("syscalls", "syscalls"), ("ctxsw", "ctx switches"), ("migrations", "migrations"))
 TOP_KERNEL = 15
 TOP_USER = 10
 PERTURB_NOTE = ("Profiling perturbs: perf record samples every CPU about a thousand times a second and "
