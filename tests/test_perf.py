@@ -236,3 +236,16 @@ def test_data_path_keeps_its_programs_and_interrupt_work_on_top_of_others():
     top = perf.top_functions(perf.data_path(folded), kernel=True)
     assert [t.name for t in top[:2]] == ["sk_psock_backlog", "sk_psock_verdict_recv"]
     assert top[0].self_share == pytest.approx(6 / 13)
+
+
+@pytest.mark.unit
+def test_fold_leaves_out_other_runs_of_the_server_programs():
+    text = ("sb-echo-naive 11 \n\tffffffff81000000 ksys_read+0x1 ([kernel.kallsyms])\n\n"
+            "sb-echo-naive 99 \n\tffffffff81000000 ksys_read+0x1 ([kernel.kallsyms])\n\n"
+            "nginx 98 \n\t55d0c0 ngx_process_events (/usr/sbin/nginx)\n\n"
+            "sb-client 12 \n\t4010 main (/x/sb-client)\n\n"
+            "ksoftirqd/0 16 \n\tffffffff81000010 net_rx_action ([kernel.kallsyms])\n\n")
+    k = perf.KERNEL_SUFFIX
+    assert perf.fold(text, servers=[11]) == {f"sb-echo-naive;ksys_read{k}": 1, "sb-client;main": 1,
+                                             f"ksoftirqd/0;net_rx_action{k}": 1}
+    assert perf.fold(text)[f"sb-echo-naive;ksys_read{k}"] == 2

@@ -33,9 +33,10 @@ IDLE_FRAMES = frozenset({"do_idle", "cpu_idle", "cpuidle_enter", "default_idle",
 # Work done in interrupt context on top of whatever ran (an idle CPU, another process): network
 # receive processing and SOCKMAP's redirects run here.
 _IRQ_WORK = re.compile(r"softirq|interrupt|irq_exit|net_rx_action")
-# Processes of the data path: the programs of this project, the peers, and the kernel threads that
-# run network and psock work (ksoftirqd, kworker); the idle task's interrupt work counts too.
-DATA_PATH_COMMS = ("sb-", "nginx", "haproxy", "ksoftirqd", "kworker", "swapper")
+# Processes of the data path: the servers, proxies and client of this project, the peers, and the
+# kernel threads that run network and psock work (ksoftirqd, kworker); the idle task's interrupt
+# work counts too. The CPU sampler (sb-cpustat) and perf itself are measurement, not data path.
+DATA_PATH_COMMS = ("sb-echo-", "sb-proxy-", "sb-client", "nginx", "haproxy", "ksoftirqd", "kworker", "swapper")
 
 
 def stat_columns() -> list[str]:
@@ -61,7 +62,7 @@ def record_argv(out_path: str) -> list[str]:
 
 
 def script_argv(data_path: str) -> list[str]:
-    return ["perf", "script", "-i", data_path, "-F", "comm,ip,sym,dso"]
+    return ["perf", "script", "-i", data_path, "-F", "comm,pid,ip,sym,dso"]
 
 
 def parse_stat(text: str) -> dict[str, int | None]:
@@ -132,16 +133,25 @@ def _frame_name(ip: str, sym: str, dso: str) -> str:
     return sym + KERNEL_SUFFIX if _is_kernel(ip, dso) else sym
 
 
-def fold(script_text: str) -> dict[str, int]:
-    """`perf script -F comm,ip,sym,dso` output -> {folded stack: samples}: the command name, then
-    the frames from the outermost caller to the function that was running; kernel frames end in
-    KERNEL_SUFFIX."""
+# Servers and proxies (this project's and the peers'): on a shared host, other runs of the same
+# programs are told apart from the sample's own by process id (fold's `servers`).
+SERVER_COMMS = ("sb-echo-", "sb-proxy-", "nginx", "haproxy")
+
+
+def fold(script_text: str, servers: Iterable[int] | None = None) -> dict[str, int]:
+    """`perf script -F comm,pid,ip,sym,dso` output (pid optional) -> {folded stack: samples}: the
+    command name, then the frames from the outermost caller to the function that was running;
+    kernel frames end in KERNEL_SUFFIX. With `servers` (the sample's server and backend processes),
+    samples of other server processes (SERVER_COMMS: another run on the same host) are left out."""
+    own = set(servers) if servers is not None else None
     folded: dict[str, int] = {}
     comm: str | None = None
+    pid: int | None = None
     frames: list[str] = []
 
     def flush() -> None:
-        if comm is not None:
+        if comm is not None and not (own is not None and pid is not None and pid not in own
+                                     and comm.startswith(SERVER_COMMS)):
             key = ";".join([comm, *reversed(frames)])
             folded[key] = folded.get(key, 0) + 1
 
@@ -156,7 +166,10 @@ def fold(script_text: str) -> dict[str, int]:
                 frames.append(_frame_name(m.group("ip"), m.group("sym"), m.group("dso")))
             continue
         flush()
-        comm = line.strip().replace(";", ":").replace(" ", "_") or "[unknown]"
+        head = line.split()
+        pid = int(head[-1]) if len(head) > 1 and head[-1].isdigit() else None
+        name = " ".join(head[:-1] if pid is not None else head)
+        comm = name.replace(";", ":").replace(" ", "_") or "[unknown]"
         frames = []
     flush()
     return folded
@@ -178,8 +191,8 @@ def parse_folded(text: str) -> dict[str, int]:
 
 def is_idle(stack: str) -> bool:
     """A sample of an idle CPU (the idle task in its idle loop, not in an interrupt's work)."""
-    frames = [f.removesuffix(KERNEL_SUFFIX) for f in stack.split(";")[1:]]
-    return any(f in IDLE_FRAMES for f in frames) and not any(_IRQ_WORK.search(f) for f in frames)
+    frames = stack.split(";")[1:]
+    return any(f.removesuffix(KERNEL_SUFFIX) in IDLE_FRAMES for f in frames) and not _irq_work(frames)
 
 
 def data_path(folded: Mapping[str, int]) -> dict[str, int]:
@@ -189,9 +202,15 @@ def data_path(folded: Mapping[str, int]) -> dict[str, int]:
     out = {}
     for stack, n in busy(folded).items():
         comm, _, rest = stack.partition(";")
-        if comm.startswith(DATA_PATH_COMMS) or _IRQ_WORK.search(rest):
+        if comm.startswith(DATA_PATH_COMMS) or _irq_work(rest.split(";")):
             out[stack] = n
     return out
+
+
+def _irq_work(frames: list[str]) -> bool:
+    """Kernel interrupt or softirq work among the frames (user functions with such names, as in an
+    emulator, do not count)."""
+    return any(f.endswith(KERNEL_SUFFIX) and _IRQ_WORK.search(f) for f in frames)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class PerfProcs:
     stat: dict[str, Proc] = field(default_factory=dict)  # scope (perf.SCOPES) -> perf stat
     record: Proc | None = None
     record_path: str | None = None  # perf.data on the server's host
+    server_pids: list[int] = field(default_factory=list)  # the server's and backend's processes
     notes: list[str] = field(default_factory=list)
 
     def all(self) -> list[Proc]:
@@ -74,7 +75,7 @@ class PerfHosts:
         return self.why_not[host]
 
     def start(self, host_name: str, procs: PerfProcs, server_pid: int, *, profile: bool, name: str,
-              deadman_s: float) -> None:
+              deadman_s: float, backend_pid: int | None = None) -> None:
         """Start perf stat (server's processes, host-wide) and, for a profile sample, perf record on
         host_name, and wait until they count. Problems are notes, never a failed sample."""
         why = self.reason(host_name)
@@ -85,6 +86,7 @@ class PerfHosts:
         try:
             ps = host.run(["ps", "-e", "-o", "pid=,ppid="], timeout=30).stdout
             pids = perf.descendants(ps, [server_pid])
+            procs.server_pids = perf.descendants(ps, [server_pid, *([backend_pid] if backend_pid else [])])
             procs.stat["server"] = host.start(perf.stat_argv(pids), deadman_s=deadman_s)
             procs.stat["host"] = host.start(perf.stat_argv(None), deadman_s=deadman_s)
             if profile:
@@ -151,7 +153,8 @@ class PerfHosts:
         except (CommandFailed, HostError, OSError) as e:
             procs.notes.append(f"profile not recorded: {e}")
             return {}
-        return {"perf.data": data, "profile.folded": perf.format_folded(perf.fold(script.stdout))}
+        folded = perf.fold(script.stdout, procs.server_pids or None)
+        return {"perf.data": data, "profile.folded": perf.format_folded(folded)}
 
 
 def _exit_text(code: int | None) -> str:

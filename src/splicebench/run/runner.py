@@ -245,9 +245,11 @@ class Runner:
         procs.sampler = self.hosts[sample.server_host].start(argv, deadman_s=sample.client_timeout_s + 60)
         procs.sampler.wait_json_event("ready", READY_TIMEOUT_S)
         server_pid = ready.get("pid") if isinstance(ready.get("pid"), int) else procs.server.pid
+        backend_pid = procs.backend_ready.get("pid") if procs.backend is not None else None
         try:
             self.perf.start(sample.server_host, procs.perf, server_pid, profile=sample.phase == PROFILE,
-                            name=f"{self.run_id}-{sample.id}", deadman_s=sample.client_timeout_s + 60)
+                            name=f"{self.run_id}-{sample.id}", deadman_s=sample.client_timeout_s + 60,
+                            backend_pid=backend_pid if isinstance(backend_pid, int) else None)
             self._run_clients(sample, procs, ready)
         finally:
             errors = _stop(procs.sampler, "CPU sampler") if procs.sampler.poll() is None else []
