@@ -45,10 +45,10 @@ BAD = [
      "bad.yaml: workload.msg_size: does not apply to workload type 'stream'; found 'msg_size', "
      "allowed: type, conns, bytes, chunk", True),
     ("servers: [naive]\nworkload: {type: stram}",
-     "bad.yaml: workload.type: unknown workload; found 'stram', allowed: burst, crr, pingpong, stream "
+     "bad.yaml: workload.type: unknown workload; found 'stram', allowed: burst, crr, latency-under-load, pingpong, stream "
      "(did you mean 'stream'?)", True),
     ("servers: [naive]\nworkload: {bytes: 1MiB}",
-     "bad.yaml: workload.type: missing; found nothing, allowed: burst, crr, pingpong, stream", True),
+     "bad.yaml: workload.type: missing; found nothing, allowed: burst, crr, latency-under-load, pingpong, stream", True),
     ("servers: [naive]\nworkload: [stream]",
      "bad.yaml: workload: not a mapping; found a list, allowed: a mapping with 'type' and workload parameters", True),
     ("servers: [naive, splise]\nworkload: {type: stream}",
@@ -202,6 +202,8 @@ BAD = [
      "bad.yaml: workload.round_trips: must be positive; found 0, allowed: an integer >= 1", True),
     ("servers: [naive]\nworkload: {type: crr, transactions: 0}",
      "bad.yaml: workload.transactions: must be positive; found 0, allowed: an integer >= 1", True),
+    ("servers: [naive]\nworkload: {type: latency-under-load, bulk_conns: 0}",
+     "bad.yaml: workload.bulk_conns: must be positive; found 0, allowed: an integer >= 1", True),
     ("servers: [naive]\nworkload: {type: burst, burst_size: 0}",
      f"bad.yaml: workload.burst_size: must be positive; found 0, allowed: {SIZE}", True),
     ("servers: [naive]\nworkload: {type: burst, bursts: many}",
