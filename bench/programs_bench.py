@@ -6,8 +6,11 @@
 Builds the programs (make), starts every server once, then interleaves the servers within each
 repetition so that drift on the machine hits them alike. Per server it prints the median goodput of
 --reps x 100 MiB and --reps x 1 GiB single-connection streams, the median p50/p99 of --reps 64-byte
-ping-pong runs, and CPU seconds per GiB echoed over the 1 GiB runs: the server process (utime +
-stime from /proc/PID/stat, what getrusage reports; all threads, io_uring's io-wq workers
+ping-pong runs, the median connections per second of --reps crr runs (connect, 64-byte request,
+response, close; 4 at a time), the median p50/p99 of --reps 64-byte ping-pong runs made while four
+bulk streams run through the same server (latency under load; the streams are stopped with SIGINT
+and verify what they sent), and CPU seconds per GiB echoed over the 1 GiB runs: the server process
+(utime + stime from /proc/PID/stat, what getrusage reports; all threads, io_uring's io-wq workers
 included), the client, and the whole host from /proc/stat deltas (user + nice + system + irq +
 softirq: SOCKMAP redirects run in softirq, not in the server process). Host CPU includes the client
 and anything else running on the machine; the header gives the background load measured before the
@@ -41,7 +44,9 @@ REPO = Path(__file__).resolve().parents[1]
 MiB = 1 << 20
 GiB = 1 << 30
 TICK = os.sysconf("SC_CLK_TCK")
-KINDS = ("stream-100MiB", "stream-1GiB", "pingpong-64B", "syscalls-100MiB")
+KINDS = ("stream-100MiB", "stream-1GiB", "pingpong-64B", "syscalls-100MiB", "crr-64B", "loaded-64B")
+PAYLOAD_MAX = 1 << 50  # sb-client's largest --bytes: the bulk streams run until SIGINT
+LOAD_RAMP_S = 0.3  # bulk streams running before the loaded ping-pong starts
 HOST_BUSY_FIELDS = (0, 1, 2, 5, 6)  # user nice system irq softirq (after the "cpu" label)
 SERVERS = "naive,splice,sockmap,uring,uring-splice,uring-send-zc"
 # A server as the benchmark names it: its program (build/sb-echo-X) and arguments.
@@ -136,6 +141,7 @@ class Run:
     client_cpu_s: float = 0.0
     host_cpu_s: float = 0.0
     syscalls: int | None = None  # the server's, when counted (100 MiB runs)
+    conns_per_s: float | None = None
 
 
 def run_client(build_dir: Path, srv: Server, kind: str, args: list[str]) -> Run:
@@ -164,7 +170,29 @@ def run_client(build_dir: Path, srv: Server, kind: str, args: list[str]) -> Run:
         client_cpu_s=r["cpu_user_s"] + r["cpu_sys_s"],
         host_cpu_s=h1 - h0,
         syscalls=calls.value if calls else None,
+        conns_per_s=r["conns_ok"] / r["wall_s"] if r["workload"] == "crr" and r["wall_s"] > 0 else None,
     )
+
+
+def run_loaded(build_dir: Path, srv: Server, args: list[str], bulk_conns: int) -> Run:
+    """The ping-pong client `args` while bulk_conns streams run; the streams must verify too."""
+    bulk = subprocess.Popen([str(build_dir / "sb-client"), "--connect", srv.connect, "--workload", "stream",
+                             "--conns", str(bulk_conns), "--bytes", str(PAYLOAD_MAX), "--seed", "2",
+                             "--timeout", "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(LOAD_RAMP_S)
+        run = run_client(build_dir, srv, "loaded-64B", args)
+    finally:
+        bulk.send_signal(signal.SIGINT)
+        out, err = bulk.communicate(timeout=120)
+    try:
+        b = json.loads(out)
+    except ValueError:
+        b = {"ok": False, "mismatch": None}
+    if not (b.get("ok") and bulk.returncode == 0):
+        run.ok = False
+        run.error = f"bulk streams: {err.strip()} mismatch={b.get('mismatch')}"
+    return run
 
 
 @dataclass
@@ -175,6 +203,9 @@ class Row:
     gib_s_1gib: float | None = None
     pp_p50_us: float | None = None
     pp_p99_us: float | None = None
+    crr_conns_per_s: float | None = None
+    loaded_p50_us: float | None = None
+    loaded_p99_us: float | None = None
     server_cpu_s_per_gib: float | None = None
     client_cpu_s_per_gib: float | None = None
     host_cpu_s_per_gib: float | None = None
@@ -202,6 +233,10 @@ def summarize(name: str, runs: list[Run]) -> Row:
     pp = [r for r in good if r.kind == "pingpong-64B"]
     row.pp_p50_us = median([r.p50_us for r in pp if r.p50_us is not None])
     row.pp_p99_us = median([r.p99_us for r in pp if r.p99_us is not None])
+    row.crr_conns_per_s = median([r.conns_per_s for r in good if r.kind == "crr-64B" and r.conns_per_s])
+    loaded = [r for r in good if r.kind == "loaded-64B"]
+    row.loaded_p50_us = median([r.p50_us for r in loaded if r.p50_us is not None])
+    row.loaded_p99_us = median([r.p99_us for r in loaded if r.p99_us is not None])
     return row
 
 
@@ -216,6 +251,9 @@ def table(rows: list[Row], header: list[str]) -> str:
         ("1GiB GiB/s", lambda r: fmt(r.gib_s_1gib, ".2f")),
         ("pp64 p50 us", lambda r: fmt(r.pp_p50_us, ".1f")),
         ("pp64 p99 us", lambda r: fmt(r.pp_p99_us, ".1f")),
+        ("loaded p50 us", lambda r: fmt(r.loaded_p50_us, ".1f")),
+        ("loaded p99 us", lambda r: fmt(r.loaded_p99_us, ".1f")),
+        ("crr conn/s", lambda r: fmt(r.crr_conns_per_s, ",.0f")),
         ("server CPU s/GiB", lambda r: fmt(r.server_cpu_s_per_gib, ".3f")),
         ("client CPU s/GiB", lambda r: fmt(r.client_cpu_s_per_gib, ".3f")),
         ("host CPU s/GiB", lambda r: fmt(r.host_cpu_s_per_gib, ".3f")),
@@ -244,6 +282,8 @@ def main() -> int:
     ap.add_argument("--servers", default=SERVERS, help=f"comma-separated servers (default {SERVERS})")
     ap.add_argument("--reps", type=int, default=5, help="repetitions of each measurement")
     ap.add_argument("--round-trips", type=int, default=10000, help="per ping-pong run")
+    ap.add_argument("--transactions", type=int, default=5000, help="per crr run")
+    ap.add_argument("--bulk-conns", type=int, default=4, help="bulk streams beside the loaded ping-pong")
     ap.add_argument("--build", type=Path, default=REPO / "build", help="build directory")
     ap.add_argument("--json", action="store_true", help="print JSON (rows and every run)")
     args = ap.parse_args()
@@ -280,11 +320,15 @@ def main() -> int:
             (KINDS[2], ["--workload", "pingpong", "--msg-size", "64",
                               "--round-trips", str(args.round_trips)]),
             (KINDS[3], ["--workload", "stream", "--bytes", str(100 * MiB)]),
+            (KINDS[4], ["--workload", "crr", "--msg-size", "64", "--conns", "4",
+                        "--transactions", str(args.transactions)]),
+            (KINDS[5], ["--workload", "pingpong", "--msg-size", "64", "--round-trips", str(args.round_trips)]),
         ]
         for rep in range(args.reps):
             for kind, cargs in plan:
                 for name, srv in servers.items():
-                    run = run_client(args.build, srv, kind, cargs)
+                    run = run_loaded(args.build, srv, cargs, args.bulk_conns) if kind == "loaded-64B" \
+                        else run_client(args.build, srv, kind, cargs)
                     runs.append(run)
                     print(f"rep {rep + 1}/{args.reps} {name:13} {kind:14} "
                           f"{'ok' if run.ok else 'FAILED'} {run.goodput_gib_s:.2f} GiB/s",

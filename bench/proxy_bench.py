@@ -12,7 +12,11 @@ interleaves the targets within each repetition so that drift on the machine hits
 
 Per target: the median goodput of --reps single-connection streams of --stream bytes, its ratio to
 direct, to the naive proxy and to each peer, the median p50/p99 of --reps 64-byte ping-pong runs
-(2,000 round trips), and CPU seconds per GiB forwarded over the stream runs: the proxy process
+(2,000 round trips), the median connections per second of --reps crr runs (connect, 64-byte request,
+response, close; 4 at a time, through the proxy to the backend), the median p50/p99 of --reps 64-byte
+ping-pong runs made while --bulk-conns streams run through the same proxy (latency under load; the
+streams are stopped with SIGINT and verify what they sent), and CPU seconds per GiB forwarded over the
+stream runs: the proxy process
 (NGINX: master and worker; direct: the backend) and the whole host from /proc/stat deltas
 (user + nice + system + irq + softirq: SOCKMAP redirects run in softirq, not in the proxy). Host CPU
 includes the client and the backend; the header says how busy the client was. System calls per
@@ -53,6 +57,8 @@ OURS = ("proxy-naive", "proxy-splice", "proxy-sockmap", "proxy-uring", "proxy-ur
 MODES = {"proxy-uring-splice": ("proxy-uring", ["--mode", "splice"]),
          "proxy-uring-send-zc": ("proxy-uring", ["--mode", "send-zc"])}
 TARGETS = ("direct", *OURS, *peers.VARIANTS)
+PAYLOAD_MAX = 1 << 50  # sb-client's largest --bytes: the bulk streams run until SIGINT
+LOAD_RAMP_S = 0.3  # bulk streams running before the loaded ping-pong starts
 
 
 def build(build_dir: Path) -> None:
@@ -76,7 +82,7 @@ def host_busy_s() -> float:
 
 @dataclass
 class Run:
-    kind: str  # stream | pingpong | syscalls (a stream run counting the proxy's system calls)
+    kind: str  # stream | pingpong | crr | loaded | syscalls (a stream run counting the proxy's system calls)
     ok: bool
     goodput: float | None = None  # bytes/s
     p50_us: float | None = None
@@ -88,6 +94,7 @@ class Run:
     wall_s: float = 0.0
     error: str = ""
     syscalls: int | None = None
+    conns_per_s: float | None = None
 
 
 @dataclass
@@ -96,6 +103,9 @@ class Row:
     stream_gib_s: float | None
     pingpong_p50_us: float | None
     pingpong_p99_us: float | None
+    loaded_p50_us: float | None
+    loaded_p99_us: float | None
+    crr_conns_per_s: float | None
     proxy_cpu_s_per_gib: float | None
     host_cpu_s_per_gib: float | None
     syscalls_per_gib: float | None
@@ -120,7 +130,30 @@ def run_client(client: Path, port: int, proc: Proc, args: list[str], kind: str) 
     return Run(kind, bool(r.get("ok")) and p.returncode == 0, r.get("goodput_bytes_per_s"),
                (lat.get("p50") or 0) / 1e3, (lat.get("p99") or 0) / 1e3, r.get("bytes_verified") or 0,
                cpu1 - cpu0, host1 - host0, (r.get("cpu_user_s") or 0) + (r.get("cpu_sys_s") or 0), wall,
-               "" if r.get("ok") else str((r.get("errors") or [{}])[0]), calls.value)
+               "" if r.get("ok") else str((r.get("errors") or [{}])[0]), syscalls=calls.value,
+               conns_per_s=r["conns_ok"] / r["wall_s"] if kind == "crr" and r.get("wall_s") else None)
+
+
+def run_loaded(client: Path, port: int, proc: Proc, args: list[str], bulk_conns: int) -> Run:
+    """A ping-pong run (`args`) while bulk_conns streams run through the same target; the streams,
+    stopped with SIGINT, must verify what they sent."""
+    bulk = subprocess.Popen([str(client), "--connect", f"127.0.0.1:{port}", "--workload", "stream",
+                             "--conns", str(bulk_conns), "--bytes", str(PAYLOAD_MAX), "--seed", "2",
+                             "--timeout", "900"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(LOAD_RAMP_S)
+        r = run_client(client, port, proc, args, "pingpong")
+    finally:
+        bulk.send_signal(signal.SIGINT)
+        out, err = bulk.communicate(timeout=120)
+    r.kind = "loaded"
+    try:
+        ok = json.loads(out).get("ok") is True and bulk.returncode == 0
+    except ValueError:
+        ok = False
+    if not ok:
+        r.ok, r.error = False, f"bulk streams: {err.strip()[:200]}"
+    return r
 
 
 def median(values: list[float]) -> float | None:
@@ -131,12 +164,16 @@ def summarize(target: str, runs: list[Run]) -> Row:
     streams = [r for r in runs if r.kind == "stream" and r.ok]
     pings = [r for r in runs if r.kind == "pingpong" and r.ok]
     counted = [r for r in runs if r.kind == "syscalls" and r.ok and r.syscalls is not None and r.bytes]
+    loaded = [r for r in runs if r.kind == "loaded" and r.ok]
     gib = sum(r.bytes for r in streams) / GiB
     return Row(
         target,
         median([r.goodput / GiB for r in streams if r.goodput]),
         median([r.p50_us for r in pings if r.p50_us is not None]),
         median([r.p99_us for r in pings if r.p99_us is not None]),
+        median([r.p50_us for r in loaded if r.p50_us is not None]),
+        median([r.p99_us for r in loaded if r.p99_us is not None]),
+        median([r.conns_per_s for r in runs if r.kind == "crr" and r.ok and r.conns_per_s]),
         sum(r.proxy_cpu_s for r in streams) / gib if gib else None,
         sum(r.host_cpu_s for r in streams) / gib if gib else None,
         median([r.syscalls / (r.bytes / GiB) for r in counted]),
@@ -165,6 +202,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--stream", default="100MiB", help="bytes per stream run (default 100MiB)")
     ap.add_argument("--round-trips", type=int, default=2000)
+    ap.add_argument("--transactions", type=int, default=3000, help="per crr run")
+    ap.add_argument("--bulk-conns", type=int, default=4, help="bulk streams beside the loaded ping-pong")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the tables")
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
@@ -200,13 +239,17 @@ def main() -> int:
                 procs[t] = p
         for rep in range(args.reps):
             for t in targets:
-                for kind, extra in (("stream", ["--bytes", str(stream_bytes)]),
-                                    ("pingpong", ["--msg-size", "64", "--round-trips", str(args.round_trips)]),
+                ping = ["--msg-size", "64", "--round-trips", str(args.round_trips)]
+                for kind, extra in (("stream", ["--bytes", str(stream_bytes)]), ("pingpong", ping),
+                                    ("crr", ["--msg-size", "64", "--conns", "4", "--transactions",
+                                             str(args.transactions)]), ("loaded", ping),
                                     ("syscalls", ["--bytes", str(stream_bytes)])):
-                    r = run_client(client, ports[t], procs[t], extra, kind)
+                    r = run_loaded(client, ports[t], procs[t], extra, args.bulk_conns) if kind == "loaded" \
+                        else run_client(client, ports[t], procs[t], extra, kind)
                     runs[t].append(r)
                     print(f"rep {rep + 1}/{args.reps} {t:20} {kind:8} "
-                          + (f"p50 {r.p50_us:.1f} us" if kind == "pingpong" else f"{(r.goodput or 0) / GiB:.3f} GiB/s")
+                          + (f"{(r.goodput or 0) / GiB:.3f} GiB/s" if kind in ("stream", "syscalls") else
+                             f"{r.conns_per_s or 0:,.0f} conn/s" if kind == "crr" else f"p99 {r.p99_us:.1f} us")
                           + ("" if r.ok else f"  FAILED {r.error}"), file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -231,15 +274,17 @@ def main() -> int:
         print(json.dumps({"load_before": load, "reps": args.reps, "stream_bytes": stream_bytes,
                           "rows": [asdict(r) for r in rows]}, indent=2))
         return 0 if all(r.failures == 0 for r in rows) else 1
-    print(f"\n{args.reps} x {args.stream} stream, {args.reps} x {args.round_trips} x 64 B ping-pong, one "
+    print(f"\n{args.reps} x {args.stream} stream, {args.reps} x {args.round_trips} x 64 B ping-pong alone and "
+          f"beside {args.bulk_conns} bulk streams, {args.reps} x {args.transactions} crr transactions; one "
           f"connection, backend sb-echo-naive; load average before: {load}; client busy "
           f"{100 * (median(client_busy) or 0):.0f} % of a core during streams (median)")
     print(table([[r.target, fmt(r.stream_gib_s, ".3f"), fmt(r.pingpong_p50_us, ".1f"), fmt(r.pingpong_p99_us, ".1f"),
+                  fmt(r.loaded_p50_us, ".1f"), fmt(r.loaded_p99_us, ".1f"), fmt(r.crr_conns_per_s, ",.0f"),
                   fmt(r.proxy_cpu_s_per_gib, ".3f"), fmt(r.host_cpu_s_per_gib, ".3f"),
                   "n/a" if r.syscalls_per_gib is None else f"{r.syscalls_per_gib:,.0f}", str(r.failures)]
                  for r in rows],
-                ["target", "GiB/s", "p50 us", "p99 us", "proxy CPU s/GiB", "host CPU s/GiB", "syscalls/GiB",
-                 "failed"]))
+                ["target", "GiB/s", "p50 us", "p99 us", "loaded p50 us", "loaded p99 us", "crr conn/s",
+                 "proxy CPU s/GiB", "host CPU s/GiB", "syscalls/GiB", "failed"]))
     if syscall_count.available():
         print(f"syscalls/GiB: {syscall_count.available()}")
     print("\nstream throughput ratios (row / column):")

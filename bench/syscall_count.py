@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from splicebench.programs.provision import PERF_PACKAGES
+
 EVENT = "raw_syscalls:sys_enter"
 ATTACH_S = 0.3
 
@@ -33,7 +35,8 @@ class Count:
 
 def available() -> str | None:
     """Why system calls cannot be counted here, or None when perf is there."""
-    return None if shutil.which("perf") else "perf not installed (apt-get install linux-perf)"
+    names = " ".join(p.name for p in PERF_PACKAGES)
+    return None if shutil.which("perf") else f"perf not installed (apt-get install {names})"
 
 
 def with_descendants(pid: int) -> list[int]:

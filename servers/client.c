@@ -12,6 +12,11 @@
  * (--io busy-poll). The threads' latency samples are merged before the percentiles are taken,
  * so they are exact over every sample of the run.
  *
+ * crr (connect, request, response, close) runs on the epoll loops: each of a thread's --conns slots
+ * starts the next transaction as soon as its last one ended, the transactions drawn from one counter
+ * that all threads share. SIGINT stops the stream workload: every thread's connections stop sending
+ * where they are and verify the echo of what they sent (an eventfd wakes the epoll loops).
+ *
  * Payload: byte o of connection c is P[o mod 256 KiB] ^ K(c, o / 256 KiB), where P is a 256 KiB
  * pattern drawn from splitmix64(seed) and K a 64-bit splitmix64 value per (connection, 256 KiB
  * block), applied a word at a time. It is position dependent (any loss, duplication, reordering
@@ -35,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <time.h>
@@ -53,8 +59,8 @@
  * while it waits (SO_RCVTIMEO/SO_SNDTIMEO). */
 #define BLOCKING_TICK_US 50000
 
-enum workload { W_STREAM, W_PINGPONG, W_BURST };
-static const char *const workload_names[] = {"stream", "pingpong", "burst"};
+enum workload { W_STREAM, W_PINGPONG, W_BURST, W_CRR };
+static const char *const workload_names[] = {"stream", "pingpong", "burst", "crr"};
 enum io_mode { IO_AUTO, IO_EPOLL, IO_BLOCKING, IO_BUSY, IO_SPLIT };
 static const char *const io_names[] = {"auto", "epoll", "blocking", "busy-poll", "split"};
 #define IO_MODES 5
@@ -62,7 +68,7 @@ static const char *const io_names[] = {"auto", "epoll", "blocking", "busy-poll",
 struct opts {
 	const char *connect;
 	enum workload wl;
-	uint64_t conns, bytes, chunk, msg_size, round_trips, burst_size, bursts, seed;
+	uint64_t conns, bytes, chunk, msg_size, round_trips, burst_size, bursts, transactions, seed;
 	uint64_t threads, source_addrs;
 	double timeout_s, stall_s;
 	const char *cpus_text; /* --cpus as given, NULL: not pinned */
@@ -93,6 +99,7 @@ struct conn {
 	uint64_t unit;	 /* message or burst size (stream: total) */
 	uint64_t unit_start_ns; /* first byte of the current message/burst written */
 	uint64_t start_ns;	/* connect completed */
+	uint64_t open_ns;	/* crr: socket() of this transaction */
 	uint64_t progress_ns;	/* last byte written or received (stall detection) */
 	bool shut_wr;
 	int werr; /* --io split: the writer thread's errno when its write or shutdown failed */
@@ -110,6 +117,7 @@ struct thr {
 	int last_cpu; /* sched_getcpu() when it finished */
 	enum io_mode io;
 	bool writer; /* --io split: this thread writes its connection (nconns 0), another reads it */
+	bool stopped; /* stream: it has acted on SIGINT */
 	struct conn *conns;
 	uint64_t nconns, nactive;
 	int ep;
@@ -155,6 +163,16 @@ static struct {
 /* The transfer's start mark on CLOCK_REALTIME (the CPU sampler's clock, docs/programs.md): just
  * before the first connect(). The end mark is the latest of the threads' mark_end_rt. */
 static uint64_t mark_start_rt;
+/* crr: transactions handed out so far (the next one's payload id), shared by the threads. */
+static uint64_t crr_next;
+/* stream: SIGINT asks every connection to stop sending where it is, half-close and verify the echo
+ * of what it sent (a bulk load of unknown length, stopped by the orchestrator). The handler also
+ * writes stop_efd, which every epoll loop watches, so that the threads sleeping in epoll_wait()
+ * see it at once. */
+static volatile sig_atomic_t stop_requested;
+static bool stopped_early;
+static int stop_efd = -1;
+#define STOP_TAG ((void *)&stop_efd) /* epoll data of stop_efd */
 
 /* splitmix64 (Steele, Lea, Flood 2014): advances *state and returns the next 64-bit value. */
 static uint64_t splitmix64(uint64_t *state)
@@ -286,8 +304,9 @@ static void read_tcp_info(struct conn *c)
 	memset(&ti, 0, sizeof(ti));
 	if (c->state != C_RUNNING || getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
 		return;
+	/* crr: a slot's retransmits are summed over its transactions, the rest is its last one's. */
+	c->tcp.retrans = (o.wl == W_CRR && c->tcp.valid ? c->tcp.retrans : 0) + ti.tcpi_total_retrans;
 	c->tcp.valid = true;
-	c->tcp.retrans = ti.tcpi_total_retrans;
 	c->tcp.rtt_us = ti.tcpi_rtt;
 	c->tcp.rttvar_us = ti.tcpi_rttvar;
 	c->tcp.snd_cwnd = ti.tcpi_snd_cwnd;
@@ -395,6 +414,8 @@ static bool do_send(struct thr *t, struct conn *c)
  * when the connection ended (passed or failed). */
 static bool do_recv(struct thr *t, struct conn *c)
 {
+	/* --io split: the writing thread lowers total to what it sent when SIGINT stops it. */
+	uint64_t total = __atomic_load_n(&c->total, __ATOMIC_ACQUIRE);
 	ssize_t r = read(c->fd, t->rbuf, RBUF_BYTES);
 	if (r < 0) {
 		if (errno == EAGAIN || errno == EINTR)
@@ -406,9 +427,11 @@ static bool do_recv(struct thr *t, struct conn *c)
 		int werr = __atomic_load_n(&c->werr, __ATOMIC_ACQUIRE);
 		if (werr) { /* --io split: the writer failed and shut the reading side down */
 			fail(t, c, c->recvd, "%s", errno_name(werr));
-		} else if (c->recvd == c->total) {
-			if (o.wl == W_STREAM && c->total == 0)
+		} else if (c->recvd == total) {
+			if (o.wl == W_STREAM && total == 0)
 				add_sample(t, net_now_ns() - c->start_ns);
+			if (o.wl == W_CRR) /* connect, request, response, close: one transaction */
+				add_sample(t, net_now_ns() - c->open_ns);
 			finish(t, c, C_DONE);
 		} else {
 			fail(t, c, c->recvd, "short read (EOF at offset %llu)",
@@ -417,7 +440,7 @@ static bool do_recv(struct thr *t, struct conn *c)
 		return false;
 	}
 	size_t n = (size_t)r;
-	size_t want = c->total - c->recvd < n ? (size_t)(c->total - c->recvd) : n;
+	size_t want = total - c->recvd < n ? (size_t)(total - c->recvd) : n;
 	unsigned expected = 0;
 	size_t ok = payload_check(c->id, c->recvd, t->rbuf, want, &expected);
 	t->bytes_verified += ok;
@@ -444,11 +467,11 @@ static bool do_recv(struct thr *t, struct conn *c)
 		fail(t, c, c->recvd, "extra bytes");
 		return false;
 	}
-	if (c->recvd == c->total)
+	if (c->recvd == total)
 		t->mark_end_rt = realtime_ns();
-	if (o.wl == W_STREAM && c->recvd == c->total)
+	if (o.wl == W_STREAM && c->recvd == total)
 		add_sample(t, net_now_ns() - c->start_ns); /* last byte verified; EOF comes next */
-	if (o.wl != W_STREAM && c->recvd == c->limit) {
+	if ((o.wl == W_PINGPONG || o.wl == W_BURST) && c->recvd == c->limit) {
 		add_sample(t, net_now_ns() - c->unit_start_ns);
 		if (c->limit < c->total) {
 			c->limit += c->unit;
@@ -517,8 +540,11 @@ static void conn_init(struct conn *c, uint64_t i)
 	c->id = (uint32_t)i;
 	c->fd = -1;
 	c->state = C_CONNECTING;
-	c->unit = o.wl == W_PINGPONG ? o.msg_size : o.wl == W_BURST ? o.burst_size : o.bytes;
-	c->total = o.wl == W_PINGPONG ? o.msg_size * o.round_trips
+	c->unit = o.wl == W_PINGPONG || o.wl == W_CRR ? o.msg_size
+		  : o.wl == W_BURST			? o.burst_size
+							: o.bytes;
+	c->total = o.wl == W_CRR      ? o.msg_size
+		   : o.wl == W_PINGPONG ? o.msg_size * o.round_trips
 		   : o.wl == W_BURST  ? o.burst_size * o.bursts
 				      : o.bytes;
 	c->limit = o.wl == W_STREAM ? c->total : c->unit;
@@ -554,22 +580,80 @@ static int conn_connect(struct thr *t, struct conn *c, int flags)
 	return connect(c->fd, (const struct sockaddr *)&dest, dest_len);
 }
 
-/* Open every connection of thread t (non-blocking connect) and register it with epoll. */
+/* Open conn c of thread t (non-blocking connect) and register it with epoll; a failure fails it. */
+static void open_conn(struct thr *t, struct conn *c)
+{
+	t->nactive++;
+	c->open_ns = net_now_ns();
+	int r = conn_connect(t, c, SOCK_NONBLOCK);
+	if (c->fd < 0)
+		return;
+	c->events = EPOLLOUT;
+	net_epoll_add(t->ep, c->fd, EPOLLOUT, c);
+	if (r < 0 && errno != EINPROGRESS)
+		fail(t, c, 0, "connect: %s", strerror(errno));
+	/* Completion (even immediate) is reported as EPOLLOUT. */
+}
+
+/* crr: while slot c's connection has ended (passed or failed) and transactions are left, start the
+ * next one in it: a connection that sends one message of msg_size bytes, half-closes, reads the
+ * echo back and sees the server close. Each transaction has its own payload (its index is the
+ * connection number). */
+static void crr_refill(struct thr *t, struct conn *c)
+{
+	while (c->state == C_DONE || c->state == C_FAILED) {
+		uint64_t id = __atomic_fetch_add(&crr_next, 1, __ATOMIC_RELAXED);
+		if (id >= o.transactions)
+			return;
+		*c = (struct conn){.tcp = c->tcp};
+		conn_init(c, id);
+		open_conn(t, c);
+	}
+}
+
+/* Open every connection of thread t (crr: its slots' first transactions). */
 static void open_conns(struct thr *t)
 {
 	for (uint64_t i = 0; i < t->nconns; i++) {
 		struct conn *c = &t->conns[i];
-		t->nactive++;
-		int r = conn_connect(t, c, SOCK_NONBLOCK);
-		if (c->fd < 0)
-			continue;
-		c->events = EPOLLOUT;
-		net_epoll_add(t->ep, c->fd, EPOLLOUT, c);
-		if (r < 0 && errno != EINPROGRESS) {
-			fail(t, c, 0, "connect: %s", strerror(errno));
+		if (o.wl != W_CRR) {
+			open_conn(t, c);
 			continue;
 		}
-		/* Completion (even immediate) is reported as EPOLLOUT. */
+		c->state = C_DONE; /* an empty slot */
+		crr_refill(t, c);
+	}
+}
+
+static void on_sigint(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+	uint64_t one = 1;
+	if (stop_efd >= 0)
+		(void)!write(stop_efd, &one, sizeof(one));
+}
+
+/* stream, after SIGINT: each of thread t's running connections now ends at the bytes it has written
+ * (what it expects back), half-closing at once; one still connecting ends with nothing sent. */
+static void stop_streams(struct thr *t)
+{
+	t->stopped = true;
+	__atomic_store_n(&stopped_early, true, __ATOMIC_RELAXED);
+	for (uint64_t i = 0; i < t->nconns; i++) {
+		struct conn *c = &t->conns[i];
+		if (c->state == C_CONNECTING) {
+			c->total = 0;
+			finish(t, c, C_DONE); /* nothing sent, nothing expected */
+			continue;
+		}
+		if (c->state != C_RUNNING)
+			continue;
+		c->total = c->limit = c->sent;
+		if (c->recvd == c->total)
+			t->mark_end_rt = realtime_ns();
+		if (do_send(t, c))
+			update_events(t, c);
 	}
 }
 
@@ -577,6 +661,8 @@ static void open_conns(struct thr *t)
 static void run_epoll(struct thr *t)
 {
 	t->ep = net_epoll_create();
+	if (stop_efd >= 0)
+		net_epoll_add(t->ep, stop_efd, EPOLLIN, STOP_TAG);
 	open_conns(t);
 	/* Stalls are looked for every quarter of the interval: a stall is reported at most 25 %
 	 * later than it began to count. */
@@ -585,12 +671,19 @@ static void run_epoll(struct thr *t)
 	struct epoll_event evs[256];
 	bool busy = t->io == IO_BUSY;
 	while (t->nactive > 0) {
+		if (stop_requested && !t->stopped) {
+			stop_streams(t);
+			if (stop_efd >= 0) /* level-triggered: it would wake this loop from now on */
+				(void)epoll_ctl(t->ep, EPOLL_CTL_DEL, stop_efd, NULL);
+			continue;
+		}
 		uint64_t now = net_now_ns();
 		if (now >= deadline_ns)
 			break;
 		if (stall_ns && now >= next_scan) {
 			for (uint64_t i = 0; i < t->nconns; i++)
-				check_stall(t, &t->conns[i], now);
+				if (check_stall(t, &t->conns[i], now) && o.wl == W_CRR)
+					crr_refill(t, &t->conns[i]);
 			next_scan = now + scan_every;
 			continue;
 		}
@@ -605,8 +698,12 @@ static void run_epoll(struct thr *t)
 		}
 		for (int i = 0; i < n; i++) {
 			struct conn *c = evs[i].data.ptr;
+			if (evs[i].data.ptr == STOP_TAG)
+				continue; /* stop_requested is set: the loop's next round acts on it */
 			if (c->state == C_CONNECTING || c->state == C_RUNNING)
 				on_event(t, c, evs[i].events);
+			if (o.wl == W_CRR)
+				crr_refill(t, c);
 		}
 	}
 	close(t->ep);
@@ -653,6 +750,13 @@ static void run_blocking(struct thr *t, bool busy)
 static void run_split_writer(struct thr *t, struct conn *c)
 {
 	while (__atomic_load_n(&c->state, __ATOMIC_ACQUIRE) == C_RUNNING) {
+		if (stop_requested && !t->stopped) { /* the reader now expects back what was sent */
+			t->stopped = true;
+			__atomic_store_n(&stopped_early, true, __ATOMIC_RELAXED);
+			t->wbuf_conn = UINT32_MAX;
+			__atomic_store_n(&c->total, c->sent, __ATOMIC_RELEASE);
+			c->limit = c->sent;
+		}
 		if (c->sent == c->total && c->shut_wr)
 			return;
 		uint64_t before = c->sent;
@@ -900,10 +1004,16 @@ static void print_result(bool ok, double wall_s, uint64_t mark_end_rt)
 {
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
-	bool st = o.wl == W_STREAM, pp = o.wl == W_PINGPONG, bu = o.wl == W_BURST;
-	uint64_t expected = o.conns * (pp   ? o.msg_size * o.round_trips
-				       : bu ? o.burst_size * o.bursts
-					    : o.bytes);
+	bool st = o.wl == W_STREAM, pp = o.wl == W_PINGPONG, bu = o.wl == W_BURST, crr = o.wl == W_CRR;
+	uint64_t expected = 0;
+	if (stopped_early)
+		for (uint64_t i = 0; i < o.conns; i++)
+			expected += conns[i].total;
+	else
+		expected = crr ? o.transactions * o.msg_size
+			       : o.conns * (pp   ? o.msg_size * o.round_trips
+					    : bu ? o.burst_size * o.bursts
+						 : o.bytes);
 	uint64_t conns_ok = 0, conns_failed = 0, bytes_sent = 0, bytes_verified = 0;
 	size_t nsamples = 0;
 	for (uint64_t i = 0; i < o.threads; i++) {
@@ -929,13 +1039,15 @@ static void print_result(bool ok, double wall_s, uint64_t mark_end_rt)
 	putchar(',');
 	json_opt_u64("chunk", st || bu, o.chunk);
 	putchar(',');
-	json_opt_u64("msg_size", pp, o.msg_size);
+	json_opt_u64("msg_size", pp || crr, o.msg_size);
 	putchar(',');
 	json_opt_u64("round_trips", pp, o.round_trips);
 	putchar(',');
 	json_opt_u64("burst_size", bu, o.burst_size);
 	putchar(',');
 	json_opt_u64("bursts", bu, o.bursts);
+	putchar(',');
+	json_opt_u64("transactions", crr, o.transactions);
 	printf(",\"seed\":%llu,\"timeout_s\":%.17g,\"stall_s\":%.17g,\"threads\":%llu,\"cpus\":",
 	       (unsigned long long)o.seed, o.timeout_s, o.stall_s, (unsigned long long)o.threads);
 	if (o.cpus_text)
@@ -944,6 +1056,7 @@ static void print_result(bool ok, double wall_s, uint64_t mark_end_rt)
 		printf("null");
 	printf(",\"io\":\"%s\",\"source_addrs\":%llu},", io_names[o.io],
 	       (unsigned long long)o.source_addrs);
+	printf("\"stopped_early\":%s,", stopped_early ? "true" : "false");
 	printf("\"conns_ok\":%llu,\"conns_failed\":%llu,", (unsigned long long)conns_ok,
 	       (unsigned long long)conns_failed);
 	printf("\"bytes_sent\":%llu,\"bytes_verified\":%llu,\"bytes_expected\":%llu,",
@@ -1013,14 +1126,16 @@ static void usage(FILE *f)
 {
 	fprintf(
 	    f,
-	    "usage: sb-client --connect ADDR:PORT --workload stream|pingpong|burst [options]\n"
+	    "usage: sb-client --connect ADDR:PORT --workload stream|pingpong|burst|crr [options]\n"
 	    "  --conns N            concurrent connections (default 1)\n"
 	    "  --bytes B            stream: bytes per connection (default 104857600)\n"
 	    "  --chunk C            stream, burst: write size (default 131072)\n"
-	    "  --msg-size M         pingpong: message size (default 64)\n"
+	    "  --msg-size M         pingpong, crr: message size (default 64)\n"
 	    "  --round-trips K      pingpong: round trips per connection (default 1000)\n"
 	    "  --burst-size S       burst: bytes per burst (default 1048576)\n"
 	    "  --bursts R           burst: bursts per connection (default 10)\n"
+	    "  --transactions T     crr: connections in all, each one request and its response\n"
+	    "                       (default 1000; --conns of them at a time)\n"
 	    "  --seed X             payload seed (default 1)\n"
 	    "  --timeout SECONDS    whole-run deadline (default 120)\n"
 	    "  --stall SECONDS      fail a connection that moved no byte for this long (default 10;\n"
@@ -1035,6 +1150,7 @@ static void usage(FILE *f)
 	    "  --source-addrs N     bind connection c to 127.0.0.1 + (c mod N) (loopback IPv4\n"
 	    "                       server; each address has its own ephemeral ports)\n"
 	    "  --samples-file PATH  write every latency sample as 'thread ns' lines\n"
+	    "stream: SIGINT stops sending; each connection then expects back what it sent.\n"
 	    "Prints one JSON object (docs/programs.md); exit 0 when every byte came back intact,\n"
 	    "1 on any error, 2 on bad arguments.\n");
 }
@@ -1049,6 +1165,7 @@ enum {
 	O_RT,
 	O_BSIZE,
 	O_BURSTS,
+	O_TXNS,
 	O_SEED,
 	O_TIMEOUT,
 	O_STALL,
@@ -1125,6 +1242,7 @@ static void parse_args(int argc, char **argv)
 	    {"round-trips", required_argument, 0, O_RT},
 	    {"burst-size", required_argument, 0, O_BSIZE},
 	    {"bursts", required_argument, 0, O_BURSTS},
+	    {"transactions", required_argument, 0, O_TXNS},
 	    {"seed", required_argument, 0, O_SEED},
 	    {"timeout", required_argument, 0, O_TIMEOUT},
 	    {"stall", required_argument, 0, O_STALL},
@@ -1144,6 +1262,7 @@ static void parse_args(int argc, char **argv)
 			  .round_trips = 1000,
 			  .burst_size = 1048576,
 			  .bursts = 10,
+			  .transactions = 1000,
 			  .seed = 1,
 			  .threads = 1,
 			  .timeout_s = 120,
@@ -1164,9 +1283,11 @@ static void parse_args(int argc, char **argv)
 				o.wl = W_PINGPONG;
 			else if (!strcmp(optarg, "burst"))
 				o.wl = W_BURST;
+			else if (!strcmp(optarg, "crr"))
+				o.wl = W_CRR;
 			else
 				net_usage_error(
-				    "--workload: expected stream, pingpong or burst, got '%s'",
+				    "--workload: expected stream, pingpong, burst or crr, got '%s'",
 				    optarg);
 			break;
 		case O_CONNS:
@@ -1189,6 +1310,9 @@ static void parse_args(int argc, char **argv)
 			break;
 		case O_BURSTS:
 			o.bursts = net_parse_u64("--bursts", optarg, 1ull << 40);
+			break;
+		case O_TXNS:
+			o.transactions = net_parse_u64("--transactions", optarg, UINT32_MAX);
 			break;
 		case O_SEED:
 			o.seed = net_parse_u64("--seed", optarg, UINT64_MAX);
@@ -1231,14 +1355,15 @@ static void parse_args(int argc, char **argv)
 	if (!o.connect)
 		net_usage_error("--connect ADDR:PORT is required");
 	if ((int)o.wl < 0)
-		net_usage_error("--workload stream|pingpong|burst is required");
+		net_usage_error("--workload stream|pingpong|burst|crr is required");
 	static const struct {
 		int opt;
 		const char *name;
-		unsigned mask; /* workloads it applies to: 1 stream, 2 pingpong, 4 burst */
+		unsigned mask; /* workloads it applies to: 1 stream, 2 pingpong, 4 burst, 8 crr */
 	} scope[] = {{O_BYTES, "--bytes", 1},	   {O_CHUNK, "--chunk", 5},
-		     {O_MSG, "--msg-size", 2},	   {O_RT, "--round-trips", 2},
-		     {O_BSIZE, "--burst-size", 4}, {O_BURSTS, "--bursts", 4}};
+		     {O_MSG, "--msg-size", 10},	   {O_RT, "--round-trips", 2},
+		     {O_BSIZE, "--burst-size", 4}, {O_BURSTS, "--bursts", 4},
+		     {O_TXNS, "--transactions", 8}};
 	for (size_t i = 0; i < sizeof(scope) / sizeof(scope[0]); i++)
 		if (given[scope[i].opt] && !(scope[i].mask & (1u << o.wl)))
 			net_usage_error("%s does not apply to the %s workload", scope[i].name,
@@ -1249,7 +1374,7 @@ static void parse_args(int argc, char **argv)
 	} pos[] = {{"--conns", o.conns},	   {"--chunk", o.chunk},
 		   {"--msg-size", o.msg_size},	   {"--round-trips", o.round_trips},
 		   {"--burst-size", o.burst_size}, {"--bursts", o.bursts},
-		   {"--threads", o.threads}};
+		   {"--transactions", o.transactions}, {"--threads", o.threads}};
 	for (size_t i = 0; i < sizeof(pos) / sizeof(pos[0]); i++)
 		if (pos[i].v == 0)
 			net_usage_error("%s must be at least 1", pos[i].name);
@@ -1326,10 +1451,22 @@ int main(int argc, char **argv)
 				o.connect);
 
 	signal(SIGPIPE, SIG_IGN);
+	if (o.wl == W_STREAM) {
+		/* SIGINT: stop sending and verify the echo of what was sent. Repeating it changes
+		 * nothing (over SSH the process group's signal and the launcher's forwarded copy both
+		 * arrive); SIGTERM still ends the client at once. */
+		stop_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (stop_efd < 0)
+			net_die("eventfd: %s", strerror(errno));
+		struct sigaction sa = {.sa_handler = on_sigint};
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGINT, &sa, NULL);
+	}
 	net_raise_nofile();
 	payload_init(o.seed);
-	size_t wbuf_size =
-	    o.wl == W_PINGPONG ? (o.msg_size < (1u << 20) ? o.msg_size : (1u << 20)) : o.chunk;
+	size_t wbuf_size = o.wl == W_PINGPONG || o.wl == W_CRR
+			       ? (o.msg_size < (1u << 20) ? o.msg_size : (1u << 20))
+			       : o.chunk;
 	conns = calloc(o.conns, sizeof(*conns));
 	thrs = calloc(o.threads, sizeof(*thrs));
 	if (!conns || !thrs)
@@ -1352,6 +1489,7 @@ int main(int argc, char **argv)
 		t->wbuf_size = wbuf_size;
 		uint64_t want = o.wl == W_PINGPONG ? t->nconns * o.round_trips
 				: o.wl == W_BURST  ? t->nconns * o.bursts
+				: o.wl == W_CRR	   ? o.transactions / o.threads + 1
 						   : t->nconns;
 		t->samples_cap = want < (1u << 20) ? want : (1u << 20);
 		t->samples = malloc((t->samples_cap ? t->samples_cap : 1) * sizeof(*t->samples));
@@ -1397,7 +1535,8 @@ int main(int argc, char **argv)
 		const struct error_rec *e = &errs[0];
 		fprintf(stderr,
 			"%s: %llu of %llu connections failed (first: conn %u: %s at offset %llu)\n",
-			net_prog, (unsigned long long)conns_failed, (unsigned long long)o.conns,
+			net_prog, (unsigned long long)conns_failed,
+			(unsigned long long)(o.wl == W_CRR ? o.transactions : o.conns),
 			e->conn, e->what, (unsigned long long)e->offset);
 		return 1;
 	}

@@ -115,6 +115,29 @@ placement: {server: lab1, clients: [lab3, lab4]}
 """
 
 
+def test_crr_latency_under_load_and_perf_over_ssh(env):
+    """The new workloads and perf on SSH hosts: crr and latency-under-load byte-exact from lab2 to a
+    server on lab1, perf stat counts from lab1 in every sample, and the profile round's folded stacks
+    fetched from lab1."""
+    common = ("name: lab-new-workloads\nservers: [naive, sockmap]\nrepetitions: {warmup: 0, measured: 1}\nprofile: true\n"
+              "placement: {server: lab1, clients: [lab2]}\ntimeout: 60s\n")
+    raws: dict[str, dict] = {}
+    crr = run_scenario(env, common + "workload: {type: crr, msg_size: 64, transactions: 500, conns: 4}\n",
+                       on_sample=lambda s, row, raw: raws.__setitem__(s.id, raw))
+    loaded = run_scenario(env, common + "workload: {type: latency-under-load, round_trips: 100, bulk_conns: 2}\n")
+    assert [r["status"] for r in crr.rows + loaded.rows] == ["ok"] * 8, [r["error"] for r in crr.rows + loaded.rows]
+    assert {r["conns_ok"] for r in crr.rows} == {500} and {r["bytes_verified"] for r in crr.rows} == {500 * 64}
+    for r in loaded.rows:
+        assert r["unloaded_lat_count"] == 100 and r["lat_count"] == 100 and r["bulk_bytes_verified"] > 0
+    for r in crr.rows + loaded.rows:
+        assert r["perf_server_syscalls"] > 0 and r["perf_host_ctxsw"] > 0 and r["perf_note"] is None, r
+    profiles = {sid: raw for sid, raw in raws.items() if sid.endswith("-p1")}
+    assert len(profiles) == 2
+    for raw in profiles.values():
+        assert isinstance(raw["perf.data"], bytes) and raw["perf.data"]
+        assert any(line.startswith("sb-echo-") for line in raw["profile.folded"].splitlines())
+
+
 def test_host_that_dies_mid_run_fails_cleanly(env):
     lb, inv = env["lab"], env["inv"]
     doomed = next(h for h in lb.hosts if h.name == "lab4")
@@ -176,3 +199,4 @@ def test_invoke_clean_removes_planted_leftovers(env):
             assert not h.exists(f"{h.workdir()}/procs")
         finally:
             h.close()
+

@@ -288,8 +288,8 @@ TO = ["--connect", "127.0.0.1:1"]
 STREAM = [*TO, "--workload", "stream"]
 CLIENT_BAD = [
     ([], "--connect ADDR:PORT is required"),
-    (TO, "--workload stream|pingpong|burst is required"),
-    ([*TO, "--workload", "flood"], "--workload: expected stream, pingpong or burst, got 'flood'"),
+    (TO, "--workload stream|pingpong|burst|crr is required"),
+    ([*TO, "--workload", "flood"], "--workload: expected stream, pingpong, burst or crr, got 'flood'"),
     (["--connect", "nonsense", "--workload", "stream"], "--connect: expected ADDR:PORT"),
     ([*STREAM, "--conns", "0"], "--conns must be at least 1"),
     ([*STREAM, "--conns", "-1"], "--conns: expected a non-negative integer"),

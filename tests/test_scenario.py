@@ -28,7 +28,7 @@ SIZE0 = "a size >= 0B, e.g. 64, '64B', '128KiB', '100MiB', '1GiB'"
 NAME = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 CI = "a fraction of the median greater than 0 and at most 1, e.g. 0.05 for 5 %"
 DUR = "seconds as a number, or a string like '500ms', '90s', '2m', '1h'"
-TOP = ("name, description, servers, workload, repetitions, baseline, stop_on_failure, timeout, seed, "
+TOP = ("name, description, servers, workload, repetitions, baseline, stop_on_failure, profile, timeout, seed, "
        "matrix, placement, backend, cpus")
 KINDS = ("haproxy, haproxy-splice, haproxy-splice-auto, naive, nginx, proxy-naive, proxy-sockmap, proxy-splice, "
          "proxy-uring, sockmap, splice, uring")
@@ -45,10 +45,10 @@ BAD = [
      "bad.yaml: workload.msg_size: does not apply to workload type 'stream'; found 'msg_size', "
      "allowed: type, conns, bytes, chunk, threads, source_addrs", True),
     ("servers: [naive]\nworkload: {type: stram}",
-     "bad.yaml: workload.type: unknown workload; found 'stram', allowed: burst, pingpong, stream "
+     "bad.yaml: workload.type: unknown workload; found 'stram', allowed: burst, crr, latency-under-load, pingpong, stream "
      "(did you mean 'stream'?)", True),
     ("servers: [naive]\nworkload: {bytes: 1MiB}",
-     "bad.yaml: workload.type: missing; found nothing, allowed: burst, pingpong, stream", True),
+     "bad.yaml: workload.type: missing; found nothing, allowed: burst, crr, latency-under-load, pingpong, stream", True),
     ("servers: [naive]\nworkload: [stream]",
      "bad.yaml: workload: not a mapping; found a list, allowed: a mapping with 'type' and workload parameters", True),
     ("servers: [naive, splise]\nworkload: {type: stream}",
@@ -184,6 +184,8 @@ BAD = [
     (OK + "timeout: 0", f"bad.yaml: timeout: must be positive; found 0, allowed: {DUR}", True),
     (OK + "stop_on_failure: maybe",
      "bad.yaml: stop_on_failure: not a boolean; found 'maybe', allowed: true or false", True),
+    (OK + "profile: 1",
+     "bad.yaml: profile: not a boolean; found 1, allowed: true or false", True),
     (OK + "seed: -2", "bad.yaml: seed: must be at least 0; found -2, allowed: an integer >= 0", True),
     ("name: my scenario\n" + OK,
      "bad.yaml: name: not a valid name; found 'my scenario', allowed: 1-64 letters, digits, '.', '_' or '-', "
@@ -221,6 +223,10 @@ BAD = [
      "bad.yaml: backend.options: not a mapping; found 3, allowed: buf, rcvbuf, sndbuf, workers", True),
     ("servers: [naive]\nworkload: {type: pingpong, round_trips: 0}",
      "bad.yaml: workload.round_trips: must be positive; found 0, allowed: an integer >= 1", True),
+    ("servers: [naive]\nworkload: {type: crr, transactions: 0}",
+     "bad.yaml: workload.transactions: must be positive; found 0, allowed: an integer >= 1", True),
+    ("servers: [naive]\nworkload: {type: latency-under-load, bulk_conns: 0}",
+     "bad.yaml: workload.bulk_conns: must be positive; found 0, allowed: an integer >= 1", True),
     ("servers: [naive]\nworkload: {type: burst, burst_size: 0}",
      f"bad.yaml: workload.burst_size: must be positive; found 0, allowed: {SIZE}", True),
     ("servers: [naive]\nworkload: {type: burst, bursts: many}",
@@ -301,7 +307,7 @@ def test_the_key_tables_are_the_keys_of_the_model():
     assert {f.name for f in dataclasses.fields(scenario.Scenario)} == {
         "name", "description", "servers", "workload_type", "workload", "warmup", "measured", "baseline",
         "stop_on_failure", "timeout_s", "seed", "matrix", "placements", "backend", "source", "min_measured",
-        "target_ci_width", "cpus"}, "a new model field: give it a key in validation.py's tables and bad inputs in BAD"
+        "target_ci_width", "cpus", "profile"}, "a new model field: give it a key in validation.py's tables and bad inputs in BAD"
 
 
 def test_bad_inputs_are_distinct():

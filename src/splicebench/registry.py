@@ -57,6 +57,7 @@ SEED_MAX = 2**64 - 1
 PAYLOAD_MAX = 1 << 50  # sb-client: bytes per connection (--bytes, or the product of the two below)
 # The client's per-connection payload of these workloads is a product, bounded by PAYLOAD_MAX.
 PAYLOAD_FACTORS: dict[str, tuple[str, str]] = {"pingpong": ("msg_size", "round_trips"),
+                                               "latency-under-load": ("msg_size", "round_trips"),
                                                "burst": ("burst_size", "bursts")}
 # Peers: programs/peers.py refuses config values beyond these, and every peer is configured for
 # PEER_MAX_CONNS connections at once (HAProxy maxconn; NGINX worker_connections is twice that).
@@ -253,8 +254,10 @@ WORKLOAD_FIELDS: dict[str, WorkloadField] = {
         WorkloadField("conns", "--conns", "int", 1, 1, "concurrent connections per client", 1_000_000),
         WorkloadField("bytes", "--bytes", "size", 100 << 20, 1, "stream: bytes per connection", PAYLOAD_MAX),
         WorkloadField("chunk", "--chunk", "size", 128 << 10, 1, "stream: write size", 64 << 20),
-        WorkloadField("msg_size", "--msg-size", "size", 64, 1, "pingpong: message size", 1 << 30),
-        WorkloadField("round_trips", "--round-trips", "int", 1000, 1, "pingpong: round trips per connection",
+        WorkloadField("msg_size", "--msg-size", "size", 64, 1, "pingpong, crr, latency-under-load: message size",
+                      1 << 30),
+        WorkloadField("round_trips", "--round-trips", "int", 1000, 1,
+                      "pingpong: round trips per connection; latency-under-load: per connection in each half",
                       1 << 40),
         WorkloadField("burst_size", "--burst-size", "size", 1 << 20, 1, "burst: bytes per burst", 1 << 40),
         WorkloadField("bursts", "--bursts", "int", 10, 1, "burst: bursts per connection", 1 << 40),
@@ -263,6 +266,11 @@ WORKLOAD_FIELDS: dict[str, WorkloadField] = {
         WorkloadField("source_addrs", "--source-addrs", "int", 0, 0, "bind connection c to 127.0.0.1 + (c mod N) "
                       "so that each address has its own ephemeral ports (loopback only; 0 = no bind)",
                       SOURCE_ADDRS_MAX),
+        WorkloadField("bulk_conns", "--conns", "int", 4, 1,
+                      "latency-under-load: bulk streams through the server during the loaded half", 1_000_000),
+        WorkloadField("transactions", "--transactions", "int", 1000, 1,
+                      "crr: connections per client in all, each one request and its response (conns of "
+                      "them at a time)", 2**32 - 1),
     )
 }
 
@@ -272,11 +280,20 @@ WORKLOADS: dict[str, tuple[str, ...]] = {
     "stream": ("conns", "bytes", "chunk", *CLIENT_FIELDS),
     "pingpong": ("conns", "msg_size", "round_trips", *CLIENT_FIELDS),
     "burst": ("conns", "burst_size", "bursts", *CLIENT_FIELDS),
+    # connect, request, response, close (netperf TCP_CRR): connections per second
+    "crr": ("conns", "msg_size", "transactions", *CLIENT_FIELDS),
+    # ping-pong alone, then again while bulk_conns streams (chunk-sized writes) run: p50/p99 both ways
+    "latency-under-load": ("conns", "msg_size", "round_trips", "bulk_conns", "chunk", *CLIENT_FIELDS),
 }
+LOADED = "latency-under-load"
+LOAD_CLIENT_SEED_OFFSET = 1  # the bulk client's payload seed: the scenario's seed + this
 
 
 def client_args(workload: str, params: Mapping[str, int], seed: int, timeout_s: float) -> list[str]:
-    """sb-client arguments after `--connect ADDR:PORT`, for validated parameters."""
+    """sb-client arguments after `--connect ADDR:PORT`, for validated parameters (latency-under-load:
+    its ping-pong client's; load_client_args gives its bulk client's)."""
+    if workload == LOADED:
+        return client_args("pingpong", params, seed, timeout_s)
     args = ["--workload", workload]
     for name in WORKLOADS[workload]:
         value = params[name]
@@ -287,6 +304,13 @@ def client_args(workload: str, params: Mapping[str, int], seed: int, timeout_s: 
         args += [WORKLOAD_FIELDS[name].flag, str(value)]
     args += ["--seed", str(seed), "--timeout", _num(timeout_s)]
     return args
+
+
+def load_client_args(params: Mapping[str, int], seed: int, timeout_s: float) -> list[str]:
+    """latency-under-load: the bulk client's arguments (streams that run until SIGINT)."""
+    return ["--workload", "stream", "--conns", str(params["bulk_conns"]), "--bytes", str(PAYLOAD_MAX),
+            "--chunk", str(params["chunk"]), "--seed", str((seed + LOAD_CLIENT_SEED_OFFSET) % (SEED_MAX + 1)),
+            "--timeout", _num(timeout_s)]
 
 
 # CPU placement (a scenario's `cpus`): which program runs where. Servers, proxies, peers and backends are
@@ -322,9 +346,11 @@ def program_name(argv: list[str]) -> str:
 
 def payload_bytes(workload: str, params: Mapping[str, int]) -> int:
     """Bytes each connection sends (and expects back)."""
+    if workload == "crr":
+        return params["msg_size"]
     if workload == "stream":
         return params["bytes"]
-    if workload == "pingpong":
+    if workload in ("pingpong", LOADED):
         return params["msg_size"] * params["round_trips"]
     return params["burst_size"] * params["bursts"]
 

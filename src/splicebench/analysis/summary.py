@@ -35,6 +35,7 @@ METRICS: list[Metric] = [
     Metric("throughput_gib_s", "Throughput", "GiB/s", True),
     Metric("round_trips_per_s", "Round trips per second", "1/s", True),
     Metric("bursts_per_s", "Bursts per second", "1/s", True),
+    Metric("conns_per_s", "Connections per second", "1/s", True),
     Metric("lat_p50_us", "Latency p50", "us", False),
     Metric("lat_p90_us", "Latency p90", "us", False),
     Metric("lat_p99_us", "Latency p99", "us", False),
@@ -47,7 +48,8 @@ METRIC_BY_COLUMN = {m.column: m for m in METRICS}
 
 # The figure each workload's readers look for first: goodput for a stream, the rate of exchanges
 # (each a latency sample of the client: one round trip, one burst) for ping-pong and burst.
-HEADLINE = {"stream": "throughput_gib_s", "pingpong": "round_trips_per_s", "burst": "bursts_per_s"}
+HEADLINE = {"stream": "throughput_gib_s", "pingpong": "round_trips_per_s", "burst": "bursts_per_s",
+            "crr": "conns_per_s", "latency-under-load": "round_trips_per_s"}
 
 
 def headline(workload: str) -> Metric:
@@ -81,8 +83,10 @@ def add_derived(samples: pd.DataFrame) -> pd.DataFrame:
     wall = num("wall_s").where(num("wall_s") > 0)
     rate = num("lat_count") / wall
     workload = df["workload"].astype(str) if "workload" in df else pd.Series("", index=df.index)
-    df["round_trips_per_s"] = rate.where(workload == "pingpong")
+    # latency-under-load: the round trips of the ping-pong clients that ran under the bulk load
+    df["round_trips_per_s"] = rate.where(workload.isin(["pingpong", "latency-under-load"]))
     df["bursts_per_s"] = rate.where(workload == "burst")
+    df["conns_per_s"] = rate.where(workload == "crr")  # one latency sample per transaction (connection)
     for p in ("p50", "p90", "p99", "p999"):
         df[f"lat_{p}_us"] = num(f"lat_{p}_ns") / 1e3
     # The server's CPU clock over the transfer window (results format 2, ns); in format 1 runs its

@@ -239,13 +239,16 @@ def _run_and_record(the_plan: plan_mod.Plan, hosts: dict[str, Host], prepared: _
     def on_sample(sample, row, raw):
         # The raw outputs are written atomically but not fsync'd one by one (three or four files per
         # sample, about 0.6 ms each here); samples.csv, which lists them, is.
-        files = [rd.write_text(f"raw/{sample.id}.{suffix}", content, durable=False) for suffix, content in raw.items()]
+        files = [rd.write_raw(f"raw/{sample.id}.{suffix}", content, durable=False)
+                 for suffix, content in raw.items()]
         row["raw_files"] = " ".join(files)
         rows.append(row)
         rd.add_sample(row)
 
     runner = Runner(hosts, {n: b.dir for n, b in prepared.builds.items()}, run_id=rd.run_id,
                     clk_tck={n: f.get("clk_tck") or 100 for n, f in prepared.host_facts.items()},
+                    perf_why_not={n: f["perf"].get("why_not") for n, f in prepared.host_facts.items()
+                                  if isinstance(f.get("perf"), dict)},
                     progress=Progress(len(the_plan.samples), cells=len(sc.cells()), stream=progress_stream),
                     on_sample=on_sample)
     try:
@@ -498,7 +501,8 @@ def clean(paths: Paths, host: Host | None = None) -> CleanReport:
 
 def ensure_test_deps(log: Log = _err) -> None:
     host = LocalHost()
-    provision.ensure(host, provision.BUILD_PACKAGES + provision.OPTIONAL_BUILD_PACKAGES + provision.TEST_PACKAGES
+    provision.ensure(host, provision.BUILD_PACKAGES + provision.OPTIONAL_BUILD_PACKAGES + provision.PERF_PACKAGES
+                     + provision.TEST_PACKAGES
                      + provision.ARM64_LAB_PACKAGES,
                      what="build and test dependencies", log=log)
 

@@ -202,6 +202,29 @@ def detect_virtualization(host: Host) -> dict[str, Any]:
         cpuinfo=_read(host, "/proc/cpuinfo") or "")
 
 
+PERF_PROBE = ["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter,context-switches,cpu-migrations", "-a",
+              "--", "true"]
+
+
+def perf_status(host: Host) -> str | None:
+    """None when perf can count system calls, context switches and migrations host-wide on `host`
+    (what results/perf.py needs), else why not, in one sentence."""
+    try:
+        r = host.run(PERF_PROBE, check=False, timeout=60)
+    except Exception as e:  # an SSH host may raise its own errors
+        return f"perf could not be run: {e}"
+    if r.returncode == 0:
+        return None
+    if r.returncode == 127 or "not found" in (r.stderr + r.stdout).lower():
+        line = _first_line(r.stderr) or "not found"
+        return f"perf is not installed (Debian package linux-perf): {line}"
+    paranoid = _first_line(_read(host, "/proc/sys/kernel/perf_event_paranoid"))
+    errors = [ln.strip() for ln in r.stderr.splitlines() if ln.strip().startswith("Error:")]
+    line = " ".join(errors[0].split()) if errors else _first_line(r.stderr) or f"exit code {r.returncode}"
+    return (f"perf cannot count here (kernel.perf_event_paranoid={paranoid}; without root a value "
+            f"above -1 refuses host-wide counting, and a container may refuse perf entirely): {line}")
+
+
 def gather(host: Host) -> dict[str, Any]:
     """Facts about `host` (a JSON-able dict)."""
     uname = (_out(host, ["uname", "-snrvm"]) or "").split()
@@ -279,4 +302,5 @@ def gather(host: Host) -> dict[str, Any]:
         "sysctls": sysctls,
         "bpf": bpf,
         "tools": tools,
+        "perf": {"why_not": perf_status(host)},
     }

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from splicebench.errors import BuildError, CommandFailed, tail
+from splicebench.errors import BuildError, CommandFailed, ProvisionError, tail
 from splicebench.hosts.base import Host
-from splicebench.programs.provision import BUILD_PACKAGES, OPTIONAL_BUILD_PACKAGES, Package, ensure, missing
+from splicebench.programs.provision import (BUILD_PACKAGES, OPTIONAL_BUILD_PACKAGES, PERF_PACKAGES, Package,
+                                             ensure, missing)
 from splicebench.registry import CLIENT_PROGRAM, SAMPLER_PROGRAM, SERVERS
 
 # What the Makefile reads. Add a path here when the build starts to depend on it.
@@ -154,6 +155,10 @@ def build(host: Host, root: Path, *, provision: bool = True, extra: Sequence[Pac
         return Build(host.name, key, final, False, time.monotonic() - t0, _absent(host, final))
     if provision:
         ensure(host, [*BUILD_PACKAGES, *extra], what="build dependencies", log=log)
+        try:
+            ensure(host, PERF_PACKAGES, what="the profiler", log=log)
+        except ProvisionError as e:  # measured without perf: its samples say so (run/perf_run.py)
+            log(f"host {host.name}: perf not installed, runs there go without it: {e}")
         present = _present(host)
         key = build_key(digest, present)
         final = f"{base}/{key}"

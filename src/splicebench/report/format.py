@@ -137,6 +137,27 @@ def ratio_ci_resolved(lo: Any, hi: Any, rel_unc: Any) -> str:
     return ci(lo, hi, lambda v: f"{float(f'{v:.{d}g}'):g}")
 
 
+def count(v: Any) -> str:
+    """A count or a count per unit, three significant digits with a decimal prefix: "850", "41.2 k"."""
+    x = number(v)
+    if x is None:
+        return MISSING
+    if x == 0:
+        return "0"
+    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale * 0.9995:
+            return f"{sig3(x / scale)} {prefix}"
+    return f"{x:.0f}" if abs(x) >= 100 else sig3(x)
+
+
+def share(fraction: Any, n: int) -> str:
+    """A share of n samples, to the resolution n allows (one decimal only from 1,000 samples)."""
+    v = number(fraction)
+    if v is None or n <= 0:
+        return MISSING
+    return f"{100 * v:.1f} %" if n >= 1000 else f"{100 * v:.0f} %"
+
+
 def p_value(p: Any) -> str:
     v = number(p)
     if v is None:

@@ -394,9 +394,10 @@ def latency_percentiles(summary: pd.DataFrame) -> tuple[str | None, list[str]]:
 
 # What a latency value of each workload is (the client's latency samples, docs/programs.md).
 LATENCY_OF = {"stream": "transfer time per connection", "pingpong": "latency per round trip",
-              "burst": "latency per burst"}
+              "burst": "latency per burst", "crr": "time per connection (connect to close)",
+              "latency-under-load": "latency per round trip under bulk load"}
 HEADLINE_AXIS = {"throughput_gib_s": "GiB/s", "round_trips_per_s": "round trips per second",
-                 "bursts_per_s": "bursts per second"}
+                 "bursts_per_s": "bursts per second", "conns_per_s": "connections per second"}
 CPU_SERIES = [Series("proc_cpu_s_per_gib", "server process", "#4c72b0"),
               Series("host_cpu_s_per_gib", "whole host", "#c44e52"),
               Series("host_softirq_s_per_gib", "host softirq", "#dd8452", "//")]

@@ -23,7 +23,7 @@ from splicebench.analysis import latency
 from splicebench.analysis import summary as analysis
 from splicebench.analysis.compare import RunData, load_run
 from splicebench.report import proxy_report, render, run_charts, run_sections
-from splicebench.report import conn_report, cpu_report
+from splicebench.report import conn_report, cpu_report, loaded_report, perf_report
 from splicebench.report import format as fmt
 from splicebench.report.views import ChartView, RunSectionsView
 from splicebench.scenario import format_param
@@ -115,6 +115,10 @@ class ReportView:
     cpu_breakdown: cpu_report.CpuBreakdownView | None = None
     # Connections, workers, client threads and TCP_INFO per server (runs whose client reports it), or None.
     connections: conn_report.ConnView | None = None
+    # perf stat per GiB and the profiles (runs with perf or `profile: true`), or None.
+    perf: perf_report.PerfView | None = None
+    # latency-under-load runs: p50/p99 alone and loaded per server, or None.
+    loaded: loaded_report.LoadedView | None = None
 
 
 LATENCY_CAPTION = "Median across samples of each sample's p50, p90, p99 and p99.9; band: 95 % CI."
@@ -123,7 +127,8 @@ MERGED_LATENCY_CAPTION = ("p50, p90, p99 and p99.9 of all measured samples' late
                           "exact value).")
 
 
-HEADLINE_TITLES = {"throughput_gib_s": "throughput", "round_trips_per_s": "round trips/s", "bursts_per_s": "bursts/s"}
+HEADLINE_TITLES = {"throughput_gib_s": "throughput", "round_trips_per_s": "round trips/s", "bursts_per_s": "bursts/s",
+                   "conns_per_s": "connections/s"}
 
 
 def wrappable_ci(lo: Any, hi: Any, f: Any) -> str:
@@ -247,6 +252,20 @@ def _host_items(facts: dict[str, Any]) -> list[tuple[str, str]]:
     return items
 
 
+CRR_METHOD = ("crr (connect, request, response, close, as netperf TCP_CRR): each transaction is a new "
+              "connection that sends one message, half-closes, verifies the echo and sees the server close; "
+              "conns connections are open at a time, each starting the next transaction when its last one "
+              "ended. Connections per second: transactions completed divided by the client's wall time; "
+              "latency: from socket() to the server's close, per transaction.")
+
+
+LOADED_METHOD = ("latency-under-load: each sample runs the ping-pong clients alone, then starts bulk_conns "
+                 "streams through the same server, after a short ramp runs the ping-pong clients again, and "
+                 "then stops the streams (SIGINT: they stop sending and verify the echo of what they sent). "
+                 "The summary's latency and round trips/s are the loaded run's; the alone run is in the "
+                 "latency-under-load section. CPU and perf figures per GiB count the bytes of all of them.")
+
+
 def method_text(manifest: dict[str, Any]) -> list[str]:
     sc = manifest["scenario"]
     wl = sc["workload"]
@@ -275,6 +294,8 @@ def method_text(manifest: dict[str, Any]) -> list[str]:
         + "".join(f", {k}={' / '.join(format_param(k, x) for x in vals)} (matrix)"
                   for k, vals in (sc.get("matrix") or {}).items())
         + f"; client deadline {sc.get('timeout')} s per sample.",
+        *([CRR_METHOD] if wl["type"] == "crr" else []),
+        *([LOADED_METHOD] if wl["type"] == "latency-under-load" else []),
     ]
 
 
@@ -337,6 +358,8 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
         method=method_text(manifest),
         cpu_breakdown=cpu_report.build(run.path, samples),
         connections=conn_report.build(samples, not summary.empty and summary["cell"].nunique() > 1),
+        perf=perf_report.build(run.path, samples, manifest),
+        loaded=loaded_report.build(samples, workload),
         notes=list(manifest.get("notes", [])),
     )
     return view, summary

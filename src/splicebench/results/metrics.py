@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from splicebench.registry import COMMON_SERVER_OPTIONS, SERVERS, WORKERS, WORKLOAD_FIELDS
+from splicebench.results.perf import stat_columns
 
 GIB = float(1 << 30)
 PROC_STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -183,6 +184,27 @@ def tcp_info_metrics(infos: Sequence[Mapping[str, Any] | None]) -> dict[str, Any
     return out
 
 
+def loaded_metrics(loaded: Sequence[Mapping[str, Any] | None], unloaded: Sequence[Mapping[str, Any] | None],
+                   bulk: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
+    """latency-under-load: the ping-pong clients' latency without the bulk load (unloaded_*), the
+    bulk clients' goodput, and bytes and connections of all the sample's clients together (what the
+    server echoed: CPU and perf figures per GiB divide by them); lat_* stay the loaded clients'."""
+    out: dict[str, Any] = {}
+    alone = client_metrics(unloaded)
+    for k in ("p50", "p90", "p99"):
+        out[f"unloaded_lat_{k}_ns"] = alone.get(f"lat_{k}_ns")
+    out["unloaded_lat_count"] = alone.get("lat_count")
+    load = client_metrics(bulk)
+    out["bulk_goodput_bytes_per_s"] = load.get("goodput_bytes_per_s")
+    out["bulk_bytes_verified"] = load.get("bytes_verified")
+    every = [*loaded, *unloaded, *bulk]
+    both = client_metrics(every)
+    for key in ("conns_ok", "conns_failed", "bytes_sent", "bytes_verified", "bytes_expected"):
+        out[key] = both.get(key)
+    out["client_ok"] = both.get("client_ok")
+    return out
+
+
 def client_failure(client: Mapping[str, Any] | None, exit_code: int | None, stderr: str) -> str | None:
     """Why a client run failed, in one line, or None if it succeeded."""
     if client is not None and client.get("ok") is True and exit_code == 0:
@@ -231,6 +253,10 @@ SAMPLE_COLUMNS = [
     "client_errors_total", "client_cpu_user_s", "client_cpu_sys_s", "client_threads",
     "tcp_conns", "tcp_retrans", "tcp_conns_with_retrans", "tcp_rtt_us", "tcp_rttvar_us", "tcp_snd_cwnd",
     "tcp_delivery_rate_bytes_per_s",
+    # latency-under-load: lat_* above are of the ping-pong clients run while the bulk streams ran;
+    # these of the same clients run alone just before, and the bulk streams' own goodput.
+    "unloaded_lat_count", "unloaded_lat_p50_ns", "unloaded_lat_p90_ns", "unloaded_lat_p99_ns",
+    "bulk_goodput_bytes_per_s", "bulk_bytes_verified",
     "server_pid", "server_exit", "server_connections", "server_bytes_in", "server_bytes_out", "server_errors",
     "server_worker_connections",
     "server_cpu_user_s", "server_cpu_sys_s", "server_life_cpu_user_s", "server_life_cpu_sys_s",
@@ -241,6 +267,9 @@ SAMPLE_COLUMNS = [
     "host_cpu_busy_unc_s", "host_cpu_user_unc_s", "host_cpu_sys_unc_s", "host_cpu_irq_unc_s",
     "host_cpu_softirq_unc_s", "server_cpu_s", "server_cpu_unc_s", "backend_cpu_s", "backend_cpu_unc_s",
     "sampler_cpu_s", "cpu_note",
+    # perf stat over the clients' run (results/perf.py): counts and per GiB verified, of the server's
+    # processes and of the whole host; perf_note says why they are missing where they are.
+    *stat_columns(), "perf_note",
     "raw_files",
 ]
 

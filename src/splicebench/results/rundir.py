@@ -12,6 +12,10 @@ Format versions (manifest "format"):
      new columns host_cpu_{busy,user,sys,irq,softirq}_unc_s, server_cpu_s, server_cpu_unc_s,
      backend_cpu_s, backend_cpu_unc_s, sampler_cpu_s, cpu_note; host_ctxt dropped.
      Format 1 runs still load (their CPU figures have no uncertainty columns).
+     Later additions within format 2 (older runs lack them; readers treat them as missing):
+     perf stat columns perf_{server,host}_{syscalls,ctxsw,migrations}[_per_gib] and perf_note
+     (results/perf.py), raw/<sample-id>.perf-stat-{server,host}.txt, and for the phase "profile"
+     samples of a `profile: true` scenario raw/<sample-id>.perf.data and .profile.folded.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any, Iterable, Mapping
 
 from splicebench.errors import ResultsError
 from splicebench.results.metrics import SAMPLE_COLUMNS
-from splicebench.util.files import atomic_write_text
+from splicebench.util.files import atomic_write_bytes, atomic_write_text
 from splicebench.util.procs import pid_alive
 
 FORMAT_VERSION = 2
@@ -84,6 +88,13 @@ class RunDir:
         """Write a file of the run (atomically; durable: fsync'd, see atomic_write_bytes)."""
         atomic_write_text(self.path / rel, text, durable=durable)
         return rel
+
+    def write_raw(self, rel: str, content: str | bytes, *, durable: bool = True) -> str:
+        """A raw output file: text, or bytes as they are (perf.data); durable as in write_text."""
+        if isinstance(content, bytes):
+            atomic_write_bytes(self.path / rel, content, durable=durable)
+            return rel
+        return self.write_text(rel, content, durable=durable)
 
     def write_json(self, rel: str, obj: Any) -> str:
         return self.write_text(rel, to_json(obj))

@@ -44,6 +44,9 @@ class Progress:
         self.durations.append(self.clock() - self._sample_t0)
         if status == "ok":
             detail = format_rate(row.get("goodput_bytes_per_s") or float("nan"))
+            wall = row.get("wall_s")
+            if row.get("workload") == "crr" and row.get("conns_ok") and wall:
+                detail = f"{row['conns_ok'] / wall:,.0f} connections/s"
             if row.get("workload") == "pingpong" and row.get("lat_p50_ns") is not None:
                 detail += f", p50 {format_ns(row['lat_p50_ns'])}"
             msg = f"ok  {detail}"

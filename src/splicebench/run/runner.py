@@ -23,9 +23,11 @@ from splicebench.errors import HostError, ProcError
 from splicebench.hosts.base import describe_exit, Host, Proc
 from splicebench.run.fleet import start_together
 from splicebench.results import cpu
-from splicebench.results.metrics import (Row, client_failure, client_metrics, parse_client_output,
+from splicebench.run import perf_run
+from splicebench.results.metrics import (Row, client_failure, client_metrics, loaded_metrics, parse_client_output,
                                          server_events, server_metrics)
-from splicebench.scenario.plan import MEASURED, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan, Sample
+from splicebench.scenario.plan import (LOAD_RAMP_S, MEASURED, PROFILE, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan,
+                                      Sample)
 from splicebench.registry import (CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, SAMPLER_INTERVAL_US, SAMPLER_PROGRAM,
                                   SERVERS, WORKERS, WORKLOAD_FIELDS, program_name)
 from splicebench.util.files import utc_now_iso
@@ -35,6 +37,7 @@ USAGE_EXIT = 2  # a program's exit status for a command line it refuses (docs/pr
 USAGE_PREFIX = "usage error: "  # RunOutcome.reason of a run stopped by one
 
 OK, FAILED, INTERRUPTED, SKIPPED = "ok", "failed", "interrupted", "skipped"
+UNLOADED, BULK = "unloaded", "bulk"  # latency-under-load: the roles of its other clients
 
 
 @dataclass
@@ -51,7 +54,8 @@ class Runner:
 
     def __init__(self, hosts: Mapping[str, Host], bin_dirs: Mapping[str, str], *, run_id: str,
                  clk_tck: Mapping[str, int] | None = None, progress=None,
-                 on_sample: Callable[[Sample, dict[str, Any], dict[str, str]], None] | None = None):
+                 on_sample: Callable[[Sample, dict[str, Any], dict[str, str | bytes]], None] | None = None,
+                 perf_why_not: Mapping[str, str | None] | None = None):
         self.hosts = hosts
         self.bin_dirs = bin_dirs
         self.run_id = run_id
@@ -60,10 +64,12 @@ class Runner:
         # Called after each sample with (sample, row, raw files {name: text}); the row is complete
         # except for 'raw_files', which the callback may fill in.
         self.on_sample = on_sample
+        # host -> why perf cannot run there (None: it can); hosts not listed are probed when first used.
+        self.perf = perf_run.PerfHosts(hosts, perf_why_not)
 
     def run(self, plan: Plan) -> RunOutcome:
         outcome = RunOutcome()
-        phase_totals = {WARMUP: plan.scenario.warmup, MEASURED: plan.scenario.measured}
+        phase_totals = {WARMUP: plan.scenario.warmup, MEASURED: plan.scenario.measured, PROFILE: 1}
         stop_reason = ""
         not_needed: set[str] = set()
         with interrupt_on_terminate():
@@ -103,7 +109,8 @@ class Runner:
                     stop_reason = f"not run: stopped after sample {sample.id} failed (stop_on_failure)"
                 elif sample.phase == MEASURED and plan.scenario.target_ci_width is not None \
                         and _ends_round(plan, i) and _cell_has_enough(plan.scenario, outcome.rows, sample):
-                    rest = [s.id for s in plan.samples[i + 1:] if s.cell.index == sample.cell.index]
+                    rest = [s.id for s in plan.samples[i + 1:]
+                            if s.cell.index == sample.cell.index and s.phase != PROFILE]
                     not_needed.update(rest)
                     outcome.not_needed.extend(rest)
         if self.progress and stop_reason:
@@ -112,7 +119,7 @@ class Runner:
 
     # -----------------------------------------------------------------------------------------
 
-    def _emit(self, sample: Sample, row: dict[str, Any], raw: dict[str, str]) -> None:
+    def _emit(self, sample: Sample, row: dict[str, Any], raw: dict[str, Any]) -> None:
         if self.on_sample:
             self.on_sample(sample, row, raw)
 
@@ -137,7 +144,7 @@ class Runner:
     def _program(self, host: str, name: str, built: bool = True) -> str:
         return f"{self.bin_dirs[host]}/{name}" if built else name
 
-    def _run_sample(self, sample: Sample, plan: Plan) -> tuple[dict[str, Any], dict[str, str], bool, str | None]:
+    def _run_sample(self, sample: Sample, plan: Plan) -> tuple[dict[str, Any], dict[str, Any], bool, str | None]:
         """Run one sample from start to end: (row, raw outputs {file suffix: text}, interrupted, the usage
         error of a program that refused its command line or None).
 
@@ -165,6 +172,7 @@ class Runner:
         raw = self._collect_server(row, procs, errors, interrupted)
         raw.update(self._collect_clients(row, procs, errors, interrupted))
         raw.update(_collect_sampler(row, procs, raw))
+        raw.update(self.perf.collect(sample.server_host, row, procs.perf, interrupted))
         status = INTERRUPTED if interrupted else (FAILED if errors else OK)
         row.set(status=status, error="; ".join(errors), duration_s=time.monotonic() - t_start)
         return row.as_dict(), raw, interrupted, procs.usage_error()
@@ -244,11 +252,17 @@ class Runner:
             self._start_sampler(sample, procs, pids)
         assert procs.sampler is not None
         procs.sampler.wait_json_event("ready", READY_TIMEOUT_S)
+        server_pid = ready.get("pid") if isinstance(ready.get("pid"), int) else procs.server.pid
+        backend_pid = procs.backend_ready.get("pid") if procs.backend is not None else None
         try:
+            self.perf.start(sample.server_host, procs.perf, server_pid, profile=sample.phase == PROFILE,
+                            name=f"{self.run_id}-{sample.id}", deadman_s=sample.client_timeout_s + 60,
+                            backend_pid=backend_pid if isinstance(backend_pid, int) else None)
             self._run_clients(sample, procs, ready)
         finally:
             errors = _stop(procs.sampler, "CPU sampler") if procs.sampler.poll() is None else []
             procs.sampler_errors.extend(errors)
+            self.perf.stop(procs.perf)
 
     def _start_sampler(self, sample: Sample, procs: _SampleProcs, pids: list[int]) -> None:
         """Start the CPU sampler on the server's host, watching `pids` (into procs.sampler)."""
@@ -261,23 +275,58 @@ class Runner:
     def _run_clients(self, sample: Sample, procs: _SampleProcs, ready: dict[str, Any]) -> None:
         """Start one client per client host, together (into procs.clients), pointed at the server's
         ready address, and wait for them until the sample's client timeout; a client still running
-        then is killed. Their exit codes (None: killed at the timeout) go into procs.client_exit."""
+        then is killed. Their exit codes (None: killed at the timeout) go into procs.client_exit.
+        latency-under-load: _run_loaded instead."""
+        if sample.load_args:
+            self._run_loaded(sample, procs, ready)
+            return
+        self._start_clients(sample, procs, ready, sample.client_args, "")
+        self._wait_clients(procs, range(len(procs.clients)), time.monotonic() + sample.client_timeout_s)
+
+    def _start_clients(self, sample: Sample, procs: _SampleProcs, ready: dict[str, Any], args: tuple[str, ...],
+                       role: str, timeout_s: float | None = None) -> range:
+        """One client with `args` per client host, started together, appended to procs.clients
+        with `role`; the range of their indices there."""
         shost = self.hosts[sample.server_host]
         port = ready["port"]
         starts = []
         for hname in sample.client_hosts:
             addr = str(ready.get("addr") or "127.0.0.1") if hname == sample.server_host else shost.address
             connect = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-            argv = sample.client_argv(self._program(hname, CLIENT_PROGRAM), connect)
-            starts.append((self.hosts[hname], argv, {"deadman_s": sample.client_timeout_s + 30}))
+            argv = sample.client_argv(self._program(hname, CLIENT_PROGRAM), connect, args)
+            starts.append((self.hosts[hname], argv, {"deadman_s": (timeout_s or sample.client_timeout_s) + 30}))
         # Client hosts start together (SSH hosts within milliseconds: gated, then released).
-        procs.clients = list(zip(sample.client_hosts, start_together(starts)))
-        deadline = time.monotonic() + sample.client_timeout_s
-        for i, (_, proc) in enumerate(procs.clients):
+        first = len(procs.clients)
+        procs.clients += list(zip(sample.client_hosts, start_together(starts)))
+        procs.client_roles += [role] * len(starts)
+        return range(first, len(procs.clients))
+
+    @staticmethod
+    def _wait_clients(procs: _SampleProcs, indices: range, deadline: float) -> None:
+        for i in indices:
+            proc = procs.clients[i][1]
             code = proc.wait(max(0.0, deadline - time.monotonic()))
             if code is None:
                 proc.kill()
             procs.client_exit[i] = code
+
+    def _run_loaded(self, sample: Sample, procs: _SampleProcs, ready: dict[str, Any]) -> None:
+        """latency-under-load: the ping-pong clients alone ('unloaded'), then the bulk clients
+        ('bulk'), after LOAD_RAMP_S the ping-pong clients again (the loaded ones, role ''), then
+        SIGINT to the bulk clients, which stop sending and verify the echo of what they sent."""
+        t = sample.client_timeout_s
+        unloaded = self._start_clients(sample, procs, ready, sample.client_args, UNLOADED)
+        self._wait_clients(procs, unloaded, time.monotonic() + t)
+        bulk = self._start_clients(sample, procs, ready, sample.load_args, BULK, timeout_s=2 * t + LOAD_RAMP_S)
+        try:
+            time.sleep(LOAD_RAMP_S)
+            loaded = self._start_clients(sample, procs, ready, sample.client_args, "")
+            self._wait_clients(procs, loaded, time.monotonic() + t)
+        finally:
+            for i in bulk:
+                if procs.clients[i][1].poll() is None:
+                    procs.clients[i][1].signal(signal.SIGINT)
+            self._wait_clients(procs, bulk, time.monotonic() + STOP_TIMEOUT_S)
 
     def _collect_server(self, row: Row, procs: _SampleProcs, errors: list[str],
                         interrupted: bool) -> dict[str, str]:
@@ -307,21 +356,25 @@ class Runner:
         """The clients' outputs as raw files (client.json, or client-<i>-<host>.json for several);
         their merged metrics into the row; why each failed into errors (not after an interrupt)."""
         raw: dict[str, str] = {}
-        parsed = []
+        parsed: dict[str, list[dict[str, Any] | None]] = {}
+        several = len(procs.clients) > len(procs.client_roles) or len(set(procs.client_roles)) < len(procs.client_roles)
         for i, (hname, proc) in enumerate(procs.clients):
+            role = procs.client_roles[i] if i < len(procs.client_roles) else ""
             out, err = proc.stdout(), proc.stderr()
             obj = parse_client_output(out)
-            parsed.append(obj)
-            suffix = "" if len(procs.clients) == 1 else f"-{i}-{hname}"
-            raw[f"client{suffix}.json"] = out
+            parsed.setdefault(role, []).append(obj)
+            name = "client" + (f"-{role}" if role else "") + (f"-{i}-{hname}" if several else "")
+            raw[f"{name}.json"] = out
             if err.strip():
-                raw[f"client{suffix}.stderr.txt"] = err
+                raw[f"{name}.stderr.txt"] = err
             if not interrupted:
                 why = client_failure(obj, procs.client_exit.get(i, proc.poll()), err)
                 if why:
-                    errors.append(f"client on {hname}: {why}")
+                    errors.append(f"{role + ' ' if role else ''}client on {hname}: {why}")
         if procs.clients:
-            row.update(client_metrics(parsed))
+            row.update(client_metrics(parsed.get("", [])))
+        if UNLOADED in parsed or BULK in parsed:
+            row.update(loaded_metrics(parsed.get("", []), parsed.get(UNLOADED, []), parsed.get(BULK, [])))
         return raw
 
 
@@ -332,11 +385,13 @@ class _SampleProcs:
     server: Proc | None = None
     backend: Proc | None = None
     clients: list[tuple[str, Proc]] = field(default_factory=list)  # (client host, its client)
+    client_roles: list[str] = field(default_factory=list)  # per client: "" or UNLOADED, BULK
     client_exit: dict[int, int | None] = field(default_factory=dict)  # client index -> exit code
     backend_ready: dict[str, Any] = field(default_factory=dict)
     sampler: Proc | None = None  # sb-cpustat on the server's host
     sampler_pids: list[int] = field(default_factory=list)  # the pids it watches
     sampler_errors: list[str] = field(default_factory=list)
+    perf: perf_run.PerfProcs = field(default_factory=perf_run.PerfProcs)
 
     def usage_error(self) -> str | None:
         """'<program>: <its message>' if one of the built programs refused its command line (exit 2
@@ -363,6 +418,7 @@ class _SampleProcs:
             self.backend.kill()
         if self.sampler is not None and self.sampler.poll() is None:
             self.sampler.kill()
+        self.perf.kill_running()
 
 
 def _watched(procs: _SampleProcs, server_pid: int) -> list[int]:

@@ -101,6 +101,9 @@ class Scenario:
     target_ci_width: float | None = None
     # CPU placement: (role, CPU list) for the roles of registry.CPU_ROLES the scenario pins.
     cpus: tuple[tuple[str, str], ...] = ()
+    # One more round per server after the measured rounds, recorded with perf record (results/perf.py);
+    # never counted in the statistics.
+    profile: bool = False
 
     @property
     def placement(self) -> Placement:
@@ -132,7 +135,8 @@ class Scenario:
         return cells
 
     def samples_total(self) -> int:
-        return len(self.cells()) * len(self.placements) * len(self.servers) * (self.warmup + self.measured)
+        rounds = self.warmup + self.measured + (1 if self.profile else 0)
+        return len(self.cells()) * len(self.placements) * len(self.servers) * rounds
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical, fully resolved form (JSON-able); parsing it again gives an equal scenario."""
@@ -147,6 +151,7 @@ class Scenario:
                                   "target_ci_width": self.target_ci_width}),
             "baseline": self.baseline,
             "stop_on_failure": self.stop_on_failure,
+            "profile": self.profile,
             "timeout": self.timeout_s,
             "seed": self.seed,
             **({"matrix": {k: list(v) for k, v in self.matrix}} if self.matrix else {}),

@@ -11,17 +11,21 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from splicebench.registry import CLIENT_PROGRAM, SERVERS, client_args, payload_bytes, pinned
+from splicebench.registry import (CLIENT_PROGRAM, LOADED, SERVERS, client_args, load_client_args, payload_bytes,
+                                  pinned)
 from splicebench.scenario.model import DIRECT, Cell, Scenario, ServerConfig, options_for
 
 WARMUP = "warmup"
 MEASURED = "measured"
+PROFILE = "profile"  # recorded with perf record after the measured rounds; never in the statistics
 
 # Grace beyond the client's own deadline before the runner kills it.
 CLIENT_GRACE_S = 15.0
 # How long a server may take to print its ready line, and to exit after SIGTERM.
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
+# latency-under-load: how long the bulk streams run before the loaded ping-pong client starts.
+LOAD_RAMP_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class Sample:
     id: str
     cell: Cell
     server: ServerConfig
-    phase: str  # WARMUP or MEASURED
+    phase: str  # WARMUP, MEASURED or PROFILE
     workload: str  # stream | pingpong | burst
     repetition: int  # 1-based within its phase
     round: int  # 1-based round within its cell (warm-up rounds first)
@@ -42,6 +46,9 @@ class Sample:
     server_options: tuple[tuple[str, Any], ...]  # the server's options with the cell's overrides
     client_args: tuple[str, ...]  # sb-client arguments after --connect ADDR:PORT
     client_timeout_s: float  # the runner's deadline for each client process
+    # latency-under-load: the bulk client's arguments (after --connect); client_args are then the
+    # ping-pong client's, run once alone and once while the bulk client streams.
+    load_args: tuple[str, ...] = ()
     # Proxy samples: the echo server behind the proxy, started first on backend_host.
     backend: str | None = None  # its server kind
     backend_host: str | None = None
@@ -69,9 +76,10 @@ class Sample:
         return pinned(SERVERS[self.backend].argv(program_path, self.backend_listen, dict(self.backend_options)),
                       self.backend_cpus)
 
-    def client_argv(self, program_path: str, connect: str) -> list[str]:
+    def client_argv(self, program_path: str, connect: str, args: tuple[str, ...] | None = None) -> list[str]:
+        """A client's argv: client_args, or `args` (latency-under-load's bulk client: load_args)."""
         cpus = ["--cpus", self.client_cpus] if self.client_cpus else []
-        return [program_path, "--connect", connect, *self.client_args, *cpus]
+        return [program_path, "--connect", connect, *(self.client_args if args is None else args), *cpus]
 
     def params(self) -> dict[str, Any]:
         """Workload parameters and server options of this sample, for the results table."""
@@ -113,9 +121,12 @@ def build_plan(scenario: Scenario) -> Plan:
     for cell in scenario.cells():
         wl = dict(cell.workload)
         cargs = tuple(client_args(scenario.workload_type, wl, scenario.seed, client_deadline))
+        # The bulk client runs while both ping-pong clients do: it gets their deadlines together.
+        largs = tuple(load_client_args(wl, scenario.seed, 2 * client_deadline + LOAD_RAMP_S)) \
+            if scenario.workload_type == LOADED else ()
         rounds = [(WARMUP, r + 1) for r in range(scenario.warmup)] + [
             (MEASURED, r + 1) for r in range(scenario.measured)
-        ]
+        ] + ([(PROFILE, 1)] if scenario.profile else [])
         for rnd, (phase, rep) in enumerate(rounds, start=1):
             for placement, server in ((p, s) for p in scenario.placements for s in scenario.servers):
                 seq = len(samples)
@@ -146,6 +157,7 @@ def build_plan(scenario: Scenario) -> Plan:
                         server_options=tuple(sorted(opts.items())),
                         client_args=cargs,
                         client_timeout_s=client_deadline + CLIENT_GRACE_S,
+                        load_args=largs,
                         backend=bk.kind if proxy else None,
                         backend_host=bhost if proxy else None,
                         backend_listen="127.0.0.1:0" if bhost == placement.server else "0.0.0.0:0",
@@ -164,4 +176,6 @@ def build_plan(scenario: Scenario) -> Plan:
 def expected_bytes(scenario: Scenario, sample: Sample) -> int:
     """Payload bytes the sample's clients send in all (each echoed back once)."""
     wl = dict(sample.cell.workload)
+    if scenario.workload_type == "crr":  # one message on each of `transactions` connections
+        return wl["msg_size"] * wl["transactions"] * len(sample.client_hosts)
     return payload_bytes(scenario.workload_type, wl) * wl["conns"] * len(sample.client_hosts)

@@ -152,6 +152,8 @@ def json_schema() -> dict[str, Any]:
             "baseline": {"type": "string", "description": "label of the server ratios are computed against; "
                                                           "default naive (or the first server)"},
             "stop_on_failure": {"type": "boolean", "description": "stop the run at the first failed sample"},
+            "profile": {"type": "boolean", "description": "after the measured rounds, one more round per server "
+                                                         "recorded with perf record -a -g (not in the statistics)"},
             "timeout": {**duration, "description": f"client deadline per sample (default {DEFAULT_TIMEOUT_S:g}s)"},
             "seed": {"type": "integer", "minimum": 0, "maximum": SEED_MAX},
             "matrix": {

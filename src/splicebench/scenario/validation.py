@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from splicebench.registry import (COMMON_SERVER_OPTIONS, CPU_MAX, CPU_ROLES, DEFAULT_MAX_CONNS, ECHO, MAX_CONNS_MAX,
-                                  PAYLOAD_FACTORS, PAYLOAD_MAX, PEER_MAX_CONNS, PROXY, SEED_MAX, SERVERS, WORKERS,
-                                  WORKLOAD_FIELDS, WORKLOADS, Option, parse_cpu_list)
+from splicebench.registry import (COMMON_SERVER_OPTIONS, CPU_MAX, CPU_ROLES, DEFAULT_MAX_CONNS, ECHO, LOADED,
+                                  MAX_CONNS_MAX, PAYLOAD_FACTORS, PAYLOAD_MAX, PEER_MAX_CONNS, PROXY, SEED_MAX, SERVERS,
+                                  WORKERS, WORKLOAD_FIELDS, WORKLOADS, Option, parse_cpu_list)
 from splicebench.scenario.checks import Checker, closest, found, join_path
 from splicebench.scenario.model import (
     DEFAULT_ADAPTIVE_MAX,
@@ -42,6 +42,7 @@ TOP_KEYS = (
     "repetitions",
     "baseline",
     "stop_on_failure",
+    "profile",
     "timeout",
     "seed",
     "matrix",
@@ -135,6 +136,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         baseline = default if default in labels else labels[0]
 
     stop = c.boolean(data["stop_on_failure"], "stop_on_failure") if "stop_on_failure" in data else False
+    profile = c.boolean(data["profile"], "profile") if "profile" in data else False
 
     timeout_s = DEFAULT_TIMEOUT_S
     if "timeout" in data:
@@ -157,7 +159,10 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
 
     swept_values = dict(matrix)
     conns_path = "matrix.conns" if "conns" in swept_values else "workload.conns"
-    _connection_limits(c, listed, backend, swept_values.get("conns", (params["conns"],)), placements, conns_path)
+    conns = swept_values.get("conns", (params["conns"],))
+    if wtype == LOADED:  # the bulk streams are connections too
+        conns = [n + max(swept_values.get("bulk_conns", (params["bulk_conns"],))) for n in conns]
+    _connection_limits(c, listed, backend, conns, placements, conns_path)
     _payload(c, wtype, params, swept_values)
 
     swept = {k for k, _ in matrix}
@@ -173,6 +178,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         measured=measured,
         baseline=baseline,
         stop_on_failure=stop,
+        profile=profile,
         timeout_s=timeout_s,
         seed=seed,
         matrix=tuple(matrix),
