@@ -671,15 +671,15 @@ static void run_epoll(struct thr *t)
 	struct epoll_event evs[256];
 	bool busy = t->io == IO_BUSY;
 	while (t->nactive > 0) {
+		uint64_t now = net_now_ns();
+		if (now >= deadline_ns)
+			break;
 		if (stop_requested && !t->stopped) {
 			stop_streams(t);
 			if (stop_efd >= 0) /* level-triggered: it would wake this loop from now on */
 				(void)epoll_ctl(t->ep, EPOLL_CTL_DEL, stop_efd, NULL);
 			continue;
 		}
-		uint64_t now = net_now_ns();
-		if (now >= deadline_ns)
-			break;
 		if (stall_ns && now >= next_scan) {
 			for (uint64_t i = 0; i < t->nconns; i++)
 				if (check_stall(t, &t->conns[i], now) && o.wl == W_CRR)

@@ -55,6 +55,22 @@ def test_crr_is_byte_exact(server: str, msg_size: int, transactions: int, conns:
         assert s["bytes_in"] == s["bytes_out"] == transactions * msg_size
 
 
+@pytest.mark.parametrize("io_mode", ["epoll", "busy-poll"])
+def test_crr_across_threads_is_byte_exact(io_mode: str) -> None:
+    # Three threads draw the transactions from one counter: each passed once, every thread took part,
+    # and TCP_INFO describes the six slots.
+    with running_server("naive") as srv:
+        res = run_client(srv.connect, "crr", conns=6, threads=3, io=io_mode, msg_size=200, transactions=1500,
+                         timeout=60)
+        r = assert_crr_clean(res, 1500, 200)
+        assert [t["io"] for t in r["threads"]] == [io_mode] * 3
+        assert sum(t["conns_ok"] for t in r["threads"]) == 1500 and all(t["conns_ok"] > 0 for t in r["threads"])
+        assert sum(t["latency_count"] for t in r["threads"]) == 1500
+        assert r["tcp_info"]["conns"] == 6
+        assert srv.stop() == 0, srv.stderr
+        assert srv.summary["connections"] == 1500 and srv.summary["bytes_in"] == 1500 * 200
+
+
 @pytest.mark.parametrize("proxy", PROXIES)
 def test_crr_through_each_proxy_is_byte_exact(proxy: str) -> None:
     name = f"proxy-{proxy}"
@@ -86,6 +102,8 @@ def test_a_corrupting_server_fails_every_transaction() -> None:
     (["--workload", "stream", "--transactions", "3"], "--transactions does not apply to the stream workload"),
     (["--workload", "crr", "--transactions", "0"], "--transactions must be at least 1"),
     (["--workload", "crr", "--transactions", "4294967296"], "--transactions"),
+    (["--workload", "crr", "--io", "blocking"], "--io blocking needs the pingpong workload"),
+    (["--workload", "crr", "--io", "split"], "--io split needs the stream workload"),
 ])
 def test_crr_bad_arguments_are_usage_errors(argv: list[str], expected: str) -> None:
     import subprocess

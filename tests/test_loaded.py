@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -78,6 +79,45 @@ def test_bulk_and_pingpong_through_each_proxy_are_byte_exact(proxy: str) -> None
             assert px.stop() == 0
         assert backend.stop() == 0
         assert backend.summary["bytes_in"] == b["bytes_verified"] + 200 * 64
+
+
+@pytest.mark.parametrize("opts", [{"conns": 4, "threads": 2}, {"conns": 2, "io": "split"}],
+                         ids=["threads", "split"])
+def test_sigint_stops_the_streams_of_every_thread(opts: dict) -> None:
+    # The signal lands in one thread; every thread's connections (the epoll loops, woken through the
+    # eventfd, or each writing thread of --io split) must stop and verify the echo of what they sent.
+    with running_server("naive") as srv:
+        bulk = subprocess.Popen(client_argv(srv.connect, "stream", bytes=PAYLOAD_MAX, timeout=60, **opts),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        bulk.send_signal(signal.SIGINT)
+        out, err = bulk.communicate(timeout=60)
+        b = json.loads(out)
+        assert bulk.returncode == 0 and err == "", err
+        assert_bulk_clean(b, opts["conns"])
+        assert len(b["threads"]) == opts.get("threads", 2 * opts["conns"])  # split: two per connection
+        assert sum(t["conns_ok"] for t in b["threads"]) == opts["conns"]
+        assert srv.stop() == 0, srv.stderr
+        assert srv.summary["bytes_in"] == srv.summary["bytes_out"] == b["bytes_verified"]
+
+
+def test_sigint_wakes_threads_that_wait_in_epoll() -> None:
+    # A listener that never accepts: once the socket buffers are full both threads sleep in
+    # epoll_wait (the main thread takes the signal, interrupting neither) until the eventfd wakes them;
+    # each connection then expects back only what it had written, and the deadline fails them as
+    # timeouts. Without the wake-up they would meet the deadline still expecting 2^50 bytes each.
+    with socket.create_server(("127.0.0.1", 0), backlog=8) as lsn:
+        connect = f"127.0.0.1:{lsn.getsockname()[1]}"
+        bulk = subprocess.Popen(client_argv(connect, "stream", conns=2, threads=2, bytes=PAYLOAD_MAX, stall=0,
+                                            timeout=3),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1)
+        bulk.send_signal(signal.SIGINT)
+        out, _ = bulk.communicate(timeout=60)
+    b = json.loads(out)
+    assert bulk.returncode == 1 and b["stopped_early"] is True
+    assert [e["error"] for e in b["errors"]] == ["timeout", "timeout"]
+    assert 0 < b["bytes_expected"] == b["bytes_sent"] < 2 * PAYLOAD_MAX and b["bytes_verified"] == 0
 
 
 def test_a_corrupting_server_is_caught_in_the_bulk_stream_and_the_pingpong() -> None:
