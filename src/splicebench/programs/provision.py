@@ -46,8 +46,8 @@ OPTIONAL_BUILD_PACKAGES: list[Package] = [
 
 # Linux perf, the one place it is named: perf stat on every sample and perf record for `profile: true`
 # (run/perf_run.py; the build installs it, deploy.build), and bench/syscall_count.py's system calls
-# per GiB (TEST_PACKAGES below). A host where it cannot be installed still runs everything; its
-# samples say that perf is missing.
+# per GiB (installed with the test packages, cli/commands.ensure_test_deps). A host where it cannot
+# be installed still runs everything; its samples say that perf is missing.
 PERF_PACKAGES: list[Package] = [
     Package("linux-perf", "perf"),
 ]
@@ -62,7 +62,6 @@ TEST_PACKAGES: list[Package] = [
     Package("libnginx-mod-stream", "/usr/lib/nginx/modules/ngx_stream_module.so"),
     Package("haproxy", "haproxy"),
     Package("chromium", "/usr/bin/chromium"),  # tests/test_browser.py opens the reports in it (headless)
-    *PERF_PACKAGES,  # bench/syscall_count.py: system calls per GiB in the benchmarks
 ]
 
 # The arm64 lab host (arm64.py): a Debian arm64 guest built with debootstrap, booted under QEMU.
