@@ -25,6 +25,7 @@ from splicebench.run.fleet import start_together
 from splicebench.results import cpu
 from splicebench.results.metrics import (Row, client_failure, client_metrics, parse_client_output,
                                          server_events, server_metrics)
+from splicebench.scenario.model import Cell
 from splicebench.scenario.plan import MEASURED, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan, Sample
 from splicebench.registry import (CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, SAMPLER_INTERVAL_US, SAMPLER_PROGRAM,
                                   SERVERS, WORKERS, WORKLOAD_FIELDS, program_name)
@@ -51,7 +52,8 @@ class Runner:
 
     def __init__(self, hosts: Mapping[str, Host], bin_dirs: Mapping[str, str], *, run_id: str,
                  clk_tck: Mapping[str, int] | None = None, progress=None,
-                 on_sample: Callable[[Sample, dict[str, Any], dict[str, str]], None] | None = None):
+                 on_sample: Callable[[Sample, dict[str, Any], dict[str, str]], None] | None = None,
+                 before_cell: Callable[[Cell], None] | None = None):
         self.hosts = hosts
         self.bin_dirs = bin_dirs
         self.run_id = run_id
@@ -60,12 +62,15 @@ class Runner:
         # Called after each sample with (sample, row, raw files {name: text}); the row is complete
         # except for 'raw_files', which the callback may fill in.
         self.on_sample = on_sample
+        # Called before the first sample of each cell run (host_settings: the cell's sysctls).
+        self.before_cell = before_cell
 
     def run(self, plan: Plan) -> RunOutcome:
         outcome = RunOutcome()
         phase_totals = {WARMUP: plan.scenario.warmup, MEASURED: plan.scenario.measured}
         stop_reason = ""
         not_needed: set[str] = set()
+        cell_ready: int | None = None
         with interrupt_on_terminate():
             for i, sample in enumerate(plan.samples):
                 if sample.id in not_needed:
@@ -76,6 +81,9 @@ class Runner:
                     outcome.rows.append(row)
                     continue
                 try:
+                    if self.before_cell and cell_ready != sample.cell.index:
+                        self.before_cell(sample.cell)
+                        cell_ready = sample.cell.index
                     if self.progress:
                         self.progress.start(sample, phase_totals[sample.phase])
                     row, raw, interrupted, usage = self._run_sample(sample, plan)
