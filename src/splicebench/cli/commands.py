@@ -27,7 +27,7 @@ from splicebench.hosts.base import Host
 from splicebench.hosts.local import LocalHost
 from splicebench.hosts.inventory import Inventory, empty_inventory, load_inventory
 from splicebench.run.progress import Progress
-from splicebench.run import host_settings, preflight
+from splicebench.run import host_settings, preflight, privileges
 from splicebench.run.runner import USAGE_PREFIX, RunOutcome, Runner
 from splicebench.util.files import atomic_write_text, utc_now_iso
 from splicebench.util.signals import deferred_interrupts
@@ -125,6 +125,7 @@ def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report:
     hosts = open_hosts(loaded.plan.hosts(), loaded.inventory)
     settings = None
     try:
+        privileges.check(loaded.plan, hosts)  # a sudo that cannot be used, what needs root: one line each
         preflight.check(loaded.plan, hosts, log)  # before anything is built or started
         phases["preflight_done"] = time.time()
         # The report's libraries (pandas, scipy, matplotlib: most of the report's time) load while

@@ -65,6 +65,8 @@ _WRAPPER = (
 # Positional: procdir, cwd, gate (0/1), deadman seconds, argv...
 _LAUNCH = (
     'd=$1; shift; mkdir -p -- "$d" && cd -- "$1" || exit 1; shift; '
+    # Under sudo the directory is the login user's, who opens the start gate in it over SFTP.
+    'if [ -n "${SUDO_UID:-}" ]; then chown -- "$SUDO_UID:$SUDO_GID" "$d" || exit 1; fi; '
     f'setsid sh -c \'{_WRAPPER}\' sb-proc "$d" "$@" </dev/null >"$d/out" 2>"$d/err" & '
     'i=0; while [ ! -s "$d/pid" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; cat "$d/pid"'
 )
