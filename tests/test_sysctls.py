@@ -1,4 +1,4 @@
-"""A scenario's sysctls on lab hosts: set for the run, recorded, and always put back (after a normal
+"""A scenario's sysctls on lab hosts (logged in as a user with sudo): set for the run, recorded, and always put back (after a normal
 run, Ctrl-C, a SIGKILLed orchestrator, and through `invoke clean` when the guard died too); bad names
 and values refused before any sample runs (needs root: real sshd in network namespaces)."""
 
@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from splicebench.hosts.inventory import load_inventory
 from splicebench.lab import netns as lab
+from splicebench.lab import users
+from splicebench.run.fleet import open_hosts
+from splicebench.run.host_settings import HostSettings
+from splicebench.hosts import sysctls
+from splicebench.scenario import parse
+from splicebench.scenario.plan import build_plan
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -37,7 +44,8 @@ def env(tmp_path_factory):
     cfg = lab.LabConfig(prefix="sbt" + secrets.token_hex(2), subnet=lab.free_subnet())
     d = tmp_path_factory.mktemp("sysctl")
     try:
-        lb = lab.up(2, cfg)
+        # A non-root login with password-less sudo, as on most remote hosts: every change through sudo.
+        lb = lab.up(2, cfg, user=users.LabUser("bench"))
         yield {"lab": lb, "dir": d}
     finally:
         lab.down(cfg)
@@ -54,13 +62,15 @@ def state(env) -> dict:
     return {(h, n): sysctl(env, h, n) for h in (1, 2) for n in (RMEM, "net.core.somaxconn")}
 
 
-def guards(env) -> list[int]:
-    """PIDs of sysctl guards in the lab's namespaces."""
+def guards(env, shells_only: bool = False) -> list[int]:
+    """PIDs of sysctl guards in the lab's namespaces: with sudo and the login shell that started them,
+    or only the guard shells (their $0 is the guard's name)."""
     out = []
     for h in env["lab"].hosts:
         for pid in lab.namespace_pids(h.namespace):
             try:
-                if b"sb-sysctl-guard" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if (b"sb-sysctl-guard" in argv) if shells_only else any(b"sb-sysctl-guard" in a for a in argv):
                     out.append(pid)
             except OSError:
                 pass
@@ -184,8 +194,14 @@ def test_sigkilled_orchestrator_the_guards_restore(env):
 def test_sigkilled_orchestrator_and_guards_then_invoke_clean_restores(env):
     before = state(env)
     p = start_and_wait_for_sweep(env, "killall")
-    for pid in guards(env):  # the guards die first: only the journals remain
+    changed = state(env)
+    # The guard shells die first (a dying sudo or login shell would end their input: they would restore).
+    found = guards(env, shells_only=True)
+    assert len(found) == 2
+    for pid in found:  # only the journals remain
         subprocess.run(["kill", "-KILL", str(pid)])
+    assert wait_until(lambda: guards(env) == []), (found, guards(env))
+    assert state(env) == changed
     p.kill()
     p.wait()
     assert wait_until(lambda: guards(env) == [])
@@ -197,3 +213,24 @@ def test_sigkilled_orchestrator_and_guards_then_invoke_clean_restores(env):
     assert state(env) == before
     r = invoke("clean", "--hosts", str(env["lab"].inventory))
     assert "restored" not in r.stdout  # the journals are gone
+
+
+def test_a_setting_is_owned_once_per_kernel_or_network_namespace(env):
+    # kernel.* is one setting for the whole machine (this one and its lab hosts share a kernel); net.* is
+    # one per network namespace. Nothing is written here: only who would set what.
+    inv = load_inventory(env["lab"].inventory)
+    sc = parse("name: own\nservers: [naive]\nworkload: {type: stream}\n"
+               "sysctls: {kernel.printk_ratelimit: 5, net.ipv4.tcp_rmem: '4096 131072 6291456'}\n"
+               "placement: {server: lab1, clients: [lab2, local]}\n", "<t>", known_hosts=inv.names())
+    plan = build_plan(sc)
+    hosts = open_hosts(plan.hosts(), inv)
+    try:
+        s = HostSettings(plan, hosts, log=lambda m: None)
+        ids = {n: sysctls.identity(h) for n, h in hosts.items()}
+        assert s._assign(ids) == []
+    finally:
+        for h in hosts.values():
+            h.close()
+    assert {n: s.owner[(n, "kernel.printk_ratelimit")] for n in hosts} == {"lab1": "lab1", "lab2": "lab1",
+                                                                           "local": "lab1"}
+    assert {n: s.owner[(n, RMEM)] for n in hosts} == {"lab1": "lab1", "lab2": "lab2", "local": "local"}
