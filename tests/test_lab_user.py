@@ -216,3 +216,16 @@ def test_without_root_the_unprivileged_programs_run_and_sockmap_is_refused(tmp_p
         assert len(rows) == 5 and all(",ok," in row for row in rows), rows  # direct, 2 proxies, nginx, haproxy
     finally:
         lab.down(cfg)
+
+
+def test_lab_down_after_a_crash_removes_the_user():
+    # lab.up died half-way: the user was created, the lab's state directory and namespaces are gone.
+    cfg = new_config()
+    login = users.create(cfg.prefix, users.LabUser("bench"))
+    assert lab_users(cfg.prefix) == [login] and Path(f"/etc/sudoers.d/{login}").exists()
+    assert Path(f"/home/{login}").is_dir()
+    with pytest.raises(users.LabUserError, match=f"user {login} exists already"):
+        users.create(cfg.prefix, users.LabUser("bench"))
+    assert lab.down(cfg) == [f"user {login}"]
+    assert lab_users(cfg.prefix) == []
+    assert not Path(f"/etc/sudoers.d/{login}").exists() and not Path(f"/home/{login}").exists()
