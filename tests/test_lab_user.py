@@ -18,6 +18,7 @@ from splicebench.hosts.inventory import load_inventory
 from splicebench.hosts.ssh import SSHHost
 from splicebench.lab import netns as lab
 from splicebench.lab import users
+from splicebench.run.privileges import NO_ROOT_NEEDED
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab, pytest.mark.slow]
 
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 PLACE = "timeout: 60s\nplacement: {server: lab1, clients: [lab2]}\n"
 ECHO = ("name: user-echo\nservers: [naive, splice, sockmap, uring]\n"
         "workload: {type: stream, conns: 2, bytes: 2MiB}\nrepetitions: {warmup: 0, measured: 1}\n" + PLACE)
-PROXIES = ("name: user-proxies\nservers: [proxy-naive, proxy-splice, proxy-sockmap, nginx, haproxy, "
+PROXIES = ("name: user-proxies\nservers: [proxy-naive, proxy-splice, proxy-sockmap, proxy-uring, nginx, haproxy, "
            "haproxy-splice-auto, haproxy-splice]\nbackend: {name: splice, host: lab1}\n"
            "workload: {type: stream, conns: 2, bytes: 2MiB}\nrepetitions: {warmup: 0, measured: 1}\n" + PLACE)
 LONG = ("name: user-long\nservers: [sockmap, naive]\n"
@@ -113,7 +114,7 @@ def test_every_server_kind_end_to_end_as_a_user(env):
     assert r.returncode == 0, r.stdout + r.stderr
     r = invoke("check", "--hosts", inv)
     assert "FAIL" not in r.stdout, r.stdout
-    for name, text, servers in (("echo", ECHO, 4), ("proxies", PROXIES, 8)):
+    for name, text, servers in (("echo", ECHO, 4), ("proxies", PROXIES, 9)):
         r = invoke(*run_args(env, text, name))
         assert r.returncode == 0, r.stdout + r.stderr
         (run_dir,) = (env["dir"] / name / "results").iterdir()
@@ -168,8 +169,7 @@ def test_sigkilled_orchestrator_then_invoke_clean_leaves_nothing(env):
 LINE = ("host lab1: sudo -n fails for {login}: its sudo asks for a password, or it may not use sudo (sudo: a password "
         "is required): allow {login} password-less sudo (a line '{login} ALL=(ALL) NOPASSWD: ALL' in "
         "/etc/sudoers.d/{login}, checked with visudo -cf), or set 'sudo: none' for lab1 in the inventory to run only "
-        "what needs no root (naive, splice, uring, proxy-naive, proxy-splice, nginx, haproxy, haproxy-splice-auto, "
-        "haproxy-splice, the client)")
+        "what needs no root (" + NO_ROOT_NEEDED + ", the client)")
 
 
 @pytest.mark.parametrize("sudo", ["password", "none"])
@@ -213,7 +213,7 @@ def test_without_root_the_unprivileged_programs_run_and_sockmap_is_refused(tmp_p
         assert r.returncode == 0, r.stdout + r.stderr
         (run_dir,) = (tmp_path / "r").iterdir()
         rows = (run_dir / "samples.csv").read_text().splitlines()[1:]
-        assert len(rows) == 5 and all(",ok," in row for row in rows), rows  # direct, 2 proxies, nginx, haproxy
+        assert len(rows) == 6 and all(",ok," in row for row in rows), rows  # direct, 3 proxies, nginx, haproxy
     finally:
         lab.down(cfg)
 
