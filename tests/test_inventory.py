@@ -148,7 +148,7 @@ BAD = [
     ("version: 1\nhosts: {local: {}}", "'local' is built in and cannot be redefined"),
     ("version: 1\nhosts: {a: {port: 70000}}", "hosts.a.port: port 70000 is outside 1-65535"),
     ("version: 1\nhosts: {a: {port: ssh}}", "hosts.a.port: 'ssh' is not a port number"),
-    ("version: 1\nhosts: {a: {sudo: yes}}", "hosts.a.sudo: True is not one of auto, root, sudo"),
+    ("version: 1\nhosts: {a: {sudo: yes}}", "hosts.a.sudo: True is not one of auto, root, sudo, none"),
     ("version: 1\nhosts: {a: {connect_timeout: 0}}", "hosts.a.connect_timeout: must be > 0"),
     ("version: 1\nhosts: {a: {io_timeout: soon}}", "hosts.a.io_timeout: expected seconds"),
     ("version: 1\nhosts: {a: {labels: x}}", "hosts.a.labels: expected a list"),

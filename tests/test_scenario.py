@@ -29,13 +29,36 @@ NAME = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 CI = "a fraction of the median greater than 0 and at most 1, e.g. 0.05 for 5 %"
 DUR = "seconds as a number, or a string like '500ms', '90s', '2m', '1h'"
 TOP = ("name, description, servers, workload, repetitions, baseline, stop_on_failure, profile, timeout, seed, "
-       "matrix, placement, backend, cpus")
+       "matrix, placement, backend, cpus, sysctls")
 KINDS = ("haproxy, haproxy-splice, haproxy-splice-auto, naive, nginx, proxy-naive, proxy-sockmap, proxy-splice, "
          "proxy-uring, sockmap, splice, uring")
 PROXIES = "proxy-naive, proxy-splice, proxy-sockmap, proxy-uring, nginx, haproxy, haproxy-splice-auto, haproxy-splice"
 
 # (YAML text, exact message, whether the JSON Schema can reject it too)
+SYSNAME = ("a sysctl name: abi, debug, dev, fs, kernel, net, user, vm then dot-separated parts of letters, digits, "
+           "'_' or '-', e.g. net.ipv4.tcp_rmem")
+SYSVAL = ("an integer, or text of up to 16 words of letters, digits and _.:,+- separated by spaces, e.g. 4194304 or "
+          "'4096 131072 6291456'")
+
 BAD = [
+    (OK + "sysctls: {rmem_max: 1}",
+     f"bad.yaml: sysctls.rmem_max: not a sysctl name; found 'rmem_max', allowed: {SYSNAME}", True),
+    (OK + "sysctls: {net.core.rmem_max: '1; reboot'}",
+     f"bad.yaml: sysctls.net.core.rmem_max: not a sysctl value; found '1; reboot', allowed: {SYSVAL}", True),
+    (OK + "sysctls: {net.core.rmem_max: true}",
+     f"bad.yaml: sysctls.net.core.rmem_max: not a sysctl value; found true, allowed: {SYSVAL}", True),
+    (OK + "sysctls: {}",
+     "bad.yaml: sysctls: not a non-empty mapping; found an empty mapping, allowed: a mapping of sysctl name -> "
+     "value, e.g. {net.core.rmem_max: 4194304}", True),
+    (OK + "sysctls: {net.core.rmem_max: 1}\nmatrix: {net.core.rmem_max: [2]}",
+     "bad.yaml: matrix.net.core.rmem_max: also set in sysctls.net.core.rmem_max; found 'net.core.rmem_max', "
+     "allowed: each setting in one place", False),
+    (OK + "matrix: {net.ipv4.tcp_rmem: ['4096 1 2', '4096  1 2']}",
+     "bad.yaml: matrix.net.ipv4.tcp_rmem[1]: duplicate value; found '4096  1 2', allowed: distinct values", False),
+    (OK + "matrix: {net.core.rmem_max: [$(id)]}",
+     f"bad.yaml: matrix.net.core.rmem_max[0]: not a sysctl value; found '$(id)', allowed: {SYSVAL}", True),
+    (OK + "matrix: {net..x: [1]}",
+     f"bad.yaml: matrix.net..x: not a sysctl name; found 'net..x', allowed: {SYSNAME}", True),
     (OK + "repetition: {measured: 3}",
      f"bad.yaml: repetition: unknown key; found 'repetition', allowed: {TOP} (did you mean 'repetitions'?)", True),
     ("servers: [naive]\nworkload: {type: stream, byte: 1MiB}",
@@ -134,7 +157,7 @@ BAD = [
      "bad.yaml: repetitions: not a mapping; found 5, allowed: a mapping with keys warmup, measured", True),
     (OK + "matrix: {}",
      "bad.yaml: matrix: empty matrix; found an empty mapping, allowed: a mapping of parameter -> non-empty list "
-     "of values; parameters: conns, bytes, chunk, threads, source_addrs, sndbuf, rcvbuf, workers", True),
+     "of values; parameters: conns, bytes, chunk, threads, source_addrs, sndbuf, rcvbuf, workers, or a sysctl name", True),
     ("servers: [naive]\nworkload: {type: stream, threads: 0}",
      "bad.yaml: workload.threads: must be positive; found 0, allowed: an integer >= 1", True),
     ("servers: [naive]\nworkload: {type: stream, source_addrs: 70000}",
@@ -291,7 +314,7 @@ def test_the_key_tables_are_the_keys_of_the_model():
     # the field list above (derived from the key tables) follows the model.
     sc = scenario.parse("servers: [{name: nginx, label: ngx, options: {workers: 2}}]\n"
                         "backend: {name: naive, options: {buf: 4KiB}, host: lab1}\n"
-                        "workload: {type: stream}\nmatrix: {sndbuf: [0, 1MiB]}\n"
+                        "workload: {type: stream}\nmatrix: {sndbuf: [0, 1MiB]}\nsysctls: {net.core.rmem_max: 1}\n"
                         "repetitions: {warmup: 0, min: 6, max: 8, target_ci_width: 0.1}\n"
                         "placement: {server: local, clients: [lab1]}\ncpus: {server: 0, backend: '1,0', client: 0-1}\n",
                         "full.yaml",
@@ -307,7 +330,7 @@ def test_the_key_tables_are_the_keys_of_the_model():
     assert {f.name for f in dataclasses.fields(scenario.Scenario)} == {
         "name", "description", "servers", "workload_type", "workload", "warmup", "measured", "baseline",
         "stop_on_failure", "timeout_s", "seed", "matrix", "placements", "backend", "source", "min_measured",
-        "target_ci_width", "cpus", "profile"}, "a new model field: give it a key in validation.py's tables and bad inputs in BAD"
+        "target_ci_width", "cpus", "profile", "sysctls"}, "a new model field: give it a key in validation.py's tables and bad inputs in BAD"
 
 
 def test_bad_inputs_are_distinct():

@@ -73,10 +73,10 @@ BAD_INVENTORY = "version: 1\nhosts:\n  web1: {host: 10.0.0.5, sudo: maybe}\n"
 GOOD_INVENTORY = "version: 1\nhosts:\n  web1: {host: 10.0.0.5}\n"
 USER_ERRORS = [
     (["hosts.list", "--hosts", "/nonexistent"], "cannot read inventory /nonexistent: No such file or directory"),
-    (["hosts.list", "--hosts", "{bad}"], "{bad}: hosts.web1.sudo: 'maybe' is not one of auto, root, sudo"),
+    (["hosts.list", "--hosts", "{bad}"], "{bad}: hosts.web1.sudo: 'maybe' is not one of auto, root, sudo, none"),
     (["hosts.trust", "nope", "--hosts", "{good}"], "host 'nope' is not in inventory {good}; hosts defined: web1"),
     (["deploy", "--hosts", "/nonexistent"], "cannot read inventory /nonexistent: No such file or directory"),
-    (["check", "--hosts", "{bad}"], "{bad}: hosts.web1.sudo: 'maybe' is not one of auto, root, sudo"),
+    (["check", "--hosts", "{bad}"], "{bad}: hosts.web1.sudo: 'maybe' is not one of auto, root, sudo, none"),
 ]
 
 

@@ -109,6 +109,7 @@ class ServerKind:
     role: str = ECHO  # ECHO: answers the client itself; PROXY: forwards to a backend (--upstream)
     peer: bool = False  # an off-the-shelf proxy (NGINX, HAProxy) that peers.py configures and runs
     sockbuf_max: int = INT_MAX  # the largest --sndbuf/--rcvbuf the program accepts
+    privileged: bool = False  # loads BPF programs: needs root (or CAP_BPF + CAP_NET_ADMIN)
 
     def all_options(self) -> dict[str, Option]:
         common = {k: replace(o, maximum=self.sockbuf_max) for k, o in COMMON_SERVER_OPTIONS.items()}
@@ -164,6 +165,7 @@ SERVERS: dict[str, ServerKind] = {
                 "max_conns": _MAX_CONNS,
             },
             sockbuf_max=SOCKMAP_BUF_MAX,
+            privileged=True,
         ),
         ServerKind(
             "uring",
@@ -199,6 +201,7 @@ SERVERS: dict[str, ServerKind] = {
             },
             role=PROXY,
             sockbuf_max=SOCKMAP_BUF_MAX,
+            privileged=True,
         ),
         ServerKind(
             "proxy-uring",

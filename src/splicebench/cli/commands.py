@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import yaml
 
 from splicebench import __version__, scenario as scenario_mod
 from splicebench.programs import deploy
-from splicebench.hosts import facts
+from splicebench.hosts import facts, sysctls
 from splicebench.programs import peers
 from splicebench.scenario import plan as plan_mod
 from splicebench.programs import provision
@@ -26,7 +27,7 @@ from splicebench.hosts.base import Host
 from splicebench.hosts.local import LocalHost
 from splicebench.hosts.inventory import Inventory, empty_inventory, load_inventory
 from splicebench.run.progress import Progress
-from splicebench.run import preflight
+from splicebench.run import host_settings, preflight, privileges
 from splicebench.run.runner import USAGE_PREFIX, RunOutcome, Runner
 from splicebench.util.files import atomic_write_text, utc_now_iso
 from splicebench.util.signals import deferred_interrupts
@@ -122,7 +123,9 @@ def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report:
     loaded = _load(paths, scenario_ref, hosts_file, log)
     phases["validated"] = time.time()
     hosts = open_hosts(loaded.plan.hosts(), loaded.inventory)
+    settings = None
     try:
+        privileges.check(loaded.plan, hosts)  # a sudo that cannot be used, what needs root: one line each
         preflight.check(loaded.plan, hosts, log)  # before anything is built or started
         phases["preflight_done"] = time.time()
         # The report's libraries (pandas, scipy, matplotlib: most of the report's time) load while
@@ -131,6 +134,8 @@ def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report:
         # It starts after the preflight, so that a run the preflight refuses exits at once instead
         # of waiting for the import (its thread is not a daemon: util/preload.py).
         importing = preload(REPORT_MODULE) if report else None
+        # Checked, journaled and guarded on every host before anything is built or started.
+        settings = host_settings.open_settings(loaded.plan, hosts, log)
         prepared = _prepare_hosts(paths, loaded.plan, hosts, provision_deps, log)
         phases["hosts_prepared"] = time.time()
         if importing is not None:
@@ -141,10 +146,16 @@ def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report:
         manifest = _manifest(paths, loaded, prepared, rd.run_id)
         # When each step before the first sample ended (Unix time; bench/run_bench.py reads them).
         manifest["phases"] = {k: round(v, 3) for k, v in phases.items()}
-        rows, outcome, run_dir = _run_and_record(loaded.plan, hosts, prepared, rd, manifest, t0, progress_stream)
+        if settings is not None:
+            manifest["sysctls"] = settings.record  # filled in as the cells run
+        rows, outcome, run_dir = _run_and_record(loaded.plan, hosts, prepared, rd, manifest, t0, progress_stream,
+                                                 settings.apply if settings else None)
     finally:
-        for h in hosts.values():
-            h.close()
+        with deferred_interrupts():
+            for line in settings.close() if settings is not None else ():
+                log(line)
+            for h in hosts.values():
+                h.close()
 
     counts = _counts(rows)
     if outcome.status == "interrupted":
@@ -225,7 +236,8 @@ def _manifest(paths: Paths, loaded: _Loaded, prepared: _Prepared, run_id: str) -
 
 
 def _run_and_record(the_plan: plan_mod.Plan, hosts: dict[str, Host], prepared: _Prepared, rd: results.RunDir,
-                    manifest: dict, t0: float, progress_stream) -> tuple[list[dict], RunOutcome, Path]:
+                    manifest: dict, t0: float, progress_stream,
+                    before_cell=None) -> tuple[list[dict], RunOutcome, Path]:
     """Run every sample, writing samples.csv and the raw outputs after each one; returns (rows,
     outcome, finished run directory). t0: time.monotonic() when the run started (for duration_s).
 
@@ -250,7 +262,7 @@ def _run_and_record(the_plan: plan_mod.Plan, hosts: dict[str, Host], prepared: _
                     perf_why_not={n: f["perf"].get("why_not") for n, f in prepared.host_facts.items()
                                   if isinstance(f.get("perf"), dict)},
                     progress=Progress(len(the_plan.samples), cells=len(sc.cells()), stream=progress_stream),
-                    on_sample=on_sample)
+                    on_sample=on_sample, before_cell=before_cell)
     try:
         rd.write_manifest(manifest)
         outcome = runner.run(the_plan)
@@ -475,13 +487,14 @@ class CleanReport:
     killed: list[int]
     cache: str
     temp_dirs: list[Path]
+    restored: list[str] = dataclasses.field(default_factory=list)
 
     def lines(self) -> list[str]:
         """What clean did, one line per action."""
         return ([f"stopped {len(self.killed)} leftover process(es)"
                  + (f": {' '.join(map(str, self.killed))}" if self.killed else ""),
                  f"removed build cache {self.cache}"]
-                + [f"removed {d}" for d in self.temp_dirs])
+                + [f"removed {d}" for d in self.temp_dirs] + self.restored)
 
 
 def clean(paths: Paths, host: Host | None = None) -> CleanReport:
@@ -490,13 +503,14 @@ def clean(paths: Paths, host: Host | None = None) -> CleanReport:
     base = f"{host.workdir()}/build"
     pids = host.pids_with_exe_under(base) if host.exists(base) else []
     host.kill_pids(pids)
+    restored = sysctls.restore_journals(host)
     dropped = deploy.drop_cache(host)
     stale = results.stale_temp_dirs(paths.results)
     for d in stale:
         import shutil
 
         shutil.rmtree(d, ignore_errors=True)
-    return CleanReport(pids, dropped, stale)
+    return CleanReport(pids, dropped, stale, restored)
 
 
 def ensure_test_deps(log: Log = _err) -> None:

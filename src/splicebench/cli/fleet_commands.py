@@ -67,4 +67,5 @@ def clean_lines(results: dict[str, fleet.HostClean | UserError]) -> list[str]:
             lines.append(f"{n}: stopped {len(r.programs)} leftover process(es)"
                          + (f": {' '.join(map(str, r.programs))}" if r.programs else "")
                          + f"; removed build cache {r.cache}")
+            lines += [f"{n}: {line}" for line in r.restored]
     return lines

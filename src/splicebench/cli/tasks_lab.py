@@ -11,7 +11,7 @@ import sys
 
 from invoke import Collection, Context, Exit
 
-from splicebench.lab import lifecycle
+from splicebench.lab import lifecycle, users
 from splicebench.lab import netns as labmod
 from splicebench.util.procs import pid_alive
 from splicebench.hosts.inventory import load_inventory
@@ -25,14 +25,17 @@ def _cfg(prefix: str, subnet: str) -> labmod.LabConfig:
 
 @task(help={"hosts": "number of lab hosts, 1-32 (default 2)",
             "subnet": f"private IPv4 /24 for the lab (default {labmod.LabConfig.subnet})",
-            "prefix": "name prefix of namespaces and links (default sb-lab)"})
+            "prefix": "name prefix of namespaces and links (default sb-lab)",
+            "user": "log in as a non-root user created for the lab, <prefix>-USER (default: root)",
+            "sudo": "that user's sudo: nopasswd (default), password (sudo -n fails) or none"})
 def up(c: Context, hosts: int = 2, subnet: str = labmod.LabConfig.subnet,
-       prefix: str = labmod.LabConfig.prefix) -> None:
+       prefix: str = labmod.LabConfig.prefix, user: str | None = None, sudo: str = "nopasswd") -> None:
     """Create a lab of SSH hosts in network namespaces; print its inventory file (needs root)."""
-    lb = lifecycle.up(int(hosts), _cfg(prefix, subnet))
+    lb = lifecycle.up(int(hosts), _cfg(prefix, subnet), users.LabUser(user, sudo) if user else None)
     print(f"{'host':<8} {'address':<15} {'namespace':<12} sshd pid")
     for h in lb.hosts:
         print(f"{h.name:<8} {h.address:<15} {h.namespace:<12} {h.sshd_pid}")
+    print(f"login:       {lb.user} (sudo: {lb.sudo})")
     print(f"inventory:   {lb.inventory}\nknown_hosts: {lb.known_hosts}")
     print(f"next: invoke run --scenario lab-2host --hosts {lb.inventory}")
 

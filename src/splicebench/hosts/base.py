@@ -83,6 +83,18 @@ class Proc(ABC):
         return f"; stderr: {last}" if last else ""
 
 
+class Held(ABC):
+    """A command that runs for as long as its standard input stays open (`Host.hold`).
+
+    Its input closes when `finish` is called, and also when the orchestrator dies or loses its
+    connection to the host: the command then runs to its end on the host by itself."""
+
+    @abstractmethod
+    def finish(self, timeout: float) -> RunResult:
+        """Close its input, wait up to timeout seconds for it to exit; its output and exit code
+        (124 if it was still running)."""
+
+
 class Host(ABC):
     """A machine where programs are built and run."""
 
@@ -109,6 +121,11 @@ class Host(ABC):
 
         deadman_s: the program is killed after that many seconds if still running, even if the
         orchestrator is gone."""
+
+    @abstractmethod
+    def hold(self, argv: list[str], *, ready: str, timeout: float = 30) -> Held:
+        """Start argv (with the host's privileges, like `run`) with its standard input held open by
+        this process, and wait until it prints the line `ready`; HostError if it exits first."""
 
     @abstractmethod
     def read_text(self, path: str) -> str:

@@ -45,7 +45,14 @@ def remote_command(argv: list[str], *, cwd: str | None = None, sudo: bool = Fals
         cmd = f"cd -- {_quote_path(cwd)} && {cmd}"
     if sudo:
         cmd = "sudo -n -- sh -c " + shlex.quote(cmd)
+    else:
+        # A user's PATH often lacks the sbin directories (Debian), where bpftool, nginx and haproxy
+        # live; sudo's secure_path and root's PATH have them.
+        cmd = SBIN_PATH + cmd
     return cmd
+
+
+SBIN_PATH = 'PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"; export PATH; '
 
 
 def _quote_path(p: str) -> str:

@@ -21,7 +21,7 @@ Format (version 1)::
         user: bench                 # default: ssh_config User, else the local user name
         port: 22                    # default: ssh_config Port, else 22
         key: ~/.ssh/id_ed25519      # or a list; default: ssh_config IdentityFile, else agent/defaults
-        sudo: auto                  # auto | root | sudo  (see SUDO_MODES)
+        sudo: auto                  # auto | root | sudo | none  (see SUDO_MODES)
         labels: [server]
         workdir: ~/.cache/splicebench   # remote directory for sources, builds and run files
         jump: bastion               # another inventory host to jump through (like ProxyJump)
@@ -53,10 +53,11 @@ if TYPE_CHECKING:  # paramiko loads only where an inventory is read (about 40 ms
 
 FORMAT_VERSION = 1
 
-#: sudo modes: ``root`` runs commands as the login user without sudo (the login user is root, or the
-#: scenario needs no privileges); ``sudo`` runs every command through ``sudo -n`` (passwordless sudo);
-#: ``auto`` is ``root`` when the login user is root and ``sudo`` otherwise.
-SUDO_MODES = ("auto", "root", "sudo")
+#: sudo modes: ``root`` runs commands as the login user without sudo (the login user is root);
+#: ``none`` does the same for a user without root, and only the programs that need no privileges run
+#: (run/privileges.py refuses the others by name); ``sudo`` runs every command through ``sudo -n``
+#: (password-less sudo); ``auto`` is ``root`` when the login user is root and ``sudo`` otherwise.
+SUDO_MODES = ("auto", "root", "sudo", "none")
 
 #: Name of the built-in host that runs programs on this machine without SSH.
 LOCAL_HOST = "local"
@@ -102,7 +103,7 @@ class HostSpec:
     port: int
     user: str
     key_files: tuple[str, ...]
-    sudo: str  # "root" or "sudo" (auto is resolved)
+    sudo: str  # "root", "sudo" or "none" (auto is resolved)
     labels: tuple[str, ...]
     workdir: str
     known_hosts: tuple[str, ...]  # files whose keys are trusted for this host

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from splicebench.errors import CommandFailed, ProcError
-from splicebench.hosts.base import LOCAL, Host, Proc, RunResult, describe_exit, json_object
+from splicebench.hosts.base import LOCAL, Held, Host, Proc, RunResult, describe_exit, json_object
 from splicebench.registry import CLIENT_PROGRAM, SAMPLER_PROGRAM, SERVERS
 
 def pdeathsig_prefix() -> list[str]:
@@ -300,6 +300,15 @@ class LocalHost(Host):
         self._procs.append(proc)
         return proc
 
+    def hold(self, argv: list[str], *, ready: str, timeout: float = 30) -> "LocalHeld":
+        # Its own session: a Ctrl-C in the terminal does not reach it; its input is a pipe from this
+        # process, which the kernel closes when this process dies, however it dies.
+        p = subprocess.Popen([str(a) for a in argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+        held = LocalHeld(self.name, argv, p)
+        held.wait_ready(ready, timeout)
+        return held
+
     def read_text(self, path: str) -> str:
         return Path(path).read_text(encoding="utf-8", errors="replace")
 
@@ -345,6 +354,35 @@ class LocalHost(Host):
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+class LocalHeld(Held):
+    """`LocalHost.hold`'s command: a child process whose stdin is a pipe from this process."""
+
+    def __init__(self, host: str, argv: list[str], popen: subprocess.Popen):
+        self.host, self.argv, self.p = host, argv, popen
+        self.first = b""
+
+    def wait_ready(self, ready: str, timeout: float) -> None:
+        assert self.p.stdout is not None
+        deadline = time.monotonic() + timeout
+        while not self.first.endswith(b"\n") and time.monotonic() < deadline:
+            r, _, _ = select.select([self.p.stdout], [], [], 0.1)
+            if r:
+                b = os.read(self.p.stdout.fileno(), 1)
+                if not b:
+                    break
+                self.first += b
+        if self.first.decode(errors="replace").strip() != ready:
+            res = self.finish(5)
+            raise CommandFailed(self.host, self.argv, res.returncode, res.stdout, res.stderr or "not ready")
+
+    def finish(self, timeout: float) -> RunResult:
+        try:
+            out, err = self.p.communicate(input=b"", timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return RunResult(124, _dec(self.first), "")
+        return RunResult(self.p.returncode, _dec(self.first + out), _dec(err))
 
 
 def _stop_group(p: subprocess.Popen) -> None:

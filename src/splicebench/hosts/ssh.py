@@ -39,7 +39,7 @@ import fabric
 import paramiko
 
 from splicebench.errors import CommandFailed, HostError
-from splicebench.hosts.base import Host, RunResult
+from splicebench.hosts.base import Held, Host, RunResult
 from splicebench.hosts.connection import HostUnreachable, open_connection, remote_command
 from splicebench.hosts.inventory import HostSpec, Inventory
 from splicebench.hosts.ssh_proc import SSHProc, decode
@@ -65,6 +65,8 @@ _WRAPPER = (
 # Positional: procdir, cwd, gate (0/1), deadman seconds, argv...
 _LAUNCH = (
     'd=$1; shift; mkdir -p -- "$d" && cd -- "$1" || exit 1; shift; '
+    # Under sudo the directory is the login user's, who opens the start gate in it over SFTP.
+    'if [ -n "${SUDO_UID:-}" ]; then chown -- "$SUDO_UID:$SUDO_GID" "$d" || exit 1; fi; '
     f'setsid sh -c \'{_WRAPPER}\' sb-proc "$d" "$@" </dev/null >"$d/out" 2>"$d/err" & '
     'i=0; while [ ! -s "$d/pid" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; cat "$d/pid"'
 )
@@ -245,6 +247,21 @@ class SSHHost(Host):
         finally:
             chan.close()
 
+    def hold(self, argv: list[str], *, ready: str, timeout: float = 30) -> "SSHHeld":
+        """argv on a channel of its own whose input stays open until `finish`; sshd closes it when
+        this process dies or the connection is lost (ClientAlive), and the command sees end of input."""
+        argv = [str(a) for a in argv]
+        t = self.connect().transport
+        try:
+            chan = t.open_session(timeout=self.spec.io_timeout)
+            chan.settimeout(self.spec.io_timeout)
+            chan.exec_command(remote_command(argv, sudo=self.spec.sudo == "sudo"))
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            raise self._unreachable(f"cannot start `{shlex.join(argv)}`", e) from None
+        held = SSHHeld(self, argv, chan)
+        held.wait_ready(ready, timeout)
+        return held
+
     def put(self, local_path, remote_path) -> None:
         """Upload over SFTP, keep the mode bits, then verify the copy's SHA-256 on the host."""
         local_path = os.fspath(local_path)
@@ -371,6 +388,56 @@ class SSHHost(Host):
 
     def __repr__(self) -> str:
         return f"<SSHHost {self.name} {self.spec.target}>"
+
+
+class SSHHeld(Held):
+    """`SSHHost.hold`'s command: an exec channel whose input is closed by `finish`."""
+
+    def __init__(self, host: SSHHost, argv: list[str], chan: paramiko.Channel):
+        self.host, self.argv, self.chan = host, argv, chan
+        self.out, self.err = bytearray(), bytearray()
+
+    def _pump(self, until: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not until():
+            got = False
+            while self.chan.recv_ready():
+                self.out += self.chan.recv(65536)
+                got = True
+            while self.chan.recv_stderr_ready():
+                self.err += self.chan.recv_stderr(65536)
+                got = True
+            if until():
+                break
+            if self.chan.exit_status_ready() and not got and not self.chan.recv_ready():
+                return until()
+            if time.monotonic() > deadline:
+                return False
+            if not got:
+                select.select([self.chan], [], [], 0.05)
+        return True
+
+    def wait_ready(self, ready: str, timeout: float) -> None:
+        try:
+            self._pump(lambda: b"\n" in self.out, timeout)
+        except (socket.timeout, TimeoutError, EOFError, OSError, paramiko.SSHException) as e:
+            raise self.host._unreachable(f"`{shlex.join(self.argv)}` failed", e) from None
+        if decode(self.out).split("\n", 1)[0].strip() != ready:
+            res = self.finish(5)
+            raise CommandFailed(self.host.name, self.argv, res.returncode, res.stdout,
+                                res.stderr or "not ready")
+
+    def finish(self, timeout: float) -> RunResult:
+        try:
+            self.chan.shutdown_write()
+            done = self._pump(lambda: self.chan.exit_status_ready() and not self.chan.recv_ready()
+                              and not self.chan.recv_stderr_ready(), timeout)
+            code = self.chan.recv_exit_status() if done else 124
+        except (socket.timeout, TimeoutError, EOFError, OSError, paramiko.SSHException) as e:
+            raise self.host._unreachable(f"`{shlex.join(self.argv)}` failed", e) from None
+        finally:
+            self.chan.close()
+        return RunResult(code, decode(self.out), decode(self.err))
 
 
 def _sftp_makedirs(s: paramiko.SFTPClient, path: str) -> None:

@@ -38,8 +38,9 @@ def known_hosts_line(name: str, host_key_pub: str) -> str:
     return f"{name} {key[0]} {key[1]}"
 
 
-def namespaces_inventory_text(hosts: list[tuple[str, str]]) -> str:
-    """The inventory of a namespace lab whose hosts are (name, address); keys and defaults shared."""
+def namespaces_inventory_text(hosts: list[tuple[str, str]], user: str = "root", sudo: str = "root") -> str:
+    """The inventory of a namespace lab whose hosts are (name, address); keys and defaults shared.
+    user, sudo: the login and its sudo mode (a lab made with --user: that user, sudo or none)."""
     rows = "".join(f"  {name}: {{host: {address}, labels: [lab]}}\n" for name, address in hosts)
     return (
         NAMESPACES_HEADER +
@@ -47,9 +48,9 @@ def namespaces_inventory_text(hosts: list[tuple[str, str]]) -> str:
         f"known_hosts: {KNOWN_HOSTS}\n"
         "ssh_config: null\n"
         "defaults:\n"
-        "  user: root\n"
+        f"  user: {user}\n"
         "  key: id_ed25519\n"
-        "  sudo: root\n"
+        f"  sudo: {sudo}\n"
         "  workdir: /tmp/splicebench\n"
         "  connect_timeout: 5\n"
         "  command_timeout: 300\n"
@@ -58,10 +59,11 @@ def namespaces_inventory_text(hosts: list[tuple[str, str]]) -> str:
         "hosts:\n" + rows)
 
 
-def write_namespaces_files(state: Path, hosts: list[tuple[str, str]], known: list[str]) -> None:
+def write_namespaces_files(state: Path, hosts: list[tuple[str, str]], known: list[str], user: str = "root",
+                           sudo: str = "root") -> None:
     """A new lab's files: known_hosts with the lines known, the inventory of hosts (name, address)."""
     atomic_write_text(known_hosts_path(state), "".join(line + "\n" for line in known))
-    atomic_write_text(inventory_path(state), namespaces_inventory_text(hosts))
+    atomic_write_text(inventory_path(state), namespaces_inventory_text(hosts, user, sudo))
 
 
 def add_host(state: Path, name: str, entry: dict, known_as: str, host_key_pub: str) -> Path:

@@ -8,15 +8,16 @@ stopped before the directory goes. Use these functions wherever a guest may be r
 from __future__ import annotations
 
 from splicebench.lab import arm64_guest
-from splicebench.lab import netns
+from splicebench.lab import netns, users
 
 #: What else lives in a lab's state directory, each stopped (given the directory) before it is removed.
 TENANTS: tuple[netns.Tenant, ...] = (arm64_guest.power_off,)
 
 
-def up(n: int = 2, config: netns.LabConfig | None = None) -> netns.Lab:
-    """A lab of n namespace hosts (netns.up); a lab that is rebuilt loses its arm64 guest too."""
-    return netns.up(n, config, tenants=TENANTS)
+def up(n: int = 2, config: netns.LabConfig | None = None, user: users.LabUser | None = None) -> netns.Lab:
+    """A lab of n namespace hosts (netns.up; user: log in as that non-root user, users.py); a lab that
+    is rebuilt loses its arm64 guest too."""
+    return netns.up(n, config, tenants=TENANTS, user=user)
 
 
 def down(config: netns.LabConfig | None = None) -> list[str]:

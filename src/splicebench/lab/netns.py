@@ -33,6 +33,7 @@ from typing import Callable, Iterable
 
 from splicebench.errors import UserError
 from splicebench.lab import inventory_files
+from splicebench.lab import users
 from splicebench.lab.processes import terminate, wait_for_sshd
 from splicebench.util.procs import pid_alive
 from splicebench.util.sshkeys import keygen
@@ -62,7 +63,7 @@ HostKey /run/sb-lab/ssh_host_ed25519_key
 PidFile /run/sb-lab/sshd.pid
 AuthorizedKeysFile /run/sb-lab/authorized_keys
 PermitRootLogin prohibit-password
-AllowUsers root
+AllowUsers root{extra_user}
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -148,6 +149,9 @@ class Lab:
 
     config: LabConfig
     hosts: list[LabHost] = field(default_factory=list)
+    user: str = "root"  # the login of its inventory (users.py: a lab user, with --user)
+    sudo: str = "root"  # its sudo mode in the inventory
+    access: str = "root"  # root, or the lab user's sudo (users.SUDO_KINDS)
 
     @property
     def inventory(self) -> Path:
@@ -167,21 +171,28 @@ def host_name(i: int) -> str:
 Tenant = Callable[[Path], list[str]]
 
 
-def up(n: int = 2, config: LabConfig | None = None, *, tenants: Iterable[Tenant] = ()) -> Lab:
-    """Create (or reuse, if already running with n hosts) a lab of n SSH hosts; return it.
+def up(n: int = 2, config: LabConfig | None = None, *, tenants: Iterable[Tenant] = (),
+       user: users.LabUser | None = None) -> Lab:
+    """Create (or reuse, if already running with n hosts and the same login) a lab of n SSH hosts.
 
+    user: log in as this non-root user (created for the lab, users.py) instead of root.
     A lab that is not reused is removed first, its tenants stopped (see `down`)."""
     cfg = config or LabConfig()
     if not 1 <= n <= MAX_HOSTS:
         raise LabError(f"lab size {n}: use 1 to {MAX_HOSTS} hosts")
     _require_root_tools()
     existing = status(cfg)
-    if existing is not None and len(existing.hosts) == n and _healthy(existing):
+    login, sudo = _login(cfg, user)
+    access = user.sudo if user is not None else "root"
+    if existing is not None and len(existing.hosts) == n and _healthy(existing) \
+            and (existing.user, existing.sudo, existing.access) == (login, sudo, access):
         return existing
     down(cfg, tenants=tenants)
     _check_subnet_free(cfg)
     try:
-        return _build(n, cfg)
+        if user is not None:
+            users.create(cfg.prefix, user)
+        return _build(n, cfg, login, sudo, access)
     except BaseException:
         down(cfg)
         raise
@@ -206,6 +217,7 @@ def down(config: LabConfig | None = None, *, tenants: Iterable[Tenant] = ()) -> 
     if cfg.bridge in links:
         _ip("link", "del", cfg.bridge, check=False)
         removed.append(f"bridge {cfg.bridge}")
+    removed += users.remove(cfg.prefix)  # after the namespaces: none of its processes is left
     if cfg.state.exists():
         shutil.rmtree(cfg.state, ignore_errors=True)
         removed.append(f"dir {cfg.state}")
@@ -219,7 +231,8 @@ def status(config: LabConfig | None = None) -> Lab | None:
         doc = json.loads((cfg.state / "lab.json").read_text())
     except (OSError, ValueError):
         return None
-    return Lab(config=cfg, hosts=[LabHost(**h) for h in doc.get("hosts", [])])
+    return Lab(config=cfg, hosts=[LabHost(**h) for h in doc.get("hosts", [])],
+               user=doc.get("user", "root"), sudo=doc.get("sudo", "root"), access=doc.get("access", "root"))
 
 
 def kill_host(lab: Lab, name: str) -> None:
@@ -240,7 +253,14 @@ def namespace_pids(ns: str) -> list[int]:
 # --- building ----------------------------------------------------------------------------------
 
 
-def _build(n: int, cfg: LabConfig) -> Lab:
+def _login(cfg: LabConfig, user: users.LabUser | None) -> tuple[str, str]:
+    """The lab's login and its inventory sudo mode."""
+    if user is None:
+        return "root", "root"
+    return user.login(cfg.prefix), "none" if user.sudo == "none" else "sudo"
+
+
+def _build(n: int, cfg: LabConfig, login: str = "root", sudo: str = "root", access: str = "root") -> Lab:
     st = cfg.state
     st.mkdir(parents=True, mode=0o700)
     key = st / "id_ed25519"
@@ -266,7 +286,8 @@ def _build(n: int, cfg: LabConfig) -> Lab:
         hd = st / "hosts" / str(i)
         hd.mkdir(parents=True)
         keygen(hd / "ssh_host_ed25519_key", f"{host_name(i)}-hostkey")
-        (hd / "sshd_config").write_text(_SSHD_CONFIG.format(addr=cfg.addr(i)))
+        (hd / "sshd_config").write_text(_SSHD_CONFIG.format(
+            addr=cfg.addr(i), extra_user="" if login == "root" else f" {login}"))
         (hd / "authorized_keys").write_text(pub)
         known.append(inventory_files.known_hosts_line(
             cfg.addr(i), (hd / "ssh_host_ed25519_key.pub").read_text()))
@@ -282,10 +303,10 @@ def _build(n: int, cfg: LabConfig) -> Lab:
     for h, p in zip(hosts, procs):
         _wait_sshd(h, p, st / "hosts" / str(h.index) / "sshd.log")
 
-    inventory_files.write_namespaces_files(st, [(h.name, h.address) for h in hosts], known)
-    lab = Lab(config=cfg, hosts=hosts)
+    inventory_files.write_namespaces_files(st, [(h.name, h.address) for h in hosts], known, login, sudo)
+    lab = Lab(config=cfg, hosts=hosts, user=login, sudo=sudo, access=access)
     (st / "lab.json").write_text(json.dumps(
-        {"prefix": cfg.prefix, "subnet": cfg.subnet,
+        {"prefix": cfg.prefix, "subnet": cfg.subnet, "user": login, "sudo": sudo, "access": access,
          "hosts": [h.__dict__ for h in hosts]}, indent=1) + "\n")
     return lab
 

@@ -383,7 +383,11 @@ def _put_text(host: Host, text: str, path: str) -> None:
 
 def make_workdir(host: Host) -> str:
     """A fresh private directory on `host` for one peer's config, pid and lock files."""
-    r = host.run(["mktemp", "-d", "-t", "splicebench-peer.XXXXXXXX"], timeout=30)
+    # Made by the host's privileged commands; handed to the login user under sudo, who uploads the
+    # config into it over SFTP.
+    r = host.run(["sh", "-c", 'd=$(mktemp -d -t splicebench-peer.XXXXXXXX) || exit 1; '
+                  'if [ -n "${SUDO_UID:-}" ]; then chown -- "$SUDO_UID:$SUDO_GID" "$d" || exit 1; fi; '
+                  'echo "$d"'], timeout=30)
     return _path(r.stdout.strip(), "temporary directory")
 
 

@@ -57,6 +57,7 @@ TEST_PACKAGES: list[Package] = [
     Package("iproute2", "ip"),  # network namespaces for SSH test hosts
     Package("openssh-server", "/usr/sbin/sshd"),
     Package("openssh-client", "ssh"),
+    Package("sudo", "sudo"),  # lab hosts that log in as a user with sudo (lab.up --user)
     # peer proxies (tests/test_peers.py; peers.PACKAGES is what `invoke run` installs for them)
     Package("nginx", "nginx"),
     Package("libnginx-mod-stream", "/usr/lib/nginx/modules/ngx_stream_module.so"),

@@ -26,6 +26,7 @@ from splicebench.results import cpu
 from splicebench.run import perf_run
 from splicebench.results.metrics import (Row, client_failure, client_metrics, loaded_metrics, parse_client_output,
                                          server_events, server_metrics)
+from splicebench.scenario.model import Cell
 from splicebench.scenario.plan import (LOAD_RAMP_S, MEASURED, PROFILE, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan,
                                       Sample)
 from splicebench.registry import (CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, SAMPLER_INTERVAL_US, SAMPLER_PROGRAM,
@@ -55,6 +56,7 @@ class Runner:
     def __init__(self, hosts: Mapping[str, Host], bin_dirs: Mapping[str, str], *, run_id: str,
                  clk_tck: Mapping[str, int] | None = None, progress=None,
                  on_sample: Callable[[Sample, dict[str, Any], dict[str, str | bytes]], None] | None = None,
+                 before_cell: Callable[[Cell], None] | None = None,
                  perf_why_not: Mapping[str, str | None] | None = None):
         self.hosts = hosts
         self.bin_dirs = bin_dirs
@@ -66,12 +68,15 @@ class Runner:
         self.on_sample = on_sample
         # host -> why perf cannot run there (None: it can); hosts not listed are probed when first used.
         self.perf = perf_run.PerfHosts(hosts, perf_why_not)
+        # Called before the first sample of each cell run (host_settings: the cell's sysctls).
+        self.before_cell = before_cell
 
     def run(self, plan: Plan) -> RunOutcome:
         outcome = RunOutcome()
         phase_totals = {WARMUP: plan.scenario.warmup, MEASURED: plan.scenario.measured, PROFILE: 1}
         stop_reason = ""
         not_needed: set[str] = set()
+        cell_ready: int | None = None
         with interrupt_on_terminate():
             for i, sample in enumerate(plan.samples):
                 if sample.id in not_needed:
@@ -82,6 +87,9 @@ class Runner:
                     outcome.rows.append(row)
                     continue
                 try:
+                    if self.before_cell and cell_ready != sample.cell.index:
+                        self.before_cell(sample.cell)
+                        cell_ready = sample.cell.index
                     if self.progress:
                         self.progress.start(sample, phase_totals[sample.phase])
                     row, raw, interrupted, usage = self._run_sample(sample, plan)

@@ -34,6 +34,30 @@ DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_SEED = 1
 LOCAL = "local"
 
+# Kernel settings (`sysctls:` and matrix keys): dotted names under /proc/sys, and values of digits,
+# letters and a few separators (the kernel's own formats: "4096 131072 6291456", "cubic", "0").
+SYSCTL_TOPS = ("abi", "debug", "dev", "fs", "kernel", "net", "user", "vm")
+SYSCTL_NAME_RE = re.compile(r"^(" + "|".join(SYSCTL_TOPS) + r")(\.[A-Za-z0-9_-]{1,64}){1,8}$")
+SYSCTL_NAME_ALLOWED = ("a sysctl name: " + ", ".join(SYSCTL_TOPS) + " then dot-separated parts of letters, "
+                       "digits, '_' or '-', e.g. net.ipv4.tcp_rmem")
+SYSCTL_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:,+-]+( [A-Za-z0-9_.:,+-]+){0,15}$")  # words joined by one space
+SYSCTL_VALUE_SCHEMA_PATTERN = r"^\s*[A-Za-z0-9_.:,+-]+(\s+[A-Za-z0-9_.:,+-]+){0,15}\s*$"  # as written
+SYSCTL_VALUE_ALLOWED = ("an integer, or text of up to 16 words of letters, digits and _.:,+- separated by "
+                        "spaces, e.g. 4194304 or '4096 131072 6291456'")
+
+
+def is_sysctl(key: object) -> bool:
+    """Whether a scenario key (a matrix key) names a kernel setting rather than a parameter."""
+    return isinstance(key, str) and "." in key
+
+
+def sysctl_value(value: object) -> str | None:
+    """A sysctl value as written to /proc/sys (words joined by one space), or None if not allowed."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    text = " ".join(str(value).split())
+    return text if len(text) <= 256 and SYSCTL_VALUE_RE.match(text) else None
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -69,6 +93,8 @@ class Cell:
     values: tuple[tuple[str, Any], ...]  # the matrix keys and their values at this point
     workload: tuple[tuple[str, int], ...]  # full client parameters of the workload type
     server_overrides: tuple[tuple[str, Any], ...]  # common server options set by the matrix
+    # Kernel settings of this cell on every host: the scenario's `sysctls` with the matrix's values.
+    sysctls: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
@@ -104,6 +130,9 @@ class Scenario:
     # One more round per server after the measured rounds, recorded with perf record (results/perf.py);
     # never counted in the statistics.
     profile: bool = False
+    # Kernel settings on every host for the whole run (name -> value as written to /proc/sys); a
+    # matrix key that is a sysctl name sweeps one (Cell.sysctls holds each cell's full set).
+    sysctls: tuple[tuple[str, str], ...] = ()
 
     @property
     def placement(self) -> Placement:
@@ -125,14 +154,21 @@ class Scenario:
             values = tuple(zip(keys, combo))
             wl = dict(self.workload)
             overrides = {}
+            sysctls = dict(self.sysctls)
             for k, v in values:
                 if k in WORKLOAD_FIELDS:
                     wl[k] = v
+                elif is_sysctl(k):
+                    sysctls[k] = v
                 else:
                     overrides[k] = v
             ordered = tuple((k, wl[k]) for k in WORKLOADS[self.workload_type])
-            cells.append(Cell(i, values, ordered, tuple(sorted(overrides.items()))))
+            cells.append(Cell(i, values, ordered, tuple(sorted(overrides.items())), tuple(sorted(sysctls.items()))))
         return cells
+
+    def sysctl_names(self) -> list[str]:
+        """Every kernel setting the run changes: the `sysctls` section's and the matrix's."""
+        return sorted({k for k, _ in self.sysctls} | {k for k, _ in self.matrix if is_sysctl(k)})
 
     def samples_total(self) -> int:
         rounds = self.warmup + self.measured + (1 if self.profile else 0)
@@ -154,6 +190,7 @@ class Scenario:
             "profile": self.profile,
             "timeout": self.timeout_s,
             "seed": self.seed,
+            **({"sysctls": dict(self.sysctls)} if self.sysctls else {}),
             **({"matrix": {k: list(v) for k, v in self.matrix}} if self.matrix else {}),
             "placement": places[0] if len(places) == 1 else places,
             **({"backend": {"name": self.backend.kind, "options": dict(self.backend.options),

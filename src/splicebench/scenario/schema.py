@@ -18,6 +18,8 @@ from splicebench.scenario.model import (
     DEFAULT_TIMEOUT_S,
     DEFAULT_WARMUP,
     NAME_RE,
+    SYSCTL_NAME_RE,
+    SYSCTL_VALUE_SCHEMA_PATTERN,
     format_param,
 )
 
@@ -89,6 +91,7 @@ def json_schema() -> dict[str, Any]:
     workers = next(s.options[WORKERS] for s in SERVERS.values() if WORKERS in s.options)
     matrix_values[WORKERS] = {"type": "array", "minItems": 1, "uniqueItems": True, "items": _option_schema(workers),
                               "description": "worker threads of the servers that have them (the others keep one)"}
+    sysctl_value = {"oneOf": [{"type": "integer"}, {"type": "string", "pattern": SYSCTL_VALUE_SCHEMA_PATTERN}]}
     placement = {
         "type": "object",
         "additionalProperties": False,
@@ -161,7 +164,17 @@ def json_schema() -> dict[str, Any]:
                 "minProperties": 1,
                 "additionalProperties": False,
                 "properties": matrix_values,
-                "description": "parameters to sweep; every combination runs every server",
+                "patternProperties": {SYSCTL_NAME_RE.pattern: {"type": "array", "minItems": 1, "uniqueItems": True,
+                                                               "items": sysctl_value}},
+                "description": "parameters (or sysctl names) to sweep; every combination runs every server",
+            },
+            "sysctls": {
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": {"pattern": SYSCTL_NAME_RE.pattern},
+                "additionalProperties": sysctl_value,
+                "description": "kernel settings on every host for the run, restored afterwards (README: Kernel "
+                               "settings)",
             },
             "placement": {
                 "oneOf": [placement, {"type": "array", "minItems": 1, "uniqueItems": True, "items": placement}],

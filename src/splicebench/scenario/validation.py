@@ -26,10 +26,15 @@ from splicebench.scenario.model import (
     MATRIX_SERVER_KEYS,
     NAME_ALLOWED,
     NAME_RE,
+    SYSCTL_NAME_ALLOWED,
+    SYSCTL_NAME_RE,
+    SYSCTL_VALUE_ALLOWED,
     Backend,
     Placement,
     Scenario,
     ServerConfig,
+    is_sysctl,
+    sysctl_value,
 )
 from splicebench.units import DURATION_HELP, format_size, parse_duration
 
@@ -49,6 +54,7 @@ TOP_KEYS = (
     "placement",
     "backend",
     "cpus",
+    "sysctls",
 )
 SERVER_KEYS = ("name", "label", "options")
 REPETITION_KEYS = ("warmup", "measured", "min", "max", "target_ci_width")
@@ -149,10 +155,12 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
 
     seed = c.integer(data["seed"], "seed", 0, SEED_MAX) if "seed" in data else DEFAULT_SEED
 
+    sysctls = _sysctls(c, data["sysctls"]) if "sysctls" in data else {}
+
     # matrix
     matrix: list[tuple[str, tuple[Any, ...]]] = []
     if "matrix" in data:
-        matrix = _matrix(c, data["matrix"], wtype, wl, servers)
+        matrix = _matrix(c, data["matrix"], wtype, wl, servers, sysctls)
 
     placements = _placements(c, data["placement"], tuple(known_hosts)) if "placement" in data else (Placement(),)
     cpus = _cpus(c, data["cpus"], backend) if "cpus" in data else ()
@@ -188,7 +196,34 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         min_measured=min_measured,
         target_ci_width=target_ci_width,
         cpus=cpus,
+        sysctls=tuple(sorted(sysctls.items())),
     )
+
+
+def _sysctl_name(c: Checker, key: Any, path: str) -> str:
+    if not isinstance(key, str) or not SYSCTL_NAME_RE.match(key):
+        c.fail(path, "not a sysctl name", found(key), SYSCTL_NAME_ALLOWED)
+    return key
+
+
+def _sysctl_value(c: Checker, value: Any, path: str) -> str:
+    text = sysctl_value(value)
+    if text is None:
+        c.fail(path, "not a sysctl value", found(value), SYSCTL_VALUE_ALLOWED)
+    return text
+
+
+def _sysctls(c: Checker, value: Any) -> dict[str, str]:
+    """The `sysctls` section: name -> value, set on every host for the run (checked on the hosts
+    before any sample runs; here only their form)."""
+    if not isinstance(value, Mapping) or not value:
+        c.fail("sysctls", "not a non-empty mapping", found(value), "a mapping of sysctl name -> value, "
+               "e.g. {net.core.rmem_max: 4194304}")
+    out = {}
+    for key, val in value.items():
+        path = join_path("sysctls", str(key))
+        out[_sysctl_name(c, key, path)] = _sysctl_value(c, val, path)
+    return out
 
 
 def _adaptive(c: Checker, reps: Mapping[str, Any]) -> tuple[int | None, float | None, int | None]:
@@ -304,10 +339,11 @@ def _roles(c: Checker, servers: list[ServerConfig], backend: Backend | None) -> 
     return out
 
 
-def _matrix(c: Checker, value: Any, wtype: str, wl: Mapping[str, Any],
-            servers: Sequence[ServerConfig]) -> list[tuple[str, tuple[Any, ...]]]:
+def _matrix(c: Checker, value: Any, wtype: str, wl: Mapping[str, Any], servers: Sequence[ServerConfig],
+            sysctls: Mapping[str, str]) -> list[tuple[str, tuple[Any, ...]]]:
     keys = WORKLOADS[wtype] + MATRIX_SERVER_KEYS
-    allowed = "a mapping of parameter -> non-empty list of values; parameters: " + ", ".join(keys)
+    allowed = ("a mapping of parameter -> non-empty list of values; parameters: " + ", ".join(keys)
+               + ", or a sysctl name")
     if not isinstance(value, Mapping):
         c.fail("matrix", "not a mapping", found(value), allowed)
     if not value:
@@ -315,6 +351,9 @@ def _matrix(c: Checker, value: Any, wtype: str, wl: Mapping[str, Any],
     out = []
     for key, vals in value.items():
         path = join_path("matrix", str(key))
+        if is_sysctl(key):
+            out.append((key, _swept_sysctl(c, key, vals, path, sysctls)))
+            continue
         if key == "servers" or key == "server":
             c.fail(path, "servers cannot be a matrix key", found(key),
                    ", ".join(keys) + " (every server in 'servers' runs at every matrix point)")
@@ -348,6 +387,21 @@ def _matrix(c: Checker, value: Any, wtype: str, wl: Mapping[str, Any],
             parsed.append(n)
         out.append((key, tuple(parsed)))
     return out
+
+
+def _swept_sysctl(c: Checker, key: str, vals: Any, path: str, sysctls: Mapping[str, str]) -> tuple[str, ...]:
+    _sysctl_name(c, key, path)
+    if key in sysctls:
+        c.fail(path, f"also set in sysctls.{key}", found(key), "each setting in one place")
+    if not isinstance(vals, list) or not vals:
+        c.fail(path, "not a non-empty list", found(vals), "a non-empty list of values")
+    parsed: list[str] = []
+    for i, v in enumerate(vals):
+        text = _sysctl_value(c, v, f"{path}[{i}]")
+        if text in parsed:
+            c.fail(f"{path}[{i}]", "duplicate value", found(v), "distinct values")
+        parsed.append(text)
+    return tuple(parsed)
 
 
 def _placements(c: Checker, value: Any, known_hosts: tuple[str, ...]) -> tuple[Placement, ...]:
