@@ -87,6 +87,23 @@ PEER_OPTIONS: dict[str, Option] = {
 }
 
 
+# SOCKMAP acceleration (scenario `accelerate`, bpf/accel.c): every program of a sample runs in a
+# cgroup whose established TCP sockets are short-circuited by sockops + sk_msg (redirect to the peer's
+# ingress queue). ACCEL_NONE runs the programs as they are.
+ACCEL_NONE = "none"
+ACCEL_SK_MSG = "sk_msg"
+ACCEL_MODES = (ACCEL_NONE, ACCEL_SK_MSG)
+ACCEL_PROGRAM = "sb-accel"
+# Why a program cannot be correct with its sockets in the acceleration's sockmap (measured on Linux
+# 6.18: every such sample delivered 0 bytes and timed out). tcp_splice_read() reads only the TCP
+# receive queue, never the psock's ingress queue where redirected bytes wait (the fix, "sockmap: Fix
+# reading with splice(2)", was not merged).
+ACCEL_SPLICE = "splice() reads only the TCP receive queue, never the bytes the sk_msg redirect queues " \
+               "on the socket (the transfer hangs)"
+ACCEL_SK_SKB = "its own sk_skb verdict sees only bytes that arrive by TCP, the sk_msg redirect bypasses it " \
+               "(the transfer hangs)"
+
+
 @dataclass(frozen=True)
 class ServerKind:
     """A server program: its name in scenarios, its binary and its own options."""
@@ -99,6 +116,19 @@ class ServerKind:
     role: str = ECHO  # ECHO: answers the client itself; PROXY: forwards to a backend (--upstream)
     peer: bool = False  # an off-the-shelf proxy (NGINX, HAProxy) that peers.py configures and runs
     sockbuf_max: int = INT_MAX  # the largest --sndbuf/--rcvbuf the program accepts
+    # Why it cannot run with `accelerate: sk_msg` (None: it can), for every option value or, in
+    # accel_refused_options, only with option == value: ((option, value, reason), ...).
+    accel_refusal: str | None = None
+    accel_refused_options: tuple[tuple[str, Any, str], ...] = ()
+
+    def accel_conflict(self, options: Mapping[str, Any]) -> str | None:
+        """Why this program with these options cannot be correct under SOCKMAP acceleration, or None."""
+        if self.accel_refusal:
+            return self.accel_refusal
+        for key, value, reason in self.accel_refused_options:
+            if options.get(key) == value:
+                return f"{key} {value}: {reason}"
+        return None
 
     def all_options(self) -> dict[str, Option]:
         common = {k: replace(o, maximum=self.sockbuf_max) for k, o in COMMON_SERVER_OPTIONS.items()}
@@ -131,6 +161,7 @@ SERVERS: dict[str, ServerKind] = {
             "sb-echo-splice",
             "socket -> pipe -> same socket with splice(), epoll, one thread",
             {"pipe_size": _PIPE_SIZE},
+            accel_refusal=ACCEL_SPLICE,
         ),
         ServerKind(
             "sockmap",
@@ -142,6 +173,7 @@ SERVERS: dict[str, ServerKind] = {
                 "max_conns": _MAX_CONNS,
             },
             sockbuf_max=SOCKMAP_BUF_MAX,
+            accel_refusal=ACCEL_SK_SKB,
         ),
         ServerKind(
             "uring",
@@ -159,6 +191,7 @@ SERVERS: dict[str, ServerKind] = {
                 "buffer_size": Option("--buffer-size", "size", "size of each provided buffer (default 64KiB); "
                                       "splice: the pipe size (default 1MiB)", minimum=1, maximum=BUF_MAX),
             },
+            accel_refused_options=(("mode", "splice", ACCEL_SPLICE),),
         ),
         # Reverse proxies (docs/programs.md, "Proxies"): a scenario with a `backend` section runs
         # them in front of that echo server, next to a direct row (client -> backend).
@@ -175,6 +208,7 @@ SERVERS: dict[str, ServerKind] = {
             "reverse proxy: socket -> pipe -> socket with splice(), a pipe per direction",
             {"pipe_size": _PIPE_SIZE},
             role=PROXY,
+            accel_refusal=ACCEL_SPLICE,
         ),
         ServerKind(
             "proxy-sockmap",
@@ -186,16 +220,18 @@ SERVERS: dict[str, ServerKind] = {
             },
             role=PROXY,
             sockbuf_max=SOCKMAP_BUF_MAX,
+            accel_refusal=ACCEL_SK_SKB,
         ),
         # Peers: the user-space proxies people run today, configured from templates by peers.py.
         *(
             ServerKind(name, program, description, PEER_OPTIONS, built=False, role=PROXY, peer=True,
-                       sockbuf_max=PEER_SOCKBUF_MAX)
-            for name, program, description in (
-                ("nginx", "nginx", "NGINX stream proxy (one worker)"),
-                ("haproxy", "haproxy", "HAProxy mode tcp, no splice (one thread)"),
-                ("haproxy-splice-auto", "haproxy", "HAProxy mode tcp, option splice-auto"),
-                ("haproxy-splice", "haproxy", "HAProxy mode tcp, option splice-request + splice-response"),
+                       sockbuf_max=PEER_SOCKBUF_MAX, accel_refusal=refusal)
+            for name, program, description, refusal in (
+                ("nginx", "nginx", "NGINX stream proxy (one worker)", None),
+                ("haproxy", "haproxy", "HAProxy mode tcp, no splice (one thread)", None),
+                ("haproxy-splice-auto", "haproxy", "HAProxy mode tcp, option splice-auto", ACCEL_SPLICE),
+                ("haproxy-splice", "haproxy", "HAProxy mode tcp, option splice-request + splice-response",
+                 ACCEL_SPLICE),
             )
         ),
     )

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from splicebench.registry import COMMON_SERVER_OPTIONS, WORKLOAD_FIELDS, WORKLOADS
+from splicebench.registry import ACCEL_NONE, COMMON_SERVER_OPTIONS, WORKLOAD_FIELDS, WORKLOADS
 from splicebench.units import format_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -33,13 +33,27 @@ DEFAULT_SEED = 1
 LOCAL = "local"
 
 
+# An accelerated server's label: the label as written, this separator, the mode (a written label
+# cannot contain it).
+ACCEL_LABEL_SEP = "+"
+
+
 @dataclass(frozen=True)
 class ServerConfig:
-    """One server entry: a label unique in the scenario, the server kind and its options."""
+    """One server entry: a label unique in the scenario, the server kind and its options; with
+    `accelerate`, one entry per mode (label 'naive' and 'naive+sk_msg')."""
 
     label: str
     kind: str
     options: tuple[tuple[str, Any], ...] = ()
+    accelerate: str = ACCEL_NONE  # registry.ACCEL_MODES: how every program of its samples runs
+
+    @property
+    def base_label(self) -> str:
+        """The label as the scenario wrote it (without the acceleration mode)."""
+        if self.accelerate == ACCEL_NONE:
+            return self.label
+        return self.label.removesuffix(ACCEL_LABEL_SEP + self.accelerate)
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,8 @@ class Scenario:
     # fraction of the median wide, after at least min_measured rounds (stats.enough_repetitions).
     min_measured: int | None = None
     target_ci_width: float | None = None
+    # SOCKMAP acceleration modes (registry.ACCEL_MODES): every server runs once per mode, in pairs.
+    accelerate: tuple[str, ...] = (ACCEL_NONE,)
 
     @property
     def placement(self) -> Placement:
@@ -136,7 +152,8 @@ class Scenario:
         return {
             "name": self.name,
             "description": self.description,
-            "servers": [{"name": s.kind, "label": s.label, "options": dict(s.options)} for s in self.servers],
+            "servers": [{"name": s.kind, "label": s.base_label, "options": dict(s.options)} for s in self.servers
+                        if s.accelerate == self.accelerate[0]],
             "workload": {"type": self.workload_type, **dict(self.workload)},
             "repetitions": ({"warmup": self.warmup, "measured": self.measured} if self.target_ci_width is None
                             else {"warmup": self.warmup, "min": self.min_measured, "max": self.measured,
@@ -150,6 +167,7 @@ class Scenario:
             **({"backend": {"name": self.backend.kind, "options": dict(self.backend.options),
                             **({"host": self.backend.host} if self.backend.host else {})}}
                if self.backend else {}),
+            **({"accelerate": list(self.accelerate)} if self.accelerate != (ACCEL_NONE,) else {}),
         }
 
 

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from splicebench.registry import CLIENT_PROGRAM, SERVERS, client_args, payload_bytes
+from splicebench.registry import ACCEL_NONE, ACCEL_PROGRAM, CLIENT_PROGRAM, SERVERS, client_args, payload_bytes
 from splicebench.scenario.model import DIRECT, Cell, Scenario, ServerConfig
 
 WARMUP = "warmup"
@@ -55,6 +55,16 @@ class Sample:
     def server_kind(self):
         return SERVERS[self.server.kind]
 
+    @property
+    def accelerate(self) -> str:
+        """registry.ACCEL_MODES: how every program of the sample runs."""
+        return self.server.accelerate
+
+    def hosts(self) -> list[str]:
+        """Every host a program of this sample runs on: clients, server, backend (in that order)."""
+        extra = (self.backend_host,) if self.backend_host else ()
+        return list(dict.fromkeys((*self.client_hosts, self.server_host, *extra)))
+
     def server_argv(self, program_path: str, upstream: str | None = None) -> list[str]:
         return self.server_kind.argv(program_path, self.listen, dict(self.server_options), upstream)
 
@@ -85,6 +95,9 @@ class Plan:
                 need.setdefault(s.backend_host, set()).add(SERVERS[s.backend].program)
             for h in s.client_hosts:
                 need.setdefault(h, set()).add(CLIENT_PROGRAM)
+            if s.accelerate != ACCEL_NONE:
+                for h in s.hosts():
+                    need.setdefault(h, set()).add(ACCEL_PROGRAM)
         return need
 
     def hosts(self) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from splicebench.registry import COMMON_SERVER_OPTIONS, ECHO, SEED_MAX, SERVERS, WORKLOAD_FIELDS, WORKLOADS, Option
+from splicebench.registry import ACCEL_MODES, COMMON_SERVER_OPTIONS, ECHO, SEED_MAX, SERVERS, WORKLOAD_FIELDS, WORKLOADS, Option
 from splicebench.scenario.model import (
     DEFAULT_ADAPTIVE_MAX,
     DEFAULT_ADAPTIVE_MIN,
@@ -163,6 +163,15 @@ def json_schema() -> dict[str, Any]:
                                "placement (default: all on local)",
             },
             "backend": backend,
+            "accelerate": {
+                "type": "array",
+                "minItems": 1,
+                "uniqueItems": True,
+                "items": {"enum": list(ACCEL_MODES)},
+                "description": "SOCKMAP acceleration: every server (and its backend and clients) runs once per "
+                               "mode, side by side; sk_msg runs them in a cgroup whose local TCP sockets are "
+                               "short-circuited by sockops + sk_msg (default [none])",
+            },
         },
     }
 
