@@ -129,8 +129,8 @@ def build_plan(scenario: Scenario) -> Plan:
                 # (default: the same), and the direct row is the backend itself.
                 bk = scenario.backend
                 bhost = (bk.host or placement.server) if bk is not None else None
-                run_host = bhost if bk is not None and server.label == DIRECT else placement.server
-                proxy = bk is not None and server.label != DIRECT
+                run_host = bhost if bk is not None and server.base_label == DIRECT else placement.server
+                proxy = bk is not None and server.base_label != DIRECT
                 # Clients only on the server's own host: loopback (some hosts have no other way in).
                 same = all(h == run_host for h in placement.clients)
                 opts = {**dict(server.options), **dict(cell.server_overrides)}
