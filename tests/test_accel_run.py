@@ -4,7 +4,6 @@ left after a run, after Ctrl-C, and after SIGKILL of the orchestrator followed b
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -58,7 +57,29 @@ def test_proxies_and_peers_byte_exact_with_and_without(tmp_path, use_cache, no_l
     assert "accel-local.jsonl" in names
     assert accel_cgroups() == before
     page = res.report.read_text()
-    assert "nginx+sk_msg" in page
+    assert "SOCKMAP acceleration (sk_msg): with and without, side by side" in page
+    for server, dirs in (("direct", 6), ("proxy-naive", 12), ("nginx", 12), ("haproxy", 12)):
+        assert f"{server} <span class=\"ci\">vs {server}+sk_msg</span>" in page
+        early = int(fast.loc[fast["server"] == f"{server}+sk_msg", "accel_dirs_tcp_early"].sum())
+        if not early:
+            assert f"{server}+sk_msg: 100 % &mdash; {dirs} of {dirs} directions redirected from their first byte" in page
+
+
+@pytest.mark.unit
+def test_share_below_100_percent_says_why():
+    from splicebench.report.accel_report import share_text
+
+    grp = pd.DataFrame({"status": ["ok", "ok", "failed"], "accel_dirs_redirected": [1000, 997, None],
+                        "accel_dirs_tcp_early": [0, 3, None], "accel_dirs_tcp_remote": [0, 0, None],
+                        "accel_insert_failed": [0, 0, None], "accel_redirect_failed": [0, 0, None],
+                        "accel_no_storage": [0, 0, None]})
+    assert share_text(grp) == (
+        "99.9 %", "1,997 of 2,000 directions redirected from their first byte; 3 direction(s) by TCP: the peer "
+        "socket was not in the map yet at the first send (handshake not complete on the passive side); 1 "
+        "sample(s) failed (listed under failures)")
+    grp.loc[1, ["accel_dirs_redirected", "accel_dirs_tcp_early"]] = [1_999_999, 1]
+    assert share_text(grp.iloc[1:2])[0] == "99.9 %"
+    assert share_text(grp.iloc[:1]) == ("100 %", "1,000 of 1,000 directions redirected from their first byte")
 
 
 def invoke_run(tmp_path: Path, cache_dir: Path, text: str) -> subprocess.Popen:

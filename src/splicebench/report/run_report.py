@@ -22,7 +22,7 @@ from splicebench.analysis import cpu as cpu_analysis
 from splicebench.analysis import latency
 from splicebench.analysis import summary as analysis
 from splicebench.analysis.compare import RunData, load_run
-from splicebench.report import proxy_report, render, run_charts, run_sections
+from splicebench.report import accel_report, proxy_report, render, run_charts, run_sections
 from splicebench.report import cpu_report
 from splicebench.report import format as fmt
 from splicebench.report.views import ChartView, RunSectionsView
@@ -113,6 +113,7 @@ class ReportView:
     notes: list[str] = field(default_factory=list)
     # Per-CPU user/system/softirq per server (runs with CPU sampler files), or None.
     cpu_breakdown: cpu_report.CpuBreakdownView | None = None
+    accel: accel_report.AccelView | None = None
 
 
 LATENCY_CAPTION = "Median across samples of each sample's p50, p90, p99 and p99.9; band: 95 % CI."
@@ -333,6 +334,7 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
         order=[f"{r['sample_id']}" for _, r in samples.sort_values("seq").iterrows()],
         method=method_text(manifest),
         cpu_breakdown=cpu_report.build(run.path, samples),
+        accel=accel_report.build(manifest, samples),
         notes=list(manifest.get("notes", [])),
     )
     return view, summary
