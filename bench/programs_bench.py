@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of the echo servers on loopback, side by side in one run (not a test).
 
-    python3 bench/programs_bench.py [--servers naive,splice,sockmap] [--reps 5] [--json]
+    python3 bench/programs_bench.py [--servers naive,splice,sockmap,uring] [--accel sk_msg] [--reps 5] [--json]
 
 Builds the programs (make), starts every server once, then interleaves the servers within each
 repetition so that drift on the machine hits them alike. Per server it prints the median goodput of
@@ -11,6 +11,12 @@ stime from /proc/PID/stat, what getrusage reports), the client, and the whole ho
 deltas (user + nice + system + irq + softirq: SOCKMAP redirects run in softirq, not in the server
 process). Host CPU includes the client and anything else running on the machine; the header gives
 the background load measured before the runs and how busy the client was.
+
+With --accel sk_msg (the default; --accel none turns it off) every server that can run under SOCKMAP
+acceleration (not splice or sockmap: registry.py says why) gets a second row, NAME+sk_msg: a second
+instance started, like its clients, inside the cgroup of one sb-accel loader (bpf/accel.c), so the
+plain and the accelerated rows are measured interleaved in the same run. The loader's counters
+(directions redirected and on TCP) are printed below the table.
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from splicebench.programs import accel  # noqa: E402
+from splicebench.registry import ACCEL_NONE, SERVERS  # noqa: E402
+from splicebench.results.metrics import ACCEL_COUNTER_COLUMNS, accel_reasons  # noqa: E402
+
 MiB = 1 << 20
 GiB = 1 << 30
 TICK = os.sysconf("SC_CLK_TCK")
@@ -73,12 +85,13 @@ def proc_cpu_s(pid: int) -> float:
 class Server:
     """One running echo server; stop() sends SIGTERM (SIGKILL to its group if it hangs)."""
 
-    def __init__(self, name: str, path: Path) -> None:
+    def __init__(self, name: str, path: Path, cgroup: str | None = None) -> None:
         self.name = name
+        self.cgroup = cgroup  # the acceleration's cgroup it (and its clients) run in, or None
         self.summary: dict[str, Any] | None = None
         self.stderr = ""
         self.proc = subprocess.Popen(
-            [str(path)],
+            accel.in_cgroup([str(path)], cgroup) if cgroup else [str(path)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -130,6 +143,7 @@ class Run:
 
 def run_client(build_dir: Path, srv: Server, kind: str, args: list[str]) -> Run:
     argv = [str(build_dir / "sb-client"), "--connect", srv.connect, *args, "--timeout", "300"]
+    argv = accel.in_cgroup(argv, srv.cgroup) if srv.cgroup else argv
     s0, h0 = proc_cpu_s(srv.proc.pid), host_busy_s()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=400)
     s1, h1 = proc_cpu_s(srv.proc.pid), host_busy_s()
@@ -224,13 +238,19 @@ def on_sigterm(signum: int, frame: object) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--servers", default="naive,splice,sockmap", help="comma-separated servers")
+    ap.add_argument("--servers", default="naive,splice,sockmap,uring", help="comma-separated servers")
+    ap.add_argument("--accel", default="sk_msg", choices=("sk_msg", ACCEL_NONE),
+                    help="add accelerated rows (default sk_msg) or not (none)")
     ap.add_argument("--reps", type=int, default=5, help="repetitions of each measurement")
     ap.add_argument("--round-trips", type=int, default=10000, help="per ping-pong run")
     ap.add_argument("--build", type=Path, default=REPO / "build", help="build directory")
     ap.add_argument("--json", action="store_true", help="print JSON (rows and every run)")
     args = ap.parse_args()
     names = [s for s in args.servers.split(",") if s]
+    accelerated = [] if args.accel == ACCEL_NONE else [n for n in names if n in SERVERS and SERVERS[n].accel_conflict({}) is None]
+    refused = {n: SERVERS[n].accel_conflict({}) for n in names if args.accel != ACCEL_NONE and n not in accelerated
+               and n in SERVERS}
+    all_names = [x for n in names for x in ([n, f"{n}+{args.accel}"] if n in accelerated else [n])]
 
     # SIGTERM ends the benchmark like Ctrl-C: the finally below stops every server.
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -246,14 +266,26 @@ def main() -> int:
     servers: dict[str, Server] = {}
     errors: dict[str, str] = {}
     runs: list[Run] = []
+    loader = None
+    cgroup = None
     try:
-        for name in names:
-            path = args.build / f"sb-echo-{name}"
+        if accelerated:
+            loader = subprocess.Popen([str(args.build / "sb-accel")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+            assert loader.stdout is not None
+            ready, _, _ = select.select([loader.stdout], [], [], 20)
+            line = loader.stdout.readline() if ready else b""
+            if not line:
+                raise RuntimeError(f"sb-accel: no ready line; {loader.stderr.read().decode() if loader.stderr else ''}")
+            cgroup = json.loads(line)["cgroup"]
+        for name in all_names:
+            base = name.split("+")[0]
+            path = args.build / f"sb-echo-{base}"
             if not path.exists():
                 errors[name] = f"{path} was not built"
                 continue
             try:
-                servers[name] = Server(name, path)
+                servers[name] = Server(name, path, cgroup if name != base else None)
             except RuntimeError as e:
                 errors[name] = str(e)
         plan = [
@@ -273,9 +305,15 @@ def main() -> int:
     finally:
         for srv in servers.values():
             srv.stop()
+        counters = None
+        if loader is not None:  # after the servers in its cgroup
+            loader.terminate()
+            out, _ = loader.communicate(timeout=30)
+            lines = out.decode(errors="replace").strip().splitlines()
+            counters = json.loads(lines[-1]).get("counters") if lines else None
 
     rows = []
-    for name in names:
+    for name in all_names:
         row = summarize(name, runs)
         row.error = errors.get(name)
         srv = servers.get(name)
@@ -294,6 +332,8 @@ def main() -> int:
         "reps": args.reps,
         "background_cpu_s_per_s": background,
         "client_busy_median": {kind: client_busy(kind) for kind in KINDS},
+        "accel_counters": counters,
+        "accel_refused": refused,
     }
     if args.json:
         print(json.dumps({"info": info, "rows": [asdict(r) for r in rows],
@@ -310,6 +350,14 @@ def main() -> int:
         "",
     ]
     print(table(rows, header))
+    if counters is not None:
+        dirs = counters["dirs_redirected"] + counters["dirs_tcp_early"] + counters["dirs_tcp_remote"]
+        print(f"\n{args.accel} rows: {counters['dirs_redirected']:,} of {dirs:,} directions redirected from their "
+              f"first byte, {counters['msgs_redirected']:,} messages / {counters['bytes_redirected'] / GiB:.2f} GiB "
+              f"redirected" + "".join(f"; {why}" for why in accel_reasons(
+                  {ACCEL_COUNTER_COLUMNS[k]: v for k, v in counters.items() if k in ACCEL_COUNTER_COLUMNS})))
+    for n, why in refused.items():
+        print(f"{n}+{args.accel}: not run: {why}")
     return 0 if all(not r.error and not r.failed_runs for r in rows) else 1
 
 

@@ -94,10 +94,12 @@ ACCEL_NONE = "none"
 ACCEL_SK_MSG = "sk_msg"
 ACCEL_MODES = (ACCEL_NONE, ACCEL_SK_MSG)
 ACCEL_PROGRAM = "sb-accel"
-# Why a program cannot be correct with its sockets in the acceleration's sockmap (measured on Linux
-# 6.18: every such sample delivered 0 bytes and timed out). tcp_splice_read() reads only the TCP
-# receive queue, never the psock's ingress queue where redirected bytes wait (the fix, "sockmap: Fix
-# reading with splice(2)", was not merged).
+# Why a program cannot be correct with its sockets in the acceleration's sockmap. Measured on Linux
+# 6.18: the splice echo server, the splice proxy, the io_uring echo in splice mode, HAProxy with
+# forced splice and both SOCKMAP servers returned 0 bytes (the client timed out); HAProxy splice-auto
+# passed 64-byte ping-pong but a 10 MiB stream ended after 6.4 MiB, once it started splicing.
+# tcp_splice_read() reads only the TCP receive queue, never the psock's ingress queue where
+# redirected bytes wait (the fix, "sockmap: Fix reading with splice(2)", was not merged).
 ACCEL_SPLICE = "splice() reads only the TCP receive queue, never the bytes the sk_msg redirect queues " \
                "on the socket (the transfer hangs)"
 ACCEL_SK_SKB = "its own sk_skb verdict sees only bytes that arrive by TCP, the sk_msg redirect bypasses it " \
