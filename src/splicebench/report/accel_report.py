@@ -60,8 +60,7 @@ class AccelView:
 
 def build(manifest: dict[str, Any], samples: pd.DataFrame) -> AccelView | None:
     """The acceleration section of a run's report, or None when nothing ran accelerated."""
-    if samples.empty or "accelerate" not in samples or not (samples["accelerate"].fillna(ACCEL_NONE)
-                                                             != ACCEL_NONE).any():
+    if samples.empty or "accelerate" not in samples or not (_modes(samples["accelerate"]) != ACCEL_NONE).any():
         return None
     sc = manifest.get("scenario") or {}
     headline = analysis.headline(str(sc.get("workload", {}).get("type") or samples["workload"].iloc[0]))
@@ -114,7 +113,7 @@ def build(manifest: dict[str, Any], samples: pd.DataFrame) -> AccelView | None:
 
 def _base_labels(servers: pd.DataFrame) -> dict[str, str]:
     """accelerated label -> the plain label it pairs with ('nginx+sk_msg' -> 'nginx')."""
-    plain = set(servers.loc[servers["accelerate"].fillna(ACCEL_NONE) == ACCEL_NONE, "server"])
+    plain = set(servers.loc[_modes(servers["accelerate"]) == ACCEL_NONE, "server"])
     out = {}
     for _, s in servers.iterrows():
         mode = str(s["accelerate"]) if isinstance(s["accelerate"], str) else ACCEL_NONE
@@ -122,6 +121,11 @@ def _base_labels(servers: pd.DataFrame) -> dict[str, str]:
         if mode != ACCEL_NONE and base in plain:
             out[str(s["server"])] = base
     return out
+
+
+def _modes(column: pd.Series) -> pd.Series:
+    """The accelerate column with runs or rows without it (empty cells) as ACCEL_NONE."""
+    return column.map(lambda v: v if isinstance(v, str) and v else ACCEL_NONE)
 
 
 def share_text(grp: pd.DataFrame) -> tuple[str, str]:
