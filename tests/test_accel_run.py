@@ -152,3 +152,26 @@ def test_sigkill_then_clean_leaves_nothing(tmp_path, use_cache, cache_dir, no_le
     report = commands.clean(commands.Paths.of(tmp_path, str(tmp_path / "results")))
     assert cg in report.cgroups and f"removed acceleration cgroup {cg}" in report.lines()
     assert not os.path.exists(cg)
+
+
+def test_run_without_cgroup2_is_refused_before_anything_runs(tmp_path, use_cache, cache_dir):
+    # `invoke run` in a mount namespace without any cgroup2 mount: one line naming the host and what is
+    # missing, exit 1, no results directory.
+    p = scenario_file(tmp_path, "servers: [naive]\naccelerate: [none, sk_msg]\nworkload: {type: stream, bytes: 1MiB}\n")
+    script = ('for m in $(awk \'$0 ~ / - cgroup2 / {print $5}\' /proc/self/mountinfo | sort -r); do '
+              'umount -l "$m" || exit 3; done; exec "$@"')
+    cmd = [sys.executable, "-m", "invoke", "-r", str(REPO), "run", "--scenario", str(p), "--no-provision",
+           "--results-dir", str(tmp_path / "results"), "--reports-dir", str(tmp_path / "reports")]
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *cmd],
+                       env={**os.environ, "SPLICEBENCH_CACHE": str(cache_dir)}, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert ("host local: accelerate sk_msg needs a cgroup2 mount, /proc/self/mountinfo has none: mount one "
+            "(mount -t cgroup2 none DIR) or run with accelerate: [none]") in r.stderr.splitlines()
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_check_has_the_acceleration_row():
+    rows = {what: (status, detail) for status, what, detail in commands.check(commands.Paths.of(REPO))}
+    mount = accel.cgroup2_mount(Path("/proc/self/mountinfo").read_text())
+    assert rows["SOCKMAP acceleration"] == ("ok", f"cgroup2 at {mount}, sockops and sk_msg programs load")
