@@ -96,6 +96,27 @@ PEER_OPTIONS: dict[str, Option] = {
 }
 
 
+# SOCKMAP acceleration (scenario `accelerate`, bpf/accel.c): every program of a sample runs in a
+# cgroup whose established TCP sockets are short-circuited by sockops + sk_msg (redirect to the peer's
+# ingress queue). ACCEL_NONE runs the programs as they are.
+ACCEL_NONE = "none"
+ACCEL_SK_MSG = "sk_msg"
+ACCEL_MODES = (ACCEL_NONE, ACCEL_SK_MSG)
+ACCEL_PROGRAM = "sb-accel"
+# Why a program cannot be correct with its sockets in the acceleration's sockmap. Measured on Linux
+# 6.18: the splice echo server, the splice proxy, the io_uring echo in splice mode, HAProxy with
+# forced splice and both SOCKMAP servers returned 0 bytes (the client timed out); HAProxy splice-auto
+# passed 64-byte ping-pong but a 10 MiB stream ended after 6.4 MiB, once it started splicing.
+# tcp_splice_read() reads only the TCP receive queue, never the psock's ingress queue where
+# redirected bytes wait (the fix, "sockmap: Fix reading with splice(2)", was not merged).
+# IORING_OP_SPLICE (the io_uring programs' splice mode, echo and proxy) goes through the same
+# tcp_splice_read().
+ACCEL_SPLICE = "splice() reads only the TCP receive queue, never the bytes the sk_msg redirect queues " \
+               "on the socket (the transfer hangs)"
+ACCEL_SK_SKB = "its own sk_skb verdict sees only bytes that arrive by TCP, the sk_msg redirect bypasses it " \
+               "(the transfer hangs)"
+
+
 @dataclass(frozen=True)
 class ServerKind:
     """A server program: its name in scenarios, its binary and its own options."""
@@ -108,6 +129,19 @@ class ServerKind:
     role: str = ECHO  # ECHO: answers the client itself; PROXY: forwards to a backend (--upstream)
     peer: bool = False  # an off-the-shelf proxy (NGINX, HAProxy) that peers.py configures and runs
     sockbuf_max: int = INT_MAX  # the largest --sndbuf/--rcvbuf the program accepts
+    # Why it cannot run with `accelerate: sk_msg` (None: it can), for every option value or, in
+    # accel_refused_options, only with option == value: ((option, value, reason), ...).
+    accel_refusal: str | None = None
+    accel_refused_options: tuple[tuple[str, Any, str], ...] = ()
+
+    def accel_conflict(self, options: Mapping[str, Any]) -> str | None:
+        """Why this program with these options cannot be correct under SOCKMAP acceleration, or None."""
+        if self.accel_refusal:
+            return self.accel_refusal
+        for key, value, reason in self.accel_refused_options:
+            if options.get(key) == value:
+                return f"{key} {value}: {reason}"
+        return None
 
     def all_options(self) -> dict[str, Option]:
         common = {k: replace(o, maximum=self.sockbuf_max) for k, o in COMMON_SERVER_OPTIONS.items()}
@@ -152,6 +186,7 @@ SERVERS: dict[str, ServerKind] = {
             "sb-echo-splice",
             "socket -> pipe -> same socket with splice(), epoll, one thread per worker",
             {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS},
+            accel_refusal=ACCEL_SPLICE,
         ),
         ServerKind(
             "sockmap",
@@ -163,6 +198,7 @@ SERVERS: dict[str, ServerKind] = {
                 "max_conns": _MAX_CONNS,
             },
             sockbuf_max=SOCKMAP_BUF_MAX,
+            accel_refusal=ACCEL_SK_SKB,
         ),
         ServerKind(
             "uring",
@@ -170,6 +206,7 @@ SERVERS: dict[str, ServerKind] = {
             "io_uring, one thread, one ring: multishot receive into provided buffers + send "
             "(mode recv-send), IORING_OP_SPLICE (splice) or IORING_OP_SEND_ZC (send-zc)",
             URING_OPTIONS,
+            accel_refused_options=(("mode", "splice", ACCEL_SPLICE),),
         ),
         # Reverse proxies (docs/programs.md, "Proxies"): a scenario with a `backend` section runs
         # them in front of that echo server, next to a direct row (client -> backend).
@@ -187,6 +224,7 @@ SERVERS: dict[str, ServerKind] = {
             "reverse proxy: socket -> pipe -> socket with splice(), a pipe per direction",
             {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS, "upstream_sources": _UPSTREAM_SOURCES},
             role=PROXY,
+            accel_refusal=ACCEL_SPLICE,
         ),
         ServerKind(
             "proxy-sockmap",
@@ -198,6 +236,7 @@ SERVERS: dict[str, ServerKind] = {
             },
             role=PROXY,
             sockbuf_max=SOCKMAP_BUF_MAX,
+            accel_refusal=ACCEL_SK_SKB,
         ),
         ServerKind(
             "proxy-uring",
@@ -206,16 +245,18 @@ SERVERS: dict[str, ServerKind] = {
             "+ send (mode recv-send), IORING_OP_SPLICE (splice) or IORING_OP_SEND_ZC (send-zc)",
             URING_OPTIONS,
             role=PROXY,
+            accel_refused_options=(("mode", "splice", ACCEL_SPLICE),),
         ),
         # Peers: the user-space proxies people run today, configured from templates by peers.py.
         *(
             ServerKind(name, program, description, PEER_OPTIONS, built=False, role=PROXY, peer=True,
-                       sockbuf_max=PEER_SOCKBUF_MAX)
-            for name, program, description in (
-                ("nginx", "nginx", "NGINX stream proxy (one worker)"),
-                ("haproxy", "haproxy", "HAProxy mode tcp, no splice (one thread)"),
-                ("haproxy-splice-auto", "haproxy", "HAProxy mode tcp, option splice-auto"),
-                ("haproxy-splice", "haproxy", "HAProxy mode tcp, option splice-request + splice-response"),
+                       sockbuf_max=PEER_SOCKBUF_MAX, accel_refusal=refusal)
+            for name, program, description, refusal in (
+                ("nginx", "nginx", "NGINX stream proxy (one worker)", None),
+                ("haproxy", "haproxy", "HAProxy mode tcp, no splice (one thread)", None),
+                ("haproxy-splice-auto", "haproxy", "HAProxy mode tcp, option splice-auto", ACCEL_SPLICE),
+                ("haproxy-splice", "haproxy", "HAProxy mode tcp, option splice-request + splice-response",
+                 ACCEL_SPLICE),
             )
         ),
     )

@@ -22,7 +22,7 @@ from splicebench.analysis import cpu as cpu_analysis
 from splicebench.analysis import latency
 from splicebench.analysis import summary as analysis
 from splicebench.analysis.compare import RunData, load_run
-from splicebench.report import proxy_report, render, run_charts, run_sections
+from splicebench.report import accel_report, proxy_report, render, run_charts, run_sections
 from splicebench.report import conn_report, cpu_report
 from splicebench.report import format as fmt
 from splicebench.report.views import ChartView, RunSectionsView
@@ -115,6 +115,7 @@ class ReportView:
     cpu_breakdown: cpu_report.CpuBreakdownView | None = None
     # Connections, workers, client threads and TCP_INFO per server (runs whose client reports it), or None.
     connections: conn_report.ConnView | None = None
+    accel: accel_report.AccelView | None = None
 
 
 LATENCY_CAPTION = "Median across samples of each sample's p50, p90, p99 and p99.9; band: 95 % CI."
@@ -337,6 +338,7 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
         method=method_text(manifest),
         cpu_breakdown=cpu_report.build(run.path, samples),
         connections=conn_report.build(samples, not summary.empty and summary["cell"].nunique() > 1),
+        accel=accel_report.build(manifest, samples),
         notes=list(manifest.get("notes", [])),
     )
     return view, summary

@@ -12,6 +12,8 @@ Format versions (manifest "format"):
      new columns host_cpu_{busy,user,sys,irq,softirq}_unc_s, server_cpu_s, server_cpu_unc_s,
      backend_cpu_s, backend_cpu_unc_s, sampler_cpu_s, cpu_note; host_ctxt dropped.
      Format 1 runs still load (their CPU figures have no uncertainty columns).
+     Later format 2 runs add the columns accelerate and accel_* (SOCKMAP acceleration, metrics.ACCEL_COLUMNS);
+     runs without them load as runs without acceleration.
 """
 
 from __future__ import annotations

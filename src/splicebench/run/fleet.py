@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
@@ -19,7 +19,7 @@ from splicebench.hosts import facts
 from splicebench.hosts.base import LOCAL, Host, Proc
 from splicebench.hosts.inventory import Inventory
 from splicebench.hosts.local import LocalHost
-from splicebench.programs import deploy
+from splicebench.programs import accel, deploy
 from splicebench.programs.provision import Package
 
 T = TypeVar("T")
@@ -189,6 +189,7 @@ def check_table(results: dict[str, list | UserError]) -> tuple[str, bool]:
 class HostClean:
     programs: list[int]  # leftover programs stopped (tagged background programs, build binaries)
     cache: str  # build cache directory removed
+    cgroups: list[str] = field(default_factory=list)  # leftover acceleration cgroups removed
 
 
 def clean_all(hosts: dict[str, Host]) -> dict[str, HostClean | UserError]:
@@ -203,7 +204,8 @@ def clean_all(hosts: dict[str, Host]) -> dict[str, HostClean | UserError]:
             pids = [p for p in h.pids_with_exe_under(base) if p not in killed]
             h.kill_pids(pids)
             killed += pids
-        return HostClean(sorted(killed), deploy.drop_cache(h))
+        cgroups = accel.sweep(h)  # after the programs: a cgroup goes once nothing runs in it
+        return HostClean(sorted(killed), deploy.drop_cache(h), cgroups)
     return for_each_host(list(hosts.values()), one)
 
 
