@@ -146,9 +146,16 @@ def test_storm_with_late_passive_side_never_splits_a_direction():
     # handshake's last ACK of many connections; their client's first message then finds no peer in the
     # map (the passive socket enters at PASSIVE_ESTABLISHED, once a later segment completes the
     # handshake). Such a direction must use TCP for every byte (the decision recorded at the first
-    # message), and every byte must come back in order.
-    _, c = storm_in_netns(16, 100)
-    assert c["dirs_tcp_early"] > 0  # the race happened
+    # message), and every byte must come back in order. Whether the race happens in one storm depends
+    # on how the handshakes interleave with the server's accepts (on a busy machine, 100 connections
+    # often saw none), so storms of 300 run, each checked byte-exact, until one shows it.
+    early = []
+    for _ in range(10):
+        _, c = storm_in_netns(16, 300)
+        early.append(c["dirs_tcp_early"])
+        if early[-1] > 0:
+            break
+    assert early[-1] > 0, f"the race never happened in {len(early)} storms"
 
 
 def test_storm_of_500_connections_with_a_short_accept_queue():
