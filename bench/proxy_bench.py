@@ -21,10 +21,11 @@ GiB: the proxy's (every process and thread of it; direct: the backend's), counte
 no other figure carries the tracing cost.
 
 With --accel sk_msg (the default; --accel none turns it off) every target that can run under SOCKMAP
-acceleration (not the splicing or SOCKMAP proxies, nor proxy-uring-splice: registry.py says why) gets a
-second row, TARGET+sk_msg: a second backend and a second instance of the proxy, started like their
-clients inside the cgroup of one sb-accel loader (bpf/accel.c), measured interleaved with the plain rows.
-The loader's counters (directions redirected and on TCP) are printed below the tables.
+acceleration (not the splicing or SOCKMAP proxies, nor proxy-uring-splice and proxy-uring-send-zc:
+registry.py says why) gets a second row, TARGET+sk_msg: a second backend and a second instance of the
+proxy, started like their clients inside the cgroup of one sb-accel loader (bpf/accel.c), measured
+interleaved with the plain rows. The loader's counters (directions redirected and on TCP) are printed
+below the tables.
 """
 
 from __future__ import annotations

@@ -207,6 +207,31 @@ def test_splice_echo_cannot_read_redirected_bytes():
     assert ready["summary"]["counters"]["dirs_redirected"] >= 1
 
 
+@pytest.mark.parametrize("program,mode,ok", [
+    ("proxy-uring", "recv-send", True),
+    ("proxy-uring", "send-zc", False),
+    ("proxy-uring", "splice", False),
+    ("echo-uring", "send-zc", True),
+])
+def test_uring_modes_under_acceleration(program, mode, ok):
+    # What validation allows and refuses of the io_uring programs (registry: the proxy's send-zc and
+    # splice modes, ACCEL_SEND_ZC and ACCEL_SPLICE), as this kernel does it: the refused modes get no
+    # byte back, the allowed ones every byte.
+    with loader() as ready, contextlib.ExitStack() as stack:
+        cg = ready["cgroup"]
+        argv = [str(binary(program)), "--mode", mode]
+        if program == "proxy-uring":
+            backend = stack.enter_context(echo(cg))
+            argv += ["--upstream", backend.connect]
+        srv = stack.enter_context(running_server(program, cmd=accel.in_cgroup(argv, cg)))
+        res = client(cg, srv.connect, "pingpong", msg_size=64, round_trips=100, conns=2, timeout=3)
+    if ok:
+        assert res["ok"] and res["bytes_verified"] == res["bytes_expected"] > 0
+        assert ready["summary"]["counters"]["dirs_redirected"] + ready["summary"]["counters"]["dirs_tcp_early"] > 0
+    else:
+        assert not res["ok"] and res["bytes_verified"] == 0
+
+
 def test_nothing_is_left_after_the_loader_stops():
     with loader() as ready:
         cg = ready["cgroup"]

@@ -34,14 +34,18 @@ def attached_anywhere(name: str) -> bool:
 
 def test_proxies_and_peers_byte_exact_with_and_without(tmp_path, use_cache, no_leftovers):
     before = accel_cgroups()
-    p = scenario_file(tmp_path, "name: accel\nservers: [proxy-naive, nginx, haproxy]\nbackend: {name: naive}\n"
+    p = scenario_file(tmp_path, "name: accel\nservers: [proxy-naive, proxy-uring, nginx, haproxy]\n"
+                                "backend: {name: naive}\n"
                                 "accelerate: [none, sk_msg]\nworkload: {type: stream, bytes: 2MiB, conns: 3}\n"
-                                "repetitions: {warmup: 0, measured: 1}\ntimeout: 30s\n")
+                                "repetitions: {warmup: 0, measured: 1}\ntimeout: 30s\n"
+                                # Pinned too: taskset and the cgroup's shell both exec the program.
+                                "cpus: {server: 0, backend: 1, client: 1}\n")
     res = commands.run(paths(tmp_path), str(p), log=lambda m: None)
     run = one_run(tmp_path)
-    assert res.status == "complete" and res.counts == {"ok": 8}
+    assert res.status == "complete" and res.counts == {"ok": 10}
     df = pd.read_csv(run / "samples.csv")
-    assert list(df["server"]) == ["direct", "direct+sk_msg", "proxy-naive", "proxy-naive+sk_msg", "nginx",
+    assert list(df["server"]) == ["direct", "direct+sk_msg", "proxy-naive", "proxy-naive+sk_msg", "proxy-uring",
+                                  "proxy-uring+sk_msg", "nginx",
                                   "nginx+sk_msg", "haproxy", "haproxy+sk_msg"]
     assert (df["bytes_verified"] == 3 * (2 << 20)).all()
     plain, fast = df[df["accelerate"] == "none"], df[df["accelerate"] == "sk_msg"]
@@ -58,7 +62,7 @@ def test_proxies_and_peers_byte_exact_with_and_without(tmp_path, use_cache, no_l
     assert accel_cgroups() == before
     page = res.report.read_text()
     assert "SOCKMAP acceleration (sk_msg): with and without, side by side" in page
-    for server, dirs in (("direct", 6), ("proxy-naive", 12), ("nginx", 12), ("haproxy", 12)):
+    for server, dirs in (("direct", 6), ("proxy-naive", 12), ("proxy-uring", 12), ("nginx", 12), ("haproxy", 12)):
         assert f"{server} <span class=\"ci\">vs {server}+sk_msg</span>" in page
         early = int(fast.loc[fast["server"] == f"{server}+sk_msg", "accel_dirs_tcp_early"].sum())
         if not early:

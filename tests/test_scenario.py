@@ -14,7 +14,7 @@ import yaml
 
 from splicebench import scenario
 from splicebench.errors import ScenarioError
-from splicebench.registry import ACCEL_SK_SKB, ACCEL_SPLICE, SERVERS, WORKLOAD_FIELDS, WORKLOADS
+from splicebench.registry import ACCEL_SEND_ZC, ACCEL_SK_SKB, ACCEL_SPLICE, SERVERS, WORKLOAD_FIELDS, WORKLOADS
 from splicebench.scenario.model import MATRIX_SERVER_KEYS
 from splicebench.scenario.validation import BACKEND_KEYS, PLACEMENT_KEYS, REPETITION_KEYS, SERVER_KEYS, TOP_KEYS
 
@@ -258,6 +258,14 @@ BAD = [
      "from servers, or accelerate: [none]", False),
     ("servers: [{name: uring, options: {mode: splice}}]\nworkload: {type: stream}\naccelerate: [sk_msg]",
      f"bad.yaml: servers[0]: cannot run with accelerate sk_msg: mode splice: {ACCEL_SPLICE}; found 'uring', "
+     "allowed: remove it from servers, or accelerate: [none]", False),
+    ("servers: [{name: proxy-uring, options: {mode: splice}}]\nbackend: {name: naive}\nworkload: {type: stream}\n"
+     "accelerate: [none, sk_msg]",
+     f"bad.yaml: servers[0]: cannot run with accelerate sk_msg: mode splice: {ACCEL_SPLICE}; found 'proxy-uring', "
+     "allowed: remove it from servers, or accelerate: [none]", False),
+    ("servers: [{name: proxy-uring, options: {mode: send-zc}}]\nbackend: {name: naive}\nworkload: {type: stream}\n"
+     "accelerate: [sk_msg]",
+     f"bad.yaml: servers[0]: cannot run with accelerate sk_msg: mode send-zc: {ACCEL_SEND_ZC}; found 'proxy-uring', "
      "allowed: remove it from servers, or accelerate: [none]", False),
     ("servers: [sockmap]\nworkload: {type: stream}\naccelerate: [none, sk_msg]",
      f"bad.yaml: servers[0]: cannot run with accelerate sk_msg: {ACCEL_SK_SKB}; found 'sockmap', allowed: remove "
