@@ -361,9 +361,28 @@ def pinned(argv: list[str], cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus, *argv] if cpus else list(argv)
 
 
+# A program started inside a cgroup (programs/accel.py in_cgroup): a shell given the cgroup directory
+# as $1 writes its own pid into its cgroup.procs, then execs the program's argv (same pid). Only
+# positional parameters, never interpolated.
+CGROUP_ENTER = 'echo $$ >"$1/cgroup.procs" || exit 126; shift; exec "$@"'
+CGROUP_ENTER_NAME = "sb-cgroup"
+
+
+def program_argv(argv: list[str]) -> list[str]:
+    """The program's own argv past the wrappers that exec it in the same process, in any order:
+    taskset -c CPUS (pinned) and the cgroup's shell (CGROUP_ENTER)."""
+    while True:
+        if len(argv) > 3 and argv[:2] == ["taskset", "-c"]:
+            argv = argv[3:]
+        elif len(argv) > 5 and argv[:4] == ["sh", "-c", CGROUP_ENTER, CGROUP_ENTER_NAME]:
+            argv = argv[5:]
+        else:
+            return list(argv)
+
+
 def program_name(argv: list[str]) -> str:
-    """The program an argv runs (past a taskset prefix): its file name."""
-    words = argv[3:] if argv[:2] == ["taskset", "-c"] else argv
+    """The program an argv runs (past taskset and the cgroup's shell): its file name."""
+    words = program_argv(argv)
     return words[0].rsplit("/", 1)[-1] if words else ""
 
 

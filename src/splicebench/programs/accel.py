@@ -15,13 +15,10 @@ import re
 from typing import Any, Mapping, Sequence
 
 from splicebench.hosts.base import Host
-from splicebench.registry import MAX_CONNS_MAX
+from splicebench.registry import CGROUP_ENTER, CGROUP_ENTER_NAME, MAX_CONNS_MAX, program_argv
 from splicebench.results.metrics import ACCEL_COUNTER_COLUMNS, accel_reasons
 
 CGROUP_PREFIX = "sb-accel-"  # bpf/accel.c CGROUP_PREFIX; `invoke clean` removes what is left
-# Runs argv inside a cgroup: positional parameters $1 = cgroup directory, then argv. The pid is
-# the shell's own, which then execs the program; never interpolated, only positional.
-_ENTER = 'echo $$ >"$1/cgroup.procs" || exit 126; shift; exec "$@"'
 
 # Sockets of a sample in the map of one host: a client socket and a server socket per connection,
 # and a proxy holds two (client leg, upstream leg), as does its backend's side of the upstream leg.
@@ -31,15 +28,14 @@ DEFAULT_MAP = 65536
 
 
 def in_cgroup(argv: Sequence[str], cgroup: str) -> list[str]:
-    """argv started inside cgroup (a directory of the cgroup2 mount)."""
-    return ["sh", "-c", _ENTER, "sb-cgroup", cgroup, *argv]
+    """argv started inside cgroup (a directory of the cgroup2 mount): registry.CGROUP_ENTER, whose
+    shell's pid (the program's after its exec) goes into cgroup.procs."""
+    return ["sh", "-c", CGROUP_ENTER, CGROUP_ENTER_NAME, cgroup, *argv]
 
 
 def program_of(argv: Sequence[str]) -> list[str]:
-    """The program's own argv in an argv made by in_cgroup (any other argv as it is)."""
-    if len(argv) > 5 and list(argv[:4]) == ["sh", "-c", _ENTER, "sb-cgroup"]:
-        return list(argv[5:])
-    return list(argv)
+    """The program's own argv in an argv made by in_cgroup (or pinned; any other argv as it is)."""
+    return program_argv(list(argv))
 
 
 def map_size(conns: int) -> int:
