@@ -132,7 +132,10 @@ def storm_in_netns(somaxconn: int, conns: int) -> tuple[dict[str, Any], dict[str
     res = json.loads(proc.stdout)
     assert res["ok"] and res["conns_ok"] == conns and res["bytes_verified"] == res["bytes_expected"], proc.stderr
     c = ready["summary"]["counters"]
-    assert c["sockets"] == 2 * conns
+    # With an accept queue this short, more sockets than two a connection can enter the map (seen: 604
+    # for 300 connections, 1,001 for 500): passive sockets established and then given up by the kernel
+    # while the queue was full, before any message. The directions, counted at the first message, are exact.
+    assert c["sockets"] >= 2 * conns
     assert c["dirs_redirected"] + c["dirs_tcp_early"] == 2 * conns
     assert c["redirect_failed"] == c["no_storage"] == 0
     # Only a client's direction can be early: a server's peer entered the map before the server's
