@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of the echo servers on loopback, side by side in one run (not a test).
 
-    python3 bench/programs_bench.py [--servers naive,splice,sockmap,uring,...] [--reps 5] [--json]
+    python3 bench/programs_bench.py [--servers naive,splice,sockmap,uring,...] [--accel sk_msg] [--reps 5] [--json]
 
 Builds the programs (make), starts every server once, then interleaves the servers within each
 repetition so that drift on the machine hits them alike. Per server it prints the median goodput of
@@ -18,6 +18,12 @@ runs and how busy the client was. System calls per GiB: the server's, counted by
 (raw_syscalls:sys_enter, bench/syscall_count.py) over --reps extra 100 MiB streams of their own, so
 that no other figure carries the tracing cost. The io_uring server runs in each of its modes: uring (recv-send),
 uring-splice and uring-send-zc.
+
+With --accel sk_msg (the default; --accel none turns it off) every server that can run under SOCKMAP
+acceleration (not splice, sockmap or uring-splice: registry.py says why) gets a second row, NAME+sk_msg:
+a second instance started, like its clients, inside the cgroup of one sb-accel loader (bpf/accel.c), so
+the plain and the accelerated rows are measured interleaved in the same run. The loader's counters
+(directions redirected and on TCP) are printed below the table.
 """
 
 from __future__ import annotations
@@ -41,6 +47,12 @@ from typing import Any
 import syscall_count
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from splicebench.programs import accel  # noqa: E402
+from splicebench.registry import ACCEL_NONE, SERVERS  # noqa: E402
+from splicebench.results.metrics import ACCEL_COUNTER_COLUMNS, accel_reasons  # noqa: E402
+
 MiB = 1 << 20
 GiB = 1 << 30
 TICK = os.sysconf("SC_CLK_TCK")
@@ -48,9 +60,17 @@ KINDS = ("stream-100MiB", "stream-1GiB", "pingpong-64B", "syscalls-100MiB", "crr
 PAYLOAD_MAX = 1 << 50  # sb-client's largest --bytes: the bulk streams run until SIGINT
 LOAD_RAMP_S = 0.3  # bulk streams running before the loaded ping-pong starts
 HOST_BUSY_FIELDS = (0, 1, 2, 5, 6)  # user nice system irq softirq (after the "cpu" label)
-SERVERS = "naive,splice,sockmap,uring,uring-splice,uring-send-zc"
+DEFAULT_SERVERS = "naive,splice,sockmap,uring,uring-splice,uring-send-zc"
 # A server as the benchmark names it: its program (build/sb-echo-X) and arguments.
 MODES = {"uring-splice": ("uring", ["--mode", "splice"]), "uring-send-zc": ("uring", ["--mode", "send-zc"])}
+
+
+def accel_refusal(name: str) -> str | None:
+    """Why server `name` (a MODES name included) cannot run under SOCKMAP acceleration (registry), or None."""
+    program, sargs = MODES.get(name, (name, []))
+    kind = SERVERS[program]
+    flags = dict(zip(sargs[::2], sargs[1::2]))
+    return kind.accel_conflict({key: flags[o.flag] for key, o in kind.options.items() if o.flag in flags})
 
 
 def build(build_dir: Path) -> None:
@@ -87,12 +107,13 @@ def proc_cpu_s(pid: int) -> float:
 class Server:
     """One running echo server; stop() sends SIGTERM (SIGKILL to its group if it hangs)."""
 
-    def __init__(self, name: str, path: Path, args: list[str]) -> None:
+    def __init__(self, name: str, path: Path, args: list[str], cgroup: str | None = None) -> None:
         self.name = name
+        self.cgroup = cgroup  # the acceleration's cgroup it (and its clients) run in, or None
         self.summary: dict[str, Any] | None = None
         self.stderr = ""
         self.proc = subprocess.Popen(
-            [str(path), *args],
+            accel.in_cgroup([str(path), *args], cgroup) if cgroup else [str(path), *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -146,6 +167,7 @@ class Run:
 
 def run_client(build_dir: Path, srv: Server, kind: str, args: list[str]) -> Run:
     argv = [str(build_dir / "sb-client"), "--connect", srv.connect, *args, "--timeout", "300"]
+    argv = accel.in_cgroup(argv, srv.cgroup) if srv.cgroup else argv
     with contextlib.ExitStack() as stack:
         calls = stack.enter_context(syscall_count.counting([srv.proc.pid])) if kind == KINDS[3] else None
         s0, h0 = proc_cpu_s(srv.proc.pid), host_busy_s()
@@ -279,7 +301,9 @@ def on_sigterm(signum: int, frame: object) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--servers", default=SERVERS, help=f"comma-separated servers (default {SERVERS})")
+    ap.add_argument("--servers", default=DEFAULT_SERVERS, help=f"comma-separated servers (default {DEFAULT_SERVERS})")
+    ap.add_argument("--accel", default="sk_msg", choices=("sk_msg", ACCEL_NONE),
+                    help="add accelerated rows (default sk_msg) or not (none)")
     ap.add_argument("--reps", type=int, default=5, help="repetitions of each measurement")
     ap.add_argument("--round-trips", type=int, default=10000, help="per ping-pong run")
     ap.add_argument("--transactions", type=int, default=5000, help="per crr run")
@@ -288,6 +312,10 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print JSON (rows and every run)")
     args = ap.parse_args()
     names = [s for s in args.servers.split(",") if s]
+    known = [n for n in names if MODES.get(n, (n,))[0] in SERVERS]
+    accelerated = [] if args.accel == ACCEL_NONE else [n for n in known if accel_refusal(n) is None]
+    refused = {n: accel_refusal(n) for n in known if args.accel != ACCEL_NONE and n not in accelerated}
+    all_names = [x for n in names for x in ([n, f"{n}+{args.accel}"] if n in accelerated else [n])]
 
     # SIGTERM ends the benchmark like Ctrl-C: the finally below stops every server.
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -303,15 +331,27 @@ def main() -> int:
     servers: dict[str, Server] = {}
     errors: dict[str, str] = {}
     runs: list[Run] = []
+    loader = None
+    cgroup = None
     try:
-        for name in names:
-            program, sargs = MODES.get(name, (name, []))
+        if accelerated:
+            loader = subprocess.Popen([str(args.build / "sb-accel")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+            assert loader.stdout is not None
+            ready, _, _ = select.select([loader.stdout], [], [], 20)
+            line = loader.stdout.readline() if ready else b""
+            if not line:
+                raise RuntimeError(f"sb-accel: no ready line; {loader.stderr.read().decode() if loader.stderr else ''}")
+            cgroup = json.loads(line)["cgroup"]
+        for name in all_names:
+            base = name.split("+")[0]
+            program, sargs = MODES.get(base, (base, []))
             path = args.build / f"sb-echo-{program}"
             if not path.exists():
                 errors[name] = f"{path} was not built"
                 continue
             try:
-                servers[name] = Server(name, path, sargs)
+                servers[name] = Server(name, path, sargs, cgroup if name != base else None)
             except RuntimeError as e:
                 errors[name] = str(e)
         plan = [
@@ -336,9 +376,15 @@ def main() -> int:
     finally:
         for srv in servers.values():
             srv.stop()
+        counters = None
+        if loader is not None:  # after the servers in its cgroup
+            loader.terminate()
+            out, _ = loader.communicate(timeout=30)
+            lines = out.decode(errors="replace").strip().splitlines()
+            counters = json.loads(lines[-1]).get("counters") if lines else None
 
     rows = []
-    for name in names:
+    for name in all_names:
         row = summarize(name, runs)
         row.error = errors.get(name)
         srv = servers.get(name)
@@ -357,6 +403,8 @@ def main() -> int:
         "reps": args.reps,
         "background_cpu_s_per_s": background,
         "client_busy_median": {kind: client_busy(kind) for kind in KINDS},
+        "accel_counters": counters,
+        "accel_refused": refused,
     }
     if args.json:
         print(json.dumps({"info": info, "rows": [asdict(r) for r in rows],
@@ -375,6 +423,14 @@ def main() -> int:
         "",
     ]
     print(table(rows, header))
+    if counters is not None:
+        dirs = counters["dirs_redirected"] + counters["dirs_tcp_early"] + counters["dirs_tcp_remote"]
+        print(f"\n{args.accel} rows: {counters['dirs_redirected']:,} of {dirs:,} directions redirected from their "
+              f"first byte, {counters['msgs_redirected']:,} messages / {counters['bytes_redirected'] / GiB:.2f} GiB "
+              f"redirected" + "".join(f"; {why}" for why in accel_reasons(
+                  {ACCEL_COUNTER_COLUMNS[k]: v for k, v in counters.items() if k in ACCEL_COUNTER_COLUMNS})))
+    for n, why in refused.items():
+        print(f"{n}+{args.accel}: not run: {why}")
     return 0 if all(not r.error and not r.failed_runs for r in rows) else 1
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of the reverse proxies and their peers on loopback, side by side in one run (not a test).
 
-    python3 bench/proxy_bench.py [--targets direct,proxy-naive,...] [--reps 5] [--stream 100MiB] [--json]
+    python3 bench/proxy_bench.py [--targets direct,proxy-naive,...] [--accel sk_msg] [--reps 5] [--stream 100MiB] [--json]
 
 Builds the programs (make), starts one sb-echo-naive backend, every proxy in front of it (the naive,
 splice, SOCKMAP and io_uring proxies, the last in each of its modes: proxy-uring (recv-send),
@@ -23,6 +23,13 @@ includes the client and the backend; the header says how busy the client was. Sy
 GiB: the proxy's (every process and thread of it; direct: the backend's), counted by perf
 (raw_syscalls:sys_enter, bench/syscall_count.py) over --reps extra stream runs of their own, so that
 no other figure carries the tracing cost.
+
+With --accel sk_msg (the default; --accel none turns it off) every target that can run under SOCKMAP
+acceleration (not the splicing or SOCKMAP proxies, nor proxy-uring-splice and proxy-uring-send-zc:
+registry.py says why) gets a second row, TARGET+sk_msg: a second backend and a second instance of the
+proxy, started like their clients inside the cgroup of one sb-accel loader (bpf/accel.c), measured
+interleaved with the plain rows. The loader's counters (directions redirected and on TCP) are printed
+below the tables.
 """
 
 from __future__ import annotations
@@ -44,7 +51,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 import syscall_count  # noqa: E402
-from splicebench.programs import peers  # noqa: E402
+from splicebench.programs import accel, peers  # noqa: E402
+from splicebench.registry import ACCEL_NONE, SERVERS  # noqa: E402
+from splicebench.results.metrics import ACCEL_COUNTER_COLUMNS, accel_reasons  # noqa: E402
 from splicebench.hosts.local import LocalHost  # noqa: E402
 from splicebench.hosts.base import Proc  # noqa: E402
 from splicebench.units import parse_size  # noqa: E402
@@ -59,6 +68,14 @@ MODES = {"proxy-uring-splice": ("proxy-uring", ["--mode", "splice"]),
 TARGETS = ("direct", *OURS, *peers.VARIANTS)
 PAYLOAD_MAX = 1 << 50  # sb-client's largest --bytes: the bulk streams run until SIGINT
 LOAD_RAMP_S = 0.3  # bulk streams running before the loaded ping-pong starts
+
+
+def accel_refusal(target: str) -> str | None:
+    """Why proxy `target` (a MODES name included) cannot run under SOCKMAP acceleration (registry), or None."""
+    program, margs = MODES.get(target, (target, []))
+    kind = SERVERS[program]
+    flags = dict(zip(margs[::2], margs[1::2]))
+    return kind.accel_conflict({key: flags[o.flag] for key, o in kind.options.items() if o.flag in flags})
 
 
 def build(build_dir: Path) -> None:
@@ -113,12 +130,13 @@ class Row:
     ratios: dict[str, float | None] = field(default_factory=dict)
 
 
-def run_client(client: Path, port: int, proc: Proc, args: list[str], kind: str) -> Run:
+def run_client(client: Path, port: int, proc: Proc, args: list[str], kind: str, cgroup: str | None = None) -> Run:
     workload = "stream" if kind == "syscalls" else kind
+    argv = [str(client), "--connect", f"127.0.0.1:{port}", "--workload", workload, *args]
     with syscall_count.counting(syscall_count.with_descendants(proc.pid)) if kind == "syscalls" \
             else contextlib.nullcontext(syscall_count.Count()) as calls:
         cpu0, host0, t0 = sum(proc.cpu_times()), host_busy_s(), time.monotonic()
-        p = subprocess.run([str(client), "--connect", f"127.0.0.1:{port}", "--workload", workload, *args],
+        p = subprocess.run(accel.in_cgroup(argv, cgroup) if cgroup else argv,
                            capture_output=True, text=True, timeout=600)
         wall = time.monotonic() - t0
         host1, cpu1 = host_busy_s(), sum(proc.cpu_times())
@@ -134,15 +152,17 @@ def run_client(client: Path, port: int, proc: Proc, args: list[str], kind: str) 
                conns_per_s=r["conns_ok"] / r["wall_s"] if kind == "crr" and r.get("wall_s") else None)
 
 
-def run_loaded(client: Path, port: int, proc: Proc, args: list[str], bulk_conns: int) -> Run:
-    """A ping-pong run (`args`) while bulk_conns streams run through the same target; the streams,
-    stopped with SIGINT, must verify what they sent."""
-    bulk = subprocess.Popen([str(client), "--connect", f"127.0.0.1:{port}", "--workload", "stream",
-                             "--conns", str(bulk_conns), "--bytes", str(PAYLOAD_MAX), "--seed", "2",
-                             "--timeout", "900"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def run_loaded(client: Path, port: int, proc: Proc, args: list[str], bulk_conns: int,
+               cgroup: str | None = None) -> Run:
+    """A ping-pong run (`args`) while bulk_conns streams run through the same target (both inside
+    cgroup when it is given); the streams, stopped with SIGINT, must verify what they sent."""
+    argv = [str(client), "--connect", f"127.0.0.1:{port}", "--workload", "stream", "--conns", str(bulk_conns),
+            "--bytes", str(PAYLOAD_MAX), "--seed", "2", "--timeout", "900"]
+    bulk = subprocess.Popen(accel.in_cgroup(argv, cgroup) if cgroup else argv,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(LOAD_RAMP_S)
-        r = run_client(client, port, proc, args, "pingpong")
+        r = run_client(client, port, proc, args, "pingpong", cgroup)
     finally:
         bulk.send_signal(signal.SIGINT)
         out, err = bulk.communicate(timeout=120)
@@ -204,12 +224,18 @@ def main() -> int:
     ap.add_argument("--round-trips", type=int, default=2000)
     ap.add_argument("--transactions", type=int, default=3000, help="per crr run")
     ap.add_argument("--bulk-conns", type=int, default=4, help="bulk streams beside the loaded ping-pong")
+    ap.add_argument("--accel", default="sk_msg", choices=("sk_msg", ACCEL_NONE),
+                    help="add accelerated rows (default sk_msg) or not (none)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the tables")
     args = ap.parse_args()
-    targets = [t for t in args.targets.split(",") if t]
-    unknown = [t for t in targets if t not in TARGETS]
+    plain = [t for t in args.targets.split(",") if t]
+    unknown = [t for t in plain if t not in TARGETS]
     if unknown:
         ap.error(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+    mode = args.accel
+    refused = {} if mode == ACCEL_NONE else {t: accel_refusal(t) for t in plain if t != "direct" and accel_refusal(t)}
+    targets = [x for t in plain for x in ([t] if mode == ACCEL_NONE or t in refused else [t, f"{t}+{mode}"])]
+    cgroup: str | None = None
     stream_bytes = parse_size(args.stream)
     signal.signal(signal.SIGTERM, on_sigterm)
 
@@ -221,20 +247,30 @@ def main() -> int:
     runs: dict[str, list[Run]] = {t: [] for t in targets}
     procs: dict[str, Proc] = {}
     ports: dict[str, int] = {}
+    loader: Proc | None = None
     try:
-        backend = host.start([str(build_dir / "sb-echo-naive")])
-        ports["direct"] = backend.wait_json_event("ready", 15)["port"]
-        procs["direct"] = backend
+        if len(targets) > len(plain):
+            loader = host.start([str(build_dir / "sb-accel")])
+            cgroup = loader.wait_json_event("ready", 15)["cgroup"]
         for t in targets:
-            if t in OURS:
-                program, margs = MODES.get(t, (t, []))
-                p = host.start([str(build_dir / f"sb-{program}"), "--upstream", f"127.0.0.1:{ports['direct']}",
-                                *margs])
+            base, _, accelerated = t.partition("+")
+            direct = f"direct+{accelerated}" if accelerated else "direct"
+
+            def wrap(argv: list[str], accelerated: str = accelerated) -> list[str]:
+                return accel.in_cgroup(argv, cgroup) if accelerated and cgroup else argv
+            if direct not in procs:  # each mode has its own backend (the accelerated one in the cgroup)
+                backend = host.start(wrap([str(build_dir / "sb-echo-naive")]))
+                ports[direct] = backend.wait_json_event("ready", 15)["port"]
+                procs[direct] = backend
+            if base in OURS:
+                program, margs = MODES.get(base, (base, []))
+                p = host.start(wrap([str(build_dir / f"sb-{program}"), "--upstream", f"127.0.0.1:{ports[direct]}",
+                                     *margs]))
                 ports[t] = p.wait_json_event("ready", 15)["port"]
                 procs[t] = p
-            elif t in peers.VARIANTS:
-                p = peers.start(t, host, listen_host="127.0.0.1", upstream_host="127.0.0.1",
-                                upstream_port=ports["direct"])
+            elif base in peers.VARIANTS:
+                p = peers.start(base, host, listen_host="127.0.0.1", upstream_host="127.0.0.1",
+                                upstream_port=ports[direct], wrap=wrap)
                 ports[t] = p.ready["port"]
                 procs[t] = p
         for rep in range(args.reps):
@@ -244,8 +280,9 @@ def main() -> int:
                                     ("crr", ["--msg-size", "64", "--conns", "4", "--transactions",
                                              str(args.transactions)]), ("loaded", ping),
                                     ("syscalls", ["--bytes", str(stream_bytes)])):
-                    r = run_loaded(client, ports[t], procs[t], extra, args.bulk_conns) if kind == "loaded" \
-                        else run_client(client, ports[t], procs[t], extra, kind)
+                    cg = cgroup if "+" in t else None
+                    r = run_loaded(client, ports[t], procs[t], extra, args.bulk_conns, cg) if kind == "loaded" \
+                        else run_client(client, ports[t], procs[t], extra, kind, cg)
                     runs[t].append(r)
                     print(f"rep {rep + 1}/{args.reps} {t:20} {kind:8} "
                           + (f"{(r.goodput or 0) / GiB:.3f} GiB/s" if kind in ("stream", "syscalls") else
@@ -260,10 +297,17 @@ def main() -> int:
         for p in procs.values():
             if p.wait(5) is None:
                 p.kill()
+        counters = None
+        if loader is not None:  # after the programs in its cgroup
+            loader.signal(signal.SIGTERM)
+            loader.wait(15)
+            lines = [json.loads(x) for x in loader.read_stdout_lines() if x.startswith("{")]
+            counters = next((x.get("counters") for x in lines if x.get("event") == "summary"), None)
         host.close()
 
     rows = [summarize(t, runs[t]) for t in targets]
     refs = [t for t in ("direct", "proxy-naive", *peers.VARIANTS) if t in targets]
+    pairs = [(t, f"{t}+{mode}") for t in plain if f"{t}+{mode}" in targets]
     by = {r.target: r for r in rows}
     for r in rows:
         for ref in refs:
@@ -272,7 +316,8 @@ def main() -> int:
     client_busy = [r.client_cpu_s / r.wall_s for rs in runs.values() for r in rs if r.kind == "stream" and r.wall_s]
     if args.json:
         print(json.dumps({"load_before": load, "reps": args.reps, "stream_bytes": stream_bytes,
-                          "rows": [asdict(r) for r in rows]}, indent=2))
+                          "rows": [asdict(r) for r in rows], "accel_counters": counters,
+                          "accel_refused": refused}, indent=2))
         return 0 if all(r.failures == 0 for r in rows) else 1
     print(f"\n{args.reps} x {args.stream} stream, {args.reps} x {args.round_trips} x 64 B ping-pong alone and "
           f"beside {args.bulk_conns} bulk streams, {args.reps} x {args.transactions} crr transactions; one "
@@ -290,6 +335,23 @@ def main() -> int:
     print("\nstream throughput ratios (row / column):")
     print(table([[r.target, *(fmt(r.ratios[ref], ".2f") for ref in refs)] for r in rows],
                 ["target", *(f"vs {ref}" for ref in refs)]))
+    if pairs:
+        print(f"\nwith / without {mode} (row+{mode} / row): stream GiB/s, p50, p99, host CPU per GiB:")
+
+        def ratio(a: float | None, b: float | None) -> str:
+            return fmt(a / b if a is not None and b else None, ".2f")
+        print(table([[t, ratio(by[a].stream_gib_s, by[t].stream_gib_s), ratio(by[a].pingpong_p50_us, by[t].pingpong_p50_us),
+                      ratio(by[a].pingpong_p99_us, by[t].pingpong_p99_us),
+                      ratio(by[a].host_cpu_s_per_gib, by[t].host_cpu_s_per_gib)] for t, a in pairs],
+                    ["target", "GiB/s", "p50", "p99", "host CPU/GiB"]))
+    if counters is not None:
+        dirs = counters["dirs_redirected"] + counters["dirs_tcp_early"] + counters["dirs_tcp_remote"]
+        print(f"\n{mode} rows: {counters['dirs_redirected']:,} of {dirs:,} directions redirected from their first "
+              f"byte, {counters['msgs_redirected']:,} messages / {counters['bytes_redirected'] / GiB:.2f} GiB redirected"
+              + "".join(f"; {why}" for why in accel_reasons(
+                  {ACCEL_COUNTER_COLUMNS[k]: v for k, v in counters.items() if k in ACCEL_COUNTER_COLUMNS})))
+    for t, why in refused.items():
+        print(f"{t}+{mode}: not run: {why}")
     return 0 if all(r.failures == 0 for r in rows) else 1
 
 

@@ -599,3 +599,37 @@ def test_lab_down_from_another_process_powers_the_guest_off(guest):
     assert f"arm64 guest (QEMU pid {lg.guest.pid}, powered off)" in r.stdout  # over SSH, not killed
     assert arm64_guest.qemu_pids(cfg.state) == [] and _processes_mentioning(str(cfg.state)) == []
     assert not cfg.state.exists()
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@pytest.mark.privileged
+@pytest.mark.e2e
+def test_acceleration_on_the_guest_is_byte_exact_and_leaves_nothing(guest, use_cache, no_leftovers, tmp_path):
+    from splicebench.cli import commands
+    from splicebench.hosts.ssh import SSHHost
+    from splicebench.programs import accel
+
+    cfg, _ = guest
+    doc = yaml.safe_load((REPO / "scenarios" / "lab-multiarch-accel.yaml").read_text())
+    doc["workload"]["bytes"] = "1MiB"
+    doc["repetitions"] = {"warmup": 0, "measured": 1}
+    p = tmp_path / "lab-multiarch-accel.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    res = commands.run(commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports")),
+                       str(p), hosts_file=str(cfg.inventory), log=print)
+    import pandas as pd
+
+    rows = pd.read_csv(res.run_dir / "samples.csv")
+    assert sorted(zip(rows["server_host"], rows["server"], rows["status"])) == sorted(
+        (h, s, "ok") for h in ("local", "arm64") for s in ("naive", "naive+sk_msg")), \
+        rows[["server_host", "server", "status", "error"]].to_string()
+    assert set(rows["bytes_verified"]) == {4 << 20}  # 4 connections, every byte echoed and verified
+    fast = rows[rows["accelerate"] == "sk_msg"]
+    assert list(fast["accel_hosts"]) == list(fast["server_host"])
+    assert (fast["accel_sockets"] == 8).all()
+    assert (fast["accel_dirs_redirected"] + fast["accel_dirs_tcp_early"] == 8).all()
+    inv = load_inventory(str(cfg.inventory))
+    with SSHHost(inv.get("arm64"), inv) as h:
+        assert "6.1" in h.run(["uname", "-r"]).stdout
+        assert accel.sweep(h) == []  # nothing left for clean: the loader removed its cgroup

@@ -8,12 +8,15 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from splicebench.errors import CommandFailed, ProcError
 from splicebench.hosts.local import PARENT_PID_ENV, SELF_GUARDED, LocalHost, guarded, launch, pdeathsig_prefix
+from splicebench.programs import accel
+from splicebench.registry import pinned, program_argv, program_name
 
 pytestmark = pytest.mark.e2e
 
@@ -194,3 +197,47 @@ def test_parent_guard_stops_a_program_whose_orchestrator_is_already_gone():
     hostile = ["/bin/echo", "$(touch /tmp/x)", "a; b", "'\""]
     r = subprocess.run(guarded(hostile), capture_output=True, text=True, timeout=30)
     assert (r.returncode, r.stdout) == (0, "$(touch /tmp/x) a; b '\"\n")
+
+
+def test_programs_behind_taskset_and_a_cgroup_guard_themselves(programs):
+    """A built program pinned (taskset) and inside a cgroup (the acceleration's shell) is still
+    started with PARENT_PID_ENV: both wrappers exec it in place, so its own parent check sees the
+    orchestrator, refuses a stale one, and the program dies with a killed orchestrator."""
+    mount = accel.cgroup2_mount(Path("/proc/self/mountinfo").read_text())
+    assert mount, "no cgroup2 mount"
+    cg = f"{mount}/sb-test-guard-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.mkdir(cg)
+    try:
+        prog = f"{programs.dir}/sb-echo-naive"
+        wrapped = accel.in_cgroup(pinned([prog, "--help"], "0"), cg)
+        assert program_argv(wrapped) == [prog, "--help"] and program_name(wrapped) == "sb-echo-naive"
+        argv, env = launch(wrapped)
+        assert argv == wrapped and env is not None and env[PARENT_PID_ENV] == str(os.getpid())
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "usage" in (r.stdout + r.stderr).lower(), r
+        r = subprocess.run(argv, env={**env, PARENT_PID_ENV: "1"}, capture_output=True, text=True, timeout=30)
+        assert (r.returncode, r.stdout, r.stderr) == (70, "", ""), r
+        # A peer (not built here) behind the same wrappers still goes through setpriv and the guard.
+        other = accel.in_cgroup(pinned(["/bin/echo", "x"], "0"), cg)
+        assert launch(other) == (guarded(other), None)
+        script = textwrap.dedent(f"""
+            import os, signal, sys
+            sys.path.insert(0, {str(os.path.dirname(os.path.dirname(__file__)) + '/src')!r})
+            from splicebench.hosts.local import LocalHost
+            p = LocalHost().start({accel.in_cgroup(pinned([prog], "0"), cg)!r})
+            p.wait_json_event("ready", 30)
+            print(p.pid, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert r.returncode == -signal.SIGKILL
+        pid = int(r.stdout.split()[0])
+        assert gone(pid)
+    finally:
+        for _ in range(100):
+            try:
+                os.rmdir(cg)
+                break
+            except OSError:
+                time.sleep(0.1)
+    assert not os.path.exists(cg)

@@ -14,7 +14,7 @@ import yaml
 
 from splicebench import scenario
 from splicebench.errors import ScenarioError
-from splicebench.registry import SERVERS, WORKLOAD_FIELDS, WORKLOADS
+from splicebench.registry import ACCEL_SEND_ZC, ACCEL_SK_SKB, ACCEL_SPLICE, SERVERS, WORKLOAD_FIELDS, WORKLOADS
 from splicebench.scenario.model import MATRIX_SERVER_KEYS
 from splicebench.scenario.validation import BACKEND_KEYS, PLACEMENT_KEYS, REPETITION_KEYS, SERVER_KEYS, TOP_KEYS
 
@@ -29,7 +29,7 @@ NAME = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 CI = "a fraction of the median greater than 0 and at most 1, e.g. 0.05 for 5 %"
 DUR = "seconds as a number, or a string like '500ms', '90s', '2m', '1h'"
 TOP = ("name, description, servers, workload, repetitions, baseline, stop_on_failure, profile, timeout, seed, "
-       "matrix, placement, backend, cpus, sysctls")
+       "matrix, placement, backend, cpus, sysctls, accelerate")
 KINDS = ("haproxy, haproxy-splice, haproxy-splice-auto, naive, nginx, proxy-naive, proxy-sockmap, proxy-splice, "
          "proxy-uring, sockmap, splice, uring")
 PROXIES = "proxy-naive, proxy-splice, proxy-sockmap, proxy-uring, nginx, haproxy, haproxy-splice-auto, haproxy-splice"
@@ -273,6 +273,47 @@ BAD = [
     ("servers: [{name: nginx, options: {buffer: 512}}]\nbackend: {name: naive}\nworkload: {type: stream}",
      "bad.yaml: servers[0].options.buffer: too small; found 512, allowed: a size >= 1KiB, e.g. 64, '64B', "
      "'128KiB', '100MiB', '1GiB'", True),
+    # SOCKMAP acceleration: the modes, and the programs that cannot be correct with it (registry).
+    (OK + "accelerate: sk_msg", "bad.yaml: accelerate: not a list; found 'sk_msg', allowed: a non-empty list of "
+     "none, sk_msg, e.g. [none, sk_msg]", True),
+    (OK + "accelerate: []", "bad.yaml: accelerate: empty list; found an empty list, allowed: a non-empty list of none, sk_msg, "
+     "e.g. [none, sk_msg]", True),
+    (OK + "accelerate: [none, skmsg]", "bad.yaml: accelerate[1]: unknown mode; found 'skmsg', allowed: none, sk_msg "
+     "(did you mean 'sk_msg'?)", True),
+    (OK + "accelerate: [sk_msg, sk_msg]", "bad.yaml: accelerate[1]: duplicate mode; found 'sk_msg', allowed: each "
+     "mode once", True),
+    ("servers: [naive, splice]\nworkload: {type: stream}\naccelerate: [none, sk_msg]",
+     f"bad.yaml: servers[1]: cannot run with accelerate sk_msg: {ACCEL_SPLICE}; found 'splice', allowed: remove it "
+     "from servers, or accelerate: [none]", False),
+    ("servers: [{name: uring, options: {mode: splice}}]\nworkload: {type: stream}\naccelerate: [sk_msg]",
+     f"bad.yaml: servers[0]: cannot run with accelerate sk_msg: mode splice: {ACCEL_SPLICE}; found 'uring', "
+     "allowed: remove it from servers, or accelerate: [none]", False),
+    ("servers: [{name: proxy-uring, options: {mode: splice}}]\nbackend: {name: naive}\nworkload: {type: stream}\n"
+     "accelerate: [none, sk_msg]",
+     f"bad.yaml: servers[0]: cannot run with accelerate sk_msg: mode splice: {ACCEL_SPLICE}; found 'proxy-uring', "
+     "allowed: remove it from servers, or accelerate: [none]", False),
+    ("servers: [{name: proxy-uring, options: {mode: send-zc}}]\nbackend: {name: naive}\nworkload: {type: stream}\n"
+     "accelerate: [sk_msg]",
+     f"bad.yaml: servers[0]: cannot run with accelerate sk_msg: mode send-zc: {ACCEL_SEND_ZC}; found 'proxy-uring', "
+     "allowed: remove it from servers, or accelerate: [none]", False),
+    ("servers: [sockmap]\nworkload: {type: stream}\naccelerate: [none, sk_msg]",
+     f"bad.yaml: servers[0]: cannot run with accelerate sk_msg: {ACCEL_SK_SKB}; found 'sockmap', allowed: remove "
+     "it from servers, or accelerate: [none]", False),
+    ("servers: [nginx, proxy-splice]\nbackend: {name: naive}\nworkload: {type: stream}\naccelerate: [none, sk_msg]",
+     f"bad.yaml: servers[1]: cannot run with accelerate sk_msg: {ACCEL_SPLICE}; found 'proxy-splice', allowed: "
+     "remove it from servers, or accelerate: [none]", False),
+    ("servers: [proxy-sockmap]\nbackend: {name: naive}\nworkload: {type: stream}\naccelerate: [none, sk_msg]",
+     f"bad.yaml: servers[0]: cannot run with accelerate sk_msg: {ACCEL_SK_SKB}; found 'proxy-sockmap', allowed: "
+     "remove it from servers, or accelerate: [none]", False),
+    ("servers: [haproxy, haproxy-splice]\nbackend: {name: naive}\nworkload: {type: stream}\naccelerate: [none, sk_msg]",
+     f"bad.yaml: servers[1]: cannot run with accelerate sk_msg: {ACCEL_SPLICE}; found 'haproxy-splice', allowed: "
+     "remove it from servers, or accelerate: [none]", False),
+    ("servers: [haproxy-splice-auto]\nbackend: {name: naive}\nworkload: {type: stream}\naccelerate: [none, sk_msg]",
+     f"bad.yaml: servers[0]: cannot run with accelerate sk_msg: {ACCEL_SPLICE}; found 'haproxy-splice-auto', "
+     "allowed: remove it from servers, or accelerate: [none]", False),
+    ("servers: [nginx]\nbackend: {name: splice}\nworkload: {type: stream}\naccelerate: [none, sk_msg]",
+     f"bad.yaml: backend.name: cannot run with accelerate sk_msg: {ACCEL_SPLICE}; found 'splice', allowed: another "
+     "backend, or accelerate: [none]", False),
 ]
 
 
@@ -316,7 +357,8 @@ def test_the_key_tables_are_the_keys_of_the_model():
                         "backend: {name: naive, options: {buf: 4KiB}, host: lab1}\n"
                         "workload: {type: stream}\nmatrix: {sndbuf: [0, 1MiB]}\nsysctls: {net.core.rmem_max: 1}\n"
                         "repetitions: {warmup: 0, min: 6, max: 8, target_ci_width: 0.1}\n"
-                        "placement: {server: local, clients: [lab1]}\ncpus: {server: 0, backend: '1,0', client: 0-1}\n",
+                        "placement: {server: local, clients: [lab1]}\ncpus: {server: 0, backend: '1,0', client: 0-1}\n"
+                        "accelerate: [none, sk_msg]\n",
                         "full.yaml",
                         known_hosts=("local", "lab1"))
     d = sc.to_dict()
@@ -330,7 +372,7 @@ def test_the_key_tables_are_the_keys_of_the_model():
     assert {f.name for f in dataclasses.fields(scenario.Scenario)} == {
         "name", "description", "servers", "workload_type", "workload", "warmup", "measured", "baseline",
         "stop_on_failure", "timeout_s", "seed", "matrix", "placements", "backend", "source", "min_measured",
-        "target_ci_width", "cpus", "profile", "sysctls"}, "a new model field: give it a key in validation.py's tables and bad inputs in BAD"
+        "target_ci_width", "cpus", "profile", "sysctls", "accelerate"}, "a new model field: give it a key in validation.py's tables and bad inputs in BAD"
 
 
 def test_bad_inputs_are_distinct():
@@ -427,3 +469,20 @@ def test_resolve_names_and_paths(tmp_path):
     with pytest.raises(ScenarioError) as exc:
         scenario.resolve("loopback-100mb", SCENARIOS)
     assert "did you mean 'loopback-100mib'?" in str(exc.value)
+
+
+def test_accelerate_runs_every_server_in_pairs_and_parses_back():
+    sc = scenario.load(SCENARIOS / "loopback-accel-proxy.yaml")
+    assert [(s.label, s.kind, s.accelerate) for s in sc.servers] == [
+        ("direct", "naive", "none"), ("direct+sk_msg", "naive", "sk_msg"),
+        ("proxy-naive", "proxy-naive", "none"), ("proxy-naive+sk_msg", "proxy-naive", "sk_msg"),
+        ("nginx", "nginx", "none"), ("nginx+sk_msg", "nginx", "sk_msg"),
+        ("haproxy", "haproxy", "none"), ("haproxy+sk_msg", "haproxy", "sk_msg")]
+    assert sc.baseline == "proxy-naive" and sc.accelerate == ("none", "sk_msg")
+    assert [s.base_label for s in sc.servers[:2]] == ["direct", "direct"]
+    assert scenario.validate(json.loads(json.dumps(sc.to_dict())), str(sc.source)) == sc
+    only = scenario.parse("servers: [naive, {name: uring, label: u}]\nworkload: {type: stream}\n"
+                          "accelerate: [sk_msg]\n", "x.yaml")
+    assert [s.label for s in only.servers] == ["naive+sk_msg", "u+sk_msg"]
+    assert scenario.validate(only.to_dict(), "x.yaml") == only
+    assert scenario.parse(OK, "x.yaml").accelerate == ("none",)

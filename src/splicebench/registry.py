@@ -97,6 +97,33 @@ PEER_OPTIONS: dict[str, Option] = {
 }
 
 
+# SOCKMAP acceleration (scenario `accelerate`, bpf/accel.c): every program of a sample runs in a
+# cgroup whose established TCP sockets are short-circuited by sockops + sk_msg (redirect to the peer's
+# ingress queue). ACCEL_NONE runs the programs as they are.
+ACCEL_NONE = "none"
+ACCEL_SK_MSG = "sk_msg"
+ACCEL_MODES = (ACCEL_NONE, ACCEL_SK_MSG)
+ACCEL_PROGRAM = "sb-accel"
+# Why a program cannot be correct with its sockets in the acceleration's sockmap. Measured on Linux
+# 6.18: the splice echo server, the splice proxy, the io_uring echo in splice mode, HAProxy with
+# forced splice and both SOCKMAP servers returned 0 bytes (the client timed out); HAProxy splice-auto
+# passed 64-byte ping-pong but a 10 MiB stream ended after 6.4 MiB, once it started splicing.
+# tcp_splice_read() reads only the TCP receive queue, never the psock's ingress queue where
+# redirected bytes wait (the fix, "sockmap: Fix reading with splice(2)", was not merged).
+# IORING_OP_SPLICE (the io_uring programs' splice mode, echo and proxy) goes through the same
+# tcp_splice_read().
+ACCEL_SPLICE = "splice() reads only the TCP receive queue, never the bytes the sk_msg redirect queues " \
+               "on the socket (the transfer hangs)"
+# io_uring's IORING_OP_SEND_ZC ended in -EOPNOTSUPP on the io_uring proxy's upstream leg (a socket it
+# connect()s inside the cgroup) under acceleration, measured on 6.18: 0 bytes reached the backend, the
+# client saw a reset. The io_uring echo server in send-zc mode, which sends only on accepted sockets,
+# was byte-exact both ways, so only the proxy's mode is refused.
+ACCEL_SEND_ZC = "IORING_OP_SEND_ZC fails (EOPNOTSUPP) on the upstream connection once it is in the sockmap " \
+                "(the proxy resets the client)"
+ACCEL_SK_SKB = "its own sk_skb verdict sees only bytes that arrive by TCP, the sk_msg redirect bypasses it " \
+               "(the transfer hangs)"
+
+
 @dataclass(frozen=True)
 class ServerKind:
     """A server program: its name in scenarios, its binary and its own options."""
@@ -110,6 +137,19 @@ class ServerKind:
     peer: bool = False  # an off-the-shelf proxy (NGINX, HAProxy) that peers.py configures and runs
     sockbuf_max: int = INT_MAX  # the largest --sndbuf/--rcvbuf the program accepts
     privileged: bool = False  # loads BPF programs: needs root (or CAP_BPF + CAP_NET_ADMIN)
+    # Why it cannot run with `accelerate: sk_msg` (None: it can), for every option value or, in
+    # accel_refused_options, only with option == value: ((option, value, reason), ...).
+    accel_refusal: str | None = None
+    accel_refused_options: tuple[tuple[str, Any, str], ...] = ()
+
+    def accel_conflict(self, options: Mapping[str, Any]) -> str | None:
+        """Why this program with these options cannot be correct under SOCKMAP acceleration, or None."""
+        if self.accel_refusal:
+            return self.accel_refusal
+        for key, value, reason in self.accel_refused_options:
+            if options.get(key) == value:
+                return f"{key} {value}: {reason}"
+        return None
 
     def all_options(self) -> dict[str, Option]:
         common = {k: replace(o, maximum=self.sockbuf_max) for k, o in COMMON_SERVER_OPTIONS.items()}
@@ -154,6 +194,7 @@ SERVERS: dict[str, ServerKind] = {
             "sb-echo-splice",
             "socket -> pipe -> same socket with splice(), epoll, one thread per worker",
             {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS},
+            accel_refusal=ACCEL_SPLICE,
         ),
         ServerKind(
             "sockmap",
@@ -166,6 +207,7 @@ SERVERS: dict[str, ServerKind] = {
             },
             sockbuf_max=SOCKMAP_BUF_MAX,
             privileged=True,
+            accel_refusal=ACCEL_SK_SKB,
         ),
         ServerKind(
             "uring",
@@ -173,6 +215,7 @@ SERVERS: dict[str, ServerKind] = {
             "io_uring, one thread, one ring: multishot receive into provided buffers + send "
             "(mode recv-send), IORING_OP_SPLICE (splice) or IORING_OP_SEND_ZC (send-zc)",
             URING_OPTIONS,
+            accel_refused_options=(("mode", "splice", ACCEL_SPLICE),),
         ),
         # Reverse proxies (docs/programs.md, "Proxies"): a scenario with a `backend` section runs
         # them in front of that echo server, next to a direct row (client -> backend).
@@ -190,6 +233,7 @@ SERVERS: dict[str, ServerKind] = {
             "reverse proxy: socket -> pipe -> socket with splice(), a pipe per direction",
             {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS, "upstream_sources": _UPSTREAM_SOURCES},
             role=PROXY,
+            accel_refusal=ACCEL_SPLICE,
         ),
         ServerKind(
             "proxy-sockmap",
@@ -202,6 +246,7 @@ SERVERS: dict[str, ServerKind] = {
             role=PROXY,
             sockbuf_max=SOCKMAP_BUF_MAX,
             privileged=True,
+            accel_refusal=ACCEL_SK_SKB,
         ),
         ServerKind(
             "proxy-uring",
@@ -210,16 +255,18 @@ SERVERS: dict[str, ServerKind] = {
             "+ send (mode recv-send), IORING_OP_SPLICE (splice) or IORING_OP_SEND_ZC (send-zc)",
             URING_OPTIONS,
             role=PROXY,
+            accel_refused_options=(("mode", "splice", ACCEL_SPLICE), ("mode", "send-zc", ACCEL_SEND_ZC)),
         ),
         # Peers: the user-space proxies people run today, configured from templates by peers.py.
         *(
             ServerKind(name, program, description, PEER_OPTIONS, built=False, role=PROXY, peer=True,
-                       sockbuf_max=PEER_SOCKBUF_MAX)
-            for name, program, description in (
-                ("nginx", "nginx", "NGINX stream proxy (one worker)"),
-                ("haproxy", "haproxy", "HAProxy mode tcp, no splice (one thread)"),
-                ("haproxy-splice-auto", "haproxy", "HAProxy mode tcp, option splice-auto"),
-                ("haproxy-splice", "haproxy", "HAProxy mode tcp, option splice-request + splice-response"),
+                       sockbuf_max=PEER_SOCKBUF_MAX, accel_refusal=refusal)
+            for name, program, description, refusal in (
+                ("nginx", "nginx", "NGINX stream proxy (one worker)", None),
+                ("haproxy", "haproxy", "HAProxy mode tcp, no splice (one thread)", None),
+                ("haproxy-splice-auto", "haproxy", "HAProxy mode tcp, option splice-auto", ACCEL_SPLICE),
+                ("haproxy-splice", "haproxy", "HAProxy mode tcp, option splice-request + splice-response",
+                 ACCEL_SPLICE),
             )
         ),
     )
@@ -341,9 +388,28 @@ def pinned(argv: list[str], cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus, *argv] if cpus else list(argv)
 
 
+# A program started inside a cgroup (programs/accel.py in_cgroup): a shell given the cgroup directory
+# as $1 writes its own pid into its cgroup.procs, then execs the program's argv (same pid). Only
+# positional parameters, never interpolated.
+CGROUP_ENTER = 'echo $$ >"$1/cgroup.procs" || exit 126; shift; exec "$@"'
+CGROUP_ENTER_NAME = "sb-cgroup"
+
+
+def program_argv(argv: list[str]) -> list[str]:
+    """The program's own argv past the wrappers that exec it in the same process, in any order:
+    taskset -c CPUS (pinned) and the cgroup's shell (CGROUP_ENTER)."""
+    while True:
+        if len(argv) > 3 and argv[:2] == ["taskset", "-c"]:
+            argv = argv[3:]
+        elif len(argv) > 5 and argv[:4] == ["sh", "-c", CGROUP_ENTER, CGROUP_ENTER_NAME]:
+            argv = argv[5:]
+        else:
+            return list(argv)
+
+
 def program_name(argv: list[str]) -> str:
-    """The program an argv runs (past a taskset prefix): its file name."""
-    words = argv[3:] if argv[:2] == ["taskset", "-c"] else argv
+    """The program an argv runs (past taskset and the cgroup's shell): its file name."""
+    words = program_argv(argv)
     return words[0].rsplit("/", 1)[-1] if words else ""
 
 

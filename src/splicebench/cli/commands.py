@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
 from typing import Callable
@@ -16,7 +15,7 @@ from typing import Callable
 import yaml
 
 from splicebench import __version__, scenario as scenario_mod
-from splicebench.programs import deploy
+from splicebench.programs import accel, deploy
 from splicebench.hosts import facts, sysctls
 from splicebench.programs import peers
 from splicebench.scenario import plan as plan_mod
@@ -386,6 +385,8 @@ def check(paths: Paths, host: Host | None = None) -> list[tuple[str, str, str]]:
         "all installed" if not miss else f"missing {' '.join(p.name for p in miss)}"
         + (" (invoke run installs them)" if info.apt and root else ""), warn_only=bool(info.apt and root))
     add_io_uring_row(host, add, paths.root)
+    ok, detail = accel.read_support(host, (f.get("bpf") or {}).get("bpftool_probe"))
+    add(ok, "SOCKMAP acceleration", detail + ("" if ok else " (accelerate: sk_msg cannot run)"), warn_only=True)
     caps = f.get("capabilities") or {}
     priv = root or (caps.get("CAP_BPF") and caps.get("CAP_NET_ADMIN"))
     add(bool(priv), "privileges", "root" if root else
@@ -487,14 +488,16 @@ class CleanReport:
     killed: list[int]
     cache: str
     temp_dirs: list[Path]
-    restored: list[str] = dataclasses.field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    cgroups: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """What clean did, one line per action."""
         return ([f"stopped {len(self.killed)} leftover process(es)"
                  + (f": {' '.join(map(str, self.killed))}" if self.killed else ""),
                  f"removed build cache {self.cache}"]
-                + [f"removed {d}" for d in self.temp_dirs] + self.restored)
+                + [f"removed {d}" for d in self.temp_dirs] + self.restored
+                + [f"removed acceleration cgroup {c}" for c in self.cgroups])
 
 
 def clean(paths: Paths, host: Host | None = None) -> CleanReport:
@@ -504,13 +507,14 @@ def clean(paths: Paths, host: Host | None = None) -> CleanReport:
     pids = host.pids_with_exe_under(base) if host.exists(base) else []
     host.kill_pids(pids)
     restored = sysctls.restore_journals(host)
+    cgroups = accel.sweep(host)  # after the programs: a cgroup goes once nothing runs in it
     dropped = deploy.drop_cache(host)
     stale = results.stale_temp_dirs(paths.results)
     for d in stale:
         import shutil
 
         shutil.rmtree(d, ignore_errors=True)
-    return CleanReport(pids, dropped, stale, restored)
+    return CleanReport(pids, dropped, stale, restored, cgroups)
 
 
 def ensure_test_deps(log: Log = _err) -> None:

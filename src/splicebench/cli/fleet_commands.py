@@ -66,6 +66,7 @@ def clean_lines(results: dict[str, fleet.HostClean | UserError]) -> list[str]:
         else:
             lines.append(f"{n}: stopped {len(r.programs)} leftover process(es)"
                          + (f": {' '.join(map(str, r.programs))}" if r.programs else "")
-                         + f"; removed build cache {r.cache}")
+                         + f"; removed build cache {r.cache}"
+                         + (f"; removed acceleration cgroup(s) {' '.join(r.cgroups)}" if r.cgroups else ""))
             lines += [f"{n}: {line}" for line in r.restored]
     return lines

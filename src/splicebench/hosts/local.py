@@ -20,7 +20,7 @@ from pathlib import Path
 
 from splicebench.errors import CommandFailed, ProcError
 from splicebench.hosts.base import LOCAL, Held, Host, Proc, RunResult, describe_exit, json_object
-from splicebench.registry import CLIENT_PROGRAM, SAMPLER_PROGRAM, SERVERS
+from splicebench.registry import CLIENT_PROGRAM, SAMPLER_PROGRAM, SERVERS, program_argv
 
 def pdeathsig_prefix() -> list[str]:
     """['setpriv', '--pdeathsig', 'KILL', '--'] where setpriv supports it, else []."""
@@ -65,8 +65,10 @@ SELF_GUARDED = frozenset([CLIENT_PROGRAM, SAMPLER_PROGRAM, *(k.program for k in 
 
 def launch(argv: list[str]) -> tuple[list[str], dict[str, str] | None]:
     """(argv, environment or None for this one's) to start argv so that it dies with this process:
-    a built program directly with PARENT_PID_ENV set, anything else through guarded()."""
-    if os.path.basename(argv[0]) in SELF_GUARDED:
+    a built program directly with PARENT_PID_ENV set, anything else through guarded(). A built
+    program behind taskset or the cgroup's shell (registry.program_argv) counts as built: both exec
+    it in the same process, whose parent stays this one, and its own check runs after them."""
+    if os.path.basename(program_argv(argv)[0]) in SELF_GUARDED:
         return list(argv), {**os.environ, PARENT_PID_ENV: str(os.getpid())}
     return guarded(argv), None
 CLK_TCK = os.sysconf("SC_CLK_TCK")

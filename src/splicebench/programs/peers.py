@@ -36,7 +36,7 @@ import signal
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
@@ -401,11 +401,14 @@ def check_config(host: Host, variant: str, config: str, workdir: str) -> None:
 
 def start(variant: str, host: Host, *, listen_host: str, upstream_host: str, upstream_port: int,
           options: Mapping[str, Any] | None = None, deadman_s: float | None = None,
-          ready_timeout: float = 15.0, listen_port: int | None = None, cpus: str | None = None) -> "PeerProc":
+          ready_timeout: float = 15.0, listen_port: int | None = None, cpus: str | None = None,
+          wrap: Callable[[list[str]], list[str]] | None = None) -> "PeerProc":
     """Render, validate and start a peer on `host`; return it once its port is listening.
 
     listen_port: None picks an unused port (and another one if the bind loses a race). cpus: a CPU list
-    to run it on (taskset -c; its workers inherit it), None: anywhere. ProcError
+    to run it on (taskset -c; its workers inherit it), None: anywhere. wrap: turns the peer's argv
+    (after taskset) into the one started (e.g. accel.in_cgroup; it must exec the peer in the same
+    process). ProcError
     when it exits or stays silent; PeerError when its config is refused. Nothing it created
     (process group, temporary directory) survives a failure."""
     v = VARIANTS[variant]
@@ -422,7 +425,8 @@ def start(variant: str, host: Host, *, listen_host: str, upstream_host: str, ups
             config = f"{workdir}/{config_name(variant)}"
             _put_text(host, render(cfg), config)
             check_config(host, variant, config, workdir)
-            proc = host.start(pinned(run_argv(variant, config, workdir), cpus), deadman_s=deadman_s)
+            argv = pinned(run_argv(variant, config, workdir), cpus)
+            proc = host.start(wrap(argv) if wrap else argv, deadman_s=deadman_s)
             deadline = time.monotonic() + ready_timeout
             while True:
                 if is_listening(host, port, proc.pid):

@@ -22,7 +22,7 @@ from splicebench.analysis import cpu as cpu_analysis
 from splicebench.analysis import latency
 from splicebench.analysis import summary as analysis
 from splicebench.analysis.compare import RunData, load_run
-from splicebench.report import proxy_report, render, run_charts, run_sections
+from splicebench.report import accel_report, proxy_report, render, run_charts, run_sections
 from splicebench.report import conn_report, cpu_report, loaded_report, perf_report
 from splicebench.report import format as fmt
 from splicebench.report.views import ChartView, RunSectionsView
@@ -119,6 +119,7 @@ class ReportView:
     perf: perf_report.PerfView | None = None
     # latency-under-load runs: p50/p99 alone and loaded per server, or None.
     loaded: loaded_report.LoadedView | None = None
+    accel: accel_report.AccelView | None = None
 
 
 LATENCY_CAPTION = "Median across samples of each sample's p50, p90, p99 and p99.9; band: 95 % CI."
@@ -360,6 +361,7 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
         connections=conn_report.build(samples, not summary.empty and summary["cell"].nunique() > 1),
         perf=perf_report.build(run.path, samples, manifest),
         loaded=loaded_report.build(samples, workload),
+        accel=accel_report.build(manifest, samples),
         notes=list(manifest.get("notes", [])),
     )
     return view, summary

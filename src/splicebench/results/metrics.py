@@ -237,6 +237,40 @@ def client_failure(client: Mapping[str, Any] | None, exit_code: int | None, stde
     return "; ".join(reasons) or "failed"
 
 
+# sb-accel's counters (bpf/counters.h, accel_counter) -> samples.csv columns.
+ACCEL_COUNTER_COLUMNS = {
+    "sockets": "accel_sockets",
+    "insert_failed": "accel_insert_failed",
+    "dirs_redirected": "accel_dirs_redirected",
+    "dirs_tcp_early": "accel_dirs_tcp_early",
+    "dirs_tcp_remote": "accel_dirs_tcp_remote",
+    "msgs_redirected": "accel_msgs",
+    "bytes_redirected": "accel_bytes",
+    "redirect_failed": "accel_redirect_failed",
+    "no_storage": "accel_no_storage",
+}
+# accel_hosts: the hosts whose loaders are counted; accel_note: why anything was not redirected.
+ACCEL_COLUMNS = ["accel_hosts", *ACCEL_COUNTER_COLUMNS.values(), "accel_note"]
+
+
+def accel_reasons(cols: Mapping[str, Any]) -> list[str]:
+    """Why directions or messages were not redirected, one phrase per non-zero counter."""
+    n = {k: int(cols.get(k) or 0) for k in ACCEL_COUNTER_COLUMNS.values()}
+    out = []
+    if n["accel_dirs_tcp_early"]:
+        out.append(f"{n['accel_dirs_tcp_early']} direction(s) by TCP: the peer socket was not in the map yet "
+                   "at the first send (handshake not complete on the passive side)")
+    if n["accel_dirs_tcp_remote"]:
+        out.append(f"{n['accel_dirs_tcp_remote']} direction(s) by TCP: the peer is not on this host's map")
+    if n["accel_insert_failed"]:
+        out.append(f"{n['accel_insert_failed']} socket(s) not inserted (map full)")
+    if n["accel_redirect_failed"]:
+        out.append(f"{n['accel_redirect_failed']} message(s) dropped: the peer socket left the map")
+    if n["accel_no_storage"]:
+        out.append(f"{n['accel_no_storage']} message(s) dropped: no socket storage for the decision")
+    return out
+
+
 # Columns of samples.csv, in order. Parameters first, then status, then metrics.
 OPTION_COLUMNS = sorted({f"opt_{k}" for s in SERVERS.values() for k in s.options})
 # `workers` holds a matrix's workers value in every row of its cell (also for servers without worker
@@ -244,7 +278,7 @@ OPTION_COLUMNS = sorted({f"opt_{k}" for s in SERVERS.values() for k in s.options
 PARAM_COLUMNS = ["workload", *WORKLOAD_FIELDS, *COMMON_SERVER_OPTIONS, WORKERS, *OPTION_COLUMNS]
 SAMPLE_COLUMNS = [
     "run_id", "sample_id", "seq", "cell", "cell_label", "round", "phase", "repetition",
-    "server", "server_kind", "server_host", "client_hosts",
+    "server", "server_kind", "server_host", "client_hosts", "accelerate",
     *PARAM_COLUMNS,
     "status", "error", "started_at", "duration_s",
     "client_ok", "conns_ok", "conns_failed", "bytes_sent", "bytes_verified", "bytes_expected",
@@ -270,6 +304,8 @@ SAMPLE_COLUMNS = [
     # perf stat over the clients' run (results/perf.py): counts and per GiB verified, of the server's
     # processes and of the whole host; perf_note says why they are missing where they are.
     *stat_columns(), "perf_note",
+    # SOCKMAP acceleration (accelerate: sk_msg): the loaders' counters summed over the sample's hosts.
+    *ACCEL_COLUMNS,
     "raw_files",
 ]
 

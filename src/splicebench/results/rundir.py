@@ -16,6 +16,8 @@ Format versions (manifest "format"):
      perf stat columns perf_{server,host}_{syscalls,ctxsw,migrations}[_per_gib] and perf_note
      (results/perf.py), raw/<sample-id>.perf-stat-{server,host}.txt, and for the phase "profile"
      samples of a `profile: true` scenario raw/<sample-id>.perf.data and .profile.folded.
+     Later format 2 runs add the columns accelerate and accel_* (SOCKMAP acceleration, metrics.ACCEL_COLUMNS);
+     runs without them load as runs without acceleration.
 """
 
 from __future__ import annotations

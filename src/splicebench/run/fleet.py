@@ -19,7 +19,7 @@ from splicebench.hosts import facts, sysctls
 from splicebench.hosts.base import LOCAL, Host, Proc
 from splicebench.hosts.inventory import Inventory
 from splicebench.hosts.local import LocalHost
-from splicebench.programs import deploy
+from splicebench.programs import accel, deploy
 from splicebench.programs.provision import Package
 
 T = TypeVar("T")
@@ -190,6 +190,7 @@ class HostClean:
     programs: list[int]  # leftover programs stopped (tagged background programs, build binaries)
     cache: str  # build cache directory removed
     restored: list[str] = field(default_factory=list)  # sysctls put back from journals of earlier runs
+    cgroups: list[str] = field(default_factory=list)  # leftover acceleration cgroups removed
 
 
 def clean_all(hosts: dict[str, Host]) -> dict[str, HostClean | UserError]:
@@ -205,7 +206,8 @@ def clean_all(hosts: dict[str, Host]) -> dict[str, HostClean | UserError]:
             h.kill_pids(pids)
             killed += pids
         restored = sysctls.restore_journals(h)  # before the cache goes: the journals live beside it
-        return HostClean(sorted(killed), deploy.drop_cache(h), restored)
+        cgroups = accel.sweep(h)  # after the programs: a cgroup goes once nothing runs in it
+        return HostClean(sorted(killed), deploy.drop_cache(h), restored, cgroups)
     return for_each_host(list(hosts.values()), one)
 
 

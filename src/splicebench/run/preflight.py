@@ -15,8 +15,9 @@ from typing import Callable, Mapping
 
 from splicebench.errors import HostError, PreflightError
 from splicebench.hosts.base import Host
+from splicebench.programs import accel
 from splicebench.run import fleet
-from splicebench.registry import CLIENT_PROGRAM, SERVERS, parse_cpu_list
+from splicebench.registry import ACCEL_NONE, CLIENT_PROGRAM, SERVERS, parse_cpu_list
 from splicebench.scenario.model import DIRECT
 from splicebench.scenario.plan import Plan
 
@@ -141,6 +142,23 @@ def problems(wants: list[Need], limits: Mapping[str, Limits]) -> tuple[list[str]
     return errors, warnings
 
 
+def accel_problems(plan: Plan, hosts: Mapping[str, Host]) -> list[str]:
+    """One line per host of an accelerated sample (accelerate: sk_msg) without a cgroup2 mount."""
+    names = sorted({h for s in plan.samples if s.accelerate != ACCEL_NONE for h in s.hosts()})
+    if not names:
+        return []
+    found = fleet.for_each_host([hosts[n] for n in names],
+                                lambda h: h.run(["cat", "/proc/self/mountinfo"], timeout=30).stdout)
+    out = []
+    for name, text in found.items():
+        if isinstance(text, Exception):
+            out.append(f"host {name}: cannot read /proc/self/mountinfo: {str(text).splitlines()[0]}")
+        elif accel.cgroup2_mount(text) is None:
+            out.append(f"host {name}: accelerate sk_msg needs a cgroup2 mount, /proc/self/mountinfo has none: "
+                       f"mount one (mount -t cgroup2 none DIR) or run with accelerate: [none]")
+    return out
+
+
 def check(plan: Plan, hosts: Mapping[str, Host], log: Callable[[str], None]) -> dict[str, Limits]:
     """Read every host's limits (in parallel), log the warnings, raise PreflightError listing every
     error (or the UserError of the hosts whose limits could not be read)."""
@@ -150,6 +168,7 @@ def check(plan: Plan, hosts: Mapping[str, Host], log: Callable[[str], None]) -> 
         raise err
     limits = {name: lim for name, lim in read.items() if isinstance(lim, Limits)}
     errors, warnings = problems(needs(plan), limits)
+    errors += accel_problems(plan, hosts)
     for w in warnings:
         log(f"warning: {w}")
     if errors:

@@ -6,7 +6,7 @@ no sudo, is told so in one line with what to change, before anything runs. A hos
 without root (``sudo: none``, or a local user) still runs the programs that need none (the naive,
 splice and io_uring echo servers, the naive and splice proxies, NGINX and HAProxy, the client);
 those that need privileges (the SOCKMAP programs, which load BPF) are refused by name, as are the
-scenario's sysctls. Provisioning with apt is refused by provision.py when something is missing.
+scenario's sysctls and SOCKMAP acceleration (accelerate: sk_msg). Provisioning with apt is refused by provision.py when something is missing.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from splicebench.errors import PreflightError
 from splicebench.hosts.base import Host
 from splicebench.hosts.facts import parse_capabilities
 from splicebench.hosts.ssh import SSHHost
-from splicebench.registry import SERVERS
+from splicebench.registry import ACCEL_NONE, SERVERS
 from splicebench.run import fleet
 from splicebench.scenario.plan import Plan
 
@@ -67,6 +67,11 @@ def needs_root(plan: Plan) -> dict[str, list[str]]:
             what = f"{s.server.kind} (loads BPF: CAP_BPF and CAP_NET_ADMIN)"
             if what not in out.setdefault(s.server_host, []):
                 out[s.server_host].append(what)
+        if s.accelerate != ACCEL_NONE:
+            what = f"accelerate {s.accelerate} (loads BPF, makes a cgroup: CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
+            for h in s.hosts():
+                if what not in out.setdefault(h, []):
+                    out[h].append(what)
     if plan.scenario.sysctl_names():
         for h in plan.hosts():
             out.setdefault(h, []).append("the scenario's sysctls (" + ", ".join(plan.scenario.sysctl_names()) + ")")

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from splicebench.programs import peers
+from splicebench.programs import accel, peers
 from splicebench.errors import HostError, ProcError
 from splicebench.hosts.base import describe_exit, Host, Proc
 from splicebench.run.fleet import start_together
@@ -29,8 +29,9 @@ from splicebench.results.metrics import (Row, client_failure, client_metrics, lo
 from splicebench.scenario.model import Cell
 from splicebench.scenario.plan import (LOAD_RAMP_S, MEASURED, PROFILE, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan,
                                       Sample)
-from splicebench.registry import (CLIENT_PROGRAM, COMMON_SERVER_OPTIONS, SAMPLER_INTERVAL_US, SAMPLER_PROGRAM,
-                                  SERVERS, WORKERS, WORKLOAD_FIELDS, program_name)
+from splicebench.registry import (ACCEL_NONE, ACCEL_PROGRAM, CLIENT_PROGRAM, COMMON_SERVER_OPTIONS,
+                                  SAMPLER_INTERVAL_US, SAMPLER_PROGRAM, SERVERS, WORKERS, WORKLOAD_FIELDS,
+                                  program_name)
 from splicebench.util.files import utc_now_iso
 from splicebench.util.signals import Interrupt, deferred_interrupts, interrupt_on_terminate
 
@@ -137,7 +138,7 @@ class Runner:
             cell_label=sample.cell.label, round=sample.round, phase=sample.phase, repetition=sample.repetition,
             server=sample.server.label, server_kind=sample.server.kind,
             server_host=sample.row_host or sample.server_host,
-            client_hosts="+".join(sample.client_hosts),
+            client_hosts="+".join(sample.client_hosts), accelerate=sample.accelerate,
         )
         r.set(workload=sample.workload)
         for k, v in sample.params().items():
@@ -181,6 +182,7 @@ class Runner:
         raw.update(self._collect_clients(row, procs, errors, interrupted))
         raw.update(_collect_sampler(row, procs, raw))
         raw.update(self.perf.collect(sample.server_host, row, procs.perf, interrupted))
+        raw.update(_collect_accel(row, procs, errors, interrupted))
         status = INTERRUPTED if interrupted else (FAILED if errors else OK)
         row.set(status=status, error="; ".join(errors), duration_s=time.monotonic() - t_start)
         return row.as_dict(), raw, interrupted, procs.usage_error()
@@ -194,6 +196,7 @@ class Runner:
         that cannot go on raises ProcError, HostError, OSError or ValueError; Ctrl-C and SIGTERM
         raise KeyboardInterrupt."""
         deadman = sample.client_timeout_s + READY_TIMEOUT_S + STOP_TIMEOUT_S + 60
+        self._start_accel(sample, procs, deadman + STOP_TIMEOUT_S * 3)
         upstream = self._start_backend(sample, procs, deadman)
         ready = self._start_server(sample, procs, upstream, deadman)
         self._measure(sample, row, procs, ready)
@@ -202,6 +205,25 @@ class Runner:
         row.set(server_exit=procs.server.poll())
         if procs.backend is not None:
             errors.extend(_stop(procs.backend, "backend"))
+        for hname, loader in procs.accel.items():  # after the programs in its cgroup
+            errors.extend(_stop(loader, f"{ACCEL_PROGRAM} on {hname}"))
+
+    def _start_accel(self, sample: Sample, procs: _SampleProcs, deadman: float) -> None:
+        """For an accelerated sample, start the SOCKMAP acceleration loader on every host of the
+        sample (into procs.accel) and wait for each one's cgroup (procs.cgroups); the sample's
+        programs are then started inside them (procs.wrap)."""
+        if sample.accelerate == ACCEL_NONE:
+            return
+        wl = dict(sample.cell.workload)  # latency-under-load: the bulk streams are connected at the same time
+        conns = (int(wl.get("conns", 1)) + int(wl.get("bulk_conns", 0))) * len(sample.client_hosts)
+        for hname in sample.hosts():
+            argv = accel.loader_argv(self._program(hname, ACCEL_PROGRAM), conns)
+            procs.accel[hname] = self.hosts[hname].start(argv, deadman_s=deadman)
+        for hname, loader in procs.accel.items():
+            cgroup = loader.wait_json_event("ready", READY_TIMEOUT_S).get("cgroup")
+            if not isinstance(cgroup, str) or not cgroup.startswith("/"):
+                raise ProcError(f"{ACCEL_PROGRAM} on {hname}: ready line has no cgroup")
+            procs.cgroups[hname] = cgroup
 
     def _start_backend(self, sample: Sample, procs: _SampleProcs, deadman: float) -> tuple[str, int] | None:
         """For a proxy sample, start its backend (into procs.backend) and wait for its ready line:
@@ -209,8 +231,8 @@ class Runner:
         if sample.backend is None or sample.backend_host is None:
             return None
         bhost = self.hosts[sample.backend_host]
-        procs.backend = bhost.start(
-            sample.backend_argv(self._program(sample.backend_host, SERVERS[sample.backend].program)),
+        procs.backend = bhost.start(procs.wrap(
+            sample.backend_host, sample.backend_argv(self._program(sample.backend_host, SERVERS[sample.backend].program))),
             deadman_s=deadman)
         bready = procs.backend.wait_json_event("ready", READY_TIMEOUT_S)
         procs.backend_ready = bready
@@ -230,12 +252,12 @@ class Runner:
                                        upstream_host=upstream[0], upstream_port=upstream[1],
                                        options=dict(sample.server_options), deadman_s=deadman,
                                        cpus=sample.server_cpus,
-                                       ready_timeout=READY_TIMEOUT_S)
+                                       ready_timeout=READY_TIMEOUT_S,
+                                       wrap=lambda argv: procs.wrap(sample.server_host, argv))
         else:
-            procs.server = shost.start(
-                sample.server_argv(self._program(sample.server_host, kind.program, kind.built),
-                                   peers.host_port(*upstream) if upstream else None),
-                deadman_s=deadman)
+            procs.server = shost.start(procs.wrap(sample.server_host, sample.server_argv(
+                self._program(sample.server_host, kind.program, kind.built),
+                peers.host_port(*upstream) if upstream else None)), deadman_s=deadman)
             # Where the started pid is the server's own (its ready line will say so), the CPU
             # sampler starts now, beside the server's own start, instead of after its ready line.
             if procs.server.pid_is_program:
@@ -301,7 +323,7 @@ class Runner:
         for hname in sample.client_hosts:
             addr = str(ready.get("addr") or "127.0.0.1") if hname == sample.server_host else shost.address
             connect = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-            argv = sample.client_argv(self._program(hname, CLIENT_PROGRAM), connect, args)
+            argv = procs.wrap(hname, sample.client_argv(self._program(hname, CLIENT_PROGRAM), connect, args))
             starts.append((self.hosts[hname], argv, {"deadman_s": (timeout_s or sample.client_timeout_s) + 30}))
         # Client hosts start together (SSH hosts within milliseconds: gated, then released).
         first = len(procs.clients)
@@ -400,15 +422,21 @@ class _SampleProcs:
     sampler_pids: list[int] = field(default_factory=list)  # the pids it watches
     sampler_errors: list[str] = field(default_factory=list)
     perf: perf_run.PerfProcs = field(default_factory=perf_run.PerfProcs)
+    accel: dict[str, Proc] = field(default_factory=dict)  # host -> its SOCKMAP acceleration loader
+    cgroups: dict[str, str] = field(default_factory=dict)  # host -> the loader's cgroup
+
+    def wrap(self, host: str, argv: list[str]) -> list[str]:
+        """argv as started on host: inside the acceleration's cgroup when the sample has one."""
+        return accel.in_cgroup(argv, self.cgroups[host]) if host in self.cgroups else argv
 
     def usage_error(self) -> str | None:
         """'<program>: <its message>' if one of the built programs refused its command line (exit 2
         with a usage line, servers/net.c net_usage_error), else None."""
-        procs = [p for _, p in self.clients] + [self.server, self.backend, self.sampler]
+        procs = [p for _, p in self.clients] + [self.server, self.backend, self.sampler, *self.accel.values()]
         for p in procs:
             if p is None or p.poll() != USAGE_EXIT:
                 continue
-            name = program_name(p.argv)
+            name = program_name(accel.program_of(p.argv))
             lines = [ln.strip() for ln in p.stderr().splitlines() if ln.strip()]
             if name.startswith("sb-") and any("usage:" in ln for ln in lines):
                 first = next((ln for ln in lines if "usage:" not in ln), lines[0])  # the message, not the hint
@@ -427,6 +455,14 @@ class _SampleProcs:
         if self.sampler is not None and self.sampler.poll() is None:
             self.sampler.kill()
         self.perf.kill_running()
+        # The loaders last, and by SIGTERM: they detach and remove their cgroups (killing is the
+        # last resort: `invoke clean` then removes the cgroup).
+        running = [p for p in self.accel.values() if p.poll() is None]
+        for p in running:
+            p.signal(signal.SIGTERM)
+        for p in running:
+            if p.wait(STOP_TIMEOUT_S) is None:
+                p.kill()
 
 
 def _watched(procs: _SampleProcs, server_pid: int) -> list[int]:
@@ -475,6 +511,29 @@ def _collect_sampler(row: Row, procs: _SampleProcs, raw: dict[str, str]) -> dict
         return out
     row.update(cpu.row_columns(figures, *window))
     return out
+
+
+def _collect_accel(row: Row, procs: _SampleProcs, errors: list[str], interrupted: bool) -> dict[str, str]:
+    """The acceleration loaders' outputs as raw files (accel-<host>.jsonl) and their counters, summed
+    over the hosts, into the row's accel_* columns. A sample that went well so far fails if a loader
+    printed no summary line or could not remove its cgroup."""
+    if not procs.accel:
+        return {}
+    raw: dict[str, str] = {}
+    summaries: dict[str, dict[str, Any] | None] = {}
+    for hname, loader in procs.accel.items():
+        out = loader.stdout()
+        raw[f"accel-{hname}.jsonl"] = out
+        if loader.stderr().strip():
+            raw[f"accel-{hname}.stderr.txt"] = loader.stderr()
+        summaries[hname] = server_events(out).get("summary")
+        if not interrupted and not errors:
+            if summaries[hname] is None:
+                errors.append(f"{ACCEL_PROGRAM} on {hname} printed no summary line")
+            elif summaries[hname].get("cgroup_removed") is not True:
+                errors.append(f"{ACCEL_PROGRAM} on {hname} could not remove its cgroup" + _stderr_tail(loader))
+    row.update(accel.summary_columns(summaries))
+    return raw
 
 
 def _ends_round(plan: Plan, i: int) -> bool:

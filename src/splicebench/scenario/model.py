@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from splicebench.registry import COMMON_SERVER_OPTIONS, SERVERS, WORKERS, WORKLOAD_FIELDS, WORKLOADS
+from splicebench.registry import ACCEL_NONE, COMMON_SERVER_OPTIONS, SERVERS, WORKERS, WORKLOAD_FIELDS, WORKLOADS
 from splicebench.units import format_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -59,13 +59,27 @@ def sysctl_value(value: object) -> str | None:
     return text if len(text) <= 256 and SYSCTL_VALUE_RE.match(text) else None
 
 
+# An accelerated server's label: the label as written, this separator, the mode (a written label
+# cannot contain it).
+ACCEL_LABEL_SEP = "+"
+
+
 @dataclass(frozen=True)
 class ServerConfig:
-    """One server entry: a label unique in the scenario, the server kind and its options."""
+    """One server entry: a label unique in the scenario, the server kind and its options; with
+    `accelerate`, one entry per mode (label 'naive' and 'naive+sk_msg')."""
 
     label: str
     kind: str
     options: tuple[tuple[str, Any], ...] = ()
+    accelerate: str = ACCEL_NONE  # registry.ACCEL_MODES: how every program of its samples runs
+
+    @property
+    def base_label(self) -> str:
+        """The label as the scenario wrote it (without the acceleration mode)."""
+        if self.accelerate == ACCEL_NONE:
+            return self.label
+        return self.label.removesuffix(ACCEL_LABEL_SEP + self.accelerate)
 
 
 @dataclass(frozen=True)
@@ -133,6 +147,8 @@ class Scenario:
     # Kernel settings on every host for the whole run (name -> value as written to /proc/sys); a
     # matrix key that is a sysctl name sweeps one (Cell.sysctls holds each cell's full set).
     sysctls: tuple[tuple[str, str], ...] = ()
+    # SOCKMAP acceleration modes (registry.ACCEL_MODES): every server runs once per mode, in pairs.
+    accelerate: tuple[str, ...] = (ACCEL_NONE,)
 
     @property
     def placement(self) -> Placement:
@@ -180,7 +196,8 @@ class Scenario:
         return {
             "name": self.name,
             "description": self.description,
-            "servers": [{"name": s.kind, "label": s.label, "options": dict(s.options)} for s in self.servers],
+            "servers": [{"name": s.kind, "label": s.base_label, "options": dict(s.options)} for s in self.servers
+                        if s.accelerate == self.accelerate[0]],
             "workload": {"type": self.workload_type, **dict(self.workload)},
             "repetitions": ({"warmup": self.warmup, "measured": self.measured} if self.target_ci_width is None
                             else {"warmup": self.warmup, "min": self.min_measured, "max": self.measured,
@@ -197,6 +214,7 @@ class Scenario:
                             **({"host": self.backend.host} if self.backend.host else {})}}
                if self.backend else {}),
             **({"cpus": dict(self.cpus)} if self.cpus else {}),
+            **({"accelerate": list(self.accelerate)} if self.accelerate != (ACCEL_NONE,) else {}),
         }
 
 

@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from splicebench.registry import (CLIENT_PROGRAM, LOADED, SERVERS, client_args, load_client_args, payload_bytes,
+from splicebench.registry import (ACCEL_NONE, ACCEL_PROGRAM, CLIENT_PROGRAM, LOADED, SERVERS, client_args,
+                                  load_client_args, payload_bytes,
                                   pinned)
 from splicebench.scenario.model import DIRECT, Cell, Scenario, ServerConfig, options_for
 
@@ -67,6 +68,16 @@ class Sample:
     def server_kind(self):
         return SERVERS[self.server.kind]
 
+    @property
+    def accelerate(self) -> str:
+        """registry.ACCEL_MODES: how every program of the sample runs."""
+        return self.server.accelerate
+
+    def hosts(self) -> list[str]:
+        """Every host a program of this sample runs on: clients, server, backend (in that order)."""
+        extra = (self.backend_host,) if self.backend_host else ()
+        return list(dict.fromkeys((*self.client_hosts, self.server_host, *extra)))
+
     def server_argv(self, program_path: str, upstream: str | None = None) -> list[str]:
         return pinned(self.server_kind.argv(program_path, self.listen, dict(self.server_options), upstream),
                       self.server_cpus)
@@ -101,6 +112,9 @@ class Plan:
                 need.setdefault(s.backend_host, set()).add(SERVERS[s.backend].program)
             for h in s.client_hosts:
                 need.setdefault(h, set()).add(CLIENT_PROGRAM)
+            if s.accelerate != ACCEL_NONE:
+                for h in s.hosts():
+                    need.setdefault(h, set()).add(ACCEL_PROGRAM)
         return need
 
     def hosts(self) -> list[str]:
@@ -136,8 +150,8 @@ def build_plan(scenario: Scenario) -> Plan:
                 # (default: the same), and the direct row is the backend itself.
                 bk = scenario.backend
                 bhost = (bk.host or placement.server) if bk is not None else None
-                run_host = bhost if bk is not None and server.label == DIRECT else placement.server
-                proxy = bk is not None and server.label != DIRECT
+                run_host = bhost if bk is not None and server.base_label == DIRECT else placement.server
+                proxy = bk is not None and server.base_label != DIRECT
                 # Clients only on the server's own host: loopback (some hosts have no other way in).
                 same = all(h == run_host for h in placement.clients)
                 opts = options_for(server.kind, {**dict(server.options), **dict(cell.server_overrides)})

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from splicebench.registry import (CPU_MAX, COMMON_SERVER_OPTIONS, ECHO, SEED_MAX, SERVERS, WORKERS, WORKLOAD_FIELDS, WORKLOADS,
-                                  Option)
+from splicebench.registry import (ACCEL_MODES, CPU_MAX, COMMON_SERVER_OPTIONS, ECHO, SEED_MAX, SERVERS, WORKERS,
+                                  WORKLOAD_FIELDS, WORKLOADS, Option)
 from splicebench.scenario.model import (
     DEFAULT_ADAPTIVE_MAX,
     DEFAULT_ADAPTIVE_MIN,
@@ -193,6 +193,15 @@ def json_schema() -> dict[str, Any]:
                                                   ("client", "CPUs of sb-client's threads (--cpus)"))},
                 "description": "CPU placement, e.g. {server: '0', client: '1'}; checked against each host's "
                                "CPUs before the run",
+            },
+            "accelerate": {
+                "type": "array",
+                "minItems": 1,
+                "uniqueItems": True,
+                "items": {"enum": list(ACCEL_MODES)},
+                "description": "SOCKMAP acceleration: every server (and its backend and clients) runs once per "
+                               "mode, side by side; sk_msg runs them in a cgroup whose local TCP sockets are "
+                               "short-circuited by sockops + sk_msg (default [none])",
             },
         },
     }

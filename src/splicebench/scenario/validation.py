@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence
 
-from splicebench.registry import (COMMON_SERVER_OPTIONS, CPU_MAX, CPU_ROLES, DEFAULT_MAX_CONNS, ECHO, LOADED,
-                                  MAX_CONNS_MAX, PAYLOAD_FACTORS, PAYLOAD_MAX, PEER_MAX_CONNS, PROXY, SEED_MAX, SERVERS,
-                                  WORKERS, WORKLOAD_FIELDS, WORKLOADS, Option, parse_cpu_list)
+from splicebench.registry import (ACCEL_MODES, ACCEL_NONE, COMMON_SERVER_OPTIONS, CPU_MAX, CPU_ROLES, DEFAULT_MAX_CONNS,
+                                  ECHO, LOADED, MAX_CONNS_MAX, PAYLOAD_FACTORS, PAYLOAD_MAX, PEER_MAX_CONNS, PROXY,
+                                  SEED_MAX, SERVERS, WORKERS, WORKLOAD_FIELDS, WORKLOADS, Option, parse_cpu_list)
 from splicebench.scenario.checks import Checker, closest, found, join_path
 from splicebench.scenario.model import (
     DEFAULT_ADAPTIVE_MAX,
@@ -22,6 +22,7 @@ from splicebench.scenario.model import (
     DEFAULT_TIMEOUT_S,
     DEFAULT_WARMUP,
     DIRECT,
+    ACCEL_LABEL_SEP,
     LOCAL,
     MATRIX_SERVER_KEYS,
     NAME_ALLOWED,
@@ -55,6 +56,7 @@ TOP_KEYS = (
     "backend",
     "cpus",
     "sysctls",
+    "accelerate",
 )
 SERVER_KEYS = ("name", "label", "options")
 REPETITION_KEYS = ("warmup", "measured", "min", "max", "target_ci_width")
@@ -88,6 +90,8 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
     listed = _servers(c, data["servers"])  # as written: field paths name these
     backend = _backend(c, data["backend"], tuple(known_hosts)) if "backend" in data else None
     servers = _roles(c, listed, backend)
+    accelerate = _accelerate(c, data["accelerate"]) if "accelerate" in data else (ACCEL_NONE,)
+    servers = _accelerated(c, servers, listed, backend, accelerate)
 
     # workload
     if "workload" not in data:
@@ -197,6 +201,7 @@ def validate(data: Any, source: str = "<string>", *, known_hosts: Iterable[str] 
         target_ci_width=target_ci_width,
         cpus=cpus,
         sysctls=tuple(sorted(sysctls.items())),
+        accelerate=accelerate,
     )
 
 
@@ -224,6 +229,49 @@ def _sysctls(c: Checker, value: Any) -> dict[str, str]:
         path = join_path("sysctls", str(key))
         out[_sysctl_name(c, key, path)] = _sysctl_value(c, val, path)
     return out
+
+
+def _accelerate(c: Checker, value: Any) -> tuple[str, ...]:
+    """The `accelerate` list: distinct modes of registry.ACCEL_MODES, e.g. [none, sk_msg]."""
+    allowed = "a non-empty list of " + ", ".join(ACCEL_MODES) + ", e.g. [none, sk_msg]"
+    if not isinstance(value, list):
+        c.fail("accelerate", "not a list", found(value), allowed)
+    if not value:
+        c.fail("accelerate", "empty list", found(value), allowed)
+    out: list[str] = []
+    for i, mode in enumerate(value):
+        if not isinstance(mode, str) or mode not in ACCEL_MODES:
+            c.fail(f"accelerate[{i}]", "unknown mode", found(mode), ", ".join(ACCEL_MODES), closest(mode, ACCEL_MODES))
+        if mode in out:
+            c.fail(f"accelerate[{i}]", "duplicate mode", found(mode), "each mode once")
+        out.append(mode)
+    return tuple(out)
+
+
+def _accelerated(c: Checker, servers: list[ServerConfig], listed: list[ServerConfig], backend: Backend | None,
+                 modes: tuple[str, ...]) -> list[ServerConfig]:
+    """Every server once per mode, next to each other (naive, naive+sk_msg, splice, ...); a program
+    that cannot be correct with its sockets in the acceleration's sockmap is refused with the reason."""
+    if modes == (ACCEL_NONE,):
+        return servers
+    if any(m != ACCEL_NONE for m in modes):
+        path_of = {s.label: f"servers[{i}]" for i, s in enumerate(listed)}
+        if backend is not None:
+            why = SERVERS[backend.kind].accel_conflict(dict(backend.options))
+            if why:
+                c.fail("backend.name", f"cannot run with accelerate {_first_accel(modes)}: {why}", found(backend.kind),
+                       "another backend, or accelerate: [none]")
+        for s in servers:
+            why = SERVERS[s.kind].accel_conflict(dict(s.options))
+            if why and s.label in path_of:
+                c.fail(path_of[s.label], f"cannot run with accelerate {_first_accel(modes)}: {why}", found(s.kind),
+                       "remove it from servers, or accelerate: [none]")
+    return [ServerConfig(s.label if m == ACCEL_NONE else f"{s.label}{ACCEL_LABEL_SEP}{m}", s.kind, s.options, m)
+            for s in servers for m in modes]
+
+
+def _first_accel(modes: tuple[str, ...]) -> str:
+    return next(m for m in modes if m != ACCEL_NONE)
 
 
 def _adaptive(c: Checker, reps: Mapping[str, Any]) -> tuple[int | None, float | None, int | None]:
