@@ -179,3 +179,31 @@ def test_check_has_the_acceleration_row():
     rows = {what: (status, detail) for status, what, detail in commands.check(commands.Paths.of(REPO))}
     mount = accel.cgroup2_mount(Path("/proc/self/mountinfo").read_text())
     assert rows["SOCKMAP acceleration"] == ("ok", f"cgroup2 at {mount}, sockops and sk_msg programs load")
+
+
+
+@pytest.mark.parametrize("workload", ["{type: latency-under-load, conns: 2, bulk_conns: 2, round_trips: 200}",
+                                      "{type: crr, conns: 2, transactions: 50}"])
+def test_loaded_and_crr_accelerated_with_perf_and_a_profile_round(tmp_path, use_cache, no_leftovers, workload):
+    """Every client of latency-under-load (the bulk streams too) runs inside the loader's cgroup, so
+    all its sockets are in the sockmap, as are crr's short connections; perf stat counts, and the
+    profile round (one per server, the accelerated one included) stays out of the statistics."""
+    before = accel_cgroups()
+    p = scenario_file(tmp_path, f"name: accel-w\nservers: [naive]\naccelerate: [none, sk_msg]\nworkload: {workload}\n"
+                                "profile: true\nrepetitions: {warmup: 0, measured: 1}\ntimeout: 60s\n")
+    res = commands.run(paths(tmp_path), str(p), log=lambda m: None)
+    df = pd.read_csv(one_run(tmp_path) / "samples.csv")
+    assert res.status == "complete" and (df["status"] == "ok").all(), df["error"].tolist()
+    assert list(df["phase"]) == ["measured", "measured", "profile", "profile"]
+    assert list(df["server"]) == ["naive", "naive+sk_msg"] * 2
+    fast = df[df["accelerate"] == "sk_msg"]
+    if "latency-under-load" in workload:
+        # Ping-pong alone (2), loaded (2) and the bulk streams (2): 6 connections, both their ends.
+        assert (fast["accel_sockets"] == 2 * 6).all()
+        assert (df["bulk_bytes_verified"] > 0).all() and (df["unloaded_lat_count"] > 0).all()
+    else:
+        assert (fast["accel_sockets"] == 2 * 50).all()
+    assert (fast["accel_redirect_failed"] == 0).all()
+    measured = df[df["phase"] == "measured"]
+    assert (measured["perf_server_syscalls"] > 0).all() and measured["perf_note"].isna().all()
+    assert accel_cgroups() == before

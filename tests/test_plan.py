@@ -164,3 +164,10 @@ def test_programs_needed_per_host():
     p = plan_of("servers: [naive, sockmap]\nworkload: {type: stream}")
     assert p.programs() == {"local": {"sb-echo-naive", "sb-echo-sockmap", "sb-client"}}
     assert p.hosts() == ["local"]
+
+
+def test_acceleration_needs_root_on_every_host_of_its_samples():
+    from splicebench.run.privileges import needs_root
+    assert needs_root(plan_of("servers: [naive]\nworkload: {type: stream}")) == {}
+    need = needs_root(plan_of("servers: [naive]\naccelerate: [none, sk_msg]\nworkload: {type: stream}"))
+    assert list(need) == ["local"] and len(need["local"]) == 1 and need["local"][0].startswith("accelerate sk_msg")
