@@ -587,23 +587,6 @@ def test_failed_build_leaves_no_partial_cache_and_no_mounts(tmp_path):
 @pytest.mark.arm64
 @pytest.mark.slow
 @pytest.mark.privileged
-def test_lab_down_from_another_process_powers_the_guest_off(guest):
-    """Last of the tests on the module's guest: `invoke lab.down` in a new process ends it."""
-    import subprocess
-
-    cfg, lg = guest
-    assert arm64_guest.qemu_pids(cfg.state) == [lg.guest.pid]
-    r = subprocess.run(["invoke", "lab.down", "--prefix", cfg.prefix], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert f"arm64 guest (QEMU pid {lg.guest.pid}, powered off)" in r.stdout  # over SSH, not killed
-    assert arm64_guest.qemu_pids(cfg.state) == [] and _processes_mentioning(str(cfg.state)) == []
-    assert not cfg.state.exists()
-
-
-@pytest.mark.arm64
-@pytest.mark.slow
-@pytest.mark.privileged
 @pytest.mark.e2e
 def test_acceleration_on_the_guest_is_byte_exact_and_leaves_nothing(guest, use_cache, no_leftovers, tmp_path):
     from splicebench.cli import commands
@@ -633,3 +616,20 @@ def test_acceleration_on_the_guest_is_byte_exact_and_leaves_nothing(guest, use_c
     with SSHHost(inv.get("arm64"), inv) as h:
         assert "6.1" in h.run(["uname", "-r"]).stdout
         assert accel.sweep(h) == []  # nothing left for clean: the loader removed its cgroup
+
+
+@pytest.mark.arm64
+@pytest.mark.slow
+@pytest.mark.privileged
+def test_lab_down_from_another_process_powers_the_guest_off(guest):
+    """Last of the tests on the module's guest: `invoke lab.down` in a new process ends it."""
+    import subprocess
+
+    cfg, lg = guest
+    assert arm64_guest.qemu_pids(cfg.state) == [lg.guest.pid]
+    r = subprocess.run(["invoke", "lab.down", "--prefix", cfg.prefix], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"arm64 guest (QEMU pid {lg.guest.pid}, powered off)" in r.stdout  # over SSH, not killed
+    assert arm64_guest.qemu_pids(cfg.state) == [] and _processes_mentioning(str(cfg.state)) == []
+    assert not cfg.state.exists()
