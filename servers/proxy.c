@@ -28,6 +28,11 @@ void proxy_parse_upstream(const char *s, struct proxy_upstream *up)
 
 void proxy_parse_sources(const char *arg, struct proxy_upstream *up)
 {
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)&up->addr;
+	if (up->addr.ss_family != AF_INET || (ntohl(a4->sin_addr.s_addr) >> 24) != 127)
+		net_usage_error("--upstream-sources needs an upstream on loopback IPv4 (127.0.0.0/8), "
+				"got '%s'",
+				up->text);
 	up->sources = (uint32_t)net_parse_u64("--upstream-sources", arg, 65536);
 	if (up->sources == 0)
 		net_usage_error("--upstream-sources must be at least 1");

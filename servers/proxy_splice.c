@@ -214,14 +214,8 @@ int main(int argc, char **argv)
 	net_prog = "sb-proxy-splice";
 	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &px.opts);
 	proxy_require_upstream(upstream, &px.up);
-	if (sources) {
-		const struct sockaddr_in *a4 = (const struct sockaddr_in *)&px.up.addr;
-		if (px.up.addr.ss_family != AF_INET || (ntohl(a4->sin_addr.s_addr) >> 24) != 127)
-			net_usage_error("--upstream-sources needs an upstream on loopback IPv4 "
-					"(127.0.0.0/8), got '%s'",
-					upstream);
+	if (sources)
 		proxy_parse_sources(sources, &px.up);
-	}
 	pipe_size = net_pipe_size(pipe_size);
 
 	px.ops = &ops;

@@ -525,6 +525,20 @@ def test_bad_arguments_are_usage_errors(proxy: str, argv: list[str], expected: s
     assert expected in proc.stderr.splitlines()[0], proc.stderr
 
 
+# --upstream-sources (the naive and splice proxies): checked by proxy_parse_sources, in any order.
+SOURCES_BAD_ARGS = [
+    (["--upstream", "10.0.0.1:80", "--upstream-sources", "4"],
+     "--upstream-sources needs an upstream on loopback IPv4 (127.0.0.0/8), got '10.0.0.1:80'"),
+    (["--upstream-sources", "0", "--upstream", "127.0.0.1:1"], "--upstream-sources must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("proxy", ["naive", "splice"])
+@pytest.mark.parametrize("argv,expected", SOURCES_BAD_ARGS)
+def test_bad_upstream_sources_are_usage_errors(proxy: str, argv: list[str], expected: str) -> None:
+    test_bad_arguments_are_usage_errors(proxy, argv, expected)
+
+
 @pytest.mark.parametrize("proxy", ["naive", "splice", "sockmap", "uring"])
 def test_help(proxy: str) -> None:
     proc = subprocess.run(
