@@ -17,6 +17,8 @@ import json
 import os
 import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -306,3 +308,27 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
 def corrupt_echo_cmd() -> list[str]:
     """Command line of the test server that corrupts on purpose (tests/corrupt_echo.py)."""
     return [sys.executable, str(TESTS / "corrupt_echo.py")]
+
+
+def stream_outlives_a_reset_hog(srv: Any, hog_bytes: int) -> None:
+    """A client that sends up to hog_bytes without reading (it holds the server's buffers once the
+    server stops reading it), then a 1 MB stream from another client while the first resets: the
+    stream completes byte-exact, and the server's descriptors return to their count before the hog.
+    A connection waiting for buffers has nothing in flight: it sees the reset once its receive is
+    re-armed, which may be after the other client is done."""
+    idle = len(os.listdir(f"/proc/{srv.pid}/fd"))
+    hog = socket.create_connection((srv.addr, srv.port), timeout=30)
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.setblocking(False)
+    sent = 0
+    with contextlib.suppress(BlockingIOError):  # the server stopped reading: its buffers wait for the hog
+        while sent < hog_bytes:
+            sent += hog.send(b"x" * 65536)
+    waiting = subprocess.Popen([str(binary("client")), "--connect", srv.connect, "--workload", "stream",
+                                "--bytes", "1000000", "--timeout", "60"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    hog.close()  # linger 0: a reset
+    out, err = waiting.communicate(timeout=90)
+    assert waiting.returncode == 0, (out, err)
+    assert wait_until(lambda: len(os.listdir(f"/proc/{srv.pid}/fd")) == idle, timeout=30)

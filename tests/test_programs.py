@@ -6,7 +6,6 @@ is in every parametrization: its cases fail, not skip, while build/sb-echo-sockm
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import socket
@@ -27,6 +26,7 @@ from progs import (
     run_client,
     running_server,
     server_binary,
+    stream_outlives_a_reset_hog,
     wait_until,
 )
 
@@ -497,26 +497,7 @@ def test_uring_a_reset_connection_gives_its_buffers_back(server: str) -> None:
     # One provided buffer in all: a client that sends without reading holds it (its echo cannot be
     # sent) while every receive waits for buffers; its reset must return it to the others.
     with running_server(server, "--buffers", "1", "--buffer-size", "4096") as srv:
-        idle = len(os.listdir(f"/proc/{srv.pid}/fd"))
-        hog = socket.create_connection((srv.addr, srv.port), timeout=30)
-        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        hog.setblocking(False)
-        sent = 0
-        try:
-            while sent < 64 << 20:
-                sent += hog.send(b"x" * 65536)
-        except BlockingIOError:
-            pass  # the server stopped reading: its one buffer waits for this client
-        waiting = subprocess.Popen([str(binary("client")), "--connect", srv.connect, "--workload", "stream",
-                                    "--bytes", "1000000", "--timeout", "60"], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
-        hog.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        hog.close()  # linger 0: a reset
-        out, err = waiting.communicate(timeout=90)
-        assert waiting.returncode == 0, (out, err)
-        # A connection waiting for buffers has nothing in flight: it sees the reset once its
-        # receive is re-armed, which may be after the other client is done.
-        assert wait_until(lambda: len(os.listdir(f"/proc/{srv.pid}/fd")) == idle, timeout=30)
+        stream_outlives_a_reset_hog(srv, 64 << 20)
         assert srv.stop() == 0, srv.stderr
         s = srv.summary
         assert s is not None and s["connections"] == 2 and s["active"] == 0 and s["errors"] == 1, s

@@ -9,15 +9,12 @@ refusing upstream run for these programs in tests/test_programs.py and tests/tes
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import socket
-import struct
 import subprocess
 from collections.abc import Iterator
 
 import pytest
-from progs import MODES, binary, descendants, run_client, running_server, wait_until
+from progs import MODES, binary, descendants, run_client, running_server, stream_outlives_a_reset_hog
 from test_sockmap import check_echoed, closing_all, early_clients, pump
 
 pytestmark = pytest.mark.e2e
@@ -126,24 +123,7 @@ def test_proxy_reset_connection_gives_its_buffers_back(name: str) -> None:
         name, "--upstream", backend.connect, *args, "--buffers", "1", "--buffer-size", "4096",
         cmd=[str(binary(prog))]
     ) as px:
-        idle = len(os.listdir(f"/proc/{px.pid}/fd"))
-        hog = socket.create_connection(("127.0.0.1", px.port), timeout=30)
-        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        hog.setblocking(False)
-        sent = 0
-        with contextlib.suppress(BlockingIOError):
-            while sent < 256 << 20:
-                sent += hog.send(b"x" * 65536)
-        waiting = subprocess.Popen([str(binary("client")), "--connect", px.connect, "--workload", "stream",
-                                    "--bytes", "1000000", "--timeout", "60"], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
-        hog.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        hog.close()  # linger 0: a reset
-        out, err = waiting.communicate(timeout=90)
-        assert waiting.returncode == 0, (out, err)
-        # A connection waiting for buffers has nothing in flight: it sees the reset once its
-        # receive is re-armed, which may be after the other client is done.
-        assert wait_until(lambda: len(os.listdir(f"/proc/{px.pid}/fd")) == idle, timeout=30)
+        stream_outlives_a_reset_hog(px, 256 << 20)
         assert px.stop() == 0, px.stderr
         s = px.summary
         assert s is not None and (s["connections"], s["active"], s["errors"]) == (2, 0, 1), s
