@@ -11,7 +11,9 @@ their ratio (the orchestration's cost is everything above 1.0), and where the re
 - start: from the command's start to the first sample (manifest started_at), split by the run's own
   timestamps (manifest phases) into boot (interpreter, invoke, the CLI's imports, up to
   commands.run), prep (validation, preflight, hosts prepared: build cache checked, facts gathered)
-  and import (waiting for the report's libraries, which load in the background during prep);
+  and import (waiting for the report's libraries, which load in the background during prep and,
+  where the tree does so, the warm-up round: then the wait is before the first measured sample,
+  inside run, and left out of its gaps);
 - run: the samples (manifest duration_s); in-smp: the samples' time beyond their clients' (each
   sample's duration_s minus its client's wall_s: starting the server and the CPU sampler, waiting
   for them, starting the client, stopping them); gaps: the time between samples (writing each
@@ -79,12 +81,13 @@ def one_run(tree: Path, scenario: str, out: Path) -> dict[str, float]:
     started, finished = epoch(manifest["started_at"]), epoch(manifest["finished_at"])
     phases = manifest.get("phases") or {}
     at = {k: phases.get(k, NAN) for k in ("run_called", "hosts_prepared", "report_imported")}
+    waited = phases.get("report_wait_s", 0.0)  # inside run: before the first measured sample
     html = max(reports.rglob("*.html"), key=lambda p: p.stat().st_mtime)
     rendered = html.stat().st_mtime
     return {"wall_s": wall, "clients_s": clients, "ratio": wall / clients, "start_s": started - t0_wall,
             "boot_s": at["run_called"] - t0_wall, "prep_s": at["hosts_prepared"] - at["run_called"],
-            "import_s": at["report_imported"] - at["hosts_prepared"], "run_s": run_s, "in_sample_s": in_sample,
-            "gaps_s": run_s - clients - in_sample, "per_sample_ms": (run_s - clients) / len(rows) * 1e3,
+            "import_s": phases.get("report_wait_s", at["report_imported"] - at["hosts_prepared"]), "run_s": run_s, "in_sample_s": in_sample,
+            "gaps_s": run_s - clients - in_sample - waited, "per_sample_ms": (run_s - clients - waited) / len(rows) * 1e3,
             "report_s": end_wall - finished, "render_s": rendered - finished, "exit_s": end_wall - rendered}
 
 

@@ -128,27 +128,32 @@ def run(paths: Paths, scenario_ref: str, *, provision_deps: bool = True, report:
         preflight.check(loaded.plan, hosts, log)  # before anything is built or started
         phases["preflight_done"] = time.time()
         # The report's libraries (pandas, scipy, matplotlib: most of the report's time) load while
-        # the hosts are prepared, which mostly waits on commands; the import ends before the first
-        # sample, so that it never competes with a measured transfer (nor counts in its host CPU).
-        # It starts after the preflight, so that a run the preflight refuses exits at once instead
-        # of waiting for the import (its thread is not a daemon: util/preload.py).
+        # the hosts are prepared, which mostly waits on commands, and through the warm-up round; the
+        # import ends before the first measured sample, so that it never competes with a measured
+        # transfer (nor counts in its host CPU). It starts after the preflight, so that a run the
+        # preflight refuses exits at once instead of waiting for the import (its thread is not a
+        # daemon: util/preload.py).
         importing = preload(REPORT_MODULE) if report else None
         # Checked, journaled and guarded on every host before anything is built or started.
         settings = host_settings.open_settings(loaded.plan, hosts, log)
         prepared = _prepare_hosts(paths, loaded.plan, hosts, provision_deps, log)
         phases["hosts_prepared"] = time.time()
-        if importing is not None:
-            importing.join()
-        phases["report_imported"] = time.time()
         rd = results.RunDir(paths.results, results.new_run_id())
         t0 = time.monotonic()
         manifest = _manifest(paths, loaded, prepared, rd.run_id)
         # When each step before the first sample ended (Unix time; bench/run_bench.py reads them).
         manifest["phases"] = {k: round(v, 3) for k, v in phases.items()}
+
+        def imported() -> None:  # before the first measured sample
+            waited = time.time()
+            if importing is not None:
+                importing.join()
+            done = time.time()
+            manifest["phases"].update(report_imported=round(done, 3), report_wait_s=round(done - waited, 3))
         if settings is not None:
             manifest["sysctls"] = settings.record  # filled in as the cells run
         rows, outcome, run_dir = _run_and_record(loaded.plan, hosts, prepared, rd, manifest, t0, progress_stream,
-                                                 settings.apply if settings else None)
+                                                 settings.apply if settings else None, imported)
     finally:
         with deferred_interrupts():
             for line in settings.close() if settings is not None else ():
@@ -236,7 +241,7 @@ def _manifest(paths: Paths, loaded: _Loaded, prepared: _Prepared, run_id: str) -
 
 def _run_and_record(the_plan: plan_mod.Plan, hosts: dict[str, Host], prepared: _Prepared, rd: results.RunDir,
                     manifest: dict, t0: float, progress_stream,
-                    before_cell=None) -> tuple[list[dict], RunOutcome, Path]:
+                    before_cell=None, before_measured=None) -> tuple[list[dict], RunOutcome, Path]:
     """Run every sample, writing samples.csv and the raw outputs after each one; returns (rows,
     outcome, finished run directory). t0: time.monotonic() when the run started (for duration_s).
 
@@ -261,7 +266,7 @@ def _run_and_record(the_plan: plan_mod.Plan, hosts: dict[str, Host], prepared: _
                     perf_why_not={n: f["perf"].get("why_not") for n, f in prepared.host_facts.items()
                                   if isinstance(f.get("perf"), dict)},
                     progress=Progress(len(the_plan.samples), cells=len(sc.cells()), stream=progress_stream),
-                    on_sample=on_sample, before_cell=before_cell)
+                    on_sample=on_sample, before_cell=before_cell, before_measured=before_measured)
     try:
         rd.write_manifest(manifest)
         outcome = runner.run(the_plan)

@@ -21,6 +21,7 @@ from pathlib import Path
 from splicebench.errors import CommandFailed, ProcError
 from splicebench.hosts.base import LOCAL, Held, Host, Proc, RunResult, describe_exit, json_object
 from splicebench.registry import CLIENT_PROGRAM, SAMPLER_PROGRAM, SERVERS, program_argv
+from splicebench.util.cache import cache_base
 
 def pdeathsig_prefix() -> list[str]:
     """['setpriv', '--pdeathsig', 'KILL', '--'] where setpriv supports it, else []."""
@@ -315,11 +316,7 @@ class LocalHost(Host):
         return Path(path).read_text(encoding="utf-8", errors="replace")
 
     def workdir(self) -> str:
-        env = os.environ.get("SPLICEBENCH_CACHE")
-        if env:
-            return str(Path(env).expanduser().resolve())
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        return str(Path(base) / "splicebench")
+        return str(cache_base().resolve())
 
     def close(self) -> None:
         for p in self._procs:

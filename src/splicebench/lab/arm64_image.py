@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from splicebench.lab.apt_sources import AptSource, host_apt_sources, host_codename, select_sources
 from splicebench.lab.arm64_host import Arm64Error
+from splicebench.util.cache import cache_base
 
 #: Bump when the build steps change in a way the recipe fields do not show.
 #: 2: dpkg unsafe-io while building, own network unit instead of networkd, boot-time jobs masked.
@@ -69,11 +69,7 @@ def host_recipe(etc: Path = Path("/etc")) -> Recipe:
 def cache_root(environ=None) -> Path:
     """<cache>/arm64 where <cache> is $SPLICEBENCH_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/splicebench
     (the same directory as this host's build cache)."""
-    env = os.environ if environ is None else environ
-    if env.get("SPLICEBENCH_CACHE"):
-        return Path(env["SPLICEBENCH_CACHE"]).expanduser() / "arm64"
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "splicebench" / "arm64"
+    return cache_base(environ) / "arm64"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from typing import Mapping
 from splicebench.errors import PreflightError
 from splicebench.hosts.base import Host
 from splicebench.hosts.facts import parse_capabilities
-from splicebench.hosts.ssh import SSHHost
 from splicebench.registry import ACCEL_NONE, SERVERS
 from splicebench.run import fleet
 from splicebench.scenario.plan import Plan
@@ -43,7 +42,7 @@ def who(host: Host) -> Who | str:
         caps = parse_capabilities(r.stdout)
         uid = int(words[0])
         return Who(uid, words[1].strip(), uid == 0 or (caps["CAP_BPF"] and caps["CAP_NET_ADMIN"]))
-    spec = host.spec if isinstance(host, SSHHost) else None
+    spec = host.spec if fleet.is_ssh(host) else None  # type: ignore[attr-defined]
     login = spec.user if spec else "this user"
     # The last line is sudo's verdict (a warning such as "unable to resolve host" may come first).
     err = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1].strip()

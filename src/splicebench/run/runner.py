@@ -58,6 +58,7 @@ class Runner:
                  clk_tck: Mapping[str, int] | None = None, progress=None,
                  on_sample: Callable[[Sample, dict[str, Any], dict[str, str | bytes]], None] | None = None,
                  before_cell: Callable[[Cell], None] | None = None,
+                 before_measured: Callable[[], None] | None = None,
                  perf_why_not: Mapping[str, str | None] | None = None):
         self.hosts = hosts
         self.bin_dirs = bin_dirs
@@ -71,6 +72,9 @@ class Runner:
         self.perf = perf_run.PerfHosts(hosts, perf_why_not)
         # Called before the first sample of each cell run (host_settings: the cell's sysctls).
         self.before_cell = before_cell
+        # Called once, before the first sample that is not a warm-up (commands.run: the report's
+        # libraries finish loading; the warm-up round may share the CPU with them, nothing measured does).
+        self.before_measured = before_measured
 
     def run(self, plan: Plan) -> RunOutcome:
         outcome = RunOutcome()
@@ -88,6 +92,9 @@ class Runner:
                     outcome.rows.append(row)
                     continue
                 try:
+                    if self.before_measured and sample.phase != WARMUP:
+                        self.before_measured()
+                        self.before_measured = None
                     if self.before_cell and cell_ready != sample.cell.index:
                         self.before_cell(sample.cell)
                         cell_ready = sample.cell.index
