@@ -27,9 +27,9 @@ def test_a_local_run_does_not_load_the_ssh_stack():
 @pytest.fixture
 def fresh_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SPLICEBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(render, "_ENV", None)
+    render.environment.cache_clear()
     yield tmp_path / "cache"
-    render._ENV = None
+    render.environment.cache_clear()
 
 
 def test_compiled_templates_are_kept_in_the_cache_and_used(fresh_env):
@@ -38,7 +38,7 @@ def test_compiled_templates_are_kept_in_the_cache_and_used(fresh_env):
     kept = sorted((fresh_env / "jinja").iterdir())
     assert kept and all(p.name.endswith(".cache") and p.stat().st_size > 0 for p in kept)
     # A new environment (a new run) loads the compiled code instead of compiling the source again.
-    render._ENV = None
+    render.environment.cache_clear()
     compiled = []
     env2 = render.environment()
     real = env2.compile

@@ -11,22 +11,20 @@ template is compiled again. A cache that cannot be created or written only costs
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from jinja2 import BytecodeCache, Environment, FileSystemBytecodeCache, PackageLoader, StrictUndefined
 
 from splicebench.util.cache import cache_base
 
-_ENV: Environment | None = None
 
-
+@functools.cache
 def environment() -> Environment:
-    global _ENV
-    if _ENV is None:
-        _ENV = Environment(loader=PackageLoader("splicebench.report", "templates"), autoescape=True,
-                           undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                           bytecode_cache=_bytecode_cache())
-    return _ENV
+    """The process's one Environment (environment.cache_clear() makes the next call build a new one)."""
+    return Environment(loader=PackageLoader("splicebench.report", "templates"), autoescape=True,
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                       bytecode_cache=_bytecode_cache())
 
 
 def _bytecode_cache() -> BytecodeCache | None:
