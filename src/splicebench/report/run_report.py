@@ -29,6 +29,7 @@ from splicebench.report.views import ChartView, RunSectionsView
 from splicebench.scenario import format_param
 from splicebench.units import format_duration
 from splicebench.util.files import atomic_write_text
+from splicebench.util.side import Job, side
 
 
 @dataclass(frozen=True)
@@ -302,13 +303,27 @@ def method_text(manifest: dict[str, Any]) -> list[str]:
 
 def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
     """The report's view-model and the summary table it shows (server labels as shown)."""
+    with side() as beside:
+        # The statistics sections and the CPU and perf sections are computed in a forked child while
+        # this process computes the summary and draws the charts (util/side.py).
+        sections = beside.submit(_side_sections, run)
+        return _build_view(run, sections)
+
+
+def _side_sections(run: RunData) -> tuple[RunSectionsView, Any, Any]:
+    """The parts of the report that need neither the summary nor the charts."""
+    manifest = run.manifest
+    baseline = manifest.get("baseline") or manifest["scenario"]["baseline"]
+    return (run_sections.build(run, baseline), cpu_report.build(run.path, run.samples),
+            perf_report.build(run.path, run.samples, manifest))
+
+
+def _build_view(run: RunData, sections: Job) -> tuple[ReportView, pd.DataFrame]:
     manifest, samples = run.manifest, run.samples
     sc = manifest["scenario"]
     baseline = manifest.get("baseline") or sc["baseline"]
     summary = cpu_analysis.add_pooled(analysis.summarize(samples, baseline), samples, analysis.GROUP_KEYS)
-    stats_sections = run_sections.build(run, baseline)
     merged = latency.merged_per_row(run, summary)
-    marks = run_sections.ratio_marks(stats_sections, summary)
     derived = samples
     workload = str(sc["workload"]["type"])
     headline = analysis.headline(workload)
@@ -323,9 +338,10 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
     counts = analysis.status_counts(samples) if len(samples) else {}
     status = manifest.get("status", "unknown")
     tool = manifest.get("tool", {})
-    rows = summary_rows(summary, merged, marks, headline.column)
     chart_list, chart_notes = run_charts.build(latency.with_merged_latency(summary, merged), derived, headline,
                                                workload, sweep, MERGED_LATENCY_CAPTION if any(merged) else LATENCY_CAPTION)
+    stats_sections, cpu_breakdown, perf = sections.result()
+    rows = summary_rows(summary, merged, run_sections.ratio_marks(stats_sections, summary), headline.column)
     view = ReportView(
         title=f"splicebench: {sc['name']}",
         scenario_name=sc["name"],
@@ -357,9 +373,9 @@ def build_view(run: RunData) -> tuple[ReportView, pd.DataFrame]:
         scenario_text=manifest.get("scenario_text") or json.dumps(sc, indent=2),
         order=[f"{r['sample_id']}" for _, r in samples.sort_values("seq").iterrows()],
         method=method_text(manifest),
-        cpu_breakdown=cpu_report.build(run.path, samples),
+        cpu_breakdown=cpu_breakdown,
         connections=conn_report.build(samples, not summary.empty and summary["cell"].nunique() > 1),
-        perf=perf_report.build(run.path, samples, manifest),
+        perf=perf,
         loaded=loaded_report.build(samples, workload),
         accel=accel_report.build(manifest, samples),
         notes=list(manifest.get("notes", [])),
