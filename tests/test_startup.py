@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -53,3 +54,22 @@ def test_a_cache_that_cannot_be_made_only_costs_time(fresh_env):
     env = render.environment()
     assert env.bytecode_cache is None
     assert env.get_template("report.html.j2").name == "report.html.j2"
+
+
+def test_the_bpf_feature_probe_runs_once_per_boot(monkeypatch, tmp_path):
+    from splicebench.hosts import facts
+    from splicebench.hosts.local import LocalHost
+
+    monkeypatch.setenv("SPLICEBENCH_CACHE", str(tmp_path / "cache"))
+    first = facts.bpftool_probe(LocalHost())
+    assert first is not None and "map_types" in json.loads(first)
+    (kept,) = (tmp_path / "cache" / "build" / "facts").iterdir()
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    assert kept.name.startswith(f"bpftool-probe-{boot_id}-{os.getuid()}-")
+    # The next run reads the kept probe instead of probing again.
+    kept.write_text('{"kept": true}\n')
+    assert json.loads(facts.bpftool_probe(LocalHost()) or "{}") == {"kept": True}
+    # A probe of another boot is replaced, not kept beside the new one.
+    kept.rename(kept.with_name("bpftool-probe-earlier-boot.json"))
+    assert "map_types" in json.loads(facts.bpftool_probe(LocalHost()) or "{}")
+    assert [p.name for p in kept.parent.iterdir()] == [kept.name]

@@ -225,6 +225,40 @@ def perf_status(host: Host) -> str | None:
             f"above -1 refuses host-wide counting, and a container may refuse perf entirely): {line}")
 
 
+# `bpftool -j feature probe kernel` loads a test program and creates a test map of every kind: about
+# 0.2 s here, the longest fact of all. What it finds is fixed for a kernel while it runs, for one user
+# and one bpftool, so its output is kept beside the host's builds (<workdir>/build/facts: `invoke clean`
+# drops it with them) under a name made of the boot id, the user id, its effective capabilities, the
+# kernel.unprivileged_bpf_disabled setting and the bpftool binary's size and time ($1: that
+# directory); a probe of an earlier boot or another bpftool is removed when a new one is written. The file is written under a
+# temporary name and renamed, so a reader sees a whole probe or none.
+_CACHED_PROBE = r"""set -u
+b=$(command -v bpftool) || exit 127
+caps=$(awk '/^CapEff/ { print $2 }' /proc/self/status)
+unpriv=$(cat /proc/sys/kernel/unprivileged_bpf_disabled 2>/dev/null || echo x)
+key=$(cat /proc/sys/kernel/random/boot_id)-$(id -u)-$caps-$unpriv-$(stat -L -c %s-%Y "$b")
+f="$1/bpftool-probe-$key.json"
+if [ -s "$f" ]; then exec cat -- "$f"; fi
+mkdir -p -- "$1"
+t=$(mktemp "$f.XXXXXX") || exec bpftool -j feature probe kernel
+if bpftool -j feature probe kernel > "$t"; then
+  for old in "$1"/bpftool-probe-*.json; do [ "$old" = "$f" ] || rm -f -- "$old"; done
+  mv -f -- "$t" "$f" && exec cat -- "$f"
+fi
+rm -f -- "$t"
+exit 1"""
+
+
+def bpftool_probe(host: Host) -> str | None:
+    """The host's `bpftool -j feature probe kernel` output, probed once per boot (_CACHED_PROBE), or
+    None where bpftool is missing or fails."""
+    try:
+        where = f"{host.workdir()}/build/facts"
+    except Exception:  # noqa: BLE001 (an SSH host without a usable work directory: probe every time)
+        return _out(host, ["bpftool", "-j", "feature", "probe", "kernel"], timeout=60)
+    return _out(host, ["sh", "-c", _CACHED_PROBE, "sh", where], timeout=60)
+
+
 def gather(host: Host) -> dict[str, Any]:
     """Facts about `host` (a JSON-able dict)."""
     uname = (_out(host, ["uname", "-snrvm"]) or "").split()
@@ -246,7 +280,7 @@ def gather(host: Host) -> dict[str, Any]:
     config_text = _read(host, f"/boot/config-{kernel_release}") if kernel_release else None
     kconfig = parse_kernel_config(config_text) if config_text else None
 
-    probe_text = _out(host, ["bpftool", "-j", "feature", "probe", "kernel"], timeout=60)
+    probe_text = bpftool_probe(host)
     bpf: dict[str, Any] = {"bpftool_probe": None}
     if probe_text:
         try:
