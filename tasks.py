@@ -13,9 +13,24 @@ from invoke import Collection, Context, Exit
 
 ROOT = Path(__file__).resolve().parent
 try:
-    import splicebench  # noqa: F401
+    import splicebench
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT / "src"))
+    import splicebench
+
+
+def _compile_package() -> None:
+    """Byte-compile the package's changed modules before they are imported. Invoke never lets the
+    import system write bytecode for what a tasks file imports (nor does PYTHONDONTWRITEBYTECODE),
+    so without this every command would compile the package's ~15,000 lines again: about 0.3 s of
+    CPU for a run and its report here. Checking that nothing changed costs a few ms; a module that
+    does not compile is left to its import to report."""
+    import compileall
+
+    compileall.compile_dir(str(Path(splicebench.__file__).parent), quiet=2)
+
+
+_compile_package()
 
 from splicebench.cli import commands, fleet_commands  # noqa: E402
 from splicebench.cli.edge import task  # noqa: E402  (invoke's task + the one UserError handler)

@@ -73,3 +73,19 @@ def test_the_bpf_feature_probe_runs_once_per_boot(monkeypatch, tmp_path):
     kept.rename(kept.with_name("bpftool-probe-earlier-boot.json"))
     assert "map_types" in json.loads(facts.bpftool_probe(LocalHost()) or "{}")
     assert [p.name for p in kept.parent.iterdir()] == [kept.name]
+
+
+def test_invoke_leaves_the_package_byte_compiled():
+    import importlib.util
+
+    import splicebench
+
+    pkg = Path(splicebench.__file__).parent
+    sources = sorted(pkg.rglob("*.py"))
+    for src in sources:  # as on a fresh checkout: nothing compiled
+        Path(importlib.util.cache_from_source(str(src))).unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(pkg.parent), "PYTHONDONTWRITEBYTECODE": "1"}
+    subprocess.run([sys.executable, "-m", "invoke", "--list"], cwd=ROOT, env=env, capture_output=True, check=True)
+    stale = [str(s.relative_to(pkg)) for s in sources
+             if not Path(importlib.util.cache_from_source(str(s))).is_file()]
+    assert stale == []
