@@ -6,7 +6,9 @@
 Runs the scenario --reps times with `invoke run` as a user does (a subprocess, after one unmeasured
 run that builds the programs into the cache, so every measured run is warm) and prints, per run and
 as medians: the whole command's wall time, the summed wall time of its clients (samples.csv wall_s),
-their ratio (the orchestration's cost is everything above 1.0), and where the rest went, side by side:
+their ratio (the orchestration's cost is everything above 1.0), and where the rest went, side by side
+(of-warm: the part of the clients' time taken by the warm-up round's clients, which may share the
+CPU with the report's libraries loading):
 
 - start: from the command's start to the first sample (manifest started_at), split by the run's own
   timestamps (manifest phases) into boot (interpreter, invoke, the CLI's imports, up to
@@ -45,7 +47,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # (key, header, format of a value); a value a run did not record is NaN and prints as "-".
-COLUMNS = (("wall_s", "wall", "{:6.2f}s"), ("clients_s", "clients", "{:6.2f}s"), ("ratio", "ratio", "{:5.2f}x"),
+COLUMNS = (("wall_s", "wall", "{:6.2f}s"), ("clients_s", "clients", "{:6.2f}s"), ("warmup_s", "of-warm", "{:5.2f}s"),
+           ("ratio", "ratio", "{:5.2f}x"),
            ("start_s", "start", "{:5.2f}s"), ("boot_s", "boot", "{:5.2f}s"), ("prep_s", "prep", "{:5.2f}s"),
            ("import_s", "import", "{:5.2f}s"), ("run_s", "run", "{:5.2f}s"), ("in_sample_s", "in-smp", "{:5.2f}s"),
            ("gaps_s", "gaps", "{:5.2f}s"), ("per_sample_ms", "per-smp", "{:5.1f}ms"), ("report_s", "report", "{:5.2f}s"),
@@ -76,6 +79,7 @@ def one_run(tree: Path, scenario: str, out: Path) -> dict[str, float]:
     with open(run_dir / "samples.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     clients = sum(float(row["wall_s"] or 0) for row in rows)
+    warmup = sum(float(row["wall_s"] or 0) for row in rows if row["phase"] == "warmup")
     in_sample = sum(float(row["duration_s"] or 0) - float(row["wall_s"] or 0) for row in rows)
     run_s = float(manifest["duration_s"])
     started, finished = epoch(manifest["started_at"]), epoch(manifest["finished_at"])
@@ -84,7 +88,7 @@ def one_run(tree: Path, scenario: str, out: Path) -> dict[str, float]:
     waited = phases.get("report_wait_s", 0.0)  # inside run: before the first measured sample
     html = max(reports.rglob("*.html"), key=lambda p: p.stat().st_mtime)
     rendered = html.stat().st_mtime
-    return {"wall_s": wall, "clients_s": clients, "ratio": wall / clients, "start_s": started - t0_wall,
+    return {"wall_s": wall, "clients_s": clients, "warmup_s": warmup, "ratio": wall / clients, "start_s": started - t0_wall,
             "boot_s": at["run_called"] - t0_wall, "prep_s": at["hosts_prepared"] - at["run_called"],
             "import_s": phases.get("report_wait_s", at["report_imported"] - at["hosts_prepared"]), "run_s": run_s, "in_sample_s": in_sample,
             "gaps_s": run_s - clients - in_sample - waited, "per_sample_ms": (run_s - clients - waited) / len(rows) * 1e3,
