@@ -252,24 +252,12 @@ static void on_recv(struct conn *c, const struct io_uring_cqe *cqe)
 		conn_maybe_close(c);
 }
 
-/* Release buffer b after its last send (and, send-zc, its last notification). */
-static void buf_done(struct uring_buf *b)
-{
-	uring_buf_return(b);
-	wake_waiting();
-}
-
 /* A completion of a send (or a send-zc notification) of buffer b. */
 static void on_send(struct uring_buf *b, const struct io_uring_cqe *cqe)
 {
-	if (cqe->flags & IORING_CQE_F_NOTIF) {
-		if (--b->notifs == 0 && b->sent)
-			buf_done(b);
+	if (uring_send_cqe(b, cqe))
 		return;
-	}
 	struct conn *c = b->owner;
-	if (cqe->flags & IORING_CQE_F_MORE)
-		b->notifs++; /* a notification follows */
 	c->send_busy = false;
 	c->inflight--;
 	if (cqe->res > 0) {
@@ -282,10 +270,7 @@ static void on_send(struct uring_buf *b, const struct io_uring_cqe *cqe)
 		c->head = b->next;
 		if (!c->head)
 			c->tail = NULL;
-		b->sent = true;
-		b->owner = NULL;
-		if (b->notifs == 0)
-			buf_done(b);
+		uring_buf_sent(b);
 	}
 	if (c->head && !c->failed)
 		start_send(c);
@@ -401,6 +386,7 @@ int main(int argc, char **argv)
 	uring_check_opts();
 	uring_setup(false);
 	uring_listen(opts.listen, "uring");
+	ur.released = wake_waiting;
 	uring_run(on_cqe);
 	net_pipe_report(ur.pipes_default);
 	char extra[384];

@@ -366,25 +366,13 @@ static void on_recv(struct flow *f, const struct io_uring_cqe *cqe)
 	conn_maybe_close(c);
 }
 
-/* Release buffer b after its last send (and, send-zc, its last notification). */
-static void buf_done(struct uring_buf *b)
-{
-	uring_buf_return(b);
-	wake_waiting();
-}
-
 /* A completion of a send (or a send-zc notification) of buffer b. */
 static void on_send(struct uring_buf *b, const struct io_uring_cqe *cqe)
 {
-	if (cqe->flags & IORING_CQE_F_NOTIF) {
-		if (--b->notifs == 0 && b->sent)
-			buf_done(b);
+	if (uring_send_cqe(b, cqe))
 		return;
-	}
 	struct flow *f = b->owner;
 	struct conn *c = f->c;
-	if (cqe->flags & IORING_CQE_F_MORE)
-		b->notifs++; /* a notification follows */
 	f->out_busy = false;
 	c->inflight--;
 	if (cqe->res > 0) {
@@ -398,10 +386,7 @@ static void on_send(struct uring_buf *b, const struct io_uring_cqe *cqe)
 		f->head = b->next;
 		if (!f->head)
 			f->tail = NULL;
-		b->sent = true;
-		b->owner = NULL;
-		if (b->notifs == 0)
-			buf_done(b);
+		uring_buf_sent(b);
 	}
 	if (f->head && !c->failed) {
 		start_send(f);
@@ -551,6 +536,7 @@ int main(int argc, char **argv)
 	uring_check_opts();
 	uring_setup(true);
 	uring_listen(opts.listen, "proxy-uring");
+	ur.released = wake_waiting;
 	uring_run(on_cqe);
 	net_pipe_report(ur.pipes_default);
 	char extra[384];

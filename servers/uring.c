@@ -294,6 +294,34 @@ void uring_buf_return(struct uring_buf *b)
 	ur.held[g]--;
 }
 
+/* Back to its ring, and the program told (ur.released: it wakes what waits for a buffer). */
+static void buf_release(struct uring_buf *b)
+{
+	uring_buf_return(b);
+	if (ur.released)
+		ur.released();
+}
+
+bool uring_send_cqe(struct uring_buf *b, const struct io_uring_cqe *cqe)
+{
+	if (cqe->flags & IORING_CQE_F_NOTIF) {
+		if (--b->notifs == 0 && b->sent)
+			buf_release(b);
+		return true;
+	}
+	if (cqe->flags & IORING_CQE_F_MORE)
+		b->notifs++; /* a notification follows */
+	return false;
+}
+
+void uring_buf_sent(struct uring_buf *b)
+{
+	b->sent = true;
+	b->owner = NULL;
+	if (b->notifs == 0)
+		buf_release(b);
+}
+
 bool uring_bufs_free(unsigned g) { return ur.held[g] < ur.cfg.nbufs; }
 
 /* Submit a multishot accept on the listening socket (accepted sockets non-blocking, cloexec). */

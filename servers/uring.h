@@ -58,6 +58,7 @@ struct uring_ctx {
 	bool accept_armed, accept_paused, stopping;
 	uint64_t pipes_default; /* splice: pipes that kept the default size */
 	char features[256];	/* the summary's "features" list, JSON array items */
+	void (*released)(void); /* the program's: called after a sent buffer went back to its ring */
 };
 
 extern struct uring_ctx ur;
@@ -121,6 +122,14 @@ struct uring_buf *uring_buf_take(const struct io_uring_cqe *cqe, unsigned g);
 
 /* Give buffer b back to its group's ring. */
 void uring_buf_return(struct uring_buf *b);
+
+/* A send completion of buffer b (send-zc: a buffer goes back to its ring only after the last
+ * notification of its sends). True when cqe is a notification, then wholly handled here; false for
+ * the send itself, after counting the notification that follows it (IORING_CQE_F_MORE). */
+bool uring_send_cqe(struct uring_buf *b, const struct io_uring_cqe *cqe);
+
+/* Every byte of b went out: back to its ring now, or at its last notification (uring_send_cqe). */
+void uring_buf_sent(struct uring_buf *b);
 
 /* Whether group g's ring holds a buffer (a receive that ended with ENOBUFS may be re-armed). */
 bool uring_bufs_free(unsigned g);
