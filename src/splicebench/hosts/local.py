@@ -22,6 +22,7 @@ from splicebench.errors import CommandFailed, ProcError
 from splicebench.hosts.base import LOCAL, Held, Host, Proc, RunResult, describe_exit, json_object
 from splicebench.registry import CLIENT_PROGRAM, SAMPLER_PROGRAM, SERVERS, program_argv
 from splicebench.util.cache import cache_base
+from splicebench.util.pump import pump
 
 def pdeathsig_prefix() -> list[str]:
     """['setpriv', '--pdeathsig', 'KILL', '--'] where setpriv supports it, else []."""
@@ -106,7 +107,8 @@ def exited_within(popen: subprocess.Popen, timeout: float) -> bool:
 
 
 class LocalProc(Proc):
-    """A program on this machine; stdout/stderr are collected by two reader threads.
+    """A program on this machine; its stdout and stderr are read, and its deadman fired, by this
+    process's one pump thread (util/pump.py).
 
     Start it from the thread that will outlive it (normally the main thread): the kernel's
     parent-death signal fires when the starting *thread* exits."""
@@ -131,48 +133,41 @@ class LocalProc(Proc):
         self._partial = b""
         self._err: list[bytes] = []
         self._stdout_eof = False
+        self._stderr_eof = False
         self._last_cpu = (0.0, 0.0)
-        self._readers = [
-            threading.Thread(target=self._read_stdout, daemon=True, name=f"out-{self.pid}"),
-            threading.Thread(target=self._read_stderr, daemon=True, name=f"err-{self.pid}"),
-        ]
-        for t in self._readers:
-            t.start()
-        self._deadman = None
-        if deadman_s is not None:
-            self._deadman = threading.Timer(deadman_s, self._deadman_fire)
-            self._deadman.daemon = True
-            self._deadman.start()
+        p = pump()
+        assert self._popen.stdout is not None and self._popen.stderr is not None
+        p.watch(self._popen.stdout.fileno(), self._on_stdout)
+        p.watch(self._popen.stderr.fileno(), self._on_stderr)
+        self._deadman = p.at(time.monotonic() + deadman_s, self._deadman_fire) if deadman_s is not None else None
 
-    # readers
-    def _read_stdout(self) -> None:
-        f = self._popen.stdout
-        assert f is not None
-        while True:
-            chunk = f.read1(65536)
-            with self._cond:
-                if not chunk:
-                    if self._partial:
-                        self._lines.append(self._partial.decode("utf-8", "replace"))
-                        self._partial = b""
-                    self._stdout_eof = True
-                    self._cond.notify_all()
-                    return
-                data = self._partial + chunk
-                *complete, self._partial = data.split(b"\n")
-                self._lines.extend(c.decode("utf-8", "replace") for c in complete)
-                if complete:
-                    self._cond.notify_all()
-
-    def _read_stderr(self) -> None:
-        f = self._popen.stderr
-        assert f is not None
-        while True:
-            chunk = f.read1(65536)
+    # the pump's callbacks
+    def _on_stdout(self, chunk: bytes) -> None:
+        with self._cond:
             if not chunk:
+                if self._partial:
+                    self._lines.append(self._partial.decode("utf-8", "replace"))
+                    self._partial = b""
+                self._stdout_eof = True
+                assert self._popen.stdout is not None
+                self._popen.stdout.close()
+                self._cond.notify_all()
                 return
-            with self._cond:
-                self._err.append(chunk)
+            data = self._partial + chunk
+            *complete, self._partial = data.split(b"\n")
+            self._lines.extend(c.decode("utf-8", "replace") for c in complete)
+            if complete:
+                self._cond.notify_all()
+
+    def _on_stderr(self, chunk: bytes) -> None:
+        with self._cond:
+            if not chunk:
+                self._stderr_eof = True
+                assert self._popen.stderr is not None
+                self._popen.stderr.close()
+                self._cond.notify_all()
+                return
+            self._err.append(chunk)
 
     def _deadman_fire(self) -> None:
         if self._popen.poll() is None:
@@ -242,10 +237,15 @@ class LocalProc(Proc):
 
     # internals
     def _finish(self) -> None:
+        """After the exit: the deadman cancelled, and what the program wrote read to its end (at
+        most 2 s more: a process it left behind may hold its output open)."""
         if self._deadman is not None:
-            self._deadman.cancel()
-        for t in self._readers:
-            t.join(timeout=2)
+            pump().cancel(self._deadman)
+            self._deadman = None
+        deadline = time.monotonic() + 2
+        with self._cond:
+            while not (self._stdout_eof and self._stderr_eof) and time.monotonic() < deadline:
+                self._cond.wait(max(0.0, deadline - time.monotonic()))
 
     def _name(self) -> str:
         return f"{Path(self.argv[0]).name} (pid {self.pid})"
