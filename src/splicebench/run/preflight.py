@@ -42,6 +42,10 @@ LISTEN_BACKLOG = 65535  # net_listen()'s backlog (servers/net.c); the kernel cap
 # workers); a worker is planned for the mean plus REUSEPORT_SKEW_PERCENT.
 REUSEPORT_SKEW_PERCENT = 10
 ALWAYS_PROCESSES = {"sb-echo-sockmap"}  # its workers are processes (bpf/echo_sockmap.c)
+# How each program that can spans processes: what a scenario sets for it.
+SPLITS = {CLIENT_PROGRAM: "workload procs (and threads)", "sb-echo-sockmap": "workers",
+          **{p: "workers with processes: true" for p in ("sb-echo-naive", "sb-echo-splice", "sb-proxy-naive",
+                                                          "sb-proxy-splice")}}
 
 
 @dataclass(frozen=True)
@@ -160,8 +164,7 @@ def problems(wants: list[Need], limits: Mapping[str, Limits]) -> tuple[list[str]
         nofile, which, cmd = (lim.nofile_soft, "soft", "ulimit -n") if soft else (lim.nofile_hard, "hard", "ulimit -Hn")
         if nofile is not None and n.fds > nofile:
             each = f" in each of {n.procs} processes" if n.procs > 1 else ""
-            more = " or run more processes (client: procs; servers: workers with processes: true)" \
-                if n.program not in KEEPS_SOFT_LIMIT else ""
+            more = f", or spread it over more processes ({SPLITS[n.program]})" if n.program in SPLITS else ""
             errors.append(f"host {n.host}: {n.program} needs {n.fds:,} open files{each} for {n.conns:,} connections, "
                           f"its RLIMIT_NOFILE {which} limit is {nofile:,}: raise it (nofile in "
                           f"/etc/security/limits.conf, or {cmd} as root) or lower conns{more}")
