@@ -53,7 +53,7 @@ def test_threads_workers_and_cpus_reach_the_programs_and_the_report(tmp_path, us
         assert {t["cpu"] for t in client["threads"]} == {client_cpu}
         assert {t["last_cpu"] for t in client["threads"]} == {client_cpu}
     assert "Connections and TCP" in page and f"server on CPU(s) {server_cpu}" in page
-    assert "The SOCKMAP loaders stay one thread" in page
+    assert "The SOCKMAP loaders&#39; thread only accepts and inserts sockets" in page
 
 
 def test_a_placement_beyond_the_hosts_cpus_is_refused_before_the_run(tmp_path, no_leftovers):
