@@ -435,3 +435,21 @@ def test_source_addresses_divide_the_clients_ports_and_cpus_are_checked(tmp_path
     errors, _ = preflight.problems(wants, {"local": lim})
     assert errors == ["host local: sb-client is placed on CPU 2 (cpus.client: 0,1,2), the host has 2 CPU(s) (0-1): "
                       "change cpus.client"]
+
+
+@pytest.mark.e2e
+def test_preflight_takes_the_accept_queue_the_scenario_sets(tmp_path):
+    """A scenario's own net.core.somaxconn is what the listeners get: preflight judges the accept queue by
+    it (only its warning depends on it), whatever the host holds now."""
+    logged: dict[int, list[str]] = {}
+    for somaxconn in (1024, 65535):
+        sc = _load(tmp_path, "servers: [{name: naive, options: {workers: 4, processes: true}}]\n"
+                             "workload: {type: pingpong, conns: 8000, threads: 2, procs: 2, source_addrs: 2}\n"
+                             f"sysctls: {{net.core.somaxconn: {somaxconn}}}\nrepetitions: {{warmup: 0, measured: 1}}\n")
+        logged[somaxconn] = []
+        found = preflight.check(plan.build_plan(sc), {"local": LocalHost()}, log=logged[somaxconn].append)
+        assert found["local"] == preflight.read_limits(LocalHost())  # what the host holds, as read
+    assert logged[1024] == ["warning: host local: 2,200 connections arrive at sb-echo-naive at once, its accept "
+                            "queue holds 1,024 (net.core.somaxconn 1,024): connection set-up may wait for SYN "
+                            "retries; raise net.core.somaxconn to avoid it"]
+    assert logged[65535] == []

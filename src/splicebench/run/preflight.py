@@ -11,7 +11,7 @@ queue shorter than the connections arriving at once) is a warning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 from splicebench.errors import HostError, PreflightError
@@ -36,6 +36,7 @@ FD_SLACK = 32  # listeners, epoll, signalfd, timerfd, BPF maps and programs, std
 # to what maxconn needs; every program of servers/ and bpf/ raises its own to the hard limit.
 KEEPS_SOFT_LIMIT = {"nginx"}
 LISTEN_BACKLOG = 65535  # net_listen()'s backlog (servers/net.c); the kernel caps it at somaxconn
+SOMAXCONN = "net.core.somaxconn"
 # Worker processes (servers' `processes: true`, the SOCKMAP echo server's workers, sb-client's procs) each
 # hold their own connections under their own RLIMIT_NOFILE. SO_REUSEPORT spreads a server's connections
 # over its workers by hash: measured here within 2 % of the mean (100,000 connections over 8 and 16
@@ -212,7 +213,11 @@ def check(plan: Plan, hosts: Mapping[str, Host], log: Callable[[str], None]) -> 
     if err:
         raise err
     limits = {name: lim for name, lim in read.items() if isinstance(lim, Limits)}
-    errors, warnings = problems(needs(plan), limits)
+    # The scenario's own net.core.somaxconn is what the listeners will get (set before the first sample).
+    somaxconn = dict(plan.scenario.sysctls).get(SOMAXCONN, "")
+    during = {name: replace(lim, somaxconn=int(somaxconn)) for name, lim in limits.items()} \
+        if str(somaxconn).isdigit() else limits
+    errors, warnings = problems(needs(plan), during)
     errors += accel_problems(plan, hosts)
     for w in warnings:
         log(f"warning: {w}")
