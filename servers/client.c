@@ -56,6 +56,7 @@
 #define THREADS_MAX 1024
 #define SOURCE_ADDRS_MAX 65536
 #define PROCS_MAX 256
+#define SECONDS_MAX 10000000 /* --timeout, --stall */
 /* The largest ping-pong message the blocking path takes: a message is written whole before its
  * echo is read, so it must fit the socket buffers on the way or both ends would wait forever. */
 #define BLOCKING_MSG_MAX 32768
@@ -1283,15 +1284,17 @@ enum {
 	O_HELP
 };
 
-/* A number of seconds for opt: > 0 (or >= 0 when zero_ok), at most 1e7; usage error otherwise. */
+/* A number of seconds for opt: > 0 (or >= 0 when zero_ok), at most SECONDS_MAX; usage error otherwise. */
 static double parse_seconds(const char *opt, const char *s, bool zero_ok)
 {
 	char *end;
 	errno = 0;
 	double v = strtod(s, &end);
-	if (errno || *end || end == s || !(v > 0 || (zero_ok && v == 0)) || v > 1e7)
+	if (errno || *end || end == s || !(v > 0 || (zero_ok && v == 0)))
 		net_usage_error("%s: expected a number of seconds %s 0, got '%s'", opt,
 				zero_ok ? ">=" : ">", s);
+	if (v > SECONDS_MAX)
+		net_usage_error("%s: %s is larger than the maximum %d", opt, s, SECONDS_MAX);
 	return v;
 }
 

@@ -93,6 +93,7 @@ OTHER_UPPER_BOUNDS = {
     ("client.c", "bytes per connection too large (at most 2^50)"): "registry.PAYLOAD_MAX, PAYLOAD_FACTORS",
     ("cpustat.c", "at most %d --pid options"): "the runner's own flags, never from scenarios",
     ("net.c", "%s: %llu is larger than the maximum %llu"): "net_parse_u64 itself",
+    ("client.c", "%s: %s is larger than the maximum %d"): "registry.STALL_MAX_S (--stall; --timeout: the runner's)",
 }
 
 

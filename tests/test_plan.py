@@ -57,7 +57,7 @@ def test_server_argv_maps_options_and_matrix_overrides():
     assert argv[5] == ["/b/sb-echo-sockmap", "--listen", "127.0.0.1:0", "--map", "sockmap", "--max-conns", "16",
                        "--parser", "--sndbuf", "4194304"]
     assert p.samples[3].params() == {"conns": 1, "bytes": 1 << 20, "chunk": 128 << 10, "threads": 1,
-                                     "source_addrs": 0, "procs": 1, "hold": 0, "buf": 65536, "sndbuf": 4 << 20}
+                                     "source_addrs": 0, "procs": 1, "stall": 10, "hold": 0, "buf": 65536, "sndbuf": 4 << 20}
 
 
 def test_a_workers_matrix_reaches_the_servers_that_have_workers_only():

@@ -62,11 +62,11 @@ BAD = [
     (OK + "repetition: {measured: 3}",
      f"bad.yaml: repetition: unknown key; found 'repetition', allowed: {TOP} (did you mean 'repetitions'?)", True),
     ("servers: [naive]\nworkload: {type: stream, byte: 1MiB}",
-     "bad.yaml: workload.byte: unknown key; found 'byte', allowed: type, conns, bytes, chunk, threads, source_addrs, procs, hold (did you mean 'bytes'?)",
+     "bad.yaml: workload.byte: unknown key; found 'byte', allowed: type, conns, bytes, chunk, threads, source_addrs, procs, stall, hold (did you mean 'bytes'?)",
      True),
     ("servers: [naive]\nworkload: {type: stream, msg_size: 64B}",
      "bad.yaml: workload.msg_size: does not apply to workload type 'stream'; found 'msg_size', "
-     "allowed: type, conns, bytes, chunk, threads, source_addrs, procs, hold", True),
+     "allowed: type, conns, bytes, chunk, threads, source_addrs, procs, stall, hold", True),
     ("servers: [naive]\nworkload: {type: stram}",
      "bad.yaml: workload.type: unknown workload; found 'stram', allowed: burst, crr, latency-under-load, pingpong, stream "
      "(did you mean 'stream'?)", True),
@@ -157,7 +157,7 @@ BAD = [
      "bad.yaml: repetitions: not a mapping; found 5, allowed: a mapping with keys warmup, measured", True),
     (OK + "matrix: {}",
      "bad.yaml: matrix: empty matrix; found an empty mapping, allowed: a mapping of parameter -> non-empty list "
-     "of values; parameters: conns, bytes, chunk, threads, source_addrs, procs, hold, sndbuf, rcvbuf, workers, or a sysctl name", True),
+     "of values; parameters: conns, bytes, chunk, threads, source_addrs, procs, stall, hold, sndbuf, rcvbuf, workers, or a sysctl name", True),
     ("servers: [naive]\nworkload: {type: stream, threads: 0}",
      "bad.yaml: workload.threads: must be positive; found 0, allowed: an integer >= 1", True),
     ("servers: [naive]\nworkload: {type: stream, source_addrs: 70000}",
@@ -171,11 +171,14 @@ BAD = [
      "bad.yaml: servers[0].options.processes: not a boolean; found 2, allowed: true or false", True),
     ("servers: [naive]\nworkload: {type: stream, procs: 300}",
      "bad.yaml: workload.procs: too large for the program; found 300, allowed: an integer from 1 to 256", True),
+    ("servers: [naive]\nworkload: {type: pingpong, stall: 20000000}",
+     "bad.yaml: workload.stall: too large for the program; found 20000000, allowed: an integer from 0 to 10000000",
+     True),
     ("servers: [naive]\nworkload: {type: pingpong, hold: 2}",
      "bad.yaml: workload.hold: too large for the program; found 2, allowed: an integer from 0 to 1", True),
     ("servers: [naive]\nworkload: {type: crr, hold: 1}",
      "bad.yaml: workload.hold: does not apply to workload type 'crr'; found 'hold', allowed: type, conns, msg_size, "
-     "transactions, threads, source_addrs, procs", True),
+     "transactions, threads, source_addrs, procs, stall", True),
     ("servers: [naive, sockmap]\nworkload: {type: stream}\nmatrix: {workers: [1, 300]}",
      "bad.yaml: matrix.workers[1]: too large for the program; found 300, allowed: an integer from 1 to 256", True),
     ("servers: [{name: proxy-naive, options: {upstream_sources: 0}}]\nbackend: {name: naive}\nworkload: {type: stream}",
@@ -198,15 +201,15 @@ BAD = [
      "bad.yaml: matrix.conns[1]: duplicate value; found 1, allowed: distinct values", True),
     ("servers: [naive]\nworkload: {type: pingpong}\nmatrix: {msgsize: [64B]}",
      "bad.yaml: matrix.msgsize: unknown matrix key; found 'msgsize', allowed: conns, msg_size, round_trips, "
-     "threads, source_addrs, procs, hold, sndbuf, rcvbuf, workers (did you mean 'msg_size'?)", True),
+     "threads, source_addrs, procs, stall, hold, sndbuf, rcvbuf, workers (did you mean 'msg_size'?)", True),
     (OK + "matrix: {servers: [naive, splice]}",
      "bad.yaml: matrix.servers: servers cannot be a matrix key; found 'servers', allowed: conns, bytes, chunk, "
-     "threads, source_addrs, procs, hold, sndbuf, rcvbuf, workers (every server in 'servers' runs at every matrix point)", True),
+     "threads, source_addrs, procs, stall, hold, sndbuf, rcvbuf, workers (every server in 'servers' runs at every matrix point)", True),
     ("servers: [naive]\nworkload: {type: pingpong}\nmatrix: {msg_size: [64B, big]}",
      f"bad.yaml: matrix.msg_size[1]: not a size; found 'big', allowed: {SIZE}", True),
     (OK + "matrix: {msg_size: [64B]}",
      "bad.yaml: matrix.msg_size: does not apply to workload type 'stream'; found 'msg_size', allowed: conns, "
-     "bytes, chunk, threads, source_addrs, procs, hold, sndbuf, rcvbuf, workers", False),
+     "bytes, chunk, threads, source_addrs, procs, stall, hold, sndbuf, rcvbuf, workers", False),
     ("servers: [naive]\nworkload: {type: stream, conns: 2}\nmatrix: {conns: [1, 8]}",
      "bad.yaml: matrix.conns: also set in workload.conns; found 'conns', allowed: each parameter in one place",
      False),
@@ -449,7 +452,7 @@ def test_defaults_and_sizes():
     assert sc.name == "x"
     assert sc.warmup == 1 and sc.measured == 5 and sc.timeout_s == 120 and sc.seed == 1
     assert sc.baseline == "naive"
-    assert dict(sc.workload) == {"conns": 1, "burst_size": 65536, "bursts": 10, "threads": 1, "source_addrs": 0, "procs": 1, "hold": 0}
+    assert dict(sc.workload) == {"conns": 1, "burst_size": 65536, "bursts": 10, "threads": 1, "source_addrs": 0, "procs": 1, "stall": 10, "hold": 0}
     assert sc.servers[1] == scenario.ServerConfig("sm-parser", "sockmap", (("parser", True), ("sndbuf", 4 << 20)))
 
 

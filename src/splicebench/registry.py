@@ -307,6 +307,7 @@ CLIENT_PROGRAM = "sb-client"
 CLIENT_THREADS_MAX = 1024  # THREADS_MAX (servers/client.c)
 SOURCE_ADDRS_MAX = 65536  # SOURCE_ADDRS_MAX (servers/client.c)
 CLIENT_PROCS_MAX = 256  # PROCS_MAX (servers/client.c)
+STALL_MAX_S = 10_000_000  # parse_seconds' bound (servers/client.c)
 # The CPU sampler run beside the servers during each sample (servers/cpustat.c, results/cpu.py).
 SAMPLER_PROGRAM = "sb-cpustat"
 SAMPLER_INTERVAL_US = 2000  # about 40 us of CPU per reading here: 2 % of one CPU
@@ -331,6 +332,8 @@ WORKLOAD_FIELDS: dict[str, WorkloadField] = {
                       SOURCE_ADDRS_MAX),
         WorkloadField("procs", "--procs", "int", 1, 1, "client processes the threads run in, each with its own "
                       "RLIMIT_NOFILE (at most threads are used)", CLIENT_PROCS_MAX),
+        WorkloadField("stall", "--stall", "int", 10, 0, "seconds a connection may move no byte before it fails as "
+                      "stalled (0 = off); connections set up by the 100,000 wait their turn longer", STALL_MAX_S),
         WorkloadField("hold", "--hold", "int", 0, 0, "1: every connection stays open once its last byte came back "
                       "until all have (stream, pingpong, burst: all conns open at once)", 1),
         WorkloadField("bulk_conns", "--conns", "int", 4, 1,
@@ -342,7 +345,7 @@ WORKLOAD_FIELDS: dict[str, WorkloadField] = {
 }
 
 # Which client parameters apply to which workload type (conns applies to all).
-CLIENT_FIELDS = ("threads", "source_addrs", "procs")  # how the client runs, for every workload type
+CLIENT_FIELDS = ("threads", "source_addrs", "procs", "stall")  # how the client runs, for every workload type
 WORKLOADS: dict[str, tuple[str, ...]] = {
     "stream": ("conns", "bytes", "chunk", *CLIENT_FIELDS, "hold"),
     "pingpong": ("conns", "msg_size", "round_trips", *CLIENT_FIELDS, "hold"),
