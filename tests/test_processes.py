@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from progs import binary, client_argv, descendants, kill_group, run_client, running_server, wait_until
+from progs import client_argv, descendants, kill_group, run_client, running_server, wait_until
 
 pytestmark = pytest.mark.e2e
 
