@@ -350,6 +350,14 @@ static void settle(struct conn *c)
 	}
 }
 
+/* Take the errors' lock. It is robust: a --procs worker process killed while holding it leaves it
+ * to the next taker (the main process fails that process's connections) instead of a deadlock. */
+static void lock_errors(void)
+{
+	if (pthread_mutex_lock(&sh->err_lock) == EOWNERDEAD)
+		pthread_mutex_consistent(&sh->err_lock);
+}
+
 /* A client socket was opened: count it, and the most open at once. */
 static void count_open(void)
 {
@@ -387,7 +395,7 @@ static void fail(struct thr *t, struct conn *c, uint64_t off, const char *fmt, .
     __attribute__((format(printf, 4, 5)));
 static void fail(struct thr *t, struct conn *c, uint64_t off, const char *fmt, ...)
 {
-	pthread_mutex_lock(&sh->err_lock);
+	lock_errors();
 	if (sh->errors_total < MAX_LISTED_ERRORS) {
 		struct error_rec *e = &sh->errs[sh->errors_total];
 		e->conn = c->id;
@@ -497,7 +505,7 @@ static bool do_recv(struct thr *t, struct conn *c)
 		__atomic_store_n(&c->progress_ns, net_now_ns(), __ATOMIC_RELAXED);
 	if (ok < want) {
 		uint64_t at = c->recvd + ok;
-		pthread_mutex_lock(&sh->err_lock);
+		lock_errors();
 		if (!sh->have_mismatch) {
 			sh->have_mismatch = true;
 			sh->mismatch.conn = c->id;
@@ -1714,6 +1722,7 @@ int main(int argc, char **argv)
 	pthread_mutexattr_t ma;
 	pthread_mutexattr_init(&ma);
 	pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+	pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
 	pthread_mutex_init(&sh->err_lock, &ma);
 	conns = net_shared(o.conns * sizeof(*conns));
 	thrs = net_shared(o.threads * sizeof(*thrs));

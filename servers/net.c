@@ -592,7 +592,7 @@ static void describe_exit(int status, char *buf, size_t len)
 		snprintf(buf, len, "status %d", status);
 }
 
-/* Stop the worker processes still running (SIGTERM; SIGKILL to the ones that die is harmless). */
+/* Send sig to every worker process that was started and not yet reaped. */
 static void kill_workers(const struct net_worker *w, unsigned n, int sig)
 {
 	for (unsigned i = 0; i < n; i++)
