@@ -19,7 +19,11 @@ sb-echo-naive, then interleaves within each repetition:
 Targets (issue 10): ping-pong p50 within 5 % of the blocking client, stream goodput at least the
 blocking client's. The machine is shared and noisy: compare the ratios inside one run, never figures
 across runs. Last, memory per connection: sb-client's peak RSS with 10,000 ping-pong connections
-against one, and the naive server's peak RSS growth (user space only: socket buffers are kernel memory).
+against one, and the naive server's peak RSS growth (user space only: socket buffers are kernel memory);
+then C100K (skip with --no-c100k): 100,000 connections held open at once (sb-client --procs 8 --hold 1
+against sb-echo-naive --workers 8 --processes), the kernel's memory per connection at the peak (Slab of
+/proc/meminfo, TCP pages of /proc/net/sockstat; both ends of each loopback connection) and the server's
+worker processes' peak RSS per connection.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ class CpuMeter:
         return d
 
 
-def bench(reps: int, round_trips: int, stream_bytes: int) -> dict:
+def bench(reps: int, round_trips: int, stream_bytes: int, no_c100k: bool = False) -> dict:
     build_dir = REPO / "build"
     blocking = str(build(build_dir))
     client = str(build_dir / "sb-client")
@@ -133,10 +137,11 @@ def bench(reps: int, round_trips: int, stream_bytes: int) -> dict:
                 st.setdefault(name, []).append((r["goodput_bytes_per_s"] / GiB, cpu / (stream_bytes / GiB)))
             print(f"  repetition {rep + 1}/{reps} done", file=sys.stderr)
         memory = memory_per_connection(client, str(build_dir / "sb-echo-naive"))
+        c100k = None if no_c100k else c100k_memory(client, str(build_dir / "sb-echo-naive"))
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {"pingpong": pp, "stream": st, "memory": memory, "reps": reps, "round_trips": round_trips,
+    return {"pingpong": pp, "stream": st, "memory": memory, "c100k": c100k, "reps": reps, "round_trips": round_trips,
             "stream_bytes": stream_bytes}
 
 
@@ -179,6 +184,53 @@ def memory_per_connection(client: str, naive: str, conns: int = 10_000) -> dict:
     return out
 
 
+def _meminfo_kib(key: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _tcp_mem_pages() -> int:
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            words = line.split()
+            return int(words[words.index("mem") + 1])
+    return 0
+
+
+def c100k_memory(client: str, naive: str, conns: int = 100_000, procs: int = 8) -> dict:
+    """Kernel and server memory per connection with `conns` connections open at once (sampled every
+    50 ms while the client runs; the peak against the level before)."""
+    srv = subprocess.Popen([naive, "--buf", "4096", "--workers", str(procs), "--processes"], stdout=subprocess.PIPE,
+                           text=True)
+    try:
+        port = json.loads(srv.stdout.readline())["port"]
+        workers = [int(p) for p in Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text().split()]
+        slab0, tcp0 = _meminfo_kib("Slab"), _tcp_mem_pages()
+        slab, tcp = slab0, tcp0
+        c = subprocess.Popen([client, "--connect", f"127.0.0.1:{port}", "--workload", "pingpong", "--conns", str(conns),
+                              "--round-trips", "2", "--threads", str(procs), "--procs", str(procs), "--hold", "1",
+                              "--source-addrs", "8", "--stall", "60", "--timeout", "300"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while c.poll() is None:
+            slab, tcp = max(slab, _meminfo_kib("Slab")), max(tcp, _tcp_mem_pages())
+            try:
+                c.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                pass
+        out, err = c.communicate()
+        r = json.loads(out)
+        assert c.returncode == 0 and r["ok"] and r["peak_open"] == conns, err
+        server_kib = sum(_peak_rss_kib(w) for w in workers)
+        return {"conns": conns, "wall_s": r["wall_s"], "kernel slab": (slab - slab0) * 1024 / conns,
+                "kernel TCP pages": (tcp - tcp0) * os.sysconf("SC_PAGE_SIZE") / conns,
+                f"sb-echo-naive, {procs} worker processes (RSS)": server_kib * 1024 / conns}
+    finally:
+        srv.terminate()
+        srv.wait(timeout=60)
+
+
 def table(res: dict) -> str:
     lines = []
     pp, st = res["pingpong"], res["stream"]
@@ -204,6 +256,13 @@ def table(res: dict) -> str:
     for k, v in m.items():
         if k != "conns":
             lines.append(f"  {k:34} {v / 1024:8.1f} KiB")
+    c = res.get("c100k")
+    if c:
+        lines.append("")
+        lines.append(f"C100K: {c['conns']:,} ping-pong connections open at once (sampled peak, {c['wall_s']:.0f} s)")
+        for k, v in c.items():
+            if k not in ("conns", "wall_s"):
+                lines.append(f"  {k:44} {v / 1024:8.1f} KiB per connection")
     return "\n".join(lines)
 
 
@@ -213,9 +272,10 @@ def main() -> int:
     ap.add_argument("--round-trips", type=int, default=20_000)
     ap.add_argument("--stream-bytes", type=int, default=GiB)
     ap.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
+    ap.add_argument("--no-c100k", action="store_true", help="skip the 100,000-connection memory figures")
     args = ap.parse_args()
     print(f"host {os.uname().nodename}: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
-    res = bench(args.reps, args.round_trips, args.stream_bytes)
+    res = bench(args.reps, args.round_trips, args.stream_bytes, args.no_c100k)
     print(table(res))
     if args.json:
         print(json.dumps(res))

@@ -117,6 +117,7 @@ static struct {
 	bool parser;
 	int sndbuf, rcvbuf;
 	uint32_t max_conns;
+	unsigned workers;      /* --workers: processes that accept and insert */
 	struct net_server srv; /* the timer hook drains half-closed connections */
 	int spare_fd;	       /* reserved descriptor for shedding connections at EMFILE */
 	bool accept_pending;   /* the listening socket is readable: accept after this batch */
@@ -142,6 +143,8 @@ static void usage(FILE *f)
 	    "  --map sockhash|sockmap map holding the connections (default sockhash)\n"
 	    "  --parser               add a stream_parser (default: verdict only)\n"
 	    "  --max-conns N          map size = most concurrent connections (default %u)\n"
+	    "  --workers N            processes that accept and insert, each with its own\n"
+	    "                         SO_REUSEPORT listener (default 1; the kernel echoes)\n"
 	    "  --help\n"
 	    "Prints a ready JSON line once listening and a summary JSON line on SIGTERM/SIGINT.\n"
 	    "Needs CAP_BPF and CAP_NET_ADMIN (or root).\n",
@@ -492,7 +495,7 @@ static void after_batch(void)
 	accept_all();
 }
 
-/* --map, --parser, --max-conns; the common options are net_parse_opts's. */
+/* --map, --parser, --max-conns, --workers; the common options are net_parse_opts's. */
 static void own_opt(int val, const char *arg)
 {
 	switch (val) {
@@ -510,7 +513,34 @@ static void own_opt(int val, const char *arg)
 	case 'n':
 		g.max_conns = sockmap_parse_max_conns(arg);
 		break;
+	case 'w':
+		g.workers = net_parse_workers(arg);
+		break;
 	}
+}
+
+/* One worker: accept, insert and watch its listener's connections until the server stops, then
+ * close them (which takes them out of the map). A worker process gets slots of its own (--map
+ * sockmap): [index * max_conns / n, (index + 1) * max_conns / n); socket cookies (sockhash) are
+ * unique host-wide, so the workers' keys never collide. */
+static void serve(struct net_worker *w)
+{
+	if (g.kind == ECHO_MAP_SOCKMAP) {
+		uint32_t lo = (uint32_t)((uint64_t)g.max_conns * w->index / g.workers);
+		uint32_t hi = (uint32_t)((uint64_t)g.max_conns * (w->index + 1) / g.workers);
+		g.free_slots = malloc(sizeof(*g.free_slots) * (hi - lo ? hi - lo : 1));
+		if (!g.free_slots)
+			net_die("out of memory");
+		for (uint32_t i = hi; i > lo; i--)
+			g.free_slots[g.nfree++] = i - 1;
+	}
+	g.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	net_server_attach(&g.srv, w);
+	net_server_timer(&g.srv, drain_tick, DRAIN_TICK_NS);
+	net_server_run(&g.srv, on_listen, conn_event, after_batch);
+	w->st = g.st;
+	while (g.conns)
+		conn_close(g.conns, false);
 }
 
 int main(int argc, char **argv)
@@ -520,53 +550,40 @@ int main(int argc, char **argv)
 	    {"map", required_argument, 0, 'm'},
 	    {"parser", no_argument, 0, 'p'},
 	    {"max-conns", required_argument, 0, 'n'},
+	    {"workers", required_argument, 0, 'w'},
 	    {0, 0, 0, 0},
 	};
 	struct net_opts opts = {
 	    .listen = "127.0.0.1:0", .sndbuf = DEFAULT_SNDBUF, .rcvbuf = DEFAULT_RCVBUF};
 	g.max_conns = DEFAULT_MAX_CONNS;
 	g.kind = ECHO_MAP_SOCKHASH;
+	g.workers = 1;
 	net_parse_opts(argc, argv, own, own_opt, usage, INT32_MAX / 2, &opts);
-	const char *listen_addr = opts.listen;
 	g.sndbuf = opts.sndbuf;
 	g.rcvbuf = opts.rcvbuf;
+	if (g.kind == ECHO_MAP_SOCKMAP && g.workers > g.max_conns)
+		net_usage_error("--workers %u is more than --max-conns %u: a worker needs a slot",
+				g.workers, g.max_conns);
 
 	check_environment();
 	net_raise_nofile();
 	/* Before anything needs cleaning up: signals then wait in the fd. */
 	g.srv.sfd = net_signalfd();
 	bpf_setup();
-	if (g.kind == ECHO_MAP_SOCKMAP) {
-		g.free_slots = malloc(sizeof(*g.free_slots) * g.max_conns);
-		if (!g.free_slots)
-			net_die("out of memory");
-		for (uint32_t i = 0; i < g.max_conns; i++)
-			g.free_slots[g.nfree++] = g.max_conns - 1 - i;
-	}
-	struct net_server *srv = &g.srv;
-	srv->lfd = net_listen(listen_addr);
-	g.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	srv->ep = net_epoll_create();
-	srv->listen_tag = &srv->lfd;
-	srv->signal_tag = &srv->sfd;
-	net_epoll_add(srv->ep, srv->lfd, EPOLLIN, srv->listen_tag);
-	net_epoll_add(srv->ep, srv->sfd, EPOLLIN, srv->signal_tag);
-	net_server_timer(srv, drain_tick, DRAIN_TICK_NS);
-	net_print_ready(SERVER, srv->lfd);
-	net_server_run(srv, on_listen, conn_event, after_batch);
+	/* The worker processes fork here: they inherit the loaded maps and programs. */
+	struct net_worker *w = net_workers_run(opts.listen, SERVER, g.workers, true, serve);
 
-	/* Counters first (the maps go with the skeleton), then the connections, then the programs.
-	 */
-	struct net_stats st = g.st;
+	/* The workers' counters, then the kernel's (the maps go with the skeleton), then the
+	 * programs. */
+	struct net_stats st = net_workers_total(w, g.workers);
 	int counters = bpf_map__fd(g.skel->maps.counters);
 	uint64_t redirected = sockmap_read_counter(counters, ECHO_CNT_REDIR_BYTES);
 	st.bytes_in += redirected;
 	st.bytes_out += redirected;
 	st.errors += sockmap_read_counter(counters, ECHO_CNT_DROP_SKBS);
-	while (g.conns)
-		conn_close(g.conns, false);
-	close(srv->lfd);
 	bpf_teardown();
-	net_print_summary(SERVER, &st);
+	char extra[128 * NET_WORKERS_MAX];
+	net_workers_json(w, g.workers, extra, sizeof(extra));
+	net_print_summary_extra(SERVER, &st, extra);
 	return 0;
 }

@@ -41,8 +41,11 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +55,8 @@
 #define MAX_LISTED_ERRORS 100
 #define THREADS_MAX 1024
 #define SOURCE_ADDRS_MAX 65536
+#define PROCS_MAX 256
+#define SECONDS_MAX 10000000 /* --timeout, --stall */
 /* The largest ping-pong message the blocking path takes: a message is written whole before its
  * echo is read, so it must fit the socket buffers on the way or both ends would wait forever. */
 #define BLOCKING_MSG_MAX 32768
@@ -69,7 +74,8 @@ struct opts {
 	const char *connect;
 	enum workload wl;
 	uint64_t conns, bytes, chunk, msg_size, round_trips, burst_size, bursts, transactions, seed;
-	uint64_t threads, source_addrs;
+	uint64_t threads, source_addrs, procs;
+	bool hold;
 	double timeout_s, stall_s;
 	const char *cpus_text; /* --cpus as given, NULL: not pinned */
 	int cpus[THREADS_MAX]; /* thread t runs on cpus[t % ncpus] */
@@ -106,6 +112,7 @@ struct conn {
 	/* --io split: the end of what the writer has handed to write() so far; an echo may arrive
 	 * before write() returns, so this (not sent) bounds what may have come back. */
 	uint64_t posted;
+	bool settled; /* --hold: counted in sh->settled (its last byte came back, or it failed) */
 	struct conn_tcp tcp;
 };
 
@@ -118,6 +125,7 @@ struct thr {
 	enum io_mode io;
 	bool writer; /* --io split: this thread writes its connection (nconns 0), another reads it */
 	bool stopped; /* stream: it has acted on SIGINT */
+	bool released; /* --hold: it has half-closed its held connections */
 	struct conn *conns;
 	uint64_t nconns, nactive;
 	int ep;
@@ -150,29 +158,42 @@ static uint64_t deadline_ns, stall_ns;
 static struct conn *conns;
 static struct thr *thrs;
 
-/* Errors and the first mismatch are shared by the threads (rare: a mutex is enough). */
-static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct error_rec errs[MAX_LISTED_ERRORS];
-static uint64_t errors_total;
-static bool have_mismatch;
-static struct {
-	uint32_t conn;
-	uint64_t offset;
-	unsigned expected, got;
-} mismatch;
+/* What the threads share, in memory that --procs worker processes share too (MAP_SHARED): the
+ * errors and the first mismatch (rare: a process-shared mutex is enough), crr's transaction
+ * counter, --hold's count and the open-socket count. */
+struct shared {
+	pthread_mutex_t err_lock;
+	struct error_rec errs[MAX_LISTED_ERRORS];
+	uint64_t errors_total;
+	bool have_mismatch;
+	struct {
+		uint32_t conn;
+		uint64_t offset;
+		unsigned expected, got;
+	} mismatch;
+	/* crr: transactions handed out so far (the next one's payload id). */
+	uint64_t crr_next;
+	bool stopped_early; /* stream: SIGINT ended the connections early */
+	/* --hold: connections that got their last byte back (or failed), and whether all have. */
+	uint64_t settled;
+	bool released;
+	/* Client sockets open now, and the most that were open at once. */
+	uint64_t open_now, peak_open;
+};
+static struct shared *sh;
 /* The transfer's start mark on CLOCK_REALTIME (the CPU sampler's clock, docs/programs.md): just
  * before the first connect(). The end mark is the latest of the threads' mark_end_rt. */
 static uint64_t mark_start_rt;
-/* crr: transactions handed out so far (the next one's payload id), shared by the threads. */
-static uint64_t crr_next;
 /* stream: SIGINT asks every connection to stop sending where it is, half-close and verify the echo
  * of what it sent (a bulk load of unknown length, stopped by the orchestrator). The handler also
  * writes stop_efd, which every epoll loop watches, so that the threads sleeping in epoll_wait()
  * see it at once. */
 static volatile sig_atomic_t stop_requested;
-static bool stopped_early;
 static int stop_efd = -1;
 #define STOP_TAG ((void *)&stop_efd) /* epoll data of stop_efd */
+/* --hold: readable once every connection has settled (an eventfd every epoll loop watches). */
+static int hold_efd = -1;
+#define HOLD_TAG ((void *)&hold_efd)
 
 /* splitmix64 (Steele, Lea, Flood 2014): advances *state and returns the next 64-bit value. */
 static uint64_t splitmix64(uint64_t *state)
@@ -315,6 +336,38 @@ static void read_tcp_info(struct conn *c)
 		c->tcp.delivery_rate = ti.tcpi_delivery_rate;
 }
 
+/* --hold: conn got its last byte back (or failed); the last of all to do so releases them all. */
+static void settle(struct conn *c)
+{
+	if (!o.hold || c->settled)
+		return;
+	c->settled = true;
+	if (__atomic_add_fetch(&sh->settled, 1, __ATOMIC_ACQ_REL) == o.conns) {
+		__atomic_store_n(&sh->released, true, __ATOMIC_RELEASE);
+		uint64_t one = 1;
+		if (write(hold_efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+			net_die("write(eventfd): %s", strerror(errno));
+	}
+}
+
+/* Take the errors' lock. It is robust: a --procs worker process killed while holding it leaves it
+ * to the next taker (the main process fails that process's connections) instead of a deadlock. */
+static void lock_errors(void)
+{
+	if (pthread_mutex_lock(&sh->err_lock) == EOWNERDEAD)
+		pthread_mutex_consistent(&sh->err_lock);
+}
+
+/* A client socket was opened: count it, and the most open at once. */
+static void count_open(void)
+{
+	uint64_t now = __atomic_add_fetch(&sh->open_now, 1, __ATOMIC_RELAXED);
+	uint64_t peak = __atomic_load_n(&sh->peak_open, __ATOMIC_RELAXED);
+	while (now > peak && !__atomic_compare_exchange_n(&sh->peak_open, &peak, now, true,
+							   __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
 /* End conn: read its TCP_INFO, close it and count it as passed or failed. */
 static void finish(struct thr *t, struct conn *c, enum cstate st)
 {
@@ -325,8 +378,10 @@ static void finish(struct thr *t, struct conn *c, enum cstate st)
 		if (t->io != IO_SPLIT) {
 			close(c->fd);
 			c->fd = -1;
+			__atomic_sub_fetch(&sh->open_now, 1, __ATOMIC_RELAXED);
 		}
 	}
+	settle(c);
 	__atomic_store_n(&c->state, st, __ATOMIC_RELEASE);
 	if (st == C_DONE)
 		t->conns_ok++;
@@ -340,9 +395,9 @@ static void fail(struct thr *t, struct conn *c, uint64_t off, const char *fmt, .
     __attribute__((format(printf, 4, 5)));
 static void fail(struct thr *t, struct conn *c, uint64_t off, const char *fmt, ...)
 {
-	pthread_mutex_lock(&err_lock);
-	if (errors_total < MAX_LISTED_ERRORS) {
-		struct error_rec *e = &errs[errors_total];
+	lock_errors();
+	if (sh->errors_total < MAX_LISTED_ERRORS) {
+		struct error_rec *e = &sh->errs[sh->errors_total];
 		e->conn = c->id;
 		e->offset = off;
 		va_list ap;
@@ -350,8 +405,8 @@ static void fail(struct thr *t, struct conn *c, uint64_t off, const char *fmt, .
 		vsnprintf(e->what, sizeof(e->what), fmt, ap);
 		va_end(ap);
 	}
-	errors_total++;
-	pthread_mutex_unlock(&err_lock);
+	sh->errors_total++;
+	pthread_mutex_unlock(&sh->err_lock);
 	finish(t, c, C_FAILED);
 }
 
@@ -400,7 +455,9 @@ static bool do_send(struct thr *t, struct conn *c)
 		if (stall_ns)
 			__atomic_store_n(&c->progress_ns, net_now_ns(), __ATOMIC_RELAXED);
 	}
-	if (c->sent == c->total && !c->shut_wr) {
+	/* --hold: the half-close waits until every connection got its last byte back. */
+	if (c->sent == c->total && !c->shut_wr &&
+	    (!o.hold || __atomic_load_n(&sh->released, __ATOMIC_ACQUIRE))) {
 		if (shutdown(c->fd, SHUT_WR) < 0) {
 			fail(t, c, c->recvd, "shutdown: %s", errno_name(errno));
 			return false;
@@ -448,15 +505,15 @@ static bool do_recv(struct thr *t, struct conn *c)
 		__atomic_store_n(&c->progress_ns, net_now_ns(), __ATOMIC_RELAXED);
 	if (ok < want) {
 		uint64_t at = c->recvd + ok;
-		pthread_mutex_lock(&err_lock);
-		if (!have_mismatch) {
-			have_mismatch = true;
-			mismatch.conn = c->id;
-			mismatch.offset = at;
-			mismatch.expected = expected;
-			mismatch.got = t->rbuf[ok];
+		lock_errors();
+		if (!sh->have_mismatch) {
+			sh->have_mismatch = true;
+			sh->mismatch.conn = c->id;
+			sh->mismatch.offset = at;
+			sh->mismatch.expected = expected;
+			sh->mismatch.got = t->rbuf[ok];
 		}
-		pthread_mutex_unlock(&err_lock);
+		pthread_mutex_unlock(&sh->err_lock);
 		c->recvd = at;
 		fail(t, c, at, "mismatch");
 		return false;
@@ -467,8 +524,10 @@ static bool do_recv(struct thr *t, struct conn *c)
 		fail(t, c, c->recvd, "extra bytes");
 		return false;
 	}
-	if (c->recvd == total)
+	if (c->recvd == total) {
 		t->mark_end_rt = realtime_ns();
+		settle(c);
+	}
 	if (o.wl == W_STREAM && c->recvd == total)
 		add_sample(t, net_now_ns() - c->start_ns); /* last byte verified; EOF comes next */
 	if ((o.wl == W_PINGPONG || o.wl == W_BURST) && c->recvd == c->limit) {
@@ -499,6 +558,8 @@ static bool on_connected(struct thr *t, struct conn *c)
 	c->state = C_RUNNING;
 	c->start_ns = net_now_ns();
 	c->progress_ns = c->start_ns;
+	if (c->total == 0)
+		settle(c); /* nothing to get back */
 	return do_send(t, c);
 }
 
@@ -529,6 +590,8 @@ static bool check_stall(struct thr *t, struct conn *c, uint64_t now)
 	uint64_t progress = __atomic_load_n(&c->progress_ns, __ATOMIC_RELAXED);
 	if (!stall_ns || c->state != C_RUNNING || progress >= now || now - progress < stall_ns)
 		return false;
+	if (c->settled && !__atomic_load_n(&sh->released, __ATOMIC_ACQUIRE))
+		return false; /* --hold: it waits for the others, on purpose */
 	fail(t, c, c->recvd, "stall (no bytes for %gs at offset %llu)", o.stall_s,
 	     (unsigned long long)c->recvd);
 	return true;
@@ -563,6 +626,7 @@ static int conn_connect(struct thr *t, struct conn *c, int flags)
 		fail(t, c, 0, "socket: %s", strerror(errno));
 		return -1;
 	}
+	count_open();
 	/* Messages go out when written: no Nagle delay on ping-pong requests or burst tails. */
 	net_set_nodelay(c->fd);
 	if (o.source_addrs) {
@@ -602,7 +666,7 @@ static void open_conn(struct thr *t, struct conn *c)
 static void crr_refill(struct thr *t, struct conn *c)
 {
 	while (c->state == C_DONE || c->state == C_FAILED) {
-		uint64_t id = __atomic_fetch_add(&crr_next, 1, __ATOMIC_RELAXED);
+		uint64_t id = __atomic_fetch_add(&sh->crr_next, 1, __ATOMIC_RELAXED);
 		if (id >= o.transactions)
 			return;
 		*c = (struct conn){.tcp = c->tcp};
@@ -639,7 +703,7 @@ static void on_sigint(int sig)
 static void stop_streams(struct thr *t)
 {
 	t->stopped = true;
-	__atomic_store_n(&stopped_early, true, __ATOMIC_RELAXED);
+	__atomic_store_n(&sh->stopped_early, true, __ATOMIC_RELAXED);
 	for (uint64_t i = 0; i < t->nconns; i++) {
 		struct conn *c = &t->conns[i];
 		if (c->state == C_CONNECTING) {
@@ -650,9 +714,25 @@ static void stop_streams(struct thr *t)
 		if (c->state != C_RUNNING)
 			continue;
 		c->total = c->limit = c->sent;
-		if (c->recvd == c->total)
+		if (c->recvd == c->total) {
 			t->mark_end_rt = realtime_ns();
+			settle(c);
+		}
 		if (do_send(t, c))
+			update_events(t, c);
+	}
+}
+
+/* --hold: every connection has settled; half-close thread t's held ones (their EOF ends them). */
+static void release_held(struct thr *t)
+{
+	if (t->released)
+		return;
+	t->released = true;
+	(void)epoll_ctl(t->ep, EPOLL_CTL_DEL, hold_efd, NULL); /* level-triggered, stays readable */
+	for (uint64_t i = 0; i < t->nconns; i++) {
+		struct conn *c = &t->conns[i];
+		if (c->state == C_RUNNING && do_send(t, c))
 			update_events(t, c);
 	}
 }
@@ -663,6 +743,8 @@ static void run_epoll(struct thr *t)
 	t->ep = net_epoll_create();
 	if (stop_efd >= 0)
 		net_epoll_add(t->ep, stop_efd, EPOLLIN, STOP_TAG);
+	if (hold_efd >= 0)
+		net_epoll_add(t->ep, hold_efd, EPOLLIN, HOLD_TAG);
 	open_conns(t);
 	/* Stalls are looked for every quarter of the interval: a stall is reported at most 25 %
 	 * later than it began to count. */
@@ -698,8 +780,16 @@ static void run_epoll(struct thr *t)
 		}
 		for (int i = 0; i < n; i++) {
 			struct conn *c = evs[i].data.ptr;
-			if (evs[i].data.ptr == STOP_TAG)
-				continue; /* stop_requested is set: the loop's next round acts on it */
+			if (evs[i].data.ptr == STOP_TAG) {
+				/* The loop's next round acts on it (a --procs worker process learns
+				 * of SIGINT from the eventfd alone). */
+				stop_requested = 1;
+				continue;
+			}
+			if (evs[i].data.ptr == HOLD_TAG) {
+				release_held(t);
+				continue;
+			}
 			if (c->state == C_CONNECTING || c->state == C_RUNNING)
 				on_event(t, c, evs[i].events);
 			if (o.wl == W_CRR)
@@ -752,7 +842,7 @@ static void run_split_writer(struct thr *t, struct conn *c)
 	while (__atomic_load_n(&c->state, __ATOMIC_ACQUIRE) == C_RUNNING) {
 		if (stop_requested && !t->stopped) { /* the reader now expects back what was sent */
 			t->stopped = true;
-			__atomic_store_n(&stopped_early, true, __ATOMIC_RELAXED);
+			__atomic_store_n(&sh->stopped_early, true, __ATOMIC_RELAXED);
 			t->wbuf_conn = UINT32_MAX;
 			__atomic_store_n(&c->total, c->sent, __ATOMIC_RELEASE);
 			c->limit = c->sent;
@@ -963,13 +1053,26 @@ static void print_tcp_info(void)
 	free(v);
 }
 
+/* The process (0..procs-1) that runs thread i: process p runs threads
+ * [p * threads / procs, (p + 1) * threads / procs). */
+static uint64_t proc_of(uint64_t i)
+{
+	uint64_t p = i * o.procs / o.threads;
+	while (p + 1 < o.procs && (p + 1) * o.threads / o.procs <= i)
+		p++;
+	while (p > 0 && p * o.threads / o.procs > i)
+		p--;
+	return p;
+}
+
 /* The "threads" array: per thread, where it ran, how, its connections, CPU time and samples. */
 static void print_threads(void)
 {
 	printf("\"threads\":[");
 	for (uint64_t i = 0; i < o.threads; i++) {
 		struct thr *t = &thrs[i];
-		printf("%s{\"thread\":%u,\"cpu\":", i ? "," : "", t->idx);
+		printf("%s{\"thread\":%u,\"proc\":%llu,\"cpu\":", i ? "," : "", t->idx,
+		       (unsigned long long)proc_of(i));
 		if (t->cpu >= 0)
 			printf("%d", t->cpu);
 		else
@@ -1002,11 +1105,15 @@ static void write_samples_file(void)
 /* Print the one JSON result object (docs/programs.md) to stdout. */
 static void print_result(bool ok, double wall_s, uint64_t mark_end_rt)
 {
-	struct rusage ru;
+	/* --procs: the worker processes (reaped by now) count with this one. */
+	struct rusage ru, ch;
 	getrusage(RUSAGE_SELF, &ru);
+	getrusage(RUSAGE_CHILDREN, &ch);
+	timeradd(&ru.ru_utime, &ch.ru_utime, &ru.ru_utime);
+	timeradd(&ru.ru_stime, &ch.ru_stime, &ru.ru_stime);
 	bool st = o.wl == W_STREAM, pp = o.wl == W_PINGPONG, bu = o.wl == W_BURST, crr = o.wl == W_CRR;
 	uint64_t expected = 0;
-	if (stopped_early)
+	if (sh->stopped_early)
 		for (uint64_t i = 0; i < o.conns; i++)
 			expected += conns[i].total;
 	else
@@ -1054,9 +1161,11 @@ static void print_result(bool ok, double wall_s, uint64_t mark_end_rt)
 		json_str(o.cpus_text);
 	else
 		printf("null");
-	printf(",\"io\":\"%s\",\"source_addrs\":%llu},", io_names[o.io],
-	       (unsigned long long)o.source_addrs);
-	printf("\"stopped_early\":%s,", stopped_early ? "true" : "false");
+	printf(",\"io\":\"%s\",\"source_addrs\":%llu,\"procs\":%llu,\"hold\":%s},", io_names[o.io],
+	       (unsigned long long)o.source_addrs, (unsigned long long)o.procs,
+	       o.hold ? "true" : "false");
+	printf("\"peak_open\":%llu,", (unsigned long long)sh->peak_open);
+	printf("\"stopped_early\":%s,", sh->stopped_early ? "true" : "false");
 	printf("\"conns_ok\":%llu,\"conns_failed\":%llu,", (unsigned long long)conns_ok,
 	       (unsigned long long)conns_failed);
 	printf("\"bytes_sent\":%llu,\"bytes_verified\":%llu,\"bytes_expected\":%llu,",
@@ -1103,19 +1212,19 @@ static void print_result(bool ok, double wall_s, uint64_t mark_end_rt)
 	print_threads();
 	print_tcp_info();
 
-	if (have_mismatch)
+	if (sh->have_mismatch)
 		printf("\"mismatch\":{\"conn\":%u,\"offset\":%llu,\"expected\":%u,\"got\":%u},",
-		       mismatch.conn, (unsigned long long)mismatch.offset, mismatch.expected,
-		       mismatch.got);
+		       sh->mismatch.conn, (unsigned long long)sh->mismatch.offset, sh->mismatch.expected,
+		       sh->mismatch.got);
 	else
 		printf("\"mismatch\":null,");
 	printf("\"errors\":[");
-	for (uint64_t i = 0; i < errors_total && i < MAX_LISTED_ERRORS; i++) {
-		printf("%s{\"conn\":%u,\"error\":", i ? "," : "", errs[i].conn);
-		json_str(errs[i].what);
-		printf(",\"offset\":%llu}", (unsigned long long)errs[i].offset);
+	for (uint64_t i = 0; i < sh->errors_total && i < MAX_LISTED_ERRORS; i++) {
+		printf("%s{\"conn\":%u,\"error\":", i ? "," : "", sh->errs[i].conn);
+		json_str(sh->errs[i].what);
+		printf(",\"offset\":%llu}", (unsigned long long)sh->errs[i].offset);
 	}
-	printf("],\"errors_total\":%llu,", (unsigned long long)errors_total);
+	printf("],\"errors_total\":%llu,", (unsigned long long)sh->errors_total);
 	printf("\"cpu_user_s\":%.6f,\"cpu_sys_s\":%.6f}\n",
 	       ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
 	       ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
@@ -1149,6 +1258,10 @@ static void usage(FILE *f)
 	    "                       connection gets a writing and a reading thread\n"
 	    "  --source-addrs N     bind connection c to 127.0.0.1 + (c mod N) (loopback IPv4\n"
 	    "                       server; each address has its own ephemeral ports)\n"
+	    "  --procs N            run the threads in N processes (default 1, at most --threads):\n"
+	    "                       each has its own RLIMIT_NOFILE, results stay one JSON object\n"
+	    "  --hold 0|1           1: every connection stays open once it got its last byte back\n"
+	    "                       and half-closes only when all have (all --conns open at once)\n"
 	    "  --samples-file PATH  write every latency sample as 'thread ns' lines\n"
 	    "stream: SIGINT stops sending; each connection then expects back what it sent.\n"
 	    "Prints one JSON object (docs/programs.md); exit 0 when every byte came back intact,\n"
@@ -1174,18 +1287,22 @@ enum {
 	O_IO,
 	O_SOURCES,
 	O_SAMPLES,
+	O_PROCS,
+	O_HOLD,
 	O_HELP
 };
 
-/* A number of seconds for opt: > 0 (or >= 0 when zero_ok), at most 1e7; usage error otherwise. */
+/* A number of seconds for opt: > 0 (or >= 0 when zero_ok), at most SECONDS_MAX; usage error otherwise. */
 static double parse_seconds(const char *opt, const char *s, bool zero_ok)
 {
 	char *end;
 	errno = 0;
 	double v = strtod(s, &end);
-	if (errno || *end || end == s || !(v > 0 || (zero_ok && v == 0)) || v > 1e7)
+	if (errno || *end || end == s || !(v > 0 || (zero_ok && v == 0)))
 		net_usage_error("%s: expected a number of seconds %s 0, got '%s'", opt,
 				zero_ok ? ">=" : ">", s);
+	if (v > SECONDS_MAX)
+		net_usage_error("%s: %s is larger than the maximum %d", opt, s, SECONDS_MAX);
 	return v;
 }
 
@@ -1251,6 +1368,8 @@ static void parse_args(int argc, char **argv)
 	    {"io", required_argument, 0, O_IO},
 	    {"source-addrs", required_argument, 0, O_SOURCES},
 	    {"samples-file", required_argument, 0, O_SAMPLES},
+	    {"procs", required_argument, 0, O_PROCS},
+	    {"hold", required_argument, 0, O_HOLD},
 	    {"help", no_argument, 0, O_HELP},
 	    {0, 0, 0, 0},
 	};
@@ -1265,6 +1384,7 @@ static void parse_args(int argc, char **argv)
 			  .transactions = 1000,
 			  .seed = 1,
 			  .threads = 1,
+			  .procs = 1,
 			  .timeout_s = 120,
 			  .stall_s = 10};
 	bool given[O_HELP + 1] = {0};
@@ -1347,6 +1467,12 @@ static void parse_args(int argc, char **argv)
 		case O_SAMPLES:
 			o.samples_file = optarg;
 			break;
+		case O_PROCS:
+			o.procs = net_parse_u64("--procs", optarg, PROCS_MAX);
+			break;
+		case O_HOLD:
+			o.hold = net_parse_u64("--hold", optarg, 1) == 1;
+			break;
 		case O_HELP:
 			usage(stdout);
 			exit(0);
@@ -1374,7 +1500,8 @@ static void parse_args(int argc, char **argv)
 	} pos[] = {{"--conns", o.conns},	   {"--chunk", o.chunk},
 		   {"--msg-size", o.msg_size},	   {"--round-trips", o.round_trips},
 		   {"--burst-size", o.burst_size}, {"--bursts", o.bursts},
-		   {"--transactions", o.transactions}, {"--threads", o.threads}};
+		   {"--transactions", o.transactions}, {"--threads", o.threads},
+		   {"--procs", o.procs}};
 	for (size_t i = 0; i < sizeof(pos) / sizeof(pos[0]); i++)
 		if (pos[i].v == 0)
 			net_usage_error("%s must be at least 1", pos[i].name);
@@ -1391,6 +1518,14 @@ static void parse_args(int argc, char **argv)
 	if (o.threads > o.conns && o.io != IO_SPLIT)
 		net_usage_error("--threads %llu is more than --conns %llu: a thread needs a connection",
 				(unsigned long long)o.threads, (unsigned long long)o.conns);
+	if (o.procs > o.threads)
+		net_usage_error("--procs %llu is more than --threads %llu: a process runs threads",
+				(unsigned long long)o.procs, (unsigned long long)o.threads);
+	if (o.procs > 1 && o.io == IO_SPLIT)
+		net_usage_error("--procs needs --io other than split");
+	if (o.hold && (o.wl == W_CRR || (o.io != IO_AUTO && o.io != IO_EPOLL)))
+		net_usage_error("--hold 1 needs the stream, pingpong or burst workload and --io auto or "
+				"epoll");
 	if (o.io == IO_BLOCKING &&
 	    (o.wl != W_PINGPONG || o.conns != o.threads || o.msg_size > BLOCKING_MSG_MAX))
 		net_usage_error("--io blocking needs the pingpong workload, one connection per "
@@ -1429,10 +1564,125 @@ static void split_connect(void)
 /* How thread t moves its bytes: blocking for one ping-pong connection unless told otherwise. */
 static enum io_mode thread_io(uint64_t nconns)
 {
-	bool one_pp = nconns == 1 && o.wl == W_PINGPONG && o.msg_size <= BLOCKING_MSG_MAX;
+	bool one_pp = nconns == 1 && o.wl == W_PINGPONG && o.msg_size <= BLOCKING_MSG_MAX && !o.hold;
 	if (o.io == IO_AUTO)
 		return one_pp ? IO_BLOCKING : IO_EPOLL;
 	return o.io;
+}
+
+/* Run threads [first, end): in this thread when it is one, else in threads of their own. */
+static void run_threads(uint64_t first, uint64_t end)
+{
+	if (end - first == 1) {
+		thread_main(&thrs[first]);
+		return;
+	}
+	for (uint64_t i = first; i < end; i++) {
+		int err = pthread_create(&thrs[i].th, NULL, thread_main, &thrs[i]);
+		if (err)
+			net_die("pthread_create: %s", strerror(err));
+	}
+	for (uint64_t i = first; i < end; i++)
+		pthread_join(thrs[i].th, NULL);
+}
+
+/* Write all n bytes of buf to fd; exits on error. */
+static void write_all(int fd, const void *buf, size_t n)
+{
+	for (const char *p = buf; n;) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			net_die("write(samples): %s", strerror(errno));
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+/* Worker process p of --procs: die with the main process, run its threads, hand their latency
+ * samples over in memfd (their counters and connections are in shared memory already). */
+static void proc_main(uint64_t p, pid_t parent, int memfd)
+{
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+		_exit(70); /* the main process is gone already */
+	uint64_t first = p * o.threads / o.procs, end = (p + 1) * o.threads / o.procs;
+	run_threads(first, end);
+	for (uint64_t i = first; i < end; i++)
+		write_all(memfd, thrs[i].samples, thrs[i].nsamples * sizeof(*thrs[i].samples));
+	_exit(0);
+}
+
+/* Thread t's samples, thrs[t].nsamples of them, from the memfd of its process at *off. */
+static void read_samples(struct thr *t, int memfd, off_t *off)
+{
+	size_t bytes = t->nsamples * sizeof(*t->samples);
+	t->samples = malloc(bytes ? bytes : 1);
+	if (!t->samples)
+		net_die("out of memory for latency samples");
+	for (size_t got = 0; got < bytes;) {
+		ssize_t r = pread(memfd, (char *)t->samples + got, bytes - got, *off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			net_die("read(samples): %s", r < 0 ? strerror(errno) : "short");
+		got += (size_t)r;
+		*off += r;
+	}
+}
+
+/* --procs: fork the worker processes (process p runs threads [p * threads / procs, ...)), wait
+ * for them all and collect their samples. A process that did not end cleanly fails the
+ * connections it left unfinished, naming how it ended; its samples are lost. */
+static void run_procs(void)
+{
+	pid_t parent = getpid(), *pids = calloc(o.procs, sizeof(*pids));
+	int *memfds = calloc(o.procs, sizeof(*memfds));
+	if (!pids || !memfds)
+		net_die("out of memory");
+	fflush(stdout); /* nothing buffered may be written twice */
+	for (uint64_t p = 0; p < o.procs; p++) {
+		memfds[p] = memfd_create("sb-client-samples", MFD_CLOEXEC);
+		if (memfds[p] < 0)
+			net_die("memfd_create: %s", strerror(errno));
+		pids[p] = fork();
+		if (pids[p] < 0)
+			net_die("fork: %s", strerror(errno));
+		if (pids[p] == 0)
+			proc_main(p, parent, memfds[p]);
+	}
+	for (uint64_t p = 0; p < o.procs; p++) {
+		int status;
+		while (waitpid(pids[p], &status, 0) < 0)
+			if (errno != EINTR)
+				net_die("waitpid: %s", strerror(errno));
+		uint64_t first = p * o.threads / o.procs, end = (p + 1) * o.threads / o.procs;
+		off_t off = 0;
+		for (uint64_t i = first; i < end; i++) {
+			struct thr *t = &thrs[i];
+			if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+				read_samples(t, memfds[p], &off);
+				continue;
+			}
+			t->samples = NULL;
+			t->nsamples = 0;
+			for (uint64_t k = 0; k < t->nconns; k++) {
+				struct conn *c = &t->conns[k];
+				if (c->state != C_CONNECTING && c->state != C_RUNNING)
+					continue;
+				c->fd = -1; /* the process's descriptor, gone with it */
+				if (WIFSIGNALED(status))
+					fail(t, c, c->recvd, "client process %llu ended by signal %d",
+					     (unsigned long long)p, WTERMSIG(status));
+				else
+					fail(t, c, c->recvd, "client process %llu ended with status %d",
+					     (unsigned long long)p, WEXITSTATUS(status));
+			}
+		}
+		close(memfds[p]);
+	}
+	free(pids);
+	free(memfds);
 }
 
 int main(int argc, char **argv)
@@ -1467,10 +1717,17 @@ int main(int argc, char **argv)
 	size_t wbuf_size = o.wl == W_PINGPONG || o.wl == W_CRR
 			       ? (o.msg_size < (1u << 20) ? o.msg_size : (1u << 20))
 			       : o.chunk;
-	conns = calloc(o.conns, sizeof(*conns));
-	thrs = calloc(o.threads, sizeof(*thrs));
-	if (!conns || !thrs)
-		net_die("out of memory");
+	/* Shared memory: --procs worker processes run these threads and connections. */
+	sh = net_shared(sizeof(*sh));
+	pthread_mutexattr_t ma;
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+	pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+	pthread_mutex_init(&sh->err_lock, &ma);
+	conns = net_shared(o.conns * sizeof(*conns));
+	thrs = net_shared(o.threads * sizeof(*thrs));
+	if (o.hold && (hold_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+		net_die("eventfd: %s", strerror(errno));
 	for (uint64_t i = 0; i < o.conns; i++)
 		conn_init(&conns[i], i);
 	for (uint64_t i = 0; i < o.threads; i++) {
@@ -1503,17 +1760,10 @@ int main(int argc, char **argv)
 	mark_start_rt = realtime_ns();
 	if (o.io == IO_SPLIT)
 		split_connect();
-	if (o.threads == 1) {
-		thread_main(&thrs[0]);
-	} else {
-		for (uint64_t i = 0; i < o.threads; i++) {
-			int err = pthread_create(&thrs[i].th, NULL, thread_main, &thrs[i]);
-			if (err)
-				net_die("pthread_create: %s", strerror(err));
-		}
-		for (uint64_t i = 0; i < o.threads; i++)
-			pthread_join(thrs[i].th, NULL);
-	}
+	if (o.procs > 1)
+		run_procs();
+	else
+		run_threads(0, o.threads);
 	double wall_s = (double)(net_now_ns() - t0) / 1e9;
 	for (uint64_t i = 0; i < o.conns; i++)
 		if (conns[i].fd >= 0) /* --io split: the sockets every thread is done with */
@@ -1529,10 +1779,10 @@ int main(int argc, char **argv)
 	if (o.samples_file)
 		write_samples_file();
 
-	bool ok = conns_failed == 0 && errors_total == 0;
+	bool ok = conns_failed == 0 && sh->errors_total == 0;
 	print_result(ok, wall_s, mark_end_rt);
 	if (!ok) {
-		const struct error_rec *e = &errs[0];
+		const struct error_rec *e = &sh->errs[0];
 		fprintf(stderr,
 			"%s: %llu of %llu connections failed (first: conn %u: %s at offset %llu)\n",
 			net_prog, (unsigned long long)conns_failed,

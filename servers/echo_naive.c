@@ -4,7 +4,8 @@
  * One thread by default, one level-triggered epoll loop. One thread keeps the process-CPU figure
  * comparable between servers (one core at most, no lock contention) and epoll serves thousands of
  * connections without a thread each; --workers N runs N such loops in N threads, each with its own
- * SO_REUSEPORT listener and connections (net_workers_run). A connection reads into its own buffer (--buf, default 128 KiB as in
+ * SO_REUSEPORT listener and connections (net_workers_run), or with --processes in N processes
+ * (each its own descriptor limit: how one host holds 100,000 connections). A connection reads into its own buffer (--buf, default 128 KiB as in
  * Cloudflare's 2019 reference), writes it back, and reads again only when everything was written:
  * interest is EPOLLIN while the buffer is empty, EPOLLOUT while it holds unsent bytes, so a slow
  * reader slows its sender down (TCP flow control) instead of growing memory. After the client's
@@ -35,6 +36,7 @@ static __thread struct net_server srv;
 static struct net_opts opts = {.listen = "127.0.0.1:0"};
 static size_t bufsize = 131072;
 static unsigned workers = 1;
+static bool processes; /* --processes: the workers are processes, not threads */
 
 /* Close conn and forget it; failed connections count as errors. */
 static void conn_close(struct conn *c, bool failed)
@@ -133,11 +135,12 @@ static void usage(FILE *f)
 {
 	fprintf(
 	    f,
-	    "usage: sb-echo-naive [--listen ADDR:PORT] [--buf BYTES] [--workers N] [--sndbuf BYTES] "
-	    "[--rcvbuf BYTES]\n"
+	    "usage: sb-echo-naive [--listen ADDR:PORT] [--buf BYTES] [--workers N] [--processes]\n"
+	    "                     [--sndbuf BYTES] [--rcvbuf BYTES]\n"
 	    "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
 	    "  --buf BYTES          read/write buffer per connection (default 131072)\n"
 	    "  --workers N          threads, each with its own SO_REUSEPORT listener (default 1)\n"
+	    "  --processes          the workers are processes (each its own RLIMIT_NOFILE)\n"
 	    "  --sndbuf BYTES       SO_SNDBUF on accepted sockets (0 = kernel default)\n"
 	    "  --rcvbuf BYTES       SO_RCVBUF on accepted sockets (0 = kernel default)\n"
 	    "Prints a ready line, then a summary line on SIGTERM/SIGINT (JSON, "
@@ -149,32 +152,26 @@ static void own_opt(int val, const char *arg)
 {
 	if (val == 'w')
 		workers = net_parse_workers(arg);
+	else if (val == 'P')
+		processes = true;
 	else
 		bufsize = net_parse_u64("--buf", arg, 1u << 30);
 }
 
 /* One worker: serve its listener until the server stops. */
-static void serve(struct net_worker *w)
-{
-	net_server_attach(&srv, w);
-	net_server_run(&srv, on_listen, on_conn, NULL);
-	w->st = st;
-}
+static void serve(struct net_worker *w) { net_worker_serve(w, &srv, &st, on_listen, on_conn, NULL); }
 
 int main(int argc, char **argv)
 {
 	static const struct option own[] = {{"buf", required_argument, 0, 'b'},
 					    {"workers", required_argument, 0, 'w'},
+					    {"processes", no_argument, 0, 'P'},
 					    {0, 0, 0, 0}};
 	net_prog = "sb-echo-naive";
 	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &opts);
 	if (bufsize == 0)
 		net_usage_error("--buf must be at least 1");
 
-	struct net_worker *w = net_workers_run(opts.listen, "naive", workers, serve);
-	struct net_stats total = net_workers_total(w, workers);
-	char extra[128 * NET_WORKERS_MAX];
-	net_workers_json(w, workers, extra, sizeof(extra));
-	net_print_summary_extra("naive", &total, extra);
+	net_workers_main(opts.listen, "naive", workers, processes, serve, NULL);
 	return 0;
 }

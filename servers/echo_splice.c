@@ -5,7 +5,8 @@
  * One thread by default, one level-triggered epoll loop. One thread keeps the process-CPU figure
  * comparable between servers (one core at most, no lock contention) and epoll serves thousands of
  * connections without a thread each; --workers N runs N such loops in N threads, each with its own
- * SO_REUSEPORT listener and connections (net_workers_run). Each connection owns a pipe of --pipe-size bytes (F_SETPIPE_SZ). Interest
+ * SO_REUSEPORT listener and connections (net_workers_run), or with --processes in N processes
+ * (each its own descriptor limit). Each connection owns a pipe of --pipe-size bytes (F_SETPIPE_SZ). Interest
  * follows the pipe: EPOLLIN while it has room and the client has not half-closed, EPOLLOUT while it
  * holds bytes, so reading and writing overlap and a slow reader slows its sender down through TCP
  * flow control. After the client's FIN the pipe is drained, then the connection closes. */
@@ -38,11 +39,13 @@ struct conn {
 /* Each worker thread's own server and counters. */
 static __thread struct net_stats st;
 static __thread struct net_server srv;
-/* Pipes that kept the default size (F_SETPIPE_SZ refused), counted by every worker. */
-static uint64_t pipes_default;
+/* Pipes that kept the default size (F_SETPIPE_SZ refused), counted by every worker (in memory
+ * that worker processes share). */
+static uint64_t *pipes_default;
 static struct net_opts opts = {.listen = "127.0.0.1:0"};
 static size_t pipe_size = 1048576;
 static unsigned workers = 1;
+static bool processes; /* --processes: the workers are processes, not threads */
 
 /* Close conn and its pipe; failed connections count as errors. */
 static void conn_close(struct conn *c, bool failed)
@@ -116,7 +119,7 @@ static void on_listen(void)
 			net_die("out of memory");
 		c->fd = fd;
 		st.connections++;
-		c->cap = net_pipe(c->pipe, pipe_size, &pipes_default);
+		c->cap = net_pipe(c->pipe, pipe_size, pipes_default);
 		if (!c->cap) {
 			if (!srv.accept_warned)
 				net_warn("pipe2: %s", strerror(errno));
@@ -139,11 +142,12 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: sb-echo-splice [--listen ADDR:PORT] [--pipe-size BYTES] [--workers N]\n"
-	    "                      [--sndbuf BYTES] [--rcvbuf BYTES]\n"
+	    "                      [--processes] [--sndbuf BYTES] [--rcvbuf BYTES]\n"
 	    "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
 	    "  --pipe-size BYTES    pipe per connection (default 1048576, capped to\n"
 	    "                       /proc/sys/fs/pipe-max-size)\n"
 	    "  --workers N          threads, each with its own SO_REUSEPORT listener (default 1)\n"
+	    "  --processes          the workers are processes (each its own RLIMIT_NOFILE)\n"
 	    "  --sndbuf BYTES       SO_SNDBUF on accepted sockets (0 = kernel default)\n"
 	    "  --rcvbuf BYTES       SO_RCVBUF on accepted sockets (0 = kernel default)\n"
 	    "Prints a ready line, then a summary line on SIGTERM/SIGINT (JSON, "
@@ -155,32 +159,28 @@ static void own_opt(int val, const char *arg)
 {
 	if (val == 'w')
 		workers = net_parse_workers(arg);
+	else if (val == 'P')
+		processes = true;
 	else
 		pipe_size = net_parse_u64("--pipe-size", arg, 1u << 30);
 }
 
+static void report_pipes(void) { net_pipe_report(*pipes_default); }
+
 /* One worker: serve its listener until the server stops. */
-static void serve(struct net_worker *w)
-{
-	net_server_attach(&srv, w);
-	net_server_run(&srv, on_listen, on_conn, NULL);
-	w->st = st;
-}
+static void serve(struct net_worker *w) { net_worker_serve(w, &srv, &st, on_listen, on_conn, NULL); }
 
 int main(int argc, char **argv)
 {
 	static const struct option own[] = {{"pipe-size", required_argument, 0, 'p'},
 					    {"workers", required_argument, 0, 'w'},
+					    {"processes", no_argument, 0, 'P'},
 					    {0, 0, 0, 0}};
 	net_prog = "sb-echo-splice";
 	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &opts);
 	pipe_size = net_pipe_size(pipe_size);
 
-	struct net_worker *w = net_workers_run(opts.listen, "splice", workers, serve);
-	struct net_stats total = net_workers_total(w, workers);
-	char extra[128 * NET_WORKERS_MAX];
-	net_workers_json(w, workers, extra, sizeof(extra));
-	net_pipe_report(pipes_default);
-	net_print_summary_extra("splice", &total, extra);
+	pipes_default = net_shared(sizeof(*pipes_default));
+	net_workers_main(opts.listen, "splice", workers, processes, serve, report_pipes);
 	return 0;
 }

@@ -18,9 +18,12 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/time.h>
 #include <sys/timerfd.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -222,8 +225,12 @@ void net_print_summary(const char *server, const struct net_stats *st)
 
 void net_print_summary_extra(const char *server, const struct net_stats *st, const char *extra)
 {
-	struct rusage ru;
+	/* Worker processes (reaped by now) count with the process that started them. */
+	struct rusage ru, ch;
 	getrusage(RUSAGE_SELF, &ru);
+	getrusage(RUSAGE_CHILDREN, &ch);
+	timeradd(&ru.ru_utime, &ch.ru_utime, &ru.ru_utime);
+	timeradd(&ru.ru_stime, &ch.ru_stime, &ru.ru_stime);
 	printf("{\"event\":\"summary\",\"server\":\"%s\",\"connections\":%llu,\"active\":%llu,"
 	       "\"bytes_in\":%llu,\"bytes_out\":%llu,\"errors\":%llu%s,\"cpu_user_s\":%.6f,"
 	       "\"cpu_sys_s\":%.6f}\n",
@@ -565,10 +572,118 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-struct net_worker *net_workers_run(const char *addr, const char *server, unsigned n,
+void *net_shared(size_t size)
+{
+	void *p = mmap(NULL, size ? size : 1, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
+		       0);
+	if (p == MAP_FAILED)
+		net_die("mmap(MAP_SHARED, %zu bytes): %s", size, strerror(errno));
+	return p;
+}
+
+/* How a worker process ended (status from waitpid), in words. */
+static void describe_exit(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, len, "exit %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, len, "status %d", status);
+}
+
+/* Send sig to every worker process that was started and not yet reaped. */
+static void kill_workers(const struct net_worker *w, unsigned n, int sig)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (w[i].pid > 0)
+			(void)kill(w[i].pid, sig);
+}
+
+/* The worker process of w[i]: die with the main process, keep only its own listener, serve until
+ * SIGTERM (its inherited signalfd), leave its counters and CPU time in shared memory. */
+static void worker_process(struct net_worker *w, unsigned n, unsigned i, pid_t parent)
+{
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+		_exit(70); /* the main process is gone already */
+	for (unsigned j = 0; j < n; j++)
+		if (j != i)
+			close(w[j].lfd);
+	w[i].ep = net_epoll_create();
+	worker_main(&w[i]);
+	fflush(stdout);
+	_exit(0);
+}
+
+/* Processes: fork the n workers, wait for SIGTERM/SIGINT (or a worker that ends early, which
+ * ends the server), then stop and reap them all. */
+static void run_worker_processes(struct net_worker *w, unsigned n, int sfd, const char *server)
+{
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0)
+		net_die("sigprocmask: %s", strerror(errno));
+	int cfd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (cfd < 0)
+		net_die("signalfd: %s", strerror(errno));
+	pid_t parent = getpid();
+	fflush(stdout); /* nothing buffered may be written twice */
+	for (unsigned i = 0; i < n; i++) {
+		w[i].stopfd = sfd;
+		pid_t pid = fork();
+		if (pid < 0) {
+			kill_workers(w, i, SIGKILL);
+			net_die("fork: %s", strerror(errno));
+		}
+		if (pid == 0) {
+			close(cfd);
+			worker_process(w, n, i, parent);
+		}
+		w[i].pid = pid;
+	}
+	/* Every worker process exists before the ready line (connections wait in the listeners'
+	 * backlogs until it serves), so whoever watches the server's descendants from then on sees
+	 * them all. Then the listeners are the workers' alone. */
+	net_print_ready(server, w[0].lfd);
+	for (unsigned i = 0; i < n; i++)
+		close(w[i].lfd);
+	bool early = false;
+	for (;;) {
+		struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = cfd, .events = POLLIN}};
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			net_die("poll: %s", strerror(errno));
+		struct signalfd_siginfo si;
+		if (read(sfd, &si, sizeof(si)) > 0)
+			break;
+		if (read(cfd, &si, sizeof(si)) > 0) {
+			early = true;
+			break;
+		}
+	}
+	kill_workers(w, n, SIGTERM);
+	char first[160] = "";
+	for (unsigned i = 0; i < n; i++) {
+		int status;
+		while (waitpid(w[i].pid, &status, 0) < 0)
+			if (errno != EINTR)
+				net_die("waitpid: %s", strerror(errno));
+		w[i].pid = 0;
+		if ((!WIFEXITED(status) || WEXITSTATUS(status) != 0) && !first[0]) {
+			char how[96];
+			describe_exit(status, how, sizeof(how));
+			snprintf(first, sizeof(first), "worker process %u ended with %s", i, how);
+		}
+	}
+	close(cfd);
+	if (first[0] || early)
+		net_die("%s", first[0] ? first : "a worker process ended before the server was stopped");
+}
+
+struct net_worker *net_workers_run(const char *addr, const char *server, unsigned n, bool procs,
 				   void (*serve)(struct net_worker *w))
 {
-	struct net_worker *w = calloc(n, sizeof(*w));
+	struct net_worker *w = procs && n > 1 ? net_shared(n * sizeof(*w)) : calloc(n, sizeof(*w));
 	if (!w)
 		net_die("out of memory");
 	/* Signals are blocked before any thread starts: the threads inherit the mask and only the
@@ -588,6 +703,10 @@ struct net_worker *net_workers_run(const char *addr, const char *server, unsigne
 		return w;
 	}
 	listen_reuseport(addr, n, w);
+	if (procs) {
+		run_worker_processes(w, n, sfd, server);
+		return w;
+	}
 	for (unsigned i = 0; i < n; i++) {
 		w[i].stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		if (w[i].stopfd < 0)
@@ -617,6 +736,27 @@ struct net_worker *net_workers_run(const char *addr, const char *server, unsigne
 	for (unsigned i = 0; i < n; i++)
 		pthread_join((pthread_t)w[i].th, NULL);
 	return w;
+}
+
+void net_worker_serve(struct net_worker *w, struct net_server *s, const struct net_stats *st,
+		      void (*on_listen)(void), void (*on_event)(void *tag, uint32_t events),
+		      void (*after_batch)(void))
+{
+	net_server_attach(s, w);
+	net_server_run(s, on_listen, on_event, after_batch);
+	w->st = *st;
+}
+
+void net_workers_main(const char *addr, const char *server, unsigned n, bool procs,
+		      void (*serve)(struct net_worker *w), void (*before_summary)(void))
+{
+	struct net_worker *w = net_workers_run(addr, server, n, procs, serve);
+	struct net_stats total = net_workers_total(w, n);
+	char extra[128 * NET_WORKERS_MAX];
+	net_workers_json(w, n, extra, sizeof(extra));
+	if (before_summary)
+		before_summary();
+	net_print_summary_extra(server, &total, extra);
 }
 
 void net_server_attach(struct net_server *s, const struct net_worker *w)

@@ -51,7 +51,8 @@ int net_signalfd(void);
 
 /* Print the ready line for listening socket fd and flush stdout. */
 void net_print_ready(const char *server, int fd);
-/* Print the summary line (with this process's CPU time) and flush stdout. */
+/* Print the summary line (with the CPU time of this process and of its reaped worker processes)
+ * and flush stdout. */
 void net_print_summary(const char *server, const struct net_stats *st);
 
 /* Monotonic clock in nanoseconds. */
@@ -169,36 +170,56 @@ void net_print_summary_extra(const char *server, const struct net_stats *st, con
 
 /* Workers
  * -------
- * A server given --workers N runs N threads, each with its own listening socket on the same port
+ * A server given --workers N runs N workers, each with its own listening socket on the same port
  * (SO_REUSEPORT: the kernel spreads new connections over them), its own epoll set and its own
  * connections; nothing is shared between them but the read-only options. N = 1 is the one-thread
- * server of old: no extra thread, no SO_REUSEPORT. A program keeps its per-connection state in
- * thread-local variables (__thread) and gives net_workers_run a serve() that runs one worker. */
+ * server of old: no extra thread or process, no SO_REUSEPORT. The workers are threads, or with
+ * --processes processes forked after the listeners (and anything else set up before
+ * net_workers_run, such as BPF objects) exist: each then has its own RLIMIT_NOFILE, so that N of
+ * them hold N times the connections one process may. A program keeps its per-connection state in
+ * thread-local variables (__thread) and gives net_workers_run a serve() that runs one worker;
+ * counters that workers share go in net_shared memory. */
 
 #define NET_WORKERS_MAX 256
 
-/* One worker thread of a server. */
+/* One worker of a server (in shared memory when the workers are processes). */
 struct net_worker {
 	unsigned index;
 	int lfd;	      /* its listening socket */
 	int ep;		      /* its epoll set (made before the ready line: it is ready then) */
-	int stopfd;	      /* readable once the server is to stop: the signalfd (N = 1) or an
-			       * eventfd the main thread writes on SIGTERM/SIGINT */
+	int stopfd;	      /* readable once the server is to stop: the signalfd (N = 1, or a
+			       * worker process, which gets SIGTERM from the server's main process)
+			       * or an eventfd the main thread writes on SIGTERM/SIGINT */
 	struct net_stats st;  /* its counters; serve() copies them here before it returns */
-	double cpu_user_s;    /* its CPU time (RUSAGE_THREAD), taken when serve() returned */
-	double cpu_sys_s;
+	double cpu_user_s;    /* its CPU time (RUSAGE_THREAD, or RUSAGE_SELF for a process), taken */
+	double cpu_sys_s;     /* when serve() returned */
 	void (*serve)(struct net_worker *w);
-	unsigned long th;     /* its pthread_t (N > 1) */
+	unsigned long th;     /* its pthread_t (threads, N > 1) */
+	int pid;	      /* its process id (processes, N > 1) */
 };
 
 /* Parse a --workers value (1..NET_WORKERS_MAX); usage error otherwise. */
 unsigned net_parse_workers(const char *arg);
+/* Zeroed memory that worker processes share with the main process (MAP_SHARED, anonymous; it
+ * stays mapped until the process exits). Exits on error. */
+void *net_shared(size_t size);
 /* Listen on addr with n workers, print the ready line for `server`, run serve(w) for each worker
- * (in n threads, or in this one when n is 1) until SIGTERM or SIGINT, and return the workers
- * (their counters and CPU time filled in) after all have stopped. RLIMIT_NOFILE is raised first.
- * Exits on error. */
-struct net_worker *net_workers_run(const char *addr, const char *server, unsigned n,
+ * (in n threads, or in n processes when procs, or in this thread when n is 1) until SIGTERM or
+ * SIGINT, and return the workers (their counters and CPU time filled in) after all have stopped.
+ * Worker processes die with the main process (PR_SET_PDEATHSIG), are stopped with SIGTERM and
+ * reaped by it; one that ends before it is stopped ends the server with one line naming it.
+ * RLIMIT_NOFILE is raised first. Exits on error. */
+struct net_worker *net_workers_run(const char *addr, const char *server, unsigned n, bool procs,
 				   void (*serve)(struct net_worker *w));
+/* The serve() of a server whose worker state is s and st (thread-local): attach s to w
+ * (net_server_attach), run it (net_server_run with the callbacks), then copy *st to w->st. */
+void net_worker_serve(struct net_worker *w, struct net_server *s, const struct net_stats *st,
+		      void (*on_listen)(void), void (*on_event)(void *tag, uint32_t events),
+		      void (*after_batch)(void));
+/* A whole echo server's run: net_workers_run, then (before_summary, when not NULL, and) the
+ * summary line for `server` with the workers' sum and their "workers" array. */
+void net_workers_main(const char *addr, const char *server, unsigned n, bool procs,
+		      void (*serve)(struct net_worker *w), void (*before_summary)(void));
 /* Set up s for worker w: its listening socket, its stop descriptor (as the signal tag) and its
  * epoll set, registering both there; no ready line (net_workers_run printed it). */
 void net_server_attach(struct net_server *s, const struct net_worker *w);

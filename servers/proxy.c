@@ -331,15 +331,17 @@ static void serve(struct net_worker *w)
 void proxy_run(struct proxy *p)
 {
 	unsigned n = p->workers ? p->workers : 1;
-	copies = calloc(n, sizeof(*copies));
+	/* Worker processes leave their upstream counters where the main process reads them. */
+	copies = p->processes ? net_shared(n * sizeof(*copies)) : calloc(n, sizeof(*copies));
 	if (!copies)
 		net_die("out of memory");
 	for (unsigned i = 0; i < n; i++)
 		copies[i] = *p;
-	p->wk = net_workers_run(p->opts.listen, p->server, n, serve);
+	p->wk = net_workers_run(p->opts.listen, p->server, n, p->processes, serve);
 	p->st = net_workers_total(p->wk, n);
 	for (unsigned i = 0; i < n; i++)
 		p->up.errors += copies[i].up.errors;
-	free(copies);
+	if (!p->processes)
+		free(copies);
 	copies = NULL;
 }

@@ -154,6 +154,7 @@ struct proxy {
 	struct net_opts opts;	  /* --listen, --sndbuf/--rcvbuf (on both legs) */
 	struct proxy_upstream up; /* --upstream */
 	unsigned workers;	  /* --workers: threads (net_workers_run); 0 means 1 */
+	bool processes;		  /* --processes: the workers are processes */
 	struct net_server srv;
 	struct net_stats st;	 /* bytes_in: read from clients; bytes_out: written to clients */
 	struct proxy_conn *dead; /* ended in this batch of events, freed after it */
@@ -163,7 +164,7 @@ struct proxy {
 /* Listen on p->opts.listen, print the ready line for p->server and proxy every accepted
  * connection to p->up with p->ops until SIGTERM or SIGINT; then return, leaving the summary to the
  * caller (proxy_print_summary with p->st). With p->workers > 1 every worker thread runs a copy of
- * *p with its own listener and connections; at the end p->st and p->up.errors hold their sums and
+ * *p with its own listener and connections (a worker process its copy in shared memory); at the end p->st and p->up.errors hold their sums and
  * p->wk the workers. One proxy per process. Exits on fatal errors. */
 void proxy_run(struct proxy *p);
 

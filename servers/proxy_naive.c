@@ -88,10 +88,11 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: sb-proxy-naive --upstream ADDR:PORT [--listen ADDR:PORT] [--buf BYTES]\n"
-	    "                      [--workers N] [--upstream-sources N]\n"
+	    "                      [--workers N] [--processes] [--upstream-sources N]\n"
 	    "                      [--sndbuf BYTES] [--rcvbuf BYTES]\n"
 	    "  --upstream ADDR:PORT where every accepted connection is forwarded (required)\n"
 	    "  --workers N          threads, each with its own SO_REUSEPORT listener (default 1)\n"
+	    "  --processes          the workers are processes (each its own RLIMIT_NOFILE)\n"
 	    "  --upstream-sources N bind upstream connection k to 127.0.0.1 + (k mod N) (loopback)\n"
 	    "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
 	    "  --buf BYTES          buffer per direction and connection (default 131072)\n"
@@ -110,6 +111,8 @@ static void own_opt(int val, const char *arg)
 		upstream = arg;
 	else if (val == 'w')
 		px.workers = net_parse_workers(arg);
+	else if (val == 'P')
+		px.processes = true;
 	else if (val == 's')
 		sources = arg;
 	else
@@ -121,6 +124,7 @@ int main(int argc, char **argv)
 	static const struct option own[] = {
 	    {"upstream", required_argument, 0, 'u'},
 	    {"workers", required_argument, 0, 'w'},
+	    {"processes", no_argument, 0, 'P'},
 	    {"upstream-sources", required_argument, 0, 's'},
 	    {"buf", required_argument, 0, 'b'},
 	    {0, 0, 0, 0},

@@ -52,15 +52,16 @@ struct conn {
 
 static struct proxy px = {.server = "proxy-splice", .opts = {.listen = "127.0.0.1:0"}};
 static size_t pipe_size = 1048576;
-static uint64_t pipes_default; /* pipes that kept the default size: F_SETPIPE_SZ refused */
+/* Pipes that kept the default size (F_SETPIPE_SZ refused), in memory worker processes share. */
+static uint64_t *pipes_default;
 
 /* Give a new connection its two pipes. Returns 0, or -1 with no pipe left open when one could not
  * be made (the first time also said on stderr, like a failed accept). */
 static int conn_open(struct proxy_conn *pc)
 {
 	struct conn *c = (struct conn *)pc;
-	if ((c->flow[0].cap = net_pipe(c->flow[0].pipe, pipe_size, &pipes_default)) &&
-	    (c->flow[1].cap = net_pipe(c->flow[1].pipe, pipe_size, &pipes_default)))
+	if ((c->flow[0].cap = net_pipe(c->flow[0].pipe, pipe_size, pipes_default)) &&
+	    (c->flow[1].cap = net_pipe(c->flow[1].pipe, pipe_size, pipes_default)))
 		return 0;
 	if (!proxy_current()->srv.accept_warned)
 		net_warn("pipe2: %s", strerror(errno));
@@ -173,10 +174,11 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: sb-proxy-splice --upstream ADDR:PORT [--listen ADDR:PORT] [--pipe-size BYTES]\n"
-	    "                       [--workers N] [--upstream-sources N]\n"
+	    "                       [--workers N] [--processes] [--upstream-sources N]\n"
 	    "                       [--sndbuf BYTES] [--rcvbuf BYTES]\n"
 	    "  --upstream ADDR:PORT where every accepted connection is forwarded (required)\n"
 	    "  --workers N          threads, each with its own SO_REUSEPORT listener (default 1)\n"
+	    "  --processes          the workers are processes (each its own RLIMIT_NOFILE)\n"
 	    "  --upstream-sources N bind upstream connection k to 127.0.0.1 + (k mod N) (loopback)\n"
 	    "  --listen ADDR:PORT   default 127.0.0.1:0 (port 0 = kernel picks; IPv6 as [::1]:0)\n"
 	    "  --pipe-size BYTES    pipe per direction and connection (default 1048576, capped\n"
@@ -196,6 +198,8 @@ static void own_opt(int val, const char *arg)
 		upstream = arg;
 	else if (val == 'w')
 		px.workers = net_parse_workers(arg);
+	else if (val == 'P')
+		px.processes = true;
 	else if (val == 's')
 		sources = arg;
 	else
@@ -207,6 +211,7 @@ int main(int argc, char **argv)
 	static const struct option own[] = {
 	    {"upstream", required_argument, 0, 'u'},
 	    {"workers", required_argument, 0, 'w'},
+	    {"processes", no_argument, 0, 'P'},
 	    {"upstream-sources", required_argument, 0, 's'},
 	    {"pipe-size", required_argument, 0, 'p'},
 	    {0, 0, 0, 0},
@@ -219,12 +224,13 @@ int main(int argc, char **argv)
 	pipe_size = net_pipe_size(pipe_size);
 
 	px.ops = &ops;
+	pipes_default = net_shared(sizeof(*pipes_default));
 	proxy_run(&px);
 	static char extra[64 + 128 * NET_WORKERS_MAX];
 	int at = snprintf(extra, sizeof(extra), ",\"pipes_default\":%llu",
-			  (unsigned long long)pipes_default);
+			  (unsigned long long)*pipes_default);
 	net_workers_json(px.wk, px.workers ? px.workers : 1, extra + at, sizeof(extra) - (size_t)at);
-	net_pipe_report(pipes_default);
+	net_pipe_report(*pipes_default);
 	proxy_print_summary(px.server, &px.st, &px.up, extra);
 	return 0;
 }

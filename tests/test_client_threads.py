@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from progs import binary, client_argv, corrupt_echo_cmd, run_client, running_server, wait_until
+from progs import binary, client_argv, corrupt_echo_cmd, descendants, run_client, running_server, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -67,11 +67,14 @@ def _nearest_rank(sorted_values: list[int], p: float) -> int:
     return sorted_values[rank - 1]
 
 
-def test_merged_percentiles_are_those_of_every_threads_samples(tmp_path: Path):
+@pytest.mark.parametrize("procs", [1, 3])
+def test_merged_percentiles_are_those_of_every_threads_samples(tmp_path: Path, procs):
+    """Also with the threads in worker processes (--procs), whose samples come back to the main process."""
     out = tmp_path / "samples.txt"
     with running_server("naive") as srv:
         r = _ok(run_client(srv.connect, "pingpong", conns=6, threads=3, round_trips=400, msg_size=64,
-                           samples_file=out, timeout=60))
+                           samples_file=out, timeout=60, procs=procs))
+    assert [t["proc"] for t in r["threads"]] == ([0, 0, 0] if procs == 1 else [0, 1, 2])
     rows = [tuple(map(int, line.split())) for line in out.read_text().splitlines()]
     per_thread = {t: [ns for th, ns in rows if th == t] for t in range(3)}
     assert [len(per_thread[t]) for t in range(3)] == [t["latency_count"] for t in r["threads"]] == [800] * 3
@@ -195,6 +198,11 @@ BAD_CLIENT = [
     (["--io", "blocking", "--conns", "2"], "sb-client: --io blocking needs the pingpong workload"),
     (["--stall", "-1"], "sb-client: --stall: expected a number of seconds >= 0, got '-1'"),
     (["--source-addrs", "0"], "sb-client: --source-addrs must be at least 1"),
+    (["--procs", "0"], "sb-client: --procs must be at least 1"),
+    (["--procs", "257"], "sb-client: --procs: 257 is larger than the maximum 256"),
+    (["--procs", "3", "--threads", "2", "--conns", "4"], "sb-client: --procs 3 is more than --threads 2"),
+    (["--hold", "2"], "sb-client: --hold: 2 is larger than the maximum 1"),
+    (["--hold", "1", "--io", "blocking"], "sb-client: --hold 1 needs the stream, pingpong or burst workload"),
 ]
 
 
@@ -224,13 +232,16 @@ def _program(name: str) -> str:
     return name if name.startswith("proxy") else f"echo-{name}"
 
 
+@pytest.mark.parametrize("mode", ["threads", "processes"])
 @pytest.mark.parametrize("program", WORKER_PROGRAMS)
-def test_workers_share_the_connections(program):
+def test_workers_share_the_connections(program, mode):
     with running_server("naive") as backend:
         up = ["--upstream", backend.connect] if program.startswith("proxy") else []
-        with running_server(program, "--workers", "3", *up, cmd=[str(binary(_program(program)))]) as srv:
-            # The main thread waits for signals, the three workers serve.
-            assert len(list(Path(f"/proc/{srv.pid}/task").iterdir())) == 4
+        procs = ["--processes"] if mode == "processes" else []
+        with running_server(program, "--workers", "3", *procs, *up, cmd=[str(binary(_program(program)))]) as srv:
+            # The main thread waits for signals, the three workers serve (threads, or child processes).
+            tasks = len(list(Path(f"/proc/{srv.pid}/task").iterdir()))
+            assert (tasks, len(descendants(srv.pid))) == ((4, 0) if mode == "threads" else (1, 3))
             r = _ok(run_client(srv.connect, "stream", conns=300, threads=2, bytes=100_000, timeout=60))
             assert srv.stop() == 0
     summary = srv.summary

@@ -42,7 +42,7 @@ def proc_cpu_s(pid: int) -> float:
 
 
 def transfer(ready: dict, nbytes: int, *, server: subprocess.Popen | None = None, before: float = 0.0,
-             after: float = 0.0, usr1: bool = False) -> tuple[cpu.SampleCpu, dict]:
+             after: float = 0.0, usr1: bool = False, conns: int = 1) -> tuple[cpu.SampleCpu, dict]:
     """Sampler started, (SIGUSR1 to the server and wait for its burn), `before` s of waiting (an
     orchestrator's round trip), the client, `after` s, sampler stopped: (figures, client JSON)."""
     s = subprocess.Popen([str(binary("cpustat")), "--pid", str(ready["pid"])], stdout=subprocess.PIPE, text=True,
@@ -56,7 +56,8 @@ def transfer(ready: dict, nbytes: int, *, server: subprocess.Popen | None = None
             assert wait_until(lambda: proc_cpu_s(ready["pid"]) - c0 >= 0.25, 30)
         time.sleep(before)  # a fake for command latency: what an SSH round trip adds
         out = subprocess.run([str(binary("client")), "--connect", f"127.0.0.1:{ready['port']}", "--workload",
-                              "stream", "--bytes", str(nbytes)], capture_output=True, text=True, timeout=120)
+                              "stream", "--bytes", str(nbytes), "--conns", str(conns)], capture_output=True,
+                             text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         client = json.loads(out.stdout)
         time.sleep(after)
@@ -115,6 +116,25 @@ def test_io_uring_worker_threads_count_as_server_cpu(no_leftovers):
     # Without the workers the figure would be about `main`; ticks of 10 ms per thread, hence 0.03 s.
     assert f.value + f.unc + 0.03 >= main + workers
     assert f.value - f.unc <= 1.3 * (main + workers) + 0.03
+
+
+def test_worker_processes_count_as_server_cpu(no_leftovers):
+    """sb-echo-naive --workers 3 --processes: the workers are child processes, forked before the ready
+    line, so the sampler (which takes a --pid's descendants when it starts) counts their CPU."""
+    with running_server("naive", "--workers", "3", "--processes") as srv:
+        figs, _ = transfer(srv.ready, 64 * MIB, conns=12)
+        assert srv.stop() == 0
+    workers = [w["cpu_user_s"] + w["cpu_sys_s"] for w in srv.summary["workers"]]
+    total = srv.summary["cpu_user_s"] + srv.summary["cpu_sys_s"]  # the main process and its reaped workers
+    f = figs.groups[0]["cpu"]
+    print(f"server {f.value:.3f} +- {f.unc:.3f} s; worker processes {[round(w, 3) for w in workers]} s, "
+          f"summary {total:.3f} s")
+    assert all(w["connections"] > 0 for w in srv.summary["workers"])
+    assert sum(workers) >= 0.05 and total >= sum(workers)
+    # The main process only waits: without its workers the figure would be about 0. Ticks of 10 ms per
+    # process, hence 0.01 s each.
+    assert f.value + f.unc + 0.04 >= sum(workers)
+    assert f.value - f.unc <= 1.3 * total + 0.04
 
 
 def test_cpu_burned_before_and_after_the_transfer_is_left_out(no_leftovers):

@@ -72,8 +72,10 @@ def test_every_bounded_option_in_the_c_sources_is_in_the_registry():
                    "sockmap_common.c": ["sb-echo-sockmap", "sb-proxy-sockmap"],
                    "uring.c": ["sb-echo-uring", "sb-proxy-uring"]}
     # net.c parses --workers for the programs that call net_parse_workers only.
-    with_workers = ["sb-" + src.name.removesuffix(".c").replace("_", "-") for src in (REPO / "servers").glob("*.c")
+    with_workers = ["sb-" + src.name.removesuffix(".c").replace("_", "-")
+                    for src in [*(REPO / "servers").glob("*.c"), *(REPO / "bpf").glob("*.c")]
                     if "net_parse_workers(arg)" in src.read_text() and src.name != "net.c"]
+    assert "sb-echo-sockmap" in with_workers  # its worker processes
     assert with_workers
     missing = []
     for name, flag in sorted(found):
@@ -91,6 +93,7 @@ OTHER_UPPER_BOUNDS = {
     ("client.c", "bytes per connection too large (at most 2^50)"): "registry.PAYLOAD_MAX, PAYLOAD_FACTORS",
     ("cpustat.c", "at most %d --pid options"): "the runner's own flags, never from scenarios",
     ("net.c", "%s: %llu is larger than the maximum %llu"): "net_parse_u64 itself",
+    ("client.c", "%s: %s is larger than the maximum %d"): "registry.STALL_MAX_S (--stall; --timeout: the runner's)",
 }
 
 
@@ -238,6 +241,32 @@ def test_every_built_server_has_its_descriptors_per_connection(tmp_path):
     assert {k.program for k in SERVERS.values() if k.built} <= set(preflight.FDS_PER_CONN)
 
 @pytest.mark.unit
+def test_worker_processes_divide_the_descriptors_one_process_needs(tmp_path):
+    """RLIMIT_NOFILE is per process: a program spread over processes needs what its busiest one holds (the
+    client's slice exactly, a server's SO_REUSEPORT share with REUSEPORT_SKEW_PERCENT to spare)."""
+    sc = _load(tmp_path, "servers:\n  - {name: naive, options: {workers: 4, processes: true}}\n"
+                         "  - {name: splice, options: {workers: 2, processes: true}}\n"
+                         "  - {name: sockmap, options: {workers: 4}}\n  - {name: uring}\n"
+                         "workload: {type: pingpong, conns: 1000, threads: 4, procs: 3}\n"
+                         "repetitions: {warmup: 0, measured: 1}\n")
+    wants = preflight.needs(plan.build_plan(sc))
+    got = {n.program: (n.fds, n.procs) for n in wants}
+    slack = preflight.FD_SLACK
+    # client: threads of 250 connections, process 2 runs two of them
+    assert got == {"sb-client": (500 + slack, 3), "sb-echo-naive": (275 + slack, 4), "sb-echo-sockmap": (275 + slack, 4),
+                   "sb-echo-splice": (3 * 550 + slack, 2), "sb-echo-uring": (3 * 1000 + slack, 1)}
+    lim = preflight.Limits(nofile_hard=1000, port_range=(32768, 60999), somaxconn=4096)
+    errors, _ = preflight.problems(wants, {"local": lim})
+    assert errors == [
+        "host local: sb-echo-splice needs 1,682 open files in each of 2 processes for 1,000 connections, its "
+        "RLIMIT_NOFILE hard limit is 1,000: raise it (nofile in /etc/security/limits.conf, or ulimit -Hn as root) "
+        "or lower conns, or spread it over more processes (workers with processes: true)",
+        "host local: sb-echo-uring needs 3,032 open files for 1,000 connections, its RLIMIT_NOFILE hard limit is "
+        "1,000: raise it (nofile in /etc/security/limits.conf, or ulimit -Hn as root) or lower conns",
+    ]
+
+
+@pytest.mark.unit
 def test_problems_name_host_limit_need_and_what_to_change(tmp_path):
     sc = _load(tmp_path, "servers: [splice]\nworkload: {type: pingpong, conns: 600}\n"
                          "repetitions: {warmup: 0, measured: 1}\n")
@@ -246,7 +275,8 @@ def test_problems_name_host_limit_need_and_what_to_change(tmp_path):
         "host local: sb-client opens 600 connections to one address, the ephemeral port range 40000-40499 has "
         "500 ports: widen net.ipv4.ip_local_port_range or lower conns (or spread sb-client over more source_addrs)",
         "host local: sb-echo-splice needs 1,832 open files for 600 connections, its RLIMIT_NOFILE hard limit is "
-        "1,000: raise it (nofile in /etc/security/limits.conf, or ulimit -Hn as root) or lower conns",
+        "1,000: raise it (nofile in /etc/security/limits.conf, or ulimit -Hn as root) or lower conns, or spread it "
+        "over more processes (workers with processes: true)",
     ]
     assert warnings == ["host local: 600 connections arrive at sb-echo-splice at once, its accept queue holds 128 "
                         "(net.core.somaxconn 128): connection set-up may wait for SYN retries; raise "
@@ -272,7 +302,8 @@ def _preflight_lines(conns: int, lim: preflight.Limits) -> list[str]:
     over = lim.nofile_hard is not None and need > lim.nofile_hard
     nofile = [f"host local: {prog} needs {need:,} open files for {conns:,} connections, its RLIMIT_NOFILE hard "
               f"limit is {lim.nofile_hard:,}: raise it (nofile in /etc/security/limits.conf, or ulimit -Hn as "
-              f"root) or lower conns" for prog in (CLIENT_PROGRAM, "sb-echo-naive")] if over else ["", ""]
+              f"root) or lower conns, or spread it over more processes ({preflight.SPLITS[prog]})"
+              for prog in (CLIENT_PROGRAM, "sb-echo-naive")] if over else ["", ""]
     ports = (f"host local: sb-client opens {conns:,} connections to one address, the ephemeral port range "
              f"{lim.port_range[0]}-{lim.port_range[1]} has {lim.ports:,} ports: widen "
              f"net.ipv4.ip_local_port_range or lower conns (or spread sb-client over more source_addrs)") \
@@ -405,3 +436,21 @@ def test_source_addresses_divide_the_clients_ports_and_cpus_are_checked(tmp_path
     errors, _ = preflight.problems(wants, {"local": lim})
     assert errors == ["host local: sb-client is placed on CPU 2 (cpus.client: 0,1,2), the host has 2 CPU(s) (0-1): "
                       "change cpus.client"]
+
+
+@pytest.mark.e2e
+def test_preflight_takes_the_accept_queue_the_scenario_sets(tmp_path):
+    """A scenario's own net.core.somaxconn is what the listeners get: preflight judges the accept queue by
+    it (only its warning depends on it), whatever the host holds now."""
+    logged: dict[int, list[str]] = {}
+    for somaxconn in (1024, 65535):
+        sc = _load(tmp_path, "servers: [{name: naive, options: {workers: 4, processes: true}}]\n"
+                             "workload: {type: pingpong, conns: 8000, threads: 2, procs: 2, source_addrs: 2}\n"
+                             f"sysctls: {{net.core.somaxconn: {somaxconn}}}\nrepetitions: {{warmup: 0, measured: 1}}\n")
+        logged[somaxconn] = []
+        found = preflight.check(plan.build_plan(sc), {"local": LocalHost()}, log=logged[somaxconn].append)
+        assert found["local"] == preflight.read_limits(LocalHost())  # what the host holds, as read
+    assert logged[1024] == ["warning: host local: 2,200 connections arrive at sb-echo-naive at once, its accept "
+                            "queue holds 1,024 (net.core.somaxconn 1,024): connection set-up may wait for SYN "
+                            "retries; raise net.core.somaxconn to avoid it"]
+    assert logged[65535] == []

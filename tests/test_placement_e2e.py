@@ -44,7 +44,9 @@ def test_threads_workers_and_cpus_reach_the_programs_and_the_report(tmp_path, us
     assert list(naive["opt_workers"]) == [1, 1, 2, 2]
     two = naive[naive["opt_workers"] == 2]["server_worker_connections"]
     assert all(sum(map(int, w.split("+"))) == 40 and w.count("+") == 1 for w in two)
-    assert df[df["server"] == "sockmap"]["opt_workers"].isna().all()  # the loader keeps its one thread
+    sockmap = df[df["server"] == "sockmap"]  # its workers are processes that accept and insert
+    assert list(sockmap["opt_workers"]) == [1, 1, 2, 2]
+    assert all(sum(map(int, w.split("+"))) == 40 for w in sockmap["server_worker_connections"])
     assert list(df["workers"]) == [1, 1, 1, 1, 2, 2, 2, 2]  # the matrix's value, for the sweep
     # Drawn as lines over threads (each line a server), one panel per workers value.
     assert "workers=1" in page and "workers=2" in page
@@ -53,7 +55,7 @@ def test_threads_workers_and_cpus_reach_the_programs_and_the_report(tmp_path, us
         assert {t["cpu"] for t in client["threads"]} == {client_cpu}
         assert {t["last_cpu"] for t in client["threads"]} == {client_cpu}
     assert "Connections and TCP" in page and f"server on CPU(s) {server_cpu}" in page
-    assert "The SOCKMAP loaders stay one thread" in page
+    assert "The SOCKMAP loaders&#39; thread only accepts and inserts sockets" in page
 
 
 def test_a_placement_beyond_the_hosts_cpus_is_refused_before_the_run(tmp_path, no_leftovers):

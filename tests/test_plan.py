@@ -57,7 +57,7 @@ def test_server_argv_maps_options_and_matrix_overrides():
     assert argv[5] == ["/b/sb-echo-sockmap", "--listen", "127.0.0.1:0", "--map", "sockmap", "--max-conns", "16",
                        "--parser", "--sndbuf", "4194304"]
     assert p.samples[3].params() == {"conns": 1, "bytes": 1 << 20, "chunk": 128 << 10, "threads": 1,
-                                     "source_addrs": 0, "buf": 65536, "sndbuf": 4 << 20}
+                                     "source_addrs": 0, "procs": 1, "stall": 10, "hold": 0, "buf": 65536, "sndbuf": 4 << 20}
 
 
 def test_a_workers_matrix_reaches_the_servers_that_have_workers_only():
@@ -68,10 +68,11 @@ def test_a_workers_matrix_reaches_the_servers_that_have_workers_only():
     assert argv[(3, "proxy-naive")][-2:] == ["--workers", "2"]
     assert argv[(3, "direct")][-2:] == ["--workers", "2"]  # the backend too: splice has workers
     assert [a for a in p.samples if a.cell.index == 3][0].client_args[-6:-4] == ("--threads", "2")
-    q = plan_of("servers: [naive, sockmap]\nworkload: {type: stream, conns: 2}\nmatrix: {workers: [2]}\n"
+    q = plan_of("servers: [naive, sockmap, uring]\nworkload: {type: stream, conns: 2}\nmatrix: {workers: [2]}\n"
                 "repetitions: {warmup: 0, measured: 1}")
     got = {s.server.label: s.server_argv(f"/b/{s.server_kind.program}") for s in q.samples}
-    assert got["naive"][-2:] == ["--workers", "2"] and "--workers" not in got["sockmap"]
+    assert got["naive"][-2:] == got["sockmap"][-2:] == ["--workers", "2"]  # sockmap: worker processes
+    assert "--workers" not in got["uring"]
     # One connection and two threads: the client gets the one thread it can use.
     r = plan_of("servers: [naive]\nworkload: {type: pingpong, conns: 1, threads: 2}\n"
                 "repetitions: {warmup: 0, measured: 1}")

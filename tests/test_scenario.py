@@ -62,11 +62,11 @@ BAD = [
     (OK + "repetition: {measured: 3}",
      f"bad.yaml: repetition: unknown key; found 'repetition', allowed: {TOP} (did you mean 'repetitions'?)", True),
     ("servers: [naive]\nworkload: {type: stream, byte: 1MiB}",
-     "bad.yaml: workload.byte: unknown key; found 'byte', allowed: type, conns, bytes, chunk, threads, source_addrs (did you mean 'bytes'?)",
+     "bad.yaml: workload.byte: unknown key; found 'byte', allowed: type, conns, bytes, chunk, threads, source_addrs, procs, stall, hold (did you mean 'bytes'?)",
      True),
     ("servers: [naive]\nworkload: {type: stream, msg_size: 64B}",
      "bad.yaml: workload.msg_size: does not apply to workload type 'stream'; found 'msg_size', "
-     "allowed: type, conns, bytes, chunk, threads, source_addrs", True),
+     "allowed: type, conns, bytes, chunk, threads, source_addrs, procs, stall, hold", True),
     ("servers: [naive]\nworkload: {type: stram}",
      "bad.yaml: workload.type: unknown workload; found 'stram', allowed: burst, crr, latency-under-load, pingpong, stream "
      "(did you mean 'stream'?)", True),
@@ -81,7 +81,7 @@ BAD = [
      f"bad.yaml: servers[0].name: unknown server; found 'epoll', allowed: {KINDS}", True),
     ("servers: [{name: naive, options: {bufsize: 4096}}]\nworkload: {type: stream}",
      "bad.yaml: servers[0].options.bufsize: unknown option for server 'naive'; found 'bufsize', "
-     "allowed: buf, rcvbuf, sndbuf, workers (did you mean 'buf'?)", True),
+     "allowed: buf, processes, rcvbuf, sndbuf, workers (did you mean 'buf'?)", True),
     ("servers: [{name: sockmap, options: {map: array}}]\nworkload: {type: stream}",
      "bad.yaml: servers[0].options.map: not a valid choice; found 'array', allowed: sockhash, sockmap", True),
     ("servers: [{name: uring, options: {mode: aio}}]\nworkload: {type: stream}",
@@ -115,7 +115,7 @@ BAD = [
      "bad.yaml: backend.name: missing; found nothing, allowed: naive, splice, sockmap, uring", True),
     ("servers: [nginx]\nbackend: {name: naive, options: {pipe_size: 1MiB}}\nworkload: {type: stream}",
      "bad.yaml: backend.options.pipe_size: unknown option for server 'naive'; found 'pipe_size', "
-     "allowed: buf, rcvbuf, sndbuf, workers", False),
+     "allowed: buf, processes, rcvbuf, sndbuf, workers", False),
     ("servers: [nginx]\nbackend: {name: naive, host: lab9}\nworkload: {type: stream}",
      "bad.yaml: backend.host: unknown host; found 'lab9', allowed: local", False),
     ("servers: [{name: splice, label: direct}, nginx]\nbackend: {name: naive}\nworkload: {type: stream}",
@@ -157,16 +157,28 @@ BAD = [
      "bad.yaml: repetitions: not a mapping; found 5, allowed: a mapping with keys warmup, measured", True),
     (OK + "matrix: {}",
      "bad.yaml: matrix: empty matrix; found an empty mapping, allowed: a mapping of parameter -> non-empty list "
-     "of values; parameters: conns, bytes, chunk, threads, source_addrs, sndbuf, rcvbuf, workers, or a sysctl name", True),
+     "of values; parameters: conns, bytes, chunk, threads, source_addrs, procs, stall, hold, sndbuf, rcvbuf, workers, or a sysctl name", True),
     ("servers: [naive]\nworkload: {type: stream, threads: 0}",
      "bad.yaml: workload.threads: must be positive; found 0, allowed: an integer >= 1", True),
     ("servers: [naive]\nworkload: {type: stream, source_addrs: 70000}",
      "bad.yaml: workload.source_addrs: too large for the program; found 70000, allowed: an integer from 0 to 65536",
      True),
-    ("servers: [sockmap]\nworkload: {type: stream}\nmatrix: {workers: [1, 2]}",
+    ("servers: [uring]\nworkload: {type: stream}\nmatrix: {workers: [1, 2]}",
      "bad.yaml: matrix.workers: none of the servers has worker threads; found 'workers', allowed: servers with a "
-     "workers option: naive, splice, proxy-naive, proxy-splice, nginx, haproxy, haproxy-splice-auto, haproxy-splice",
-     False),
+     "workers option: naive, splice, sockmap, proxy-naive, proxy-splice, nginx, haproxy, haproxy-splice-auto, "
+     "haproxy-splice", False),
+    ("servers: [{name: naive, options: {processes: 2}}]\nworkload: {type: stream}",
+     "bad.yaml: servers[0].options.processes: not a boolean; found 2, allowed: true or false", True),
+    ("servers: [naive]\nworkload: {type: stream, procs: 300}",
+     "bad.yaml: workload.procs: too large for the program; found 300, allowed: an integer from 1 to 256", True),
+    ("servers: [naive]\nworkload: {type: pingpong, stall: 20000000}",
+     "bad.yaml: workload.stall: too large for the program; found 20000000, allowed: an integer from 0 to 10000000",
+     True),
+    ("servers: [naive]\nworkload: {type: pingpong, hold: 2}",
+     "bad.yaml: workload.hold: too large for the program; found 2, allowed: an integer from 0 to 1", True),
+    ("servers: [naive]\nworkload: {type: crr, hold: 1}",
+     "bad.yaml: workload.hold: does not apply to workload type 'crr'; found 'hold', allowed: type, conns, msg_size, "
+     "transactions, threads, source_addrs, procs, stall", True),
     ("servers: [naive, sockmap]\nworkload: {type: stream}\nmatrix: {workers: [1, 300]}",
      "bad.yaml: matrix.workers[1]: too large for the program; found 300, allowed: an integer from 1 to 256", True),
     ("servers: [{name: proxy-naive, options: {upstream_sources: 0}}]\nbackend: {name: naive}\nworkload: {type: stream}",
@@ -189,15 +201,15 @@ BAD = [
      "bad.yaml: matrix.conns[1]: duplicate value; found 1, allowed: distinct values", True),
     ("servers: [naive]\nworkload: {type: pingpong}\nmatrix: {msgsize: [64B]}",
      "bad.yaml: matrix.msgsize: unknown matrix key; found 'msgsize', allowed: conns, msg_size, round_trips, "
-     "threads, source_addrs, sndbuf, rcvbuf, workers (did you mean 'msg_size'?)", True),
+     "threads, source_addrs, procs, stall, hold, sndbuf, rcvbuf, workers (did you mean 'msg_size'?)", True),
     (OK + "matrix: {servers: [naive, splice]}",
      "bad.yaml: matrix.servers: servers cannot be a matrix key; found 'servers', allowed: conns, bytes, chunk, "
-     "threads, source_addrs, sndbuf, rcvbuf, workers (every server in 'servers' runs at every matrix point)", True),
+     "threads, source_addrs, procs, stall, hold, sndbuf, rcvbuf, workers (every server in 'servers' runs at every matrix point)", True),
     ("servers: [naive]\nworkload: {type: pingpong}\nmatrix: {msg_size: [64B, big]}",
      f"bad.yaml: matrix.msg_size[1]: not a size; found 'big', allowed: {SIZE}", True),
     (OK + "matrix: {msg_size: [64B]}",
      "bad.yaml: matrix.msg_size: does not apply to workload type 'stream'; found 'msg_size', allowed: conns, "
-     "bytes, chunk, threads, source_addrs, sndbuf, rcvbuf, workers", False),
+     "bytes, chunk, threads, source_addrs, procs, stall, hold, sndbuf, rcvbuf, workers", False),
     ("servers: [naive]\nworkload: {type: stream, conns: 2}\nmatrix: {conns: [1, 8]}",
      "bad.yaml: matrix.conns: also set in workload.conns; found 'conns', allowed: each parameter in one place",
      False),
@@ -234,7 +246,7 @@ BAD = [
     ("servers: [{name: naive, label: 'x; rm -rf /'}]\nworkload: {type: stream}",
      f"bad.yaml: servers[0].label: not a valid name; found 'x; rm -rf /', allowed: {NAME}", True),
     ("servers: [{name: naive, options: 5}]\nworkload: {type: stream}",
-     "bad.yaml: servers[0].options: not a mapping; found 5, allowed: buf, rcvbuf, sndbuf, workers", True),
+     "bad.yaml: servers[0].options: not a mapping; found 5, allowed: buf, processes, rcvbuf, sndbuf, workers", True),
     (OK + "repetitions: {min: 3}",
      "bad.yaml: repetitions.min: only applies with repetitions.target_ci_width; found 3, allowed: measured: N for "
      "a fixed count, or min, max and target_ci_width for adaptive repetitions", False),
@@ -243,7 +255,7 @@ BAD = [
     (OK + "repetitions: {target_ci_width: 1.5}",
      f"bad.yaml: repetitions.target_ci_width: out of range; found 1.5, allowed: {CI}", True),
     ("servers: [nginx]\nbackend: {name: naive, options: 3}\nworkload: {type: stream}",
-     "bad.yaml: backend.options: not a mapping; found 3, allowed: buf, rcvbuf, sndbuf, workers", True),
+     "bad.yaml: backend.options: not a mapping; found 3, allowed: buf, processes, rcvbuf, sndbuf, workers", True),
     ("servers: [naive]\nworkload: {type: pingpong, round_trips: 0}",
      "bad.yaml: workload.round_trips: must be positive; found 0, allowed: an integer >= 1", True),
     ("servers: [naive]\nworkload: {type: crr, transactions: 0}",
@@ -440,7 +452,7 @@ def test_defaults_and_sizes():
     assert sc.name == "x"
     assert sc.warmup == 1 and sc.measured == 5 and sc.timeout_s == 120 and sc.seed == 1
     assert sc.baseline == "naive"
-    assert dict(sc.workload) == {"conns": 1, "burst_size": 65536, "bursts": 10, "threads": 1, "source_addrs": 0}
+    assert dict(sc.workload) == {"conns": 1, "burst_size": 65536, "bursts": 10, "threads": 1, "source_addrs": 0, "procs": 1, "stall": 10, "hold": 0}
     assert sc.servers[1] == scenario.ServerConfig("sm-parser", "sockmap", (("parser", True), ("sndbuf", 4 << 20)))
 
 

@@ -86,6 +86,15 @@ _UPSTREAM_SOURCES = Option("--upstream-sources", "int", "bind upstream connectio
                            maximum=65536)
 _WORKERS = Option("--workers", "int", "threads, each with its own SO_REUSEPORT listener and epoll loop "
                   "(default 1)", minimum=1, maximum=WORKERS_MAX)
+# Worker processes instead of threads (net_workers_run): each has its own RLIMIT_NOFILE, so that N of them
+# hold N times the connections one process may (C100K under a hard limit of 20,000 descriptors).
+PROCESSES = "processes"
+_PROCESSES = Option("--processes", "bool", "the workers are processes, each with its own RLIMIT_NOFILE "
+                    "(default: threads)")
+# The SOCKMAP echo server's workers are always processes: each accepts and inserts the sockets of its own
+# SO_REUSEPORT listener (and holds their descriptors), the kernel moves the bytes.
+_SOCKMAP_WORKERS = Option("--workers", "int", "processes that accept and insert, each with its own SO_REUSEPORT "
+                          "listener (default 1)", minimum=1, maximum=WORKERS_MAX)
 
 
 # Options of the peers (NGINX, HAProxy); peers.py turns them into config directives.
@@ -187,13 +196,14 @@ SERVERS: dict[str, ServerKind] = {
             "naive",
             "sb-echo-naive",
             "read()/write() echo, epoll, one thread per worker",
-            {"buf": Option("--buf", "size", "read buffer size", minimum=1, maximum=BUF_MAX), WORKERS: _WORKERS},
+            {"buf": Option("--buf", "size", "read buffer size", minimum=1, maximum=BUF_MAX), WORKERS: _WORKERS,
+             PROCESSES: _PROCESSES},
         ),
         ServerKind(
             "splice",
             "sb-echo-splice",
             "socket -> pipe -> same socket with splice(), epoll, one thread per worker",
-            {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS},
+            {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS, PROCESSES: _PROCESSES},
             accel_refusal=ACCEL_SPLICE,
         ),
         ServerKind(
@@ -204,6 +214,7 @@ SERVERS: dict[str, ServerKind] = {
                 "map": Option("--map", "choice", "map type", choices=("sockhash", "sockmap")),
                 "parser": _PARSER,
                 "max_conns": _MAX_CONNS,
+                WORKERS: _SOCKMAP_WORKERS,
             },
             sockbuf_max=SOCKMAP_BUF_MAX,
             privileged=True,
@@ -224,14 +235,15 @@ SERVERS: dict[str, ServerKind] = {
             "sb-proxy-naive",
             "reverse proxy: recv()/send() through a buffer per direction, epoll, one thread per worker",
             {"buf": Option("--buf", "size", "buffer per direction", minimum=1, maximum=BUF_MAX), WORKERS: _WORKERS,
-             "upstream_sources": _UPSTREAM_SOURCES},
+             PROCESSES: _PROCESSES, "upstream_sources": _UPSTREAM_SOURCES},
             role=PROXY,
         ),
         ServerKind(
             "proxy-splice",
             "sb-proxy-splice",
             "reverse proxy: socket -> pipe -> socket with splice(), a pipe per direction",
-            {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS, "upstream_sources": _UPSTREAM_SOURCES},
+            {"pipe_size": _PIPE_SIZE, WORKERS: _WORKERS, PROCESSES: _PROCESSES,
+             "upstream_sources": _UPSTREAM_SOURCES},
             role=PROXY,
             accel_refusal=ACCEL_SPLICE,
         ),
@@ -294,6 +306,8 @@ class WorkloadField:
 CLIENT_PROGRAM = "sb-client"
 CLIENT_THREADS_MAX = 1024  # THREADS_MAX (servers/client.c)
 SOURCE_ADDRS_MAX = 65536  # SOURCE_ADDRS_MAX (servers/client.c)
+CLIENT_PROCS_MAX = 256  # PROCS_MAX (servers/client.c)
+STALL_MAX_S = 10_000_000  # parse_seconds' bound (servers/client.c)
 # The CPU sampler run beside the servers during each sample (servers/cpustat.c, results/cpu.py).
 SAMPLER_PROGRAM = "sb-cpustat"
 SAMPLER_INTERVAL_US = 2000  # about 40 us of CPU per reading here: 2 % of one CPU
@@ -316,6 +330,12 @@ WORKLOAD_FIELDS: dict[str, WorkloadField] = {
         WorkloadField("source_addrs", "--source-addrs", "int", 0, 0, "bind connection c to 127.0.0.1 + (c mod N) "
                       "so that each address has its own ephemeral ports (loopback only; 0 = no bind)",
                       SOURCE_ADDRS_MAX),
+        WorkloadField("procs", "--procs", "int", 1, 1, "client processes the threads run in, each with its own "
+                      "RLIMIT_NOFILE (at most threads are used)", CLIENT_PROCS_MAX),
+        WorkloadField("stall", "--stall", "int", 10, 0, "seconds a connection may move no byte before it fails as "
+                      "stalled (0 = off); connections set up by the 100,000 wait their turn longer", STALL_MAX_S),
+        WorkloadField("hold", "--hold", "int", 0, 0, "1: every connection stays open once its last byte came back "
+                      "until all have (stream, pingpong, burst: all conns open at once)", 1),
         WorkloadField("bulk_conns", "--conns", "int", 4, 1,
                       "latency-under-load: bulk streams through the server during the loaded half", 1_000_000),
         WorkloadField("transactions", "--transactions", "int", 1000, 1,
@@ -325,11 +345,11 @@ WORKLOAD_FIELDS: dict[str, WorkloadField] = {
 }
 
 # Which client parameters apply to which workload type (conns applies to all).
-CLIENT_FIELDS = ("threads", "source_addrs")  # how the client runs, for every workload type
+CLIENT_FIELDS = ("threads", "source_addrs", "procs", "stall")  # how the client runs, for every workload type
 WORKLOADS: dict[str, tuple[str, ...]] = {
-    "stream": ("conns", "bytes", "chunk", *CLIENT_FIELDS),
-    "pingpong": ("conns", "msg_size", "round_trips", *CLIENT_FIELDS),
-    "burst": ("conns", "burst_size", "bursts", *CLIENT_FIELDS),
+    "stream": ("conns", "bytes", "chunk", *CLIENT_FIELDS, "hold"),
+    "pingpong": ("conns", "msg_size", "round_trips", *CLIENT_FIELDS, "hold"),
+    "burst": ("conns", "burst_size", "bursts", *CLIENT_FIELDS, "hold"),
     # connect, request, response, close (netperf TCP_CRR): connections per second
     "crr": ("conns", "msg_size", "transactions", *CLIENT_FIELDS),
     # ping-pong alone, then again while bulk_conns streams (chunk-sized writes) run: p50/p99 both ways
@@ -346,10 +366,12 @@ def client_args(workload: str, params: Mapping[str, int], seed: int, timeout_s: 
         return client_args("pingpong", params, seed, timeout_s)
     args = ["--workload", workload]
     for name in WORKLOADS[workload]:
-        value = params[name]
+        value = params.get(name, WORKLOAD_FIELDS[name].default)  # latency-under-load has no hold
         if name == "threads":
             value = min(value, params["conns"])  # a thread needs a connection
-        if name in CLIENT_FIELDS and value == WORKLOAD_FIELDS[name].default:
+        if name == "procs":
+            value = min(value, params.get("threads", 1), params["conns"])  # a process runs threads
+        if (name in CLIENT_FIELDS or name == "hold") and value == WORKLOAD_FIELDS[name].default:
             continue  # the client's own default: the command line stays as short as before
         args += [WORKLOAD_FIELDS[name].flag, str(value)]
     args += ["--seed", str(seed), "--timeout", _num(timeout_s)]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from splicebench.registry import WORKERS
+from splicebench.registry import PROCESSES, WORKERS
 from splicebench.report import format as fmt
 
 
@@ -89,9 +89,11 @@ def method(scenario: dict[str, Any]) -> str:
     return ("Threads: sb-client spreads its connections over 'threads' threads, each with its own epoll loop "
             "(a thread that owns one ping-pong connection uses blocking reads and writes instead); its "
             "latency percentiles come from all threads' samples merged. The naive and splice echo servers and "
-            f"proxies run '{WORKERS}' threads (default 1), each with its own SO_REUSEPORT listener, epoll loop "
-            "and connections; NGINX and HAProxy run their own workers. The SOCKMAP loaders stay one thread: "
-            "the kernel moves their bytes in softirq and its backlog worker, the loader only accepts and "
-            "inserts sockets, so their data path shows in host CPU rather than in a thread count. "
+            f"proxies run '{WORKERS}' threads (default 1), or processes with '{PROCESSES}: true' (each its own "
+            "descriptor limit), each with its own SO_REUSEPORT listener, epoll loop and connections; NGINX and "
+            "HAProxy run their own workers. The SOCKMAP loaders' thread only accepts and inserts sockets (the "
+            "SOCKMAP echo server's workers are processes that do that, to hold more descriptors): the kernel "
+            "moves their bytes in softirq and its backlog worker, so their data path shows in host CPU "
+            "rather than in a thread count. "
             f"{where}. TCP figures are TCP_INFO of each client connection read as it "
             "ended (on loopback a retransmit is a finding, not noise).")

@@ -2,7 +2,8 @@
 
 What a sample needs is arithmetic on the plan (pure: `needs`); what a host allows is read on the host
 itself (`read_limits`: the hard RLIMIT_NOFILE the programs raise their soft limit to, the ephemeral
-port range and net.core.somaxconn); `problems` compares the two. A limit that would make samples
+port range and net.core.somaxconn); `problems` compares the two. RLIMIT_NOFILE is per process: a
+program whose connections are spread over worker processes needs what its busiest process holds. A limit that would make samples
 fail (open files, ephemeral ports) stops the run with one line per problem naming the host, the
 limit, what the scenario needs and what to change; one that only slows connection set-up (an accept
 queue shorter than the connections arriving at once) is a warning.
@@ -10,14 +11,14 @@ queue shorter than the connections arriving at once) is a warning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 from splicebench.errors import HostError, PreflightError
 from splicebench.hosts.base import Host
 from splicebench.programs import accel
 from splicebench.run import fleet
-from splicebench.registry import ACCEL_NONE, CLIENT_PROGRAM, SERVERS, parse_cpu_list
+from splicebench.registry import ACCEL_NONE, CLIENT_PROGRAM, PROCESSES, SERVERS, WORKERS, parse_cpu_list
 from splicebench.scenario.model import DIRECT
 from splicebench.scenario.plan import Plan
 
@@ -35,6 +36,17 @@ FD_SLACK = 32  # listeners, epoll, signalfd, timerfd, BPF maps and programs, std
 # to what maxconn needs; every program of servers/ and bpf/ raises its own to the hard limit.
 KEEPS_SOFT_LIMIT = {"nginx"}
 LISTEN_BACKLOG = 65535  # net_listen()'s backlog (servers/net.c); the kernel caps it at somaxconn
+SOMAXCONN = "net.core.somaxconn"
+# Worker processes (servers' `processes: true`, the SOCKMAP echo server's workers, sb-client's procs) each
+# hold their own connections under their own RLIMIT_NOFILE. SO_REUSEPORT spreads a server's connections
+# over its workers by hash: measured here within 2 % of the mean (100,000 connections over 8 and 16
+# workers); a worker is planned for the mean plus REUSEPORT_SKEW_PERCENT.
+REUSEPORT_SKEW_PERCENT = 10
+ALWAYS_PROCESSES = {"sb-echo-sockmap"}  # its workers are processes (bpf/echo_sockmap.c)
+# How each program that can spans processes: what a scenario sets for it.
+SPLITS = {CLIENT_PROGRAM: "workload procs (and threads)", "sb-echo-sockmap": "workers",
+          **{p: "workers with processes: true" for p in ("sb-echo-naive", "sb-echo-splice", "sb-proxy-naive",
+                                                          "sb-proxy-splice")}}
 
 
 @dataclass(frozen=True)
@@ -43,11 +55,12 @@ class Need:
 
     host: str
     program: str
-    conns: int  # connections it holds at once
+    conns: int  # connections it holds at once (all its processes)
     fds: int  # open files per process
     ports_to_one_peer: int  # connections it opens from this host to one address (0: it opens none)
     arriving: int  # connections arriving at its listener at once (0: it does not listen)
     cpus: tuple[str, str] | None = None  # (role, CPU list) it is pinned to (the scenario's `cpus`)
+    procs: int = 1  # processes that share its connections, each with `fds` open files at most
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,28 @@ class Limits:
     @property
     def ports(self) -> int:
         return self.port_range[1] - self.port_range[0] + 1
+
+
+def client_procs_conns(conns: int, threads: int, procs: int) -> tuple[int, int]:
+    """(processes, most connections one holds) of sb-client: thread i owns connections
+    [i * conns / threads, ...), process p runs threads [p * threads / procs, ...) (servers/client.c)."""
+    threads = max(1, min(threads, conns))
+    procs = max(1, min(procs, threads))
+    most = max(conns * ((p + 1) * threads // procs) // threads - conns * (p * threads // procs) // threads
+               for p in range(procs))
+    return procs, most
+
+
+def server_procs(program: str, options: Mapping[str, object]) -> int:
+    """Processes a server's connections are spread over: its workers when they are processes."""
+    if program in ALWAYS_PROCESSES or options.get(PROCESSES):
+        return int(options.get(WORKERS, 1))  # type: ignore[call-overload]
+    return 1
+
+
+def _per_process(total: int, procs: int) -> int:
+    """The most connections one of `procs` SO_REUSEPORT workers is planned to hold."""
+    return total if procs == 1 else min(total, -(-total * (100 + REUSEPORT_SKEW_PERCENT) // (100 * procs)))
 
 
 def needs(plan: Plan) -> list[Need]:
@@ -81,21 +116,30 @@ def needs(plan: Plan) -> list[Need]:
             per_host[h] = per_host.get(h, 0) + 1
         # --source-addrs N: each of N loopback addresses has its own ephemeral ports to the server.
         sources = max(1, int(dict(s.cell.workload).get("source_addrs", 0)))
+        wl = dict(s.cell.workload)
+        cprocs, most = client_procs_conns(conns, int(wl.get("threads", 1)), int(wl.get("procs", 1)))
         for h, clients in per_host.items():  # clients on one host share its ports to the server
-            add(Need(h, CLIENT_PROGRAM, conns, conns + FD_SLACK, -(-clients * conns // sources), 0,
-                     ("client", s.client_cpus) if s.client_cpus else None))
+            add(Need(h, CLIENT_PROGRAM, conns, most + FD_SLACK, -(-clients * conns // sources), 0,
+                     ("client", s.client_cpus) if s.client_cpus else None, cprocs))
         total = conns * len(s.client_hosts)
         kind = s.server_kind
         per_conn = PEER_FDS_PER_CONN if kind.peer else FDS_PER_CONN[kind.program]
         # A proxy opens one upstream connection per client connection, spread over upstream_sources.
         upstream = -(-total // int(dict(s.server_options).get("upstream_sources", 1))) if s.backend is not None else 0
         role = "backend" if plan.scenario.backend is not None and s.server.label == DIRECT else "server"
-        add(Need(s.server_host, kind.program, total, per_conn * total + FD_SLACK, upstream, total,
-                 (role, s.server_cpus) if s.server_cpus else None))
+        opts = dict(s.server_options)
+        sprocs = 1 if kind.peer else server_procs(kind.program, opts)
+        # Each worker has its own listener (SO_REUSEPORT) and accept queue.
+        listeners = 1 if kind.peer else int(opts.get(WORKERS, 1))
+        add(Need(s.server_host, kind.program, total, per_conn * _per_process(total, sprocs) + FD_SLACK, upstream,
+                 _per_process(total, listeners), (role, s.server_cpus) if s.server_cpus else None, sprocs))
         if s.backend is not None and s.backend_host is not None:
             bprog = SERVERS[s.backend].program
-            add(Need(s.backend_host, bprog, total, FDS_PER_CONN[bprog] * total + FD_SLACK, 0, total,
-                     ("backend", s.backend_cpus) if s.backend_cpus else None))
+            bopts = dict(s.backend_options)
+            bprocs = server_procs(bprog, bopts)
+            add(Need(s.backend_host, bprog, total, FDS_PER_CONN[bprog] * _per_process(total, bprocs) + FD_SLACK,
+                     0, _per_process(total, int(bopts.get(WORKERS, 1))),
+                     ("backend", s.backend_cpus) if s.backend_cpus else None, bprocs))
     return sorted(out.values(), key=lambda n: (n.host, n.program))
 
 
@@ -120,9 +164,11 @@ def problems(wants: list[Need], limits: Mapping[str, Limits]) -> tuple[list[str]
         soft = n.program in KEEPS_SOFT_LIMIT
         nofile, which, cmd = (lim.nofile_soft, "soft", "ulimit -n") if soft else (lim.nofile_hard, "hard", "ulimit -Hn")
         if nofile is not None and n.fds > nofile:
-            errors.append(f"host {n.host}: {n.program} needs {n.fds:,} open files for {n.conns:,} connections, "
+            each = f" in each of {n.procs} processes" if n.procs > 1 else ""
+            more = f", or spread it over more processes ({SPLITS[n.program]})" if n.program in SPLITS else ""
+            errors.append(f"host {n.host}: {n.program} needs {n.fds:,} open files{each} for {n.conns:,} connections, "
                           f"its RLIMIT_NOFILE {which} limit is {nofile:,}: raise it (nofile in "
-                          f"/etc/security/limits.conf, or {cmd} as root) or lower conns")
+                          f"/etc/security/limits.conf, or {cmd} as root) or lower conns{more}")
         if n.ports_to_one_peer > lim.ports:
             spread = " (or spread sb-client over more source_addrs)" if n.program == CLIENT_PROGRAM else ""
             errors.append(f"host {n.host}: {n.program} opens {n.ports_to_one_peer:,} connections to one address, "
@@ -167,7 +213,11 @@ def check(plan: Plan, hosts: Mapping[str, Host], log: Callable[[str], None]) -> 
     if err:
         raise err
     limits = {name: lim for name, lim in read.items() if isinstance(lim, Limits)}
-    errors, warnings = problems(needs(plan), limits)
+    # The scenario's own net.core.somaxconn is what the listeners will get (set before the first sample).
+    somaxconn = dict(plan.scenario.sysctls).get(SOMAXCONN, "")
+    during = {name: replace(lim, somaxconn=int(somaxconn)) for name, lim in limits.items()} \
+        if str(somaxconn).isdigit() else limits
+    errors, warnings = problems(needs(plan), during)
     errors += accel_problems(plan, hosts)
     for w in warnings:
         log(f"warning: {w}")
