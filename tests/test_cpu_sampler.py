@@ -195,18 +195,6 @@ def test_system_calls_of_the_server_over_the_transfer_are_counted(handler, no_le
     assert counts["server"]["context-switches"].value > 0
 
 
-@pytest.fixture
-def paranoid_2():
-    """kernel.perf_event_paranoid = 2 (the Debian default) for the test, put back after."""
-    path = Path("/proc/sys/kernel/perf_event_paranoid")
-    old = path.read_text().strip()
-    path.write_text("2")
-    try:
-        yield
-    finally:
-        path.write_text(old)
-
-
 def test_refused_perf_events_give_notes_and_the_cpu_figures_go_on(paranoid_2, no_leftovers):
     """sb-cpustat as nobody without capabilities, kernel.perf_event_paranoid=2: every event is refused;
     it says why, and its CPU readings are complete."""
