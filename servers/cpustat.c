@@ -247,8 +247,31 @@ static void why_refused(char *out, size_t size, int err, bool host)
 		snprintf(out, size, "%s (a kernel without perf events, or a seccomp policy)", strerror(err));
 	else if (err == ENOENT || err == EOPNOTSUPP || err == ENODEV)
 		snprintf(out, size, "%s (this kernel does not provide the event)", strerror(err));
+	else if (err == ESRCH)
+		snprintf(out, size, "no thread of the process is left");
 	else
 		snprintf(out, size, "%s", strerror(err));
+}
+
+/* One note per error of the events refused in a scope (errs[e]: its errno, 0 if counted or not
+ * tried): "<prefix><event>, <event><suffix> not counted: perf_event_open: <why>". */
+static void note_refusals(const int errs[NPERF], const char *prefix, const char *suffix, bool host)
+{
+	bool done[NPERF] = {false};
+	for (int e = 0; e < NPERF; e++) {
+		if (!errs[e] || done[e])
+			continue;
+		char names[128] = "";
+		for (int f = e; f < NPERF; f++)
+			if (errs[f] == errs[e]) {
+				done[f] = true;
+				snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+					 f == e ? "" : ", ", perf_events[f]);
+			}
+		char why[300];
+		why_refused(why, sizeof(why), errs[e], host);
+		add_note("%s%s%s not counted: perf_event_open: %s", prefix, names, suffix, why);
+	}
 }
 
 static int sys_perf_event_open(struct perf_event_attr *a, pid_t pid, int cpu, int group)
@@ -271,8 +294,10 @@ static long long syscall_tracepoint(void)
 		errs[i] = errno;
 	}
 	if (errs[0] != ENOENT || errs[1] != ENOENT) {
-		add_note("system calls not counted: %s: %s", tracefs_ids[errs[0] != ENOENT ? 0 : 1],
-			 strerror(errs[0] != ENOENT ? errs[0] : errs[1]));
+		int err = errs[0] != ENOENT ? errs[0] : errs[1];
+		add_note("system calls not counted: %s: %s%s", tracefs_ids[errs[0] != ENOENT ? 0 : 1],
+			 strerror(err),
+			 err == EACCES ? " (the tracepoint's id is in tracefs, which only root may read here)" : "");
 		return -1;
 	}
 	const char *why = NULL;
@@ -337,6 +362,7 @@ static void open_host(long long tp_id)
 	host_perf.fds = alloc_fds(ncpu);
 	for (int c = 0; c < ncpu; c++)
 		host_leader[c][0] = host_leader[c][1] = -1;
+	int errs[NPERF] = {0};
 	for (int e = 0; e < NPERF; e++) {
 		if (e == 0 && tp_id < 0)
 			continue;
@@ -353,10 +379,7 @@ static void open_host(long long tp_id)
 		}
 		if (err) {
 			close_event(&host_perf, e);
-			char why[300];
-			why_refused(why, sizeof(why), err, true);
-			add_note("host-wide %s not counted: perf_event_open (CPU %d): %s", perf_events[e],
-				 cpu_ids[c], why);
+			errs[e] = err;
 			continue;
 		}
 		for (c = 0; c < ncpu; c++)
@@ -365,6 +388,7 @@ static void open_host(long long tp_id)
 		host_perf.counted[e] = true;
 		host_order[slot][host_nopen[slot]++] = e;
 	}
+	note_refusals(errs, "host-wide ", "", true);
 }
 
 /* The threads of pid (its /proc/PID/task), appended to tids; their number. */
@@ -395,8 +419,9 @@ static int threads_of(pid_t pid, pid_t **tids, int *n, int *cap_)
 }
 
 /* Per thread of every process of g, with inherit (what they start later counts in them). */
-static void open_group(struct group *g, int k, long long tp_id)
+static void open_group(struct group *g, long long tp_id)
 {
+	int errs[NPERF] = {0};
 	pid_t *tids = NULL;
 	int n = 0, cap_ = 0;
 	for (int i = 0; i < g->npids; i++)
@@ -421,23 +446,20 @@ static void open_group(struct group *g, int k, long long tp_id)
 		}
 		if (err || !opened) {
 			close_event(c, e);
-			char why[300];
-			if (err)
-				why_refused(why, sizeof(why), err, false);
-			else
-				snprintf(why, sizeof(why), "no thread of process %d is left", (int)g->pids[0]);
-			add_note("%s of --pid %d not counted: perf_event_open: %s", perf_events[e],
-				 (int)g->pids[0], why);
+			errs[e] = err ? err : ESRCH; /* ESRCH: no thread of the group is left */
 			continue;
 		}
 		c->counted[e] = true;
 	}
-	(void)k;
+	char suffix[64];
+	snprintf(suffix, sizeof(suffix), " of --pid %d", (int)g->pids[0]);
+	note_refusals(errs, "", suffix, false);
 	free(tids);
 }
 
 static void open_self(long long tp_id)
 {
+	int errs[NPERF] = {0};
 	self_perf.n = 1;
 	self_perf.fds = alloc_fds(1);
 	for (int e = 0; e < NPERF; e++) {
@@ -447,17 +469,14 @@ static void open_self(long long tp_id)
 		event_attr(&a, e, tp_id, false, false);
 		int fd = sys_perf_event_open(&a, 0, -1, -1);
 		if (fd < 0) {
-			if (host_perf.counted[e]) {
-				char why[300];
-				why_refused(why, sizeof(why), errno, false);
-				add_note("the sampler's own %s not counted (host-wide counts include them): %s",
-					 perf_events[e], why);
-			}
+			if (host_perf.counted[e])
+				errs[e] = errno;
 			continue;
 		}
 		self_perf.fds[e] = fd;
 		self_perf.counted[e] = true;
 	}
+	note_refusals(errs, "the sampler's own ", " (the host-wide counts include them)", false);
 }
 
 static void open_perf(void)
@@ -465,7 +484,7 @@ static void open_perf(void)
 	long long tp_id = syscall_tracepoint();
 	open_host(tp_id);
 	for (int k = 0; k < ngroups; k++)
-		open_group(&groups[k], k, tp_id);
+		open_group(&groups[k], tp_id);
 	open_self(tp_id);
 }
 

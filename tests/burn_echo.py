@@ -57,10 +57,13 @@ def echo(conn: socket.socket, a: argparse.Namespace, stats: dict) -> None:
 
 
 def fork_echo(conn: socket.socket, a: argparse.Namespace, stats: dict) -> None:
-    """Echo one connection in a child process; its counts come back through a pipe."""
+    """Echo one connection in a child process; its counts come back through a pipe (SIGTERM waits
+    until they are in: the summary line holds them)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         os.close(r)
         mine = dict.fromkeys(stats, 0)
         echo(conn, a, mine)
@@ -74,6 +77,7 @@ def fork_echo(conn: socket.socket, a: argparse.Namespace, stats: dict) -> None:
     for k, v in json.loads(text).items():
         if k != "connections":
             stats[k] += v
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def main() -> int:

@@ -211,8 +211,8 @@ def test_refused_perf_events_give_notes_and_the_cpu_figures_go_on(paranoid_2, no
     print(text)
     assert readings.perf_counted == {"self": [False] * 3, "host": [False] * 3, "groups": [[False] * 3]}
     assert all(v is None for scope in counts.values() for v in scope.values())
-    assert "kernel.perf_event_paranoid=2" in text and "host-wide context-switches not counted" in text
-    assert f"context-switches of --pid {ready['pid']} not counted" in text
+    assert "kernel.perf_event_paranoid=2" in text and "host-wide context-switches, cpu-migrations not counted" in text
+    assert f"context-switches, cpu-migrations of --pid {ready['pid']} not counted" in text
     assert "system calls not counted" in text or "raw_syscalls:sys_enter of --pid" in text
     figs = cpu.sample_cpu(readings, *cpu.marks([client]))
     assert figs.groups[0]["cpu"].value > 0 and figs.host["busy"].value > 0

@@ -220,7 +220,7 @@ def test_without_root_the_unprivileged_programs_run_and_sockmap_is_refused(tmp_p
         with open(run_dir / "samples.csv", newline="") as fh:
             for row in csv.DictReader(fh):
                 assert row["perf_server_ctxsw"] == "" and row["server_cpu_s"] != "", row
-                assert "context-switches of --pid" in row["perf_note"], row["perf_note"]
+                assert "context-switches, cpu-migrations of --pid" in row["perf_note"], row["perf_note"]
                 assert "kernel.perf_event_paranoid=2" in row["perf_note"], row["perf_note"]
     finally:
         lab.down(cfg)
