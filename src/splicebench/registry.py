@@ -296,7 +296,7 @@ CLIENT_THREADS_MAX = 1024  # THREADS_MAX (servers/client.c)
 SOURCE_ADDRS_MAX = 65536  # SOURCE_ADDRS_MAX (servers/client.c)
 # The CPU sampler run beside the servers during each sample (servers/cpustat.c, results/cpu.py).
 SAMPLER_PROGRAM = "sb-cpustat"
-SAMPLER_INTERVAL_US = 2000  # about 40 us of CPU per reading here: 2 % of one CPU
+SAMPLER_INTERVAL_US = 2000  # about 80 us of CPU per reading here (half of it the perf counts): 4 % of one CPU
 
 WORKLOAD_FIELDS: dict[str, WorkloadField] = {
     f.name: f
