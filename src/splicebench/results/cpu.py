@@ -245,7 +245,8 @@ def perf_counts(r: Readings, start_ns: int, end_ns: int) -> tuple[dict[str, dict
             if fig is not None and scope == "host" and (own := r.perf_counter("self", field_)) is not None:
                 fig = fig.minus(window(r.times, own, start_ns, end_ns, rate=0.0))
             if fig is not None and fig.note:
-                notes.append(f"perf counts: {fig.note}")
+                notes.append("perf counts left out: a transfer mark lies outside the sampler's kept readings ("
+                             + fig.note.replace(": bound widened", "") + ")")
                 fig = None
             out[name][event] = fig
     return out, list(dict.fromkeys(notes))
