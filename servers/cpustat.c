@@ -20,7 +20,8 @@
  * PERF_FORMAT_GROUP read of an inherited group left out the children's counts) and of the sampler itself (subtracted from the host's counts
  * by results/cpu.py). The tracepoint's id is read from tracefs at /sys/kernel/tracing or
  * /sys/kernel/debug/tracing; where neither has it (a fresh sysfs, as `ip netns exec` mounts), tracefs
- * is mounted in a private mount namespace of the sampler, so the mount ends with it. An event the
+ * is mounted in a private mount namespace the sampler enters to read the id and leaves at once, so
+ * the mount ends there and the sampler runs in the mount namespace it was started in. An event the
  * kernel refuses (kernel.perf_event_paranoid without CAP_PERFMON, a container, no tracefs) is left out
  * and the summary says why in perf_notes; the CPU readings go on.
  *
@@ -283,7 +284,7 @@ static const char *const tracefs_ids[] = {"/sys/kernel/tracing/events/raw_syscal
 					  "/sys/kernel/debug/tracing/events/raw_syscalls/sys_enter/id"};
 
 /* The id of raw_syscalls:sys_enter, or -1 with a note. Where tracefs is mounted at neither place,
- * it is mounted at /sys/kernel/tracing in a mount namespace of this process only. */
+ * it is mounted at /sys/kernel/tracing in a mount namespace of this process only, for the read. */
 static long long syscall_tracepoint(void)
 {
 	char buf[32];
@@ -300,18 +301,37 @@ static long long syscall_tracepoint(void)
 			 err == EACCES ? " (the tracepoint's id is in tracefs, which only root may read here)" : "");
 		return -1;
 	}
+	/* Into a mount namespace of its own for the mount, and back (the orchestrator tells its
+	 * programs by their mount namespace, hosts/ssh.py): the private one, and tracefs with it, is
+	 * gone once left. */
 	const char *why = NULL;
-	if (unshare(CLONE_NEWNS) != 0)
+	long long id = -1;
+	int home = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	if (home < 0)
+		why = "opening /proc/self/ns/mnt";
+	else if (unshare(CLONE_NEWNS) != 0)
 		why = "unshare(CLONE_NEWNS)";
-	else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
-		why = "making / private";
-	else if (mount("nodev", "/sys/kernel/tracing", "tracefs", 0, NULL) != 0)
-		why = "mount -t tracefs nodev /sys/kernel/tracing";
-	if (!why && read_file(tracefs_ids[0], buf, sizeof(buf)) > 0)
-		return atoll(buf);
+	else {
+		if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+			why = "making / private";
+		else if (mount("nodev", "/sys/kernel/tracing", "tracefs", 0, NULL) != 0)
+			why = "mount -t tracefs nodev /sys/kernel/tracing";
+		else if (read_file(tracefs_ids[0], buf, sizeof(buf)) > 0)
+			id = atoll(buf);
+		else
+			why = "reading the tracepoint's id";
+		int err = errno;
+		if (setns(home, CLONE_NEWNS) != 0)
+			net_die("setns back into the mount namespace it started in: %s", strerror(errno));
+		errno = err;
+	}
+	int err = errno;
+	if (home >= 0)
+		close(home);
+	if (id >= 0)
+		return id;
 	add_note("system calls not counted: tracefs is mounted at neither /sys/kernel/tracing nor "
-		 "/sys/kernel/debug/tracing, and %s failed: %s",
-		 why ? why : "reading the tracepoint's id", strerror(errno));
+		 "/sys/kernel/debug/tracing, and %s failed: %s", why, strerror(err));
 	return -1;
 }
 

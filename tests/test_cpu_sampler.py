@@ -7,6 +7,7 @@ echo work of the Python test server itself, which is not part of the burn."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -218,3 +219,33 @@ def test_refused_perf_events_give_notes_and_the_cpu_figures_go_on(paranoid_2, no
     assert figs.groups[0]["cpu"].value > 0 and figs.host["busy"].value > 0
     row = perf.stat_row(counts, client["bytes_verified"])
     assert row["perf_server_syscalls"] is None and row["perf_host_ctxsw_per_gib"] is None
+
+
+def test_without_tracefs_the_sampler_mounts_it_privately_and_stays_in_its_mount_namespace(no_leftovers):
+    """A mount namespace without tracefs (as `ip netns exec` leaves a lab host): sb-cpustat mounts it in
+    a namespace of its own to read the tracepoint's id, counts system calls, and runs in the namespace
+    it was started in (hosts/ssh.py tells a host's programs by it), where no tracefs was left."""
+    script = ('umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug 2>/dev/null; '
+              'readlink /proc/self/ns/mnt; exec "$@"')
+    with burn_server("--getppid", "5") as (p, ready):
+        s = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                              str(binary("cpustat")), "--pid", str(ready["pid"])],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            ns = s.stdout.readline().strip()
+            json.loads(s.stdout.readline())
+            assert os.readlink(f"/proc/{s.pid}/ns/mnt") == ns != os.readlink("/proc/self/ns/mnt")
+            mounts = Path(f"/proc/{s.pid}/mountinfo").read_text()
+            assert " - tracefs " not in mounts and " - debugfs " not in mounts
+            out = subprocess.run([str(binary("client")), "--connect", f"127.0.0.1:{ready['port']}", "--workload",
+                                  "stream", "--bytes", str(4 * MIB)], capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr
+            s.send_signal(signal.SIGTERM)
+            text, _ = s.communicate(timeout=30)
+        finally:
+            kill_group(s)
+        truth = server_summary(p)
+    readings = cpu.parse_cpustat(text)
+    counts, notes = cpu.perf_counts(readings, *cpu.marks([json.loads(out.stdout)]))
+    assert notes == [] and readings.perf_counted["groups"] == [[True, True, True]]
+    assert counts["server"]["raw_syscalls:sys_enter"].value >= truth["extra_syscalls"] > 0
