@@ -12,6 +12,19 @@
  * field of /proc/PID/task/TID/schedstat is not: it moves in scheduler ticks, 4 ms steps at HZ=250,
  * while a thread runs) plus utime and stime from /proc/PID/stat (ticks, for the user/system split).
  *
+ * Per reading also, where the kernel allows it (perf_event_open(2), counting only, no sampling): system
+ * calls (the raw_syscalls:sys_enter tracepoint), context switches and CPU migrations (software events)
+ * host-wide (one event group per CPU, pid -1), of every --pid group (one event per thread the group has
+ * when the sampler starts, with inherit: threads and processes they create later count in them, e.g.
+ * io_uring's iou-wrk workers, NGINX's workers; each event read on its own: before Linux 4.3 a
+ * PERF_FORMAT_GROUP read of an inherited group left out the children's counts) and of the sampler itself (subtracted from the host's counts
+ * by results/cpu.py). The tracepoint's id is read from tracefs at /sys/kernel/tracing or
+ * /sys/kernel/debug/tracing; where neither has it (a fresh sysfs, as `ip netns exec` mounts), tracefs
+ * is mounted in a private mount namespace the sampler enters to read the id and leaves at once, so
+ * the mount ends there and the sampler runs in the mount namespace it was started in. An event the
+ * kernel refuses (kernel.perf_event_paranoid without CAP_PERFMON, a container, no tracefs) is left out
+ * and the summary says why in perf_notes; the CPU readings go on.
+ *
  * Memory is bounded whatever the duration: the first readings up to --keep-s seconds (head) and a
  * ring of the last --keep-s seconds (tail) are kept, both capped by a memory budget; readings in
  * between are counted, not kept, and the output names that gap. */
@@ -21,11 +34,16 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/perf_event.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,9 +52,24 @@
 #define MAX_GROUPS 8
 #define BUDGET (16u << 20) /* bytes for kept readings (head + ring) */
 #define STAT_BUF (1u << 20)
+#define NPERF 3		   /* perf events counted: system calls, context switches, CPU migrations */
+#define MAX_CPUS 4096
+#define MAX_NOTES 8
 
 static const char *const field_names[NFIELDS] = {"user", "nice",   "system",  "idle",
 						 "iowait", "irq", "softirq", "steal"};
+static const char *const perf_fields[NPERF] = {"syscalls", "ctxsw", "migrations"};
+static const char *const perf_events[NPERF] = {"raw_syscalls:sys_enter", "context-switches",
+					       "cpu-migrations"};
+
+/* Counters of one scope: fds[i * NPERF + e] for event e of the scope's i-th thread (or CPU), -1
+ * where not open; counted[e] when every one of them is open. */
+struct counters {
+	int n; /* threads or CPUs */
+	int *fds;
+	bool counted[NPERF];
+	uint64_t last[NPERF]; /* counts never go back (a thread's event stays readable after it exits) */
+};
 
 struct group {
 	int npids;
@@ -44,12 +77,24 @@ struct group {
 	clockid_t clocks[MAX_GROUP_PIDS];
 	uint64_t last_ns[MAX_GROUP_PIDS]; /* kept when a process has exited: counters never go back */
 	uint64_t last_ut[MAX_GROUP_PIDS], last_st[MAX_GROUP_PIDS];
+	struct counters perf;
 };
 
 static struct group groups[MAX_GROUPS];
 static int ngroups;
 static int ncpu;	/* per-CPU lines in /proc/stat */
-static size_t width;	/* u64 per reading: t, self, ncpu * NFIELDS, ngroups * 3 */
+static int cpu_ids[MAX_CPUS]; /* their CPU numbers */
+/* u64 per reading: t, self, ncpu * NFIELDS, ngroups * 3, then perf counts: NPERF of the sampler,
+ * NPERF host-wide, NPERF per group */
+static size_t width;
+static struct counters self_perf, host_perf;
+/* Per CPU, the leaders of the host-wide groups: [0] the tracepoint, [1] the software events; per
+ * group, its events in the order a group read returns them. */
+static int host_leader[MAX_CPUS][2];
+static int host_order[2][NPERF];
+static int host_nopen[2];
+static char *notes[MAX_NOTES];
+static int nnotes;
 static uint64_t *head, *ring, *cur;
 static size_t cap, nhead, nring, ring_pos;
 static uint64_t taken;
@@ -169,6 +214,342 @@ static void add_group(pid_t pid)
 	}
 }
 
+
+/* A note for the summary's perf_notes (why an event is not counted). */
+static void add_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void add_note(const char *fmt, ...)
+{
+	if (nnotes == MAX_NOTES)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	if (vasprintf(&notes[nnotes], fmt, ap) >= 0)
+		nnotes++;
+	va_end(ap);
+}
+
+static int paranoid_level(void)
+{
+	char buf[32];
+	return read_file("/proc/sys/kernel/perf_event_paranoid", buf, sizeof(buf)) > 0 ? atoi(buf) : 99;
+}
+
+/* Why perf_event_open failed with err, for a note; host: a CPU-wide event. */
+static void why_refused(char *out, size_t size, int err, bool host)
+{
+	int p = paranoid_level();
+	if (err == EACCES || err == EPERM)
+		snprintf(out, size,
+			 "%s (kernel.perf_event_paranoid=%d: without CAP_PERFMON or root, counting %s "
+			 "needs %s; a container's seccomp policy may refuse it too)",
+			 strerror(err), p, host ? "every CPU" : "a process's kernel events",
+			 host ? "a value of 0 or less" : "a value of 1 or less and the right to trace it");
+	else if (err == ENOSYS)
+		snprintf(out, size, "%s (a kernel without perf events, or a seccomp policy)", strerror(err));
+	else if (err == ENOENT || err == EOPNOTSUPP || err == ENODEV)
+		snprintf(out, size, "%s (this kernel does not provide the event)", strerror(err));
+	else if (err == ESRCH)
+		snprintf(out, size, "no thread of the process is left");
+	else
+		snprintf(out, size, "%s", strerror(err));
+}
+
+/* One note per error of the events refused in a scope (errs[e]: its errno, 0 if counted or not
+ * tried): "<prefix><event>, <event><suffix> not counted: perf_event_open: <why>". */
+static void note_refusals(const int errs[NPERF], const char *prefix, const char *suffix, bool host)
+{
+	bool done[NPERF] = {false};
+	for (int e = 0; e < NPERF; e++) {
+		if (!errs[e] || done[e])
+			continue;
+		char names[128] = "";
+		for (int f = e; f < NPERF; f++)
+			if (errs[f] == errs[e]) {
+				done[f] = true;
+				snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s",
+					 f == e ? "" : ", ", perf_events[f]);
+			}
+		char why[300];
+		why_refused(why, sizeof(why), errs[e], host);
+		add_note("%s%s%s not counted: perf_event_open: %s", prefix, names, suffix, why);
+	}
+}
+
+static int sys_perf_event_open(struct perf_event_attr *a, pid_t pid, int cpu, int group)
+{
+	return (int)syscall(SYS_perf_event_open, a, pid, cpu, group, PERF_FLAG_FD_CLOEXEC);
+}
+
+static const char *const tracefs_ids[] = {"/sys/kernel/tracing/events/raw_syscalls/sys_enter/id",
+					  "/sys/kernel/debug/tracing/events/raw_syscalls/sys_enter/id"};
+
+/* The id of raw_syscalls:sys_enter, or -1 with a note. Where tracefs is mounted at neither place,
+ * it is mounted at /sys/kernel/tracing in a mount namespace of this process only, for the read. */
+static long long syscall_tracepoint(void)
+{
+	char buf[32];
+	int errs[2];
+	for (int i = 0; i < 2; i++) {
+		if (read_file(tracefs_ids[i], buf, sizeof(buf)) > 0)
+			return atoll(buf);
+		errs[i] = errno;
+	}
+	if (errs[0] != ENOENT || errs[1] != ENOENT) {
+		int err = errs[0] != ENOENT ? errs[0] : errs[1];
+		add_note("system calls not counted: %s: %s%s", tracefs_ids[errs[0] != ENOENT ? 0 : 1],
+			 strerror(err),
+			 err == EACCES ? " (the tracepoint's id is in tracefs, which only root may read here)" : "");
+		return -1;
+	}
+	/* Into a mount namespace of its own for the mount, and back (the orchestrator tells its
+	 * programs by their mount namespace, hosts/ssh.py): the private one, and tracefs with it, is
+	 * gone once left. */
+	const char *why = NULL;
+	long long id = -1;
+	int home = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	if (home < 0)
+		why = "opening /proc/self/ns/mnt";
+	else if (unshare(CLONE_NEWNS) != 0)
+		why = "unshare(CLONE_NEWNS)";
+	else {
+		if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+			why = "making / private";
+		else if (mount("nodev", "/sys/kernel/tracing", "tracefs", 0, NULL) != 0)
+			why = "mount -t tracefs nodev /sys/kernel/tracing";
+		else if (read_file(tracefs_ids[0], buf, sizeof(buf)) > 0)
+			id = atoll(buf);
+		else
+			why = "reading the tracepoint's id";
+		int err = errno;
+		if (setns(home, CLONE_NEWNS) != 0)
+			net_die("setns back into the mount namespace it started in: %s", strerror(errno));
+		errno = err;
+	}
+	int err = errno;
+	if (home >= 0)
+		close(home);
+	if (id >= 0)
+		return id;
+	add_note("system calls not counted: tracefs is mounted at neither /sys/kernel/tracing nor "
+		 "/sys/kernel/debug/tracing, and %s failed: %s", why, strerror(err));
+	return -1;
+}
+
+static void event_attr(struct perf_event_attr *a, int e, long long tp_id, bool inherit, bool group)
+{
+	memset(a, 0, sizeof(*a));
+	a->size = sizeof(*a);
+	if (e == 0) {
+		a->type = PERF_TYPE_TRACEPOINT;
+		a->config = (uint64_t)tp_id;
+	} else {
+		a->type = PERF_TYPE_SOFTWARE;
+		a->config = e == 1 ? PERF_COUNT_SW_CONTEXT_SWITCHES : PERF_COUNT_SW_CPU_MIGRATIONS;
+	}
+	a->inherit = inherit;
+	a->read_format = group ? PERF_FORMAT_GROUP : 0;
+}
+
+static int *alloc_fds(int n)
+{
+	int *fds = malloc((size_t)n * NPERF * sizeof(int));
+	if (!fds)
+		net_die("out of memory");
+	for (int i = 0; i < n * NPERF; i++)
+		fds[i] = -1;
+	return fds;
+}
+
+static void close_event(struct counters *c, int e)
+{
+	for (int i = 0; i < c->n; i++)
+		if (c->fds[i * NPERF + e] >= 0) {
+			close(c->fds[i * NPERF + e]);
+			c->fds[i * NPERF + e] = -1;
+		}
+}
+
+/* Host-wide: on every CPU, the tracepoint alone and one group of the software events (a group
+ * mixing the two counts only its leader's kind on a CPU-wide event, measured on 6.18). */
+static int slot_of(int e)
+{
+	return e == 0 ? 0 : 1;
+}
+
+static void open_host(long long tp_id)
+{
+	host_perf.n = ncpu;
+	host_perf.fds = alloc_fds(ncpu);
+	for (int c = 0; c < ncpu; c++)
+		host_leader[c][0] = host_leader[c][1] = -1;
+	int errs[NPERF] = {0};
+	for (int e = 0; e < NPERF; e++) {
+		if (e == 0 && tp_id < 0)
+			continue;
+		struct perf_event_attr a;
+		event_attr(&a, e, tp_id, false, true);
+		int c, err = 0, slot = slot_of(e);
+		for (c = 0; c < ncpu; c++) {
+			int fd = sys_perf_event_open(&a, -1, cpu_ids[c], host_leader[c][slot]);
+			if (fd < 0) {
+				err = errno;
+				break;
+			}
+			host_perf.fds[c * NPERF + e] = fd;
+		}
+		if (err) {
+			close_event(&host_perf, e);
+			errs[e] = err;
+			continue;
+		}
+		for (c = 0; c < ncpu; c++)
+			if (host_leader[c][slot] < 0)
+				host_leader[c][slot] = host_perf.fds[c * NPERF + e];
+		host_perf.counted[e] = true;
+		host_order[slot][host_nopen[slot]++] = e;
+	}
+	note_refusals(errs, "host-wide ", "", true);
+}
+
+/* The threads of pid (its /proc/PID/task), appended to tids; their number. */
+static int threads_of(pid_t pid, pid_t **tids, int *n, int *cap_)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return 0;
+	int found = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		pid_t tid = (pid_t)atoi(e->d_name);
+		if (tid <= 0)
+			continue;
+		if (*n == *cap_) {
+			*cap_ = *cap_ ? 2 * *cap_ : 64;
+			*tids = realloc(*tids, (size_t)*cap_ * sizeof(pid_t));
+			if (!*tids)
+				net_die("out of memory");
+		}
+		(*tids)[(*n)++] = tid;
+		found++;
+	}
+	closedir(d);
+	return found;
+}
+
+/* Per thread of every process of g, with inherit (what they start later counts in them). */
+static void open_group(struct group *g, long long tp_id)
+{
+	int errs[NPERF] = {0};
+	pid_t *tids = NULL;
+	int n = 0, cap_ = 0;
+	for (int i = 0; i < g->npids; i++)
+		threads_of(g->pids[i], &tids, &n, &cap_);
+	struct counters *c = &g->perf;
+	c->n = n;
+	c->fds = alloc_fds(n > 0 ? n : 1);
+	for (int e = 0; e < NPERF; e++) {
+		if (e == 0 && tp_id < 0)
+			continue;
+		struct perf_event_attr a;
+		event_attr(&a, e, tp_id, true, false);
+		int err = 0, opened = 0;
+		for (int i = 0; i < n && !err; i++) {
+			int fd = sys_perf_event_open(&a, tids[i], -1, -1);
+			if (fd >= 0) {
+				c->fds[i * NPERF + e] = fd;
+				opened++;
+			} else if (errno != ESRCH) { /* ESRCH: the thread has exited meanwhile */
+				err = errno;
+			}
+		}
+		if (err || !opened) {
+			close_event(c, e);
+			errs[e] = err ? err : ESRCH; /* ESRCH: no thread of the group is left */
+			continue;
+		}
+		c->counted[e] = true;
+	}
+	char suffix[64];
+	snprintf(suffix, sizeof(suffix), " of --pid %d", (int)g->pids[0]);
+	note_refusals(errs, "", suffix, false);
+	free(tids);
+}
+
+static void open_self(long long tp_id)
+{
+	int errs[NPERF] = {0};
+	self_perf.n = 1;
+	self_perf.fds = alloc_fds(1);
+	for (int e = 0; e < NPERF; e++) {
+		if (e == 0 && tp_id < 0)
+			continue;
+		struct perf_event_attr a;
+		event_attr(&a, e, tp_id, false, false);
+		int fd = sys_perf_event_open(&a, 0, -1, -1);
+		if (fd < 0) {
+			if (host_perf.counted[e])
+				errs[e] = errno;
+			continue;
+		}
+		self_perf.fds[e] = fd;
+		self_perf.counted[e] = true;
+	}
+	note_refusals(errs, "the sampler's own ", " (the host-wide counts include them)", false);
+}
+
+static void open_perf(void)
+{
+	long long tp_id = syscall_tracepoint();
+	open_host(tp_id);
+	for (int k = 0; k < ngroups; k++)
+		open_group(&groups[k], tp_id);
+	open_self(tp_id);
+}
+
+/* Sum of each counted event of c into out[NPERF] (0 for the others). */
+static void read_counters(struct counters *c, uint64_t *out)
+{
+	for (int e = 0; e < NPERF; e++) {
+		uint64_t sum = 0;
+		if (c->counted[e])
+			for (int i = 0; i < c->n; i++) {
+				uint64_t v;
+				int fd = c->fds[i * NPERF + e];
+				if (fd >= 0 && read(fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+					sum += v;
+			}
+		if (sum > c->last[e])
+			c->last[e] = sum;
+		out[e] = c->last[e];
+	}
+}
+
+static void read_host(uint64_t *out)
+{
+	uint64_t sum[NPERF] = {0};
+	for (int slot = 0; slot < 2; slot++) {
+		int n = host_nopen[slot];
+		if (!n)
+			continue;
+		for (int c = 0; c < ncpu; c++) {
+			uint64_t buf[1 + NPERF];
+			ssize_t want = (ssize_t)((1 + (size_t)n) * sizeof(uint64_t));
+			if (read(host_leader[c][slot], buf, sizeof(buf)) != want || buf[0] != (uint64_t)n)
+				net_die("reading the host-wide perf events of CPU %d: %s", cpu_ids[c],
+					strerror(errno));
+			for (int j = 0; j < n; j++)
+				sum[host_order[slot][j]] += buf[1 + j];
+		}
+	}
+	for (int e = 0; e < NPERF; e++) {
+		if (sum[e] > host_perf.last[e])
+			host_perf.last[e] = sum[e];
+		out[e] = host_perf.last[e];
+	}
+}
+
 /* Fill r with one reading; exits if /proc/stat cannot be read or changed its CPU count. */
 static void take(uint64_t *r)
 {
@@ -185,6 +566,8 @@ static void take(uint64_t *r)
 			continue; /* the aggregate line: the sum of the per-CPU ones */
 		if (n >= ncpu)
 			net_die("/proc/stat lists more CPUs than at start (%d)", ncpu);
+		if (atoi(line + 3) != cpu_ids[n])
+			net_die("/proc/stat lists CPU %d where it listed %d at start", atoi(line + 3), cpu_ids[n]);
 		unsigned long long v[NFIELDS] = {0};
 		sscanf(line + 3, "%*d %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
 		       &v[3], &v[4], &v[5], &v[6], &v[7]);
@@ -215,6 +598,11 @@ static void take(uint64_t *r)
 		gr[3 * k + 1] = ut;
 		gr[3 * k + 2] = st;
 	}
+	uint64_t *pr = gr + 3 * (size_t)ngroups;
+	read_counters(&self_perf, pr);
+	read_host(pr + NPERF);
+	for (int k = 0; k < ngroups; k++)
+		read_counters(&groups[k].perf, pr + NPERF * (2 + (size_t)k));
 }
 
 /* Keep reading cur: in the head while it has room, else in the ring (overwriting the oldest). */
@@ -238,6 +626,26 @@ static void print_reading(const uint64_t *r, bool first)
 	putchar(']');
 }
 
+static void print_counted(const struct counters *c)
+{
+	printf("[%s,%s,%s]", c->counted[0] ? "true" : "false", c->counted[1] ? "true" : "false",
+	       c->counted[2] ? "true" : "false");
+}
+
+static void print_json_string(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", *s);
+		else
+			putchar(*s);
+	}
+	putchar('"');
+}
+
 static void print_summary(uint64_t interval_ns, double keep_s, uint64_t started_ns)
 {
 	struct rusage ru;
@@ -245,7 +653,7 @@ static void print_summary(uint64_t interval_ns, double keep_s, uint64_t started_
 	double self_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
 			(double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 	uint64_t kept = nhead + nring;
-	printf("{\"event\":\"summary\",\"tool\":\"sb-cpustat\",\"format\":1,\"interval_ns\":%llu,"
+	printf("{\"event\":\"summary\",\"tool\":\"sb-cpustat\",\"format\":2,\"interval_ns\":%llu,"
 	       "\"keep_s\":%.3f,\"clk_tck\":%ld,\"ncpu\":%d,\"cpu_fields\":[",
 	       (unsigned long long)interval_ns, keep_s, sysconf(_SC_CLK_TCK), ncpu);
 	for (int f = 0; f < NFIELDS; f++)
@@ -256,6 +664,23 @@ static void print_summary(uint64_t interval_ns, double keep_s, uint64_t started_
 		for (int i = 0; i < groups[k].npids; i++)
 			printf("%s%d", i ? "," : "", (int)groups[k].pids[i]);
 		putchar(']');
+	}
+	printf("],\"perf_fields\":[");
+	for (int e = 0; e < NPERF; e++)
+		printf("%s\"%s\"", e ? "," : "", perf_fields[e]);
+	printf("],\"perf_counted\":{\"self\":");
+	print_counted(&self_perf);
+	printf(",\"host\":");
+	print_counted(&host_perf);
+	printf(",\"groups\":[");
+	for (int k = 0; k < ngroups; k++) {
+		printf("%s", k ? "," : "");
+		print_counted(&groups[k].perf);
+	}
+	printf("]},\"perf_notes\":[");
+	for (int i = 0; i < nnotes; i++) {
+		printf("%s", i ? "," : "");
+		print_json_string(notes[i]);
 	}
 	printf("],\"group_fields\":[\"cpu_ns\",\"utime\",\"stime\"],\"taken\":%llu,\"kept\":%llu,"
 	       "\"dropped\":%llu,\"self_cpu_s\":%.6f,\"wall_s\":%.6f,\"readings\":[",
@@ -334,11 +759,15 @@ int main(int argc, char **argv)
 		net_die("read /proc/stat: %s", strerror(errno));
 	for (char *line = statbuf; line && strncmp(line, "cpu", 3) == 0; line = strchr(line, '\n'),
 		  line = line ? line + 1 : 0)
-		if (line[3] != ' ')
-			ncpu++;
+		if (line[3] != ' ') {
+			if (ncpu == MAX_CPUS)
+				net_die("more than %d CPUs", MAX_CPUS);
+			cpu_ids[ncpu++] = atoi(line + 3);
+		}
 	for (int i = 0; i < npids; i++)
 		add_group(pids[i]);
-	width = 2 + (size_t)ncpu * NFIELDS + (size_t)ngroups * 3;
+	open_perf();
+	width = 2 + (size_t)ncpu * NFIELDS + (size_t)ngroups * 3 + NPERF * (2 + (size_t)ngroups);
 	size_t want = (size_t)(keep_s * 1000000 / interval_us) + 1;
 	size_t fit = BUDGET / (2 * width * sizeof(uint64_t));
 	cap = want < fit ? want : fit;

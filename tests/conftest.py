@@ -89,6 +89,18 @@ def no_leftovers(cache_dir):
     assert left == [], f"processes left running: {left}"
 
 
+@pytest.fixture
+def paranoid_2():
+    """kernel.perf_event_paranoid = 2 (the Debian default) for the test, put back after."""
+    path = Path("/proc/sys/kernel/perf_event_paranoid")
+    old = path.read_text().strip()
+    path.write_text("2")
+    try:
+        yield
+    finally:
+        path.write_text(old)
+
+
 IO_URING_DISABLED = Path("/proc/sys/kernel/io_uring_disabled")
 
 

@@ -7,6 +7,7 @@ echo work of the Python test server itself, which is not part of the burn."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 from progs import binary, kill_group, running_server, wait_until
 from splicebench.report import format as fmt
-from splicebench.results import cpu
+from splicebench.results import cpu, perf
 
 pytestmark = [pytest.mark.e2e]
 TESTS = Path(__file__).resolve().parent
@@ -41,12 +42,18 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100
 
 
-def transfer(ready: dict, nbytes: int, *, server: subprocess.Popen | None = None, before: float = 0.0,
-             after: float = 0.0, usr1: bool = False, conns: int = 1) -> tuple[cpu.SampleCpu, dict]:
-    """Sampler started, (SIGUSR1 to the server and wait for its burn), `before` s of waiting (an
-    orchestrator's round trip), the client, `after` s, sampler stopped: (figures, client JSON)."""
-    s = subprocess.Popen([str(binary("cpustat")), "--pid", str(ready["pid"])], stdout=subprocess.PIPE, text=True,
-                         start_new_session=True)
+def transfer(ready: dict, nbytes: int, **kw) -> tuple[cpu.SampleCpu, dict]:
+    """sampled(), then the CPU figures over the client's marks: (figures, client JSON)."""
+    readings, client = sampled(ready, nbytes, **kw)
+    return cpu.sample_cpu(readings, *cpu.marks([client])), client
+
+
+def sampled(ready: dict, nbytes: int, *, server: subprocess.Popen | None = None, before: float = 0.0,
+            after: float = 0.0, usr1: bool = False, prefix: tuple[str, ...] = (), conns: int = 1) -> tuple[cpu.Readings, dict]:
+    """Sampler started (behind `prefix`, e.g. setpriv), (SIGUSR1 to the server and wait for its burn), `before` s
+    of waiting (an orchestrator's round trip), the client, `after` s, sampler stopped: (its
+    readings, client JSON)."""
+    s = subprocess.Popen([*prefix, str(binary("cpustat")), "--pid", str(ready["pid"])], stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         json.loads(s.stdout.readline())
         if usr1:
@@ -66,7 +73,7 @@ def transfer(ready: dict, nbytes: int, *, server: subprocess.Popen | None = None
         assert s.returncode == 0
     finally:
         kill_group(s)
-    return cpu.sample_cpu(cpu.parse_cpustat(text), *cpu.marks([client])), client
+    return cpu.parse_cpustat(text), client
 
 
 def server_summary(p: subprocess.Popen) -> dict:
@@ -173,3 +180,93 @@ def test_short_samples_are_marked_uncertain_long_ones_are_not(no_leftovers):
                         long_.host["busy"].unc * gib / c_long["bytes_verified"])
     print(f"host CPU per GiB: 1 MiB sample {fs.text} ({fs.title}), 64 MiB sample {fl.text} ({fl.title})")
     assert fs.uncertain and not fl.uncertain
+
+
+# --- perf counts (system calls, context switches, migrations) ----------------------------------
+
+GETPPID = 40  # extra system calls per chunk echoed
+# Besides its getppid() calls, the Python test server makes a recv() and a send() or two per chunk,
+# and the handler a few dozen calls to start (thread creation, fork, the pipe): the count must lie
+# between the known calls and the known calls + 4 per chunk + 400.
+PER_CHUNK, START = 4, 400
+
+
+@pytest.mark.parametrize("handler", ["main", "thread", "fork"])
+def test_system_calls_of_the_server_over_the_transfer_are_counted(handler, no_leftovers):
+    """burn_echo.py makes GETPPID getppid() per chunk, all inside the transfer; with 'thread' and
+    'fork' they are made by a thread or a process created after the sampler started watching the
+    server (counted through inherit, like NGINX's workers and io_uring's iou-wrk threads)."""
+    with burn_server("--getppid", str(GETPPID), "--handler", handler) as (p, ready):
+        readings, client = sampled(ready, 32 * MIB)
+        truth = server_summary(p)
+    counts, notes = cpu.perf_counts(readings, *cpu.marks([client]))
+    n, known = counts["server"]["raw_syscalls:sys_enter"], truth["extra_syscalls"]
+    print(f"{handler}: {truth['chunks']} chunks, {known} getppid calls; counted {n.value:.0f} +- {n.unc:.0f} "
+          f"system calls ({n.value / known:.3f}x), {counts['server']['context-switches'].value:.0f} context "
+          f"switches; host {counts['host']['raw_syscalls:sys_enter']}")
+    assert notes == [] and known == GETPPID * truth["chunks"] and truth["chunks"] >= 512
+    assert known - n.unc <= n.value <= known + PER_CHUNK * truth["chunks"] + START + n.unc
+    assert n.unc < 0.25 * known  # readings every 2 ms over a transfer of more than 30 ms
+    row = perf.stat_row(counts, client["bytes_verified"])
+    assert row["perf_server_syscalls_per_gib"] == pytest.approx(n.value * 32)
+    assert row["perf_server_syscalls_unc"] == n.unc
+    # the host's count holds the server's (and the client's), less the sampler's own calls
+    h = counts["host"]["raw_syscalls:sys_enter"]
+    assert h.value + h.unc >= n.value - n.unc
+    assert counts["server"]["context-switches"].value > 0
+
+
+def test_refused_perf_events_give_notes_and_the_cpu_figures_go_on(paranoid_2, no_leftovers):
+    """sb-cpustat as nobody without capabilities, kernel.perf_event_paranoid=2: every event is refused;
+    it says why, and its CPU readings are complete."""
+    nobody = ("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all")
+    p = subprocess.Popen([*nobody, sys.executable, str(TESTS / "burn_echo.py")], stdout=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        ready = json.loads(p.stdout.readline())
+        readings, client = sampled(ready, 8 * MIB, prefix=nobody)
+    finally:
+        kill_group(p)
+    counts, notes = cpu.perf_counts(readings, *cpu.marks([client]))
+    text = "; ".join(notes)
+    print(text)
+    assert readings.perf_counted == {"self": [False] * 3, "host": [False] * 3, "groups": [[False] * 3]}
+    assert all(v is None for scope in counts.values() for v in scope.values())
+    assert "kernel.perf_event_paranoid=2" in text and "host-wide context-switches, cpu-migrations not counted" in text
+    assert f"context-switches, cpu-migrations of --pid {ready['pid']} not counted" in text
+    assert "system calls not counted" in text or "raw_syscalls:sys_enter of --pid" in text
+    figs = cpu.sample_cpu(readings, *cpu.marks([client]))
+    assert figs.groups[0]["cpu"].value > 0 and figs.host["busy"].value > 0
+    row = perf.stat_row(counts, client["bytes_verified"])
+    assert row["perf_server_syscalls"] is None and row["perf_host_ctxsw_per_gib"] is None
+
+
+def test_without_tracefs_the_sampler_mounts_it_privately_and_stays_in_its_mount_namespace(no_leftovers):
+    """A mount namespace without tracefs (as `ip netns exec` leaves a lab host): sb-cpustat mounts it in
+    a namespace of its own to read the tracepoint's id, counts system calls, and runs in the namespace
+    it was started in (hosts/ssh.py tells a host's programs by it), where no tracefs was left."""
+    script = ('umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug 2>/dev/null; '
+              'readlink /proc/self/ns/mnt; exec "$@"')
+    with burn_server("--getppid", "5") as (p, ready):
+        s = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                              str(binary("cpustat")), "--pid", str(ready["pid"])],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            ns = s.stdout.readline().strip()
+            json.loads(s.stdout.readline())
+            assert os.readlink(f"/proc/{s.pid}/ns/mnt") == ns != os.readlink("/proc/self/ns/mnt")
+            mounts = Path(f"/proc/{s.pid}/mountinfo").read_text()
+            assert " - tracefs " not in mounts and " - debugfs " not in mounts
+            out = subprocess.run([str(binary("client")), "--connect", f"127.0.0.1:{ready['port']}", "--workload",
+                                  "stream", "--bytes", str(16 * MIB)], capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr
+            s.send_signal(signal.SIGTERM)
+            text, _ = s.communicate(timeout=30)
+        finally:
+            kill_group(s)
+        truth = server_summary(p)
+    readings = cpu.parse_cpustat(text)
+    counts, notes = cpu.perf_counts(readings, *cpu.marks([json.loads(out.stdout)]))
+    assert notes == [] and readings.perf_counted["groups"] == [[True, True, True]]
+    n = counts["server"]["raw_syscalls:sys_enter"]
+    assert n.value + n.unc >= truth["extra_syscalls"] > 0

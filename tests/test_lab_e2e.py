@@ -117,7 +117,8 @@ placement: {server: lab1, clients: [lab3, lab4]}
 
 def test_crr_latency_under_load_and_perf_over_ssh(env):
     """The new workloads and perf on SSH hosts: crr and latency-under-load byte-exact from lab2 to a
-    server on lab1, perf stat counts from lab1 in every sample, and the profile round's folded stacks
+    server on lab1, perf counts from lab1 in every sample (the CPU sampler mounts tracefs
+    for itself in the lab host's fresh sysfs), and the profile round's folded stacks
     fetched from lab1."""
     common = ("name: lab-new-workloads\nservers: [naive, sockmap]\nrepetitions: {warmup: 0, measured: 1}\nprofile: true\n"
               "placement: {server: lab1, clients: [lab2]}\ntimeout: 60s\n")

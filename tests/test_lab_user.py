@@ -4,6 +4,7 @@ for a password and a user without sudo (needs root: real sshd in network namespa
 
 from __future__ import annotations
 
+import csv
 import pwd
 import secrets
 import signal
@@ -193,7 +194,9 @@ def test_a_sudo_that_cannot_be_used_is_told_in_one_line(tmp_path, sudo):
     assert lab_users(cfg.prefix) == []
 
 
-def test_without_root_the_unprivileged_programs_run_and_sockmap_is_refused(tmp_path):
+def test_without_root_the_unprivileged_programs_run_and_sockmap_is_refused(tmp_path, paranoid_2):
+    """Also: the CPU sampler runs as the user, the kernel refuses its perf events
+    (kernel.perf_event_paranoid=2), and the samples say so instead of failing."""
     cfg = new_config()
     try:
         lb = lab.up(1, cfg, user=users.LabUser("bench", "none"))
@@ -214,6 +217,11 @@ def test_without_root_the_unprivileged_programs_run_and_sockmap_is_refused(tmp_p
         (run_dir,) = (tmp_path / "r").iterdir()
         rows = (run_dir / "samples.csv").read_text().splitlines()[1:]
         assert len(rows) == 6 and all(",ok," in row for row in rows), rows  # direct, 3 proxies, nginx, haproxy
+        with open(run_dir / "samples.csv", newline="") as fh:
+            for row in csv.DictReader(fh):
+                assert row["perf_server_ctxsw"] == "" and row["server_cpu_s"] != "", row
+                assert "context-switches, cpu-migrations of --pid" in row["perf_note"], row["perf_note"]
+                assert "kernel.perf_event_paranoid=2" in row["perf_note"], row["perf_note"]
     finally:
         lab.down(cfg)
 

@@ -1,4 +1,4 @@
-"""Linux perf in runs: perf stat columns per sample, `profile: true` rounds folded and drawn, and a host
+"""Linux perf in runs: perf count columns per sample (from the CPU sampler), `profile: true` rounds folded and drawn, and a host
 without perf (PATH without it) that still runs and says why the figures are missing.
 
 Parsers first, on output captured from this machine's perf (tests/data/perf-*.txt); then real runs
@@ -8,6 +8,7 @@ over loopback with the real servers (one short run per scenario, shared by the t
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import sys
@@ -19,7 +20,7 @@ import pytest
 from splicebench.cli import commands
 from splicebench.report import flame
 from splicebench.report import run_report
-from splicebench.results import perf
+from splicebench.results import cpu, perf
 from splicebench.results import rundir as results
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,15 +36,37 @@ READ_WRITE_FAMILY = re.compile(r"^(ksys_read|ksys_write|vfs_read|vfs_write|tcp_s
 
 
 @pytest.mark.unit
-def test_parse_stat_reads_counts_and_refuses_an_error_message():
-    counts = perf.parse_stat((DATA / "perf-stat-host.txt").read_text())
-    assert counts == {"raw_syscalls:sys_enter": 23111, "context-switches": 888, "cpu-migrations": 24}
-    with pytest.raises(ValueError, match="no counts"):
-        perf.parse_stat((DATA / "perf-stat-gone.txt").read_text())
-    assert perf.parse_stat("<not counted>,,context-switches,0,100.00,,\n")["context-switches"] is None
-    row = perf.stat_row({"server": counts}, 512 << 20)
-    assert row["perf_server_syscalls"] == 23111 and row["perf_server_syscalls_per_gib"] == 46222
-    assert perf.stat_row({"host": counts}, 0)["perf_host_ctxsw_per_gib"] is None
+def test_perf_counts_bracket_the_marks_and_leave_the_sampler_out_of_the_host():
+    """Format 2 readings: t, self CPU, 1 CPU x 8 ticks, 1 group x 3, then perf counts of the
+    sampler, the host and the group (syscalls, ctxsw, migrations)."""
+    def reading(t_ms, own, host, server):
+        return [t_ms * 1_000_000, 0, *[0] * 8, 0, 0, 0, *own, *host, *server]
+    rows = [reading(0, (0, 0, 0), (0, 0, 0), (0, 0, 0)), reading(2, (20, 1, 0), (120, 5, 1), (50, 2, 0)),
+            reading(4, (40, 2, 0), (640, 9, 1), (450, 4, 0)), reading(6, (60, 3, 0), (700, 12, 2), (460, 5, 0))]
+    summary = {"event": "summary", "tool": "sb-cpustat", "format": 2, "interval_ns": 2_000_000, "clk_tck": 100,
+               "ncpu": 1, "cpu_fields": list(cpu.FIELDS), "groups": [[7]], "perf_fields": list(cpu.PERF_FIELDS),
+               "perf_counted": {"self": [True] * 3, "host": [True] * 3, "groups": [[True, True, False]]},
+               "perf_notes": ["cpu-migrations of --pid 7 not counted: perf_event_open: Permission denied"],
+               "taken": 4, "dropped": 0, "self_cpu_s": 0.0, "readings": rows}
+    r = cpu.parse_cpustat(json.dumps(summary))
+    counts, notes = cpu.perf_counts(r, 2_000_000, 4_000_000)  # marks on readings: exact
+    assert counts["server"]["raw_syscalls:sys_enter"] == cpu.Figure(400, 0)
+    assert counts["host"]["raw_syscalls:sys_enter"] == cpu.Figure(500, 0)  # 520 less the sampler's 20
+    assert counts["server"]["cpu-migrations"] is None and notes == summary["perf_notes"]
+    between = cpu.perf_counts(r, 1_000_000, 5_000_000)[0]["server"]["raw_syscalls:sys_enter"]
+    assert (between.value - between.unc, between.value + between.unc) == (400, 460)
+    late, notes = cpu.perf_counts(r, 1_000_000, 7_000_000)
+    assert late["server"]["raw_syscalls:sys_enter"] is None
+    assert "perf counts left out: a transfer mark lies outside the sampler's kept readings (end mark 1.0 ms after the last kept reading)" in notes
+    row = perf.stat_row(counts, 512 << 20)
+    assert row["perf_server_syscalls"] == 400 and row["perf_server_syscalls_per_gib"] == 800
+    assert row["perf_server_migrations"] is None and row["perf_host_ctxsw_unc"] == 0
+    assert perf.stat_row(counts, 0)["perf_host_ctxsw_per_gib"] is None
+    summary["format"] = 1  # an older sampler: no perf counts, and it says so
+    del summary["perf_counted"]
+    summary["readings"] = [x[:13] for x in rows]
+    counts, notes = cpu.perf_counts(cpu.parse_cpustat(json.dumps(summary)), 2_000_000, 4_000_000)
+    assert counts == {} and "counted no perf events" in notes[0]
 
 
 @pytest.mark.unit
@@ -130,10 +153,17 @@ def test_perf_stat_columns_and_profile_rounds_out_of_the_statistics(profiled):
     for scope in perf.SCOPES:
         for name in perf.STAT_EVENTS.values():
             assert (samples[f"perf_{scope}_{name}"] >= 0).all()
+            assert (samples[f"perf_{scope}_{name}_unc"] >= 0).all()
     assert (samples["perf_server_syscalls"] > 0).all() and (samples["perf_host_syscalls"] > 0).all()
     # Host-wide counts include the server's (same window, counted at the same time).
-    assert (samples["perf_host_syscalls"] >= samples["perf_server_syscalls"]).all()
+    assert (samples["perf_host_syscalls"] + samples["perf_host_syscalls_unc"]
+            >= samples["perf_server_syscalls"] - samples["perf_server_syscalls_unc"]).all()
     assert samples["perf_note"].isna().all()
+    # No perf process counted them: the CPU sampler did (its summary says which events it opened).
+    for raw_files in samples["raw_files"]:
+        stat = next(x for x in raw_files.split() if x.endswith(".cpustat.json"))
+        assert '"perf_counted":{"self":[true,true,true],"host":[true,true,true]' in (run_dir / stat).read_text()
+        assert not any("perf-stat" in x for x in raw_files.split())
     # The profile samples are not in the summary: one measured sample per server.
     assert [r.n for r in view.summary_rows] == ["1/1", "1/1"]
     assert [r.n for r in view.perf.stat_rows] == [1, 1]
@@ -198,7 +228,8 @@ def test_profile_report_in_chromium(profiled):
 @pytest.mark.privileged
 def test_a_host_without_perf_runs_and_the_report_says_why(tmp_path, use_cache, no_leftovers, monkeypatch):
     """PATH without perf (every other program linked into a private directory): the run completes,
-    every sample says perf is missing, and the report's section says so instead of figures."""
+    the counts are there (the CPU sampler needs no perf binary), the profile sample says perf is
+    missing, and the report's section says so instead of a profile."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     for d in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
@@ -214,11 +245,13 @@ def test_a_host_without_perf_runs_and_the_report_says_why(tmp_path, use_cache, n
     assert res.status == "complete"
     samples = results.load_samples(res.run_dir)
     assert (samples["status"] == "ok").all()
-    assert samples["perf_server_syscalls"].isna().all()
-    assert all(str(n).startswith("perf is not installed (Debian package linux-perf)") for n in samples["perf_note"])
+    assert (samples["perf_server_syscalls"] > 0).all()
+    measured, profile = samples[samples["phase"] == "measured"], samples[samples["phase"] == "profile"]
+    assert measured["perf_note"].isna().all()
+    assert all(str(n).startswith("perf is not installed (Debian package linux-perf") for n in profile["perf_note"])
     html = res.report.read_text()
-    assert "perf stat figures are missing: perf is not installed" in html
-    assert "no profile for naive" in html and "svg class=\"flame-graph\"" not in html
+    assert "no profile for naive" in html and "perf is not installed" in html
+    assert "svg class=\"flame-graph\"" not in html and 'class="perf-stat"' in html
 
 
 @pytest.mark.unit

@@ -310,7 +310,7 @@ CLIENT_PROCS_MAX = 256  # PROCS_MAX (servers/client.c)
 STALL_MAX_S = 10_000_000  # parse_seconds' bound (servers/client.c)
 # The CPU sampler run beside the servers during each sample (servers/cpustat.c, results/cpu.py).
 SAMPLER_PROGRAM = "sb-cpustat"
-SAMPLER_INTERVAL_US = 2000  # about 40 us of CPU per reading here: 2 % of one CPU
+SAMPLER_INTERVAL_US = 2000  # about 80 us of CPU per reading here (half of it the perf counts): 4 % of one CPU
 
 WORKLOAD_FIELDS: dict[str, WorkloadField] = {
     f.name: f

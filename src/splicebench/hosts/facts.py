@@ -202,27 +202,35 @@ def detect_virtualization(host: Host) -> dict[str, Any]:
         cpuinfo=_read(host, "/proc/cpuinfo") or "")
 
 
-PERF_PROBE = ["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter,context-switches,cpu-migrations", "-a",
-              "--", "true"]
+# perf for profiles (scenario `profile: true`, perf record -a): installed, and who may sample every
+# CPU. One command: the version, the uid, the paranoia level, the effective capabilities.
+PERF_PROBE = ["sh", "-c", "perf version && id -u && cat /proc/sys/kernel/perf_event_paranoid && "
+              "grep '^CapEff:' /proc/self/status"]
 
 
 def perf_status(host: Host) -> str | None:
-    """None when perf can count system calls, context switches and migrations host-wide on `host`
-    (what results/perf.py needs), else why not, in one sentence."""
+    """None when perf can profile every CPU on `host` (perf record -a for `profile: true`), else why
+    not, in one sentence. The per-sample counts need no perf binary: the CPU sampler opens its events
+    itself and says in its output what the kernel refused (servers/cpustat.c)."""
     try:
         r = host.run(PERF_PROBE, check=False, timeout=60)
     except Exception as e:  # an SSH host may raise its own errors
         return f"perf could not be run: {e}"
-    if r.returncode == 0:
+    lines = r.stdout.splitlines()
+    if r.returncode != 0 and not lines:
+        line = _first_line(r.stderr) or f"exit code {r.returncode}"
+        if r.returncode == 127 or "not found" in r.stderr.lower():
+            return f"perf is not installed (Debian package linux-perf; needed for profiles only): {line}"
+        return f"perf does not run here: {line}"
+    try:
+        paranoid = int(lines[2])
+        caps = parse_capabilities(lines[3])
+    except (IndexError, ValueError):
+        return None  # perf runs; perf record says what it refuses, if anything
+    if caps["CAP_SYS_ADMIN"] or caps["CAP_PERFMON"] or paranoid <= 0:
         return None
-    if r.returncode == 127 or "not found" in (r.stderr + r.stdout).lower():
-        line = _first_line(r.stderr) or "not found"
-        return f"perf is not installed (Debian package linux-perf): {line}"
-    paranoid = _first_line(_read(host, "/proc/sys/kernel/perf_event_paranoid"))
-    errors = [ln.strip() for ln in r.stderr.splitlines() if ln.strip().startswith("Error:")]
-    line = " ".join(errors[0].split()) if errors else _first_line(r.stderr) or f"exit code {r.returncode}"
-    return (f"perf cannot count here (kernel.perf_event_paranoid={paranoid}; without root a value "
-            f"above -1 refuses host-wide counting, and a container may refuse perf entirely): {line}")
+    return (f"perf cannot profile every CPU here (kernel.perf_event_paranoid={paranoid}; without root or "
+            "CAP_PERFMON, perf record -a needs a value of 0 or less)")
 
 
 # `bpftool -j feature probe kernel` loads a test program and creates a test map of every kind: about

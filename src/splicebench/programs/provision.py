@@ -44,10 +44,11 @@ OPTIONAL_BUILD_PACKAGES: list[Package] = [
     Package("liburing-dev", "/usr/include/liburing.h"),  # sb-echo-uring, sb-proxy-uring
 ]
 
-# Linux perf, the one place it is named: perf stat on every sample and perf record for `profile: true`
-# (run/perf_run.py; the build installs it, deploy.build), and bench/syscall_count.py's system calls
-# per GiB (installed with the test packages, cli/commands.ensure_test_deps). A host where it cannot
-# be installed still runs everything; its samples say that perf is missing.
+# Linux perf, the one place it is named: perf record for `profile: true` (run/perf_run.py; the build
+# installs it, deploy.build), and bench/syscall_count.py's system calls per GiB (installed with the
+# test packages, cli/commands.ensure_test_deps). The per-sample counts need no perf binary (the CPU
+# sampler opens the events itself). A host where it cannot be installed still runs everything; its
+# profile samples say that perf is missing.
 PERF_PACKAGES: list[Package] = [
     Package("linux-perf", "perf"),
 ]

@@ -64,7 +64,7 @@ def method(manifest: dict[str, Any]) -> str:
         f"CPU is measured over exactly each client's transfer: sb-client stamps its start (just before the "
         f"first connect) and its end (the last byte verified) on CLOCK_REALTIME, and the sampler sb-cpustat, "
         f"started on the server's host right before the clients and stopped right after them, reads every "
-        f"{SAMPLER_INTERVAL_US / 1000:g} ms (about 2 % of one CPU; subtracted from host busy) each CPU's "
+        f"{SAMPLER_INTERVAL_US / 1000:g} ms (about 4 % of one CPU; subtracted from host busy) each CPU's "
         f"/proc/stat counters and the server's (and backend's) process CPU clock, each reading stamped on "
         f"the same clock. Server CPU is the process CPU clock (ns, all threads) over the window; host CPU "
         f"is the busy time of all CPUs (user, nice, system, irq, softirq, steal), client included. "

@@ -1,7 +1,7 @@
-"""The report's "Where the CPU goes" section: perf stat per GiB and the profiles (pure + reading the
+"""The report's "Where the CPU goes" section: perf counts per GiB and the profiles (pure + reading the
 run's raw profile files).
 
-perf stat (every sample where perf could run): medians over the measured ok samples of system calls,
+perf counts (every sample where the kernel allowed the CPU sampler's events): medians over the measured ok samples of system calls,
 context switches and CPU migrations per GiB verified, of the server's processes and of the host.
 Profiles (scenario `profile: true`): per profile sample, the kernel and user functions with the
 largest self share of the busy CPU samples, and a flame graph (report/flame.py). Where either is
@@ -144,14 +144,17 @@ def build(run_dir: Path, samples: pd.DataFrame, manifest: dict[str, Any]) -> Per
     stat_rows = _stat_rows(samples) if len(samples) else []
     measured = samples[samples["phase"] == "measured"] if len(samples) else samples
     if stat_rows:
-        stat_note = ("Medians over the measured samples with status ok, per GiB verified, counted by perf stat "
-                     "from just before the clients started to just after they ended: system calls "
+        stat_note = ("Medians over the measured samples with status ok, per GiB verified, over exactly the "
+                     "client's transfer (its start and end marks, the same window as CPU): system calls "
                      "(raw_syscalls:sys_enter), context switches and CPU migrations of the server's processes "
-                     "(the server and its children), and of the whole host (clients, kernel threads and "
-                     "anything else running included).")
+                     "(every thread of the server and its children, also those started during the sample), and "
+                     "of the whole host (clients, kernel threads and anything else running included; the CPU "
+                     "sampler's own left out). The CPU sampler counts them with perf_event_open and reads them "
+                     "every 2 ms; the readings on either side of each mark bound each count (perf_*_unc in "
+                     "samples.csv).")
     else:
         why = _notes(measured) or [f"{n}: {w}" for n, w in host_why.items() if w]
-        stat_note = "perf stat figures are missing: " + ("; ".join(why) if why else "no sample recorded them.")
+        stat_note = "perf counts are missing: " + ("; ".join(why) if why else "no sample recorded them.")
     profiles, profile_notes = [], []
     if requested and len(samples):
         prof = samples[samples["phase"] == "profile"]

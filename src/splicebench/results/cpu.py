@@ -19,16 +19,21 @@ either side of the gap, which is the same rule with a wider interval.
 
 Uncertainties of several samples add (bounds add: the sum of values lies within the sum of the
 ranges), see analysis/summary.py.
+
+Format 2 readings also hold perf event counts (system calls, context switches, CPU migrations) of
+the sampler itself, the host and each --pid group; they are exact when read (no quantum), so the
+same bracketing gives their range over the window (perf_counts). Format 1 (older runs) has none.
 """
 
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Sequence
 
 from splicebench.results.metrics import server_events
+from splicebench.results.perf import STAT_EVENTS
 
 # The fields of a /proc/stat CPU line, in its order.
 FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -38,9 +43,13 @@ PER_CPU_FIGURES = {"user": ("user", "nice"), "sys": ("system",), "irq": ("irq",)
 NS = 1e9
 
 
+PERF_FIELDS = tuple(STAT_EVENTS.values())  # sb-cpustat's perf_fields: syscalls, ctxsw, migrations
+
+
 @dataclass(frozen=True)
 class Readings:
-    """sb-cpustat's summary line: readings [t_ns, self_cpu_ns, ncpu * 8 tick counters, 3 per group]."""
+    """sb-cpustat's summary line: readings [t_ns, self_cpu_ns, ncpu * 8 tick counters, 3 per group,
+    then (format 2) 3 perf counts each of the sampler, the host and every group]."""
 
     interval_ns: int
     clk_tck: int
@@ -50,6 +59,10 @@ class Readings:
     taken: int
     dropped: int
     self_cpu_s: float
+    # format 2: which perf counts are real ({"self": [3 bools], "host": [...], "groups": [[...], ...]})
+    # and why the others are not; empty for format 1
+    perf_counted: dict[str, Any] = field(default_factory=dict)
+    perf_notes: tuple[str, ...] = ()
 
     @property
     def times(self) -> list[int]:
@@ -75,6 +88,19 @@ class Readings:
     def self_counter(self) -> list[int]:
         return list(map(itemgetter(1), self.rows))
 
+    def perf_counter(self, scope: str | int, event: str) -> list[int] | None:
+        """A perf count per reading of scope 'self', 'host' or a group's index, or None where it
+        was not counted (perf_notes says why)."""
+        if not self.perf_counted:
+            return None
+        e = PERF_FIELDS.index(event)
+        counted = self.perf_counted["groups"][scope] if isinstance(scope, int) else self.perf_counted[scope]
+        if not counted[e]:
+            return None
+        slot = 2 + scope if isinstance(scope, int) else ("self", "host").index(scope)
+        i = 2 + self.ncpu * len(FIELDS) + 3 * len(self.groups) + 3 * slot + e
+        return list(map(itemgetter(i), self.rows))
+
 
 def parse_cpustat(text: str) -> Readings:
     """sb-cpustat's stdout (ready line, summary line) -> Readings; ValueError when it has no usable
@@ -89,11 +115,22 @@ def parse_cpustat(text: str) -> Readings:
         ncpu = int(summary["ncpu"])
         groups = [list(map(int, g)) for g in summary["groups"]]
         rows = [list(map(int, r)) for r in summary["readings"]]
+        counted: dict[str, Any] = {}
         width = 2 + ncpu * len(FIELDS) + 3 * len(groups)
+        if int(summary.get("format", 1)) >= 2:
+            if tuple(summary["perf_fields"]) != PERF_FIELDS:
+                raise ValueError(f"the CPU sampler's perf fields are {summary['perf_fields']}, expected {PERF_FIELDS}")
+            c = summary["perf_counted"]
+            counted = {"self": [bool(x) for x in c["self"]], "host": [bool(x) for x in c["host"]],
+                       "groups": [[bool(x) for x in g] for g in c["groups"]]}
+            if len(counted["groups"]) != len(groups):
+                raise ValueError("the CPU sampler's perf_counted does not list every group")
+            width += len(PERF_FIELDS) * (2 + len(groups))
         if not rows or any(len(r) != width for r in rows):
             raise ValueError(f"the CPU sampler's readings are not {width} numbers each")
         return Readings(int(summary["interval_ns"]), int(summary["clk_tck"]), ncpu, groups, rows,
-                        int(summary["taken"]), int(summary["dropped"]), float(summary["self_cpu_s"]))
+                        int(summary["taken"]), int(summary["dropped"]), float(summary["self_cpu_s"]),
+                        counted, tuple(map(str, summary.get("perf_notes") or ())))
     except (KeyError, TypeError) as e:
         raise ValueError(f"the CPU sampler's summary line lacks {e}") from None
 
@@ -188,6 +225,31 @@ def sample_cpu(r: Readings, start_ns: int, end_ns: int) -> SampleCpu:
                           rate=ncpu / NS * r.clk_tck, quantum=1).scaled(tick),
         })
     return SampleCpu(host, per_cpu, groups, sampler)
+
+
+def perf_counts(r: Readings, start_ns: int, end_ns: int) -> tuple[dict[str, dict[str, Figure | None]], list[str]]:
+    """The perf counts over [start_ns, end_ns] of the server (group 0) and of the host (without the
+    sampler's own, where it counted them): ({'server'|'host': {perf event: count +- unc, or None}},
+    notes on what is missing). A count whose window is not bracketed by readings is None: a count
+    has no fastest rate to bound it with."""
+    if not r.perf_counted:
+        return {}, ["the CPU sampler counted no perf events (an older sb-cpustat)"]
+    notes = list(r.perf_notes)
+    out: dict[str, dict[str, Figure | None]] = {}
+    scopes: list[tuple[str, str | int]] = [("host", "host")] + ([("server", 0)] if r.groups else [])
+    for name, scope in scopes:
+        out[name] = {}
+        for event, field_ in STAT_EVENTS.items():
+            counter = r.perf_counter(scope, field_)
+            fig = None if counter is None else window(r.times, counter, start_ns, end_ns, rate=0.0)
+            if fig is not None and scope == "host" and (own := r.perf_counter("self", field_)) is not None:
+                fig = fig.minus(window(r.times, own, start_ns, end_ns, rate=0.0))
+            if fig is not None and fig.note:
+                notes.append("perf counts left out: a transfer mark lies outside the sampler's kept readings ("
+                             + fig.note.replace(": bound widened", "") + ")")
+                fig = None
+            out[name][event] = fig
+    return out, list(dict.fromkeys(notes))
 
 
 def marks(clients: Sequence[dict[str, Any] | None]) -> tuple[int, int] | None:

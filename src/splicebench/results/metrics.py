@@ -301,8 +301,9 @@ SAMPLE_COLUMNS = [
     "host_cpu_busy_unc_s", "host_cpu_user_unc_s", "host_cpu_sys_unc_s", "host_cpu_irq_unc_s",
     "host_cpu_softirq_unc_s", "server_cpu_s", "server_cpu_unc_s", "backend_cpu_s", "backend_cpu_unc_s",
     "sampler_cpu_s", "cpu_note",
-    # perf stat over the clients' run (results/perf.py): counts and per GiB verified, of the server's
-    # processes and of the whole host; perf_note says why they are missing where they are.
+    # perf counts over the client's transfer (the CPU sampler, results/cpu.perf_counts): counts, their
+    # uncertainty and per GiB verified, of the server's processes and of the whole host; perf_note
+    # says why they are missing where they are.
     *stat_columns(), "perf_note",
     # SOCKMAP acceleration (accelerate: sk_msg): the loaders' counters summed over the sample's hosts.
     *ACCEL_COLUMNS,

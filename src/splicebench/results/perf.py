@@ -2,11 +2,12 @@
 
 Two uses of Linux perf (docs/reports.md, "Where the CPU goes"):
 
-- every sample, where the host can run it: two `perf stat` processes count system calls
-  (raw_syscalls:sys_enter), context switches and CPU migrations from just before the clients start
-  to just after they end, one on the server's processes (the server and its descendants), one
-  host-wide (-a). Divided by the GiB the clients verified, they say how much kernel crossing and
-  scheduling each data path costs per byte.
+- every sample, where the kernel allows it: system calls (raw_syscalls:sys_enter), context
+  switches and CPU migrations over exactly the client's transfer, of the server's processes and of
+  the whole host. No perf process: the CPU sampler (servers/cpustat.c) counts them with
+  perf_event_open(2) and reads them with every reading; results/cpu.py brackets the client's marks
+  (perf_counts). Divided by the GiB the clients verified, they say how much kernel crossing and
+  scheduling each data path costs per byte. The perf binary is not needed for them.
 - a scenario with `profile: true` adds one round per server after the measured rounds, recorded
   host-wide with `perf record -a -g -e cpu-clock` (no hardware counters in a VM). Its stacks are
   folded (one line per distinct stack, root first, with its sample count), the format flame-graph
@@ -17,16 +18,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Protocol
 
 GIB = float(1 << 30)
-# perf stat events -> the name of their samples.csv columns
+# perf events -> the name of their samples.csv columns (and of sb-cpustat's perf_fields)
 STAT_EVENTS: dict[str, str] = {
     "raw_syscalls:sys_enter": "syscalls",
     "context-switches": "ctxsw",
     "cpu-migrations": "migrations",
 }
 SCOPES = ("server", "host")  # column prefixes: perf_server_*, perf_host_*
+# perf record's workload: a ready line, then sleep $1 seconds.
+READY_WORKLOAD = 'echo \'{"event":"ready","tool":"perf record"}\' && exec sleep "$1"'
 RECORD_FREQ_HZ = 997  # samples per second per CPU (prime: not in step with timer ticks)
 KERNEL_SUFFIX = "_[k]"  # marks a kernel frame in folded stacks (as stackcollapse-perf --kernel)
 IDLE_FRAMES = frozenset({"do_idle", "cpu_idle", "cpuidle_enter", "default_idle", "cpu_startup_entry"})
@@ -40,77 +43,44 @@ DATA_PATH_COMMS = ("sb-echo-", "sb-proxy-", "sb-client", "nginx", "haproxy", "ks
 
 
 def stat_columns() -> list[str]:
-    """samples.csv columns of the perf stat counts and their per-GiB figures."""
+    """samples.csv columns of the perf counts, their uncertainty (half the range the sampler's
+    readings leave around the client's marks) and their per-GiB figures."""
     cols = []
     for scope in SCOPES:
         for name in STAT_EVENTS.values():
-            cols += [f"perf_{scope}_{name}", f"perf_{scope}_{name}_per_gib"]
+            cols += [f"perf_{scope}_{name}", f"perf_{scope}_{name}_unc", f"perf_{scope}_{name}_per_gib"]
     return cols
 
 
-def stat_argv(pids: Iterable[int] | None) -> list[str]:
-    """perf stat counting STAT_EVENTS in CSV on `pids` (None: host-wide) until SIGINT."""
-    target = ["-a"] if pids is None else ["-p", ",".join(str(p) for p in pids)]
-    return ["perf", "stat", "-x", ",", "-e", ",".join(STAT_EVENTS), *target]
-
-
-def record_argv(out_path: str) -> list[str]:
+def record_argv(out_path: str, deadman_s: float) -> list[str]:
     """perf record of every CPU's stacks, cpu-clock sampling, into out_path, until SIGINT (-B: no
-    build-id collection at the end, which can take seconds)."""
+    build-id collection at the end, which can take seconds). Its workload prints a ready line once
+    perf has enabled its events (perf lets the workload run only then) and sleeps, at most
+    deadman_s."""
     return ["perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", str(RECORD_FREQ_HZ), "-B", "-q",
-            "-o", out_path]
+            "-o", out_path, "--", "sh", "-c", READY_WORKLOAD, "sh", str(int(deadman_s) + 1)]
 
 
 def script_argv(data_path: str) -> list[str]:
     return ["perf", "script", "-i", data_path, "-F", "comm,pid,ip,sym,dso"]
 
 
-def parse_stat(text: str) -> dict[str, int | None]:
-    """perf stat -x, output (its stderr) -> {event: count} for STAT_EVENTS; None for an event it
-    printed as '<not counted>' or '<not supported>' or did not print; ValueError if it printed none."""
-    counts: dict[str, int | None] = {}
-    for line in text.splitlines():
-        parts = line.strip().split(",")
-        if len(parts) < 3 or parts[2] not in STAT_EVENTS:
-            continue
-        try:
-            counts[parts[2]] = int(float(parts[0]))
-        except ValueError:
-            counts[parts[2]] = None
-    if not counts:
-        raise ValueError("perf stat printed no counts")
-    return {e: counts.get(e) for e in STAT_EVENTS}
+class Count(Protocol):
+    value: float
+    unc: float
 
 
-def stat_row(counts: Mapping[str, Mapping[str, int | None]], bytes_verified: float | None) -> dict[str, float | None]:
-    """samples.csv columns from {scope: parse_stat(...)}: the counts and, where bytes were verified,
-    per GiB of them."""
+def stat_row(counts: Mapping[str, Mapping[str, Count | None]], bytes_verified: float | None) -> dict[str, float | None]:
+    """samples.csv columns from {scope: {event: count +- unc}} (results/cpu.perf_counts): the counts,
+    their uncertainty and, where bytes were verified, the counts per GiB."""
     out: dict[str, float | None] = {}
     gib = bytes_verified / GIB if isinstance(bytes_verified, (int, float)) and bytes_verified > 0 else None
     for scope, c in counts.items():
         for event, name in STAT_EVENTS.items():
             v = c.get(event)
-            out[f"perf_{scope}_{name}"] = v
-            out[f"perf_{scope}_{name}_per_gib"] = v / gib if v is not None and gib else None
-    return out
-
-
-def descendants(ps_text: str, roots: Iterable[int]) -> list[int]:
-    """The roots and every process below them, from `ps -e -o pid=,ppid=` output (roots that are
-    no longer listed are kept: perf names the one that vanished)."""
-    children: dict[int, list[int]] = {}
-    for line in ps_text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-            children.setdefault(int(parts[1]), []).append(int(parts[0]))
-    out: list[int] = []
-    todo = list(roots)
-    while todo:
-        p = todo.pop(0)
-        if p in out:
-            continue
-        out.append(p)
-        todo += sorted(children.get(p, []))
+            out[f"perf_{scope}_{name}"] = v.value if v is not None else None
+            out[f"perf_{scope}_{name}_unc"] = v.unc if v is not None else None
+            out[f"perf_{scope}_{name}_per_gib"] = v.value / gib if v is not None and gib else None
     return out
 
 

@@ -17,7 +17,9 @@ Format versions (manifest "format"):
      (results/perf.py), raw/<sample-id>.perf-stat-{server,host}.txt, and for the phase "profile"
      samples of a `profile: true` scenario raw/<sample-id>.perf.data and .profile.folded.
      Later format 2 runs add the columns accelerate and accel_* (SOCKMAP acceleration, metrics.ACCEL_COLUMNS);
-     runs without them load as runs without acceleration.
+     runs without them load as runs without acceleration. Later still, the perf counts come from the
+     CPU sampler over exactly the client's transfer (its cpustat.json is sb-cpustat format 2) instead
+     of two perf stat processes (no perf-stat files), with the columns perf_{server,host}_*_unc.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from splicebench.programs import accel, peers
 from splicebench.errors import HostError, ProcError
 from splicebench.hosts.base import describe_exit, Host, Proc
 from splicebench.run.fleet import start_together
-from splicebench.results import cpu
+from splicebench.results import cpu, perf
 from splicebench.run import perf_run
 from splicebench.results.metrics import (Row, client_failure, client_metrics, loaded_metrics, parse_client_output,
                                          server_events, server_metrics)
@@ -188,7 +188,7 @@ class Runner:
         raw = self._collect_server(row, procs, errors, interrupted)
         raw.update(self._collect_clients(row, procs, errors, interrupted))
         raw.update(_collect_sampler(row, procs, raw))
-        raw.update(self.perf.collect(sample.server_host, row, procs.perf, interrupted))
+        raw.update(self.perf.collect(sample.server_host, row, procs.perf, interrupted, procs.watched_pids))
         raw.update(_collect_accel(row, procs, errors, interrupted))
         status = INTERRUPTED if interrupted else (FAILED if errors else OK)
         row.set(status=status, error="; ".join(errors), duration_s=time.monotonic() - t_start)
@@ -289,12 +289,10 @@ class Runner:
             self._start_sampler(sample, procs, pids)
         assert procs.sampler is not None
         procs.sampler.wait_json_event("ready", READY_TIMEOUT_S)
-        server_pid = ready.get("pid") if isinstance(ready.get("pid"), int) else procs.server.pid
-        backend_pid = procs.backend_ready.get("pid") if procs.backend is not None else None
         try:
-            self.perf.start(sample.server_host, procs.perf, server_pid, profile=sample.phase == PROFILE,
-                            name=f"{self.run_id}-{sample.id}", deadman_s=sample.client_timeout_s + 60,
-                            backend_pid=backend_pid if isinstance(backend_pid, int) else None)
+            if sample.phase == PROFILE:
+                self.perf.start(sample.server_host, procs.perf, name=f"{self.run_id}-{sample.id}",
+                                deadman_s=sample.client_timeout_s + 60)
             self._run_clients(sample, procs, ready)
         finally:
             errors = _stop(procs.sampler, "CPU sampler") if procs.sampler.poll() is None else []
@@ -428,6 +426,7 @@ class _SampleProcs:
     sampler: Proc | None = None  # sb-cpustat on the server's host
     sampler_pids: list[int] = field(default_factory=list)  # the pids it watches
     sampler_errors: list[str] = field(default_factory=list)
+    watched_pids: list[int] = field(default_factory=list)  # the sampler's groups: server and backend processes
     perf: perf_run.PerfProcs = field(default_factory=perf_run.PerfProcs)
     accel: dict[str, Proc] = field(default_factory=dict)  # host -> its SOCKMAP acceleration loader
     cgroups: dict[str, str] = field(default_factory=dict)  # host -> the loader's cgroup
@@ -509,14 +508,21 @@ def _collect_sampler(row: Row, procs: _SampleProcs, raw: dict[str, str]) -> dict
                and name.endswith(".json")]
     window = cpu.marks(clients)
     if procs.sampler_errors or window is None:
-        row.set(cpu_note="; ".join(procs.sampler_errors) or "the client reported no transfer marks")
+        why = "; ".join(procs.sampler_errors) or "the client reported no transfer marks"
+        row.set(cpu_note=why, perf_note=f"no perf counts: {why}")
         return out
     try:
-        figures = cpu.sample_cpu(cpu.parse_cpustat(out["cpustat.json"]), *window)
+        readings = cpu.parse_cpustat(out["cpustat.json"])
+        figures = cpu.sample_cpu(readings, *window)
     except ValueError as e:
-        row.set(cpu_note=f"CPU sampler: {e}")
+        row.set(cpu_note=f"CPU sampler: {e}", perf_note=f"no perf counts: CPU sampler: {e}")
         return out
     row.update(cpu.row_columns(figures, *window))
+    counts, notes = cpu.perf_counts(readings, *window)
+    row.update(perf.stat_row(counts, row.values.get("bytes_verified")))
+    if notes:
+        row.set(perf_note="; ".join(notes))
+    procs.watched_pids = [p for g in readings.groups for p in g]
     return out
 
 
