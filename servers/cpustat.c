@@ -696,13 +696,50 @@ static void print_summary(uint64_t interval_ns, double keep_s, uint64_t started_
 	fflush(stdout);
 }
 
+/* --hold: keep the system-call tracepoint registered while samplers come and go. Releasing the last
+ * perf event of a tracepoint unregisters its probe and waits for RCU grace periods: about 40-60 ms
+ * here, which a sampler would otherwise spend in its exit after every sample (and registering it
+ * again at the next start). One disabled event on this process is enough; nothing is read. */
+static int hold(void)
+{
+	long long tp_id = syscall_tracepoint();
+	int fd = -1;
+	if (tp_id >= 0) {
+		struct perf_event_attr a;
+		event_attr(&a, 0, tp_id, false, false);
+		a.disabled = 1;
+		fd = sys_perf_event_open(&a, 0, -1, -1);
+		if (fd < 0)
+			add_note("the system-call tracepoint could not be held: %s", strerror(errno));
+	}
+	printf("{\"event\":\"ready\",\"tool\":\"sb-cpustat\",\"pid\":%d,\"holding\":%s,\"notes\":[",
+	       (int)getpid(), fd >= 0 ? "true" : "false");
+	for (int i = 0; i < nnotes; i++) {
+		printf(i ? "," : "");
+		print_json_string(notes[i]);
+	}
+	printf("]}\n");
+	fflush(stdout);
+	sigset_t term, none;
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigaddset(&term, SIGINT);
+	sigprocmask(SIG_BLOCK, &term, &none); /* no signal lost between the test and the wait */
+	while (!stop)
+		sigsuspend(&none);
+	return 0;
+}
+
 static void usage(void)
 {
 	printf("usage: sb-cpustat [--pid PID]... [--interval-us US] [--keep-s S]\n"
+	       "       sb-cpustat --hold\n"
 	       "  --pid PID         a process (with its descendants at start) whose CPU time to read;\n"
 	       "                    up to %d\n"
 	       "  --interval-us US  time between readings (default 2000, 100..1000000)\n"
 	       "  --keep-s S        seconds of readings kept at the start and at the end (default 5)\n"
+	       "  --hold            take no readings: keep the system-call tracepoint registered\n"
+	       "                    (samplers then start and exit faster) until SIGTERM or SIGINT\n"
 	       "Prints a ready line once the first reading is taken, then on SIGTERM or SIGINT one\n"
 	       "summary line with the kept readings (docs/programs.md).\n",
 	       MAX_GROUPS);
@@ -715,8 +752,10 @@ int main(int argc, char **argv)
 	static const struct option lo[] = {{"pid", required_argument, 0, 'p'},
 					   {"interval-us", required_argument, 0, 'i'},
 					   {"keep-s", required_argument, 0, 'k'},
+					   {"hold", no_argument, 0, 'H'},
 					   {"help", no_argument, 0, 'h'},
 					   {0, 0, 0, 0}};
+	bool holding = false;
 	pid_t pids[MAX_GROUPS];
 	int npids = 0;
 	int c;
@@ -736,6 +775,9 @@ int main(int argc, char **argv)
 		case 'k':
 			keep_s = net_parse_u64("--keep-s", optarg, 3600);
 			break;
+		case 'H':
+			holding = true;
+			break;
 		case 'h':
 			usage();
 			return 0;
@@ -751,6 +793,11 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	if (holding) {
+		if (npids)
+			net_usage_error("--hold takes no --pid");
+		return hold();
+	}
 
 	statbuf = malloc(STAT_BUF);
 	if (!statbuf)

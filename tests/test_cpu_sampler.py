@@ -270,3 +270,23 @@ def test_without_tracefs_the_sampler_mounts_it_privately_and_stays_in_its_mount_
     assert notes == [] and readings.perf_counted["groups"] == [[True, True, True]]
     n = counts["server"]["raw_syscalls:sys_enter"]
     assert n.value + n.unc >= truth["extra_syscalls"] > 0
+
+
+def test_the_tracepoint_holder_holds_until_sigterm_and_takes_no_pids(no_leftovers):
+    h = subprocess.Popen([str(binary("cpustat")), "--hold"], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        ready = json.loads(h.stdout.readline())
+        assert ready["event"] == "ready" and ready["holding"] is True and ready["notes"] == []
+        # The holder's event keeps the tracepoint registered: a sampler meanwhile still counts.
+        with running_server("naive") as srv:
+            readings, client = sampled(srv.ready, 16 * MIB)
+        counts, notes = cpu.perf_counts(readings, *cpu.marks([client]))
+        assert notes == [] and counts["server"]["raw_syscalls:sys_enter"].value > 0
+        assert h.poll() is None
+        h.send_signal(signal.SIGTERM)
+        assert h.wait(timeout=30) == 0
+    finally:
+        kill_group(h)
+    r = subprocess.run([str(binary("cpustat")), "--hold", "--pid", str(os.getpid())], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and "--hold takes no --pid" in r.stderr

@@ -299,3 +299,27 @@ wait $child
                 assert len(started) == 2 and not set(started) & {r["server_pid"] for r in rows}
     finally:
         hosts["local"].close()
+
+
+def test_the_run_holds_the_system_call_tracepoint_on_the_server_host_throughout(tmp_path, use_cache, no_leftovers,
+                                                                                monkeypatch):
+    started = []
+    real = LocalHost.start
+
+    def start(self, argv, **kw):
+        p = real(self, argv, **kw)
+        started.append((list(argv), p))
+        return p
+
+    monkeypatch.setattr(LocalHost, "start", start)
+    p = scenario_file(tmp_path, "servers: [naive, splice]\nworkload: {type: stream, bytes: 4MiB}\n"
+                                "repetitions: {warmup: 0, measured: 2}\n")
+    res = commands.run(paths(tmp_path), str(p), log=lambda m: None, progress_stream=io.StringIO(), report=False)
+    assert res.status == "complete"
+    holders = [(argv, proc) for argv, proc in started if "--hold" in argv]
+    samplers = [i for i, (argv, _) in enumerate(started) if argv[0].endswith("sb-cpustat") and "--hold" not in argv]
+    assert len(holders) == 1 and len(samplers) == 4
+    (argv, holder), = holders
+    assert started.index((argv, holder)) < samplers[0]  # before the first sample's sampler
+    assert holder.poll() == 0  # stopped with SIGTERM at the run's end, exited cleanly
+    assert json.loads(holder.stdout().splitlines()[0])["holding"] is True

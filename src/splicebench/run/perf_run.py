@@ -131,3 +131,33 @@ def _exit_text(code: int | None) -> str:
 def _stderr_of(p: Proc | None) -> str:
     lines = [ln.strip() for ln in (p.stderr() if p is not None else "").splitlines() if ln.strip()]
     return f" (stderr: {lines[-1]})" if lines else ""
+
+
+def hold_tracepoints(hosts: Mapping[str, Host], samplers: Mapping[str, str], deadman_s: float,
+                     held: list[Proc]) -> None:
+    """`sb-cpustat --hold` on each host (name -> its sampler's path) for the whole run: while one
+    perf event of the system-call tracepoint stays open there, a sample's sampler neither registers
+    the tracepoint's probe at its start nor waits out its unregistering at its exit (about 40-60 ms
+    per sample here). Only an optimisation: a host where it cannot start is left without one. Each
+    process goes into `held` as soon as it has started (release_tracepoints stops them)."""
+    for name, program in samplers.items():
+        try:
+            held.append(hosts[name].start([program, "--hold"], deadman_s=deadman_s))
+        except (HostError, ProcError, OSError):
+            pass
+    for p in held:
+        try:
+            p.wait_json_event("ready", ATTACH_TIMEOUT_S)
+        except ProcError:
+            pass
+
+
+def release_tracepoints(held: list[Proc]) -> None:
+    """Stop what hold_tracepoints started (its exit unregisters the probe: tens of ms)."""
+    for p in held:
+        if p.poll() is None:
+            p.signal(signal.SIGTERM)
+    for p in held:
+        if p.wait(STOP_TIMEOUT_S) is None:
+            p.kill()
+

@@ -77,6 +77,18 @@ class Runner:
         self.before_measured = before_measured
 
     def run(self, plan: Plan) -> RunOutcome:
+        hosts = {s.server_host for s in plan.samples}
+        held: list[Proc] = []
+        try:
+            perf_run.hold_tracepoints(
+                self.hosts, {h: self._program(h, SAMPLER_PROGRAM) for h in sorted(hosts)},
+                sum(s.client_timeout_s + READY_TIMEOUT_S + STOP_TIMEOUT_S + 60 for s in plan.samples), held)
+            return self._run(plan)
+        finally:
+            with deferred_interrupts():
+                perf_run.release_tracepoints(held)
+
+    def _run(self, plan: Plan) -> RunOutcome:
         outcome = RunOutcome()
         phase_totals = {WARMUP: plan.scenario.warmup, MEASURED: plan.scenario.measured, PROFILE: 1}
         stop_reason = ""
