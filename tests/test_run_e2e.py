@@ -252,8 +252,11 @@ def test_busy_command_round_trips_stay_out_of_the_cpu_figures(tmp_path, use_cach
     # Each busy sample had several busy round trips (at least start server, sampler, client, stop):
     # a window from before the starts to after the stop would hold at least BUSY_S x 3 of it.
     assert (busy["duration_s"] - busy["wall_s"]).min() > 3 * BusyRoundTripHost.BUSY_S
+    # A window holding one busy round trip would hold BUSY_S more host CPU; a fifth of it covers what
+    # the machine's other work moves a 64 MiB sample's figures by (server CPU: 0.02 s here, once 0.055 s).
     for col in ("host_cpu_busy_s", "server_cpu_s"):
-        margin = plain[col].median() * 0.5 + plain[f"{col[:-2]}_unc_s"].max() + busy[f"{col[:-2]}_unc_s"].max()
+        margin = (plain[col].median() * 0.5 + plain[f"{col[:-2]}_unc_s"].max() + busy[f"{col[:-2]}_unc_s"].max()
+                  + BusyRoundTripHost.BUSY_S / 5)
         assert busy[col].median() <= plain[col].median() + margin, (col, list(plain[col]), list(busy[col]))
     assert busy["host_cpu_busy_s"].max() < BusyRoundTripHost.BUSY_S  # not even one round trip inside
 
