@@ -231,6 +231,18 @@ def test_needs_count_the_descriptors_each_program_holds(tmp_path):
                    "sb-proxy-splice": (632, 100, 100), "nginx": (232, 100, 100)}
 
 
+@pytest.mark.unit
+def test_latency_under_load_counts_the_bulk_streams_beside_the_ping_pong_connections(tmp_path):
+    sc = _load(tmp_path, "servers: [naive]\nworkload: {type: latency-under-load, conns: 300, bulk_conns: 200}\n"
+                         "repetitions: {warmup: 0, measured: 1}\n")
+    got = {n.program: (n.conns, n.fds, n.ports_to_one_peer, n.arriving) for n in preflight.needs(plan.build_plan(sc))}
+    # The server holds both kinds at once; the client's busiest process holds the ping-pong ones.
+    assert got == {"sb-client": (500, 300 + preflight.FD_SLACK, 500, 0),
+                   "sb-echo-naive": (500, 500 + preflight.FD_SLACK, 0, 500)}
+    errors, _ = preflight.problems(preflight.needs(plan.build_plan(sc)),
+                                   {"local": preflight.Limits(nofile_hard=400, port_range=(40000, 40999), somaxconn=4096)})
+    assert len(errors) == 1 and "sb-echo-naive needs 532 open files for 500 connections" in errors[0]
+
 
 @pytest.mark.unit
 def test_every_built_server_has_its_descriptors_per_connection(tmp_path):

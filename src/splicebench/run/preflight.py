@@ -118,10 +118,14 @@ def needs(plan: Plan) -> list[Need]:
         sources = max(1, int(dict(s.cell.workload).get("source_addrs", 0)))
         wl = dict(s.cell.workload)
         cprocs, most = client_procs_conns(conns, int(wl.get("threads", 1)), int(wl.get("procs", 1)))
+        # latency-under-load: beside each ping-pong client a bulk client (a process of its own) holds
+        # bulk_conns streams to the same server at the same time.
+        bulk = int(wl.get("bulk_conns", 0))
         for h, clients in per_host.items():  # clients on one host share its ports to the server
-            add(Need(h, CLIENT_PROGRAM, conns, most + FD_SLACK, -(-clients * conns // sources), 0,
+            add(Need(h, CLIENT_PROGRAM, conns + bulk, max(most, bulk) + FD_SLACK,
+                     -(-clients * (conns + bulk) // sources), 0,
                      ("client", s.client_cpus) if s.client_cpus else None, cprocs))
-        total = conns * len(s.client_hosts)
+        total = (conns + bulk) * len(s.client_hosts)
         kind = s.server_kind
         per_conn = PEER_FDS_PER_CONN if kind.peer else FDS_PER_CONN[kind.program]
         # A proxy opens one upstream connection per client connection, spread over upstream_sources.
