@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from splicebench.cli import commands
+from splicebench.hosts import facts
 from splicebench.report import flame
 from splicebench.report import run_report
 from splicebench.results import cpu, perf
@@ -282,3 +283,26 @@ def test_fold_leaves_out_other_runs_of_the_server_programs():
     assert perf.fold(text, servers=[11]) == {f"sb-echo-naive;ksys_read{k}": 1, "sb-client;main": 1,
                                              f"ksoftirqd/0;net_rx_action{k}": 1}
     assert perf.fold(text)[f"sb-echo-naive;ksys_read{k}"] == 2
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("uid, caps, paranoid, ok, says", [
+    (0, {}, "2", True, "host-wide and per process (root)"),
+    (1000, {"CAP_PERFMON": True}, "2", False, "cannot count system calls where tracefs is root's only"),
+    (1000, {}, "2", False, "cannot count host-wide counts, per-process counts, system calls"),
+    (1000, {}, "1", False, "cannot count host-wide counts, system calls"),
+    (1000, {}, "0", False, "cannot count system calls where tracefs is root's only (kernel.perf_event_paranoid=0"),
+])
+def test_check_says_what_the_sampler_can_count(uid, caps, paranoid, ok, says):
+    f = {"uid": uid, "capabilities": caps, "sysctls": {"kernel.perf_event_paranoid": paranoid},
+         "perf": {"why_not": None}}
+    (counts_ok, what, detail), profiles = facts.perf_check(f)
+    assert what == "perf counts" and counts_ok is ok and says in detail
+    assert profiles == (True, "perf profiles", "perf record -a (profile: true)")
+
+
+def test_check_has_the_perf_rows_of_this_host():
+    rows = {what: (status, detail) for status, what, detail in commands.check(commands.Paths.of(REPO))}
+    assert rows["perf counts"] == ("ok", "system calls, context switches, CPU migrations, host-wide and per "
+                                         "process (root)")
+    assert rows["perf profiles"] == ("ok", "perf record -a (profile: true)")

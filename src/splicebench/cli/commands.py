@@ -409,6 +409,8 @@ def check(paths: Paths, host: Host | None = None) -> list[tuple[str, str, str]]:
     else:
         add(None, "BPF support", "not probed: bpftool missing or not root")
     add(bool((f.get("bpf") or {}).get("btf_vmlinux")), "BTF", "/sys/kernel/btf/vmlinux", warn_only=True)
+    for ok, what, detail in facts.perf_check(f):
+        add(ok, what, detail, warn_only=True)
     pipe = (f.get("sysctls") or {}).get("fs.pipe-max-size")
     add(pipe is not None and int(pipe) >= 1 << 20, "fs.pipe-max-size", f"{pipe} (splice uses 1 MiB pipes)",
         warn_only=True)

@@ -233,6 +233,35 @@ def perf_status(host: Host) -> str | None:
             "CAP_PERFMON, perf record -a needs a value of 0 or less)")
 
 
+def perf_check(f: dict[str, Any]) -> list[tuple[bool, str, str]]:
+    """`invoke check`'s perf rows from a host's facts (gather): (ok, what, detail). The CPU sampler's
+    counts (system calls, context switches, migrations) need root or CAP_PERFMON, else
+    kernel.perf_event_paranoid <= 0 host-wide and <= 1 per process; system calls also need the
+    tracepoint's id from tracefs, which only root may read on most systems. Profiles need perf."""
+    caps = f.get("capabilities") or {}
+    root = f.get("uid") == 0
+    privileged = root or bool(caps.get("CAP_PERFMON") or caps.get("CAP_SYS_ADMIN"))
+    try:
+        paranoid: int | None = int((f.get("sysctls") or {}).get("kernel.perf_event_paranoid"))
+    except (TypeError, ValueError):
+        paranoid = None
+    setting = f"kernel.perf_event_paranoid={paranoid if paranoid is not None else 'unknown'}"
+    refused = []
+    if not privileged and (paranoid is None or paranoid > 0):
+        refused.append("host-wide counts")
+    if not privileged and (paranoid is None or paranoid > 1):
+        refused.append("per-process counts")
+    if not root:
+        refused.append("system calls where tracefs is root's only")
+    counts = (True, "perf counts", "system calls, context switches, CPU migrations, host-wide and per process "
+              f"({'root' if root else 'CAP_PERFMON' if privileged else setting})") if not refused else \
+        (False, "perf counts", f"the CPU sampler cannot count {', '.join(refused)} ({setting}; without root or "
+         "CAP_PERFMON host-wide needs 0 or less, per process 1 or less); the samples say so in perf_note")
+    why = (f.get("perf") or {}).get("why_not")
+    profiles = (why is None, "perf profiles", "perf record -a (profile: true)" if why is None else why)
+    return [counts, profiles]
+
+
 # `bpftool -j feature probe kernel` loads a test program and creates a test map of every kind: about
 # 0.2 s here, the longest fact of all. What it finds is fixed for a kernel while it runs, for one user
 # and one bpftool, so its output is kept beside the host's builds (<workdir>/build/facts: `invoke clean`
