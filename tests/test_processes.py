@@ -10,7 +10,9 @@ import os
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -69,20 +71,28 @@ def test_client_processes_hold_every_connection_open_until_all_are_done():
     assert srv.summary["connections"] == 300 + 200
 
 
-def test_sigint_stops_the_streams_of_every_client_process():
-    """stream: SIGINT to the main process reaches the worker processes through the stop eventfd; each
-    connection then expects back what it sent, byte-exact."""
+@contextmanager
+def endless_stream_in_two_processes() -> Iterator[subprocess.Popen]:
+    """A client streaming 4 connections without end from 2 threads in 2 processes to a naive echo
+    server, once both processes exist; killed (its group) after the block."""
     with running_server("naive") as srv:
         argv = client_argv(srv.connect, "stream", conns=4, threads=2, procs=2, bytes=1 << 40, timeout=60)
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
         try:
             assert wait_until(lambda: len(descendants(p.pid)) == 2, 10)
-            time.sleep(0.3)
-            p.send_signal(signal.SIGINT)
-            out, err = p.communicate(timeout=30)
+            yield p
         finally:
             kill_group(p)
+
+
+def test_sigint_stops_the_streams_of_every_client_process():
+    """stream: SIGINT to the main process reaches the worker processes through the stop eventfd; each
+    connection then expects back what it sent, byte-exact."""
+    with endless_stream_in_two_processes() as p:
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
     r = json.loads(out)
     assert p.returncode == 0 and r["ok"] is True, err
     assert r["stopped_early"] is True and r["conns_ok"] == 4
@@ -90,32 +100,19 @@ def test_sigint_stops_the_streams_of_every_client_process():
 
 
 def test_client_processes_die_with_the_client():
-    with running_server("naive") as srv:
-        argv = client_argv(srv.connect, "stream", conns=4, threads=2, procs=2, bytes=1 << 40, timeout=60)
-        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            assert wait_until(lambda: len(descendants(p.pid)) == 2, 10)
-            kids = [pid for pid, _, _ in descendants(p.pid)]
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait(timeout=10)
-            assert wait_until(lambda: _gone(kids), 10)
-        finally:
-            kill_group(p)
+    with endless_stream_in_two_processes() as p:
+        kids = [pid for pid, _, _ in descendants(p.pid)]
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+        assert wait_until(lambda: _gone(kids), 10)
 
 
 def test_a_client_process_that_dies_fails_its_connections_naming_it():
-    with running_server("naive") as srv:
-        argv = client_argv(srv.connect, "stream", conns=4, threads=2, procs=2, bytes=1 << 40, timeout=60)
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
-        try:
-            assert wait_until(lambda: len(descendants(p.pid)) == 2, 10)
-            os.kill(descendants(p.pid)[0][0], signal.SIGKILL)  # the process of threads 0 (connections 0, 1)
-            time.sleep(0.2)
-            p.send_signal(signal.SIGINT)
-            out, _ = p.communicate(timeout=30)
-        finally:
-            kill_group(p)
+    with endless_stream_in_two_processes() as p:
+        os.kill(descendants(p.pid)[0][0], signal.SIGKILL)  # the process of threads 0 (connections 0, 1)
+        time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=30)
     r = json.loads(out)
     assert p.returncode == 1 and r["ok"] is False and r["conns_failed"] == 2 and r["conns_ok"] == 2
     assert sorted((e["conn"], e["error"]) for e in r["errors"]) == [
