@@ -48,7 +48,7 @@ struct conn {
 	int fd;
 	int pipe[2];		       /* splice mode: read end, write end */
 	size_t cap, inpipe;	       /* splice mode: pipe capacity and bytes in it */
-	struct uring_buf *head, *tail; /* recv modes: buffers to send back, in order */
+	struct uring_queue q; /* recv modes: buffers to send back, in order */
 	unsigned inflight;	       /* submissions whose final CQE has not arrived */
 	bool recv_armed; /* recv modes: the multishot receive is active; splice: an in op */
 	bool send_busy;	 /* a send (or poll/splice out) is in flight */
@@ -73,14 +73,7 @@ static void arm_recv(struct conn *c)
 /* Submit a send of the rest of c's first queued buffer (send-zc mode: a zero-copy send). */
 static void start_send(struct conn *c)
 {
-	struct uring_buf *b = c->head;
-	struct io_uring_sqe *sqe = uring_get_sqe();
-	uint8_t *p = uring_buf_data(b);
-	if (ur.cfg.mode == URING_SEND_ZC)
-		io_uring_prep_send_zc(sqe, c->fd, p, b->len - b->off, MSG_NOSIGNAL, 0);
-	else
-		io_uring_prep_send(sqe, c->fd, p, b->len - b->off, MSG_NOSIGNAL);
-	uring_set_data(sqe, b, OP_SEND);
+	uring_prep_send(uring_get_sqe(), c->fd, c->q.head, OP_SEND);
 	c->send_busy = true;
 	c->inflight++;
 }
@@ -116,18 +109,10 @@ static void conn_maybe_close(struct conn *c)
 {
 	if (c->inflight)
 		return;
-	bool done = c->eof && !c->head && c->inpipe == 0;
+	bool done = c->eof && !c->q.head && c->inpipe == 0;
 	if (!done && !c->failed)
 		return;
-	while (c->head) {
-		struct uring_buf *b = c->head;
-		c->head = b->next;
-		b->owner = NULL;
-		if (b->notifs == 0)
-			uring_buf_return(b);
-		else
-			b->sent = true; /* the notification returns it */
-	}
+	uring_queue_drop(&c->q);
 	close(c->fd);
 	if (ur.cfg.mode == URING_SPLICE) {
 		close(c->pipe[0]);
@@ -210,16 +195,8 @@ static void on_recv(struct conn *c, const struct io_uring_cqe *cqe)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
 	if (cqe->res > 0) {
-		if (!(cqe->flags & IORING_CQE_F_BUFFER))
-			net_die("io_uring: a receive completed without a provided buffer");
-		struct uring_buf *b = uring_buf_take(cqe, 0);
-		*b = (struct uring_buf){.owner = c, .len = (uint32_t)cqe->res};
+		uring_queue_recv(&c->q, cqe, 0, c);
 		st.bytes_in += (uint64_t)cqe->res;
-		if (c->tail)
-			c->tail->next = b;
-		else
-			c->head = b;
-		c->tail = b;
 		if (!c->send_busy && !c->failed)
 			start_send(c);
 	} else if (cqe->res == 0) {
@@ -266,13 +243,9 @@ static void on_send(struct uring_buf *b, const struct io_uring_cqe *cqe)
 	} else if (cqe->res != -EINTR && cqe->res != -EAGAIN) {
 		conn_fail(c);
 	}
-	if (b->off == b->len) {
-		c->head = b->next;
-		if (!c->head)
-			c->tail = NULL;
-		uring_buf_sent(b);
-	}
-	if (c->head && !c->failed)
+	if (b->off == b->len)
+		uring_queue_sent(&c->q);
+	if (c->q.head && !c->failed)
 		start_send(c);
 	else
 		conn_maybe_close(c);

@@ -54,7 +54,7 @@ struct conn;
 struct flow {
 	struct conn *c;
 	int s;
-	struct uring_buf *head, *tail; /* recv modes: buffers to send on, in order */
+	struct uring_queue q; /* recv modes: buffers to send on, in order */
 	int pipe[2];		       /* splice mode: read end, write end */
 	size_t cap, inpipe;	       /* splice mode: pipe capacity and bytes in it */
 	bool in_armed;		       /* a receive (or poll/splice in) is in flight */
@@ -94,14 +94,7 @@ static void arm_recv(struct flow *f)
 /* Submit a send of the rest of f's first queued buffer to its destination leg. */
 static void start_send(struct flow *f)
 {
-	struct uring_buf *b = f->head;
-	struct io_uring_sqe *sqe = uring_get_sqe();
-	uint8_t *p = uring_buf_data(b);
-	if (ur.cfg.mode == URING_SEND_ZC)
-		io_uring_prep_send_zc(sqe, out_fd(f), p, b->len - b->off, MSG_NOSIGNAL, 0);
-	else
-		io_uring_prep_send(sqe, out_fd(f), p, b->len - b->off, MSG_NOSIGNAL);
-	uring_set_data(sqe, b, OP_SEND);
+	uring_prep_send(uring_get_sqe(), out_fd(f), f->q.head, OP_SEND);
 	f->out_busy = true;
 	f->c->inflight++;
 }
@@ -166,15 +159,7 @@ static void conn_maybe_close(struct conn *c)
 		return;
 	for (int s = 0; s < 2; s++) {
 		struct flow *f = &c->flow[s];
-		while (f->head) {
-			struct uring_buf *b = f->head;
-			f->head = b->next;
-			b->owner = NULL;
-			if (b->notifs == 0)
-				uring_buf_return(b);
-			else
-				b->sent = true; /* the notification returns it */
-		}
+		uring_queue_drop(&f->q);
 		if (ur.cfg.mode == URING_SPLICE) {
 			close(f->pipe[0]);
 			close(f->pipe[1]);
@@ -215,7 +200,7 @@ static void conn_fail(struct conn *c, int leg)
 /* Forward f's FIN once everything read before it went out. */
 static void check_fin(struct flow *f)
 {
-	if (f->eof && !f->shut && !f->c->failed && !f->head && f->inpipe == 0) {
+	if (f->eof && !f->shut && !f->c->failed && !f->q.head && f->inpipe == 0) {
 		(void)shutdown(out_fd(f), SHUT_WR);
 		f->shut = true;
 	}
@@ -324,15 +309,9 @@ static void on_recv(struct flow *f, const struct io_uring_cqe *cqe)
 	struct conn *c = f->c;
 	bool more = cqe->flags & IORING_CQE_F_MORE;
 	if (cqe->res > 0) {
-		struct uring_buf *b = uring_buf_take(cqe, (unsigned)f->s);
-		*b = (struct uring_buf){.owner = f, .len = (uint32_t)cqe->res};
+		uring_queue_recv(&f->q, cqe, (unsigned)f->s, f);
 		if (f->s == PROXY_CLIENT)
 			st.bytes_in += (uint64_t)cqe->res;
-		if (f->tail)
-			f->tail->next = b;
-		else
-			f->head = b;
-		f->tail = b;
 		if (!f->out_busy && !c->failed)
 			start_send(f);
 	} else if (cqe->res == 0) {
@@ -382,13 +361,9 @@ static void on_send(struct uring_buf *b, const struct io_uring_cqe *cqe)
 	} else if (cqe->res != -EINTR && cqe->res != -EAGAIN) {
 		conn_fail(c, !f->s);
 	}
-	if (b->off == b->len) {
-		f->head = b->next;
-		if (!f->head)
-			f->tail = NULL;
-		uring_buf_sent(b);
-	}
-	if (f->head && !c->failed) {
+	if (b->off == b->len)
+		uring_queue_sent(&f->q);
+	if (f->q.head && !c->failed) {
 		start_send(f);
 		return;
 	}

@@ -174,6 +174,17 @@ static void probe_opcodes(bool proxy)
 	io_uring_free_probe(probe);
 }
 
+/* Give buffer b back to its group's ring. */
+static void buf_return(struct uring_buf *b)
+{
+	unsigned i = (unsigned)(b - ur.bufs), g = i / ur.cfg.nbufs, bid = i % ur.cfg.nbufs;
+	io_uring_buf_ring_add(ur.br[g], ur.mem + (size_t)i * ur.cfg.buf_size,
+			      (unsigned)ur.cfg.buf_size, (unsigned short)bid,
+			      io_uring_buf_ring_mask(ur.cfg.nbufs), 0);
+	io_uring_buf_ring_advance(ur.br[g], 1);
+	ur.held[g]--;
+}
+
 /* Register a provided-buffer ring per group and fill each with its buffers. */
 static void setup_buffers(unsigned groups)
 {
@@ -199,7 +210,7 @@ static void setup_buffers(unsigned groups)
 		io_uring_buf_ring_init(ur.br[g]);
 		ur.held[g] = n;
 		for (unsigned i = 0; i < n; i++)
-			uring_buf_return(&ur.bufs[g * n + i]);
+			buf_return(&ur.bufs[g * n + i]);
 	}
 }
 
@@ -262,7 +273,8 @@ unsigned uring_data_op(const struct io_uring_cqe *cqe)
 	return (unsigned)(cqe->user_data & URING_OP_MASK);
 }
 
-uint8_t *uring_buf_data(const struct uring_buf *b)
+/* The bytes of buffer b still to be sent. */
+static uint8_t *buf_data(const struct uring_buf *b)
 {
 	return ur.mem + (size_t)(b - ur.bufs) * ur.cfg.buf_size + b->off;
 }
@@ -275,29 +287,37 @@ void uring_prep_recv(struct io_uring_sqe *sqe, int fd, unsigned g, void *p, unsi
 	uring_set_data(sqe, p, op);
 }
 
-struct uring_buf *uring_buf_take(const struct io_uring_cqe *cqe, unsigned g)
+struct uring_buf *uring_queue_recv(struct uring_queue *q, const struct io_uring_cqe *cqe, unsigned g,
+				   void *owner)
 {
 	if (!(cqe->flags & IORING_CQE_F_BUFFER))
 		net_die("io_uring: a receive completed without a provided buffer");
 	unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 	ur.held[g]++;
-	return &ur.bufs[g * ur.cfg.nbufs + bid];
+	struct uring_buf *b = &ur.bufs[g * ur.cfg.nbufs + bid];
+	*b = (struct uring_buf){.owner = owner, .len = (uint32_t)cqe->res};
+	if (q->tail)
+		q->tail->next = b;
+	else
+		q->head = b;
+	q->tail = b;
+	return b;
 }
 
-void uring_buf_return(struct uring_buf *b)
+void uring_prep_send(struct io_uring_sqe *sqe, int fd, struct uring_buf *b, unsigned op)
 {
-	unsigned i = (unsigned)(b - ur.bufs), g = i / ur.cfg.nbufs, bid = i % ur.cfg.nbufs;
-	io_uring_buf_ring_add(ur.br[g], ur.mem + (size_t)i * ur.cfg.buf_size,
-			      (unsigned)ur.cfg.buf_size, (unsigned short)bid,
-			      io_uring_buf_ring_mask(ur.cfg.nbufs), 0);
-	io_uring_buf_ring_advance(ur.br[g], 1);
-	ur.held[g]--;
+	uint8_t *p = buf_data(b);
+	if (ur.cfg.mode == URING_SEND_ZC)
+		io_uring_prep_send_zc(sqe, fd, p, b->len - b->off, MSG_NOSIGNAL, 0);
+	else
+		io_uring_prep_send(sqe, fd, p, b->len - b->off, MSG_NOSIGNAL);
+	uring_set_data(sqe, b, op);
 }
 
 /* Back to its ring, and the program told (ur.released: it wakes what waits for a buffer). */
 static void buf_release(struct uring_buf *b)
 {
-	uring_buf_return(b);
+	buf_return(b);
 	if (ur.released)
 		ur.released();
 }
@@ -320,6 +340,33 @@ void uring_buf_sent(struct uring_buf *b)
 	b->owner = NULL;
 	if (b->notifs == 0)
 		buf_release(b);
+}
+
+/* b off the front of q. */
+static struct uring_buf *queue_pop(struct uring_queue *q)
+{
+	struct uring_buf *b = q->head;
+	q->head = b->next;
+	if (!q->head)
+		q->tail = NULL;
+	return b;
+}
+
+void uring_queue_sent(struct uring_queue *q)
+{
+	uring_buf_sent(queue_pop(q));
+}
+
+void uring_queue_drop(struct uring_queue *q)
+{
+	while (q->head) {
+		struct uring_buf *b = queue_pop(q);
+		b->owner = NULL;
+		if (b->notifs == 0)
+			buf_return(b);
+		else
+			b->sent = true; /* the notification returns it */
+	}
 }
 
 bool uring_bufs_free(unsigned g) { return ur.held[g] < ur.cfg.nbufs; }

@@ -111,17 +111,28 @@ void uring_set_data(struct io_uring_sqe *sqe, void *p, unsigned op);
 void *uring_data_ptr(const struct io_uring_cqe *cqe);
 unsigned uring_data_op(const struct io_uring_cqe *cqe);
 
-/* The bytes of buffer b still to be sent. */
-uint8_t *uring_buf_data(const struct uring_buf *b);
-
 /* Prepare sqe as a multishot receive on fd into buffers of group g; tagged p and op. */
 void uring_prep_recv(struct io_uring_sqe *sqe, int fd, unsigned g, void *p, unsigned op);
 
-/* The buffer of group g a receive completion picked (exits if it carries none); counted as held. */
-struct uring_buf *uring_buf_take(const struct io_uring_cqe *cqe, unsigned g);
+/* Buffers received on one socket and not yet sent on, in order. */
+struct uring_queue {
+	struct uring_buf *head, *tail;
+};
 
-/* Give buffer b back to its group's ring. */
-void uring_buf_return(struct uring_buf *b);
+/* The buffer of group g a receive completion filled (exits if it carries none; counted as held),
+ * owned by owner and queued at the end of q; returned. */
+struct uring_buf *uring_queue_recv(struct uring_queue *q, const struct io_uring_cqe *cqe, unsigned g,
+				   void *owner);
+
+/* The first buffer of q went out whole: off q, and uring_buf_sent. */
+void uring_queue_sent(struct uring_queue *q);
+
+/* Closing: every buffer still on q goes back to its ring now, or at its last send-zc notification
+ * (ur.released is not called: the closing program wakes its waiters once). */
+void uring_queue_drop(struct uring_queue *q);
+
+/* Prepare sqe as a send of the rest of b on fd (send-zc mode: zero-copy), tagged b and op. */
+void uring_prep_send(struct io_uring_sqe *sqe, int fd, struct uring_buf *b, unsigned op);
 
 /* A send completion of buffer b (send-zc: a buffer goes back to its ring only after the last
  * notification of its sends). True when cqe is a notification, then wholly handled here; false for
