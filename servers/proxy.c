@@ -26,7 +26,8 @@ void proxy_parse_upstream(const char *s, struct proxy_upstream *up)
 	up->text = s;
 }
 
-void proxy_parse_sources(const char *arg, struct proxy_upstream *up)
+/* --upstream-sources into up->sources; after the upstream (it must be loopback IPv4). */
+static void parse_sources(const char *arg, struct proxy_upstream *up)
 {
 	const struct sockaddr_in *a4 = (const struct sockaddr_in *)&up->addr;
 	if (up->addr.ss_family != AF_INET || (ntohl(a4->sin_addr.s_addr) >> 24) != 127)
@@ -43,6 +44,28 @@ void proxy_require_upstream(const char *s, struct proxy_upstream *up)
 	if (!s)
 		net_usage_error("--upstream ADDR:PORT is required");
 	proxy_parse_upstream(s, up);
+}
+
+bool proxy_opt(struct proxy *p, int val, const char *arg)
+{
+	if (val == 'u')
+		p->upstream_arg = arg;
+	else if (val == 'w')
+		p->workers = net_parse_workers(arg);
+	else if (val == 'P')
+		p->processes = true;
+	else if (val == 's')
+		p->sources_arg = arg;
+	else
+		return false;
+	return true;
+}
+
+void proxy_opts_done(struct proxy *p)
+{
+	proxy_require_upstream(p->upstream_arg, &p->up);
+	if (p->sources_arg)
+		parse_sources(p->sources_arg, &p->up);
 }
 
 void proxy_upstream_failed(struct proxy_upstream *up, int err)

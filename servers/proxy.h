@@ -32,10 +32,6 @@ struct proxy_upstream {
 	uint32_t sources;
 };
 
-/* Parse --upstream-sources into up->sources (1..65536); usage error otherwise. Call after
- * proxy_require_upstream: it needs a loopback IPv4 upstream. */
-void proxy_parse_sources(const char *arg, struct proxy_upstream *up);
-
 /* Parse --upstream: a numeric ADDR:PORT with a port other than 0; exits with a usage error. */
 void proxy_parse_upstream(const char *s, struct proxy_upstream *up);
 
@@ -155,6 +151,7 @@ struct proxy {
 	struct proxy_upstream up; /* --upstream */
 	unsigned workers;	  /* --workers: threads (net_workers_run); 0 means 1 */
 	bool processes;		  /* --processes: the workers are processes */
+	const char *upstream_arg, *sources_arg; /* as given, until proxy_opts_done */
 	struct net_server srv;
 	struct net_stats st;	 /* bytes_in: read from clients; bytes_out: written to clients */
 	struct proxy_conn *dead; /* ended in this batch of events, freed after it */
@@ -167,6 +164,19 @@ struct proxy {
  * *p with its own listener and connections (a worker process its copy in shared memory); at the end p->st and p->up.errors hold their sums and
  * p->wk the workers. One proxy per process. Exits on fatal errors. */
 void proxy_run(struct proxy *p);
+
+/* The options every user-space proxy (proxy_run) takes, for getopt_long; their --help lines are
+ * each program's. */
+#define PROXY_LONG_OPTIONS                                                                         \
+	{"upstream", required_argument, 0, 'u'}, {"workers", required_argument, 0, 'w'},           \
+	    {"processes", no_argument, 0, 'P'}, {"upstream-sources", required_argument, 0, 's'}
+
+/* One of PROXY_LONG_OPTIONS (by val) into p: true; false for a program's own option. */
+bool proxy_opt(struct proxy *p, int val, const char *arg);
+
+/* After parsing: --upstream (required) and --upstream-sources (1..65536, with a loopback IPv4
+ * upstream) into p->up; usage errors otherwise. */
+void proxy_opts_done(struct proxy *p);
 
 /* The proxy (the worker's copy) that the calling thread serves, for a data path's counters. */
 struct proxy *proxy_current(void);

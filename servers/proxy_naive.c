@@ -102,38 +102,23 @@ static void usage(FILE *f)
 	    "docs/programs.md).\n");
 }
 
-static const char *upstream, *sources;
-
-/* --upstream and --buf; the common options are net_parse_opts's. */
+/* The proxies' options (proxy_opt) and --buf; the common options are net_parse_opts's. */
 static void own_opt(int val, const char *arg)
 {
-	if (val == 'u')
-		upstream = arg;
-	else if (val == 'w')
-		px.workers = net_parse_workers(arg);
-	else if (val == 'P')
-		px.processes = true;
-	else if (val == 's')
-		sources = arg;
-	else
+	if (!proxy_opt(&px, val, arg))
 		bufsize = net_parse_u64("--buf", arg, 1u << 30);
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option own[] = {
-	    {"upstream", required_argument, 0, 'u'},
-	    {"workers", required_argument, 0, 'w'},
-	    {"processes", no_argument, 0, 'P'},
-	    {"upstream-sources", required_argument, 0, 's'},
+	    PROXY_LONG_OPTIONS,
 	    {"buf", required_argument, 0, 'b'},
 	    {0, 0, 0, 0},
 	};
 	net_prog = "sb-proxy-naive";
 	net_parse_opts(argc, argv, own, own_opt, usage, INT_MAX, &px.opts);
-	proxy_require_upstream(upstream, &px.up);
-	if (sources)
-		proxy_parse_sources(sources, &px.up);
+	proxy_opts_done(&px);
 	if (bufsize == 0)
 		net_usage_error("--buf must be at least 1");
 

@@ -71,19 +71,25 @@ def test_every_bounded_option_in_the_c_sources_is_in_the_registry():
     programs_of = {"client.c": [CLIENT_PROGRAM], "net.c": [k.program for k in SERVERS.values() if k.built],
                    "sockmap_common.c": ["sb-echo-sockmap", "sb-proxy-sockmap"],
                    "uring.c": ["sb-echo-uring", "sb-proxy-uring"]}
-    # net.c parses --workers for the programs that call net_parse_workers only.
-    with_workers = ["sb-" + src.name.removesuffix(".c").replace("_", "-")
-                    for src in [*(REPO / "servers").glob("*.c"), *(REPO / "bpf").glob("*.c")]
-                    if "net_parse_workers(arg)" in src.read_text() and src.name != "net.c"]
+
+    def callers(call: str) -> list[str]:
+        return ["sb-" + src.name.removesuffix(".c").replace("_", "-")
+                for src in [*(REPO / "servers").glob("*.c"), *(REPO / "bpf").glob("*.c")]
+                if call in src.read_text() and src.name not in ("net.c", "proxy.c")]
+
+    # net.c parses --workers for the programs that call net_parse_workers, directly or through
+    # proxy.c's proxy_opt (the user-space proxies' shared options, --upstream-sources too).
+    proxies = callers("proxy_opt(")
+    with_workers = callers("net_parse_workers(arg)") + proxies
     assert "sb-echo-sockmap" in with_workers  # its worker processes
-    assert with_workers
+    assert {"sb-proxy-naive", "sb-proxy-splice"} <= set(proxies)
     missing = []
     for name, flag in sorted(found):
         progs = programs_of.get(name, ["sb-" + name.removesuffix(".c").replace("_", "-")])
         if (name, flag) == ("net.c", "--workers"):
             progs = with_workers
-        if (name, flag) == ("proxy.c", "--upstream-sources"):  # proxy_parse_sources: its callers only
-            progs = [p for p in with_workers if p.startswith("sb-proxy-")]
+        if (name, flag) == ("proxy.c", "--upstream-sources"):
+            progs = proxies
         missing += [f"{p} {flag} ({name})" for p in progs if (p, flag) not in known]
     assert found and missing == [], f"bounded in C but unknown to validation: {missing}"
 
