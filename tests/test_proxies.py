@@ -525,7 +525,7 @@ def test_bad_arguments_are_usage_errors(proxy: str, argv: list[str], expected: s
     assert expected in proc.stderr.splitlines()[0], proc.stderr
 
 
-# --upstream-sources (the naive and splice proxies): checked by proxy_parse_sources, in any order.
+# --upstream-sources (the naive and splice proxies): checked by proxy.c (proxy_opts_done), in any order.
 SOURCES_BAD_ARGS = [
     (["--upstream", "10.0.0.1:80", "--upstream-sources", "4"],
      "--upstream-sources needs an upstream on loopback IPv4 (127.0.0.0/8), got '10.0.0.1:80'"),
