@@ -405,11 +405,12 @@ def test_image_is_complete_and_reused(image):
     assert not list(CACHE.glob(".tmp-*"))
 
 
-def _short_multiarch(tmp_path: Path) -> Path:
-    doc = yaml.safe_load((REPO / "scenarios" / "lab-multiarch.yaml").read_text())
+def _short_multiarch(tmp_path: Path, name: str = "lab-multiarch") -> Path:
+    """scenarios/<name>.yaml with 1 MiB per connection and one measured round, in tmp_path."""
+    doc = yaml.safe_load((REPO / "scenarios" / f"{name}.yaml").read_text())
     doc["workload"]["bytes"] = "1MiB"
     doc["repetitions"] = {"warmup": 0, "measured": 1}
-    p = tmp_path / "lab-multiarch.yaml"
+    p = tmp_path / f"{name}.yaml"
     p.write_text(yaml.safe_dump(doc))
     return p
 
@@ -594,13 +595,9 @@ def test_acceleration_on_the_guest_is_byte_exact_and_leaves_nothing(guest, use_c
     from splicebench.programs import accel
 
     cfg, _ = guest
-    doc = yaml.safe_load((REPO / "scenarios" / "lab-multiarch-accel.yaml").read_text())
-    doc["workload"]["bytes"] = "1MiB"
-    doc["repetitions"] = {"warmup": 0, "measured": 1}
-    p = tmp_path / "lab-multiarch-accel.yaml"
-    p.write_text(yaml.safe_dump(doc))
     res = commands.run(commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports")),
-                       str(p), hosts_file=str(cfg.inventory), log=print)
+                       str(_short_multiarch(tmp_path, "lab-multiarch-accel")), hosts_file=str(cfg.inventory),
+                       log=print)
     import pandas as pd
 
     rows = pd.read_csv(res.run_dir / "samples.csv")
