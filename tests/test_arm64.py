@@ -405,14 +405,18 @@ def test_image_is_complete_and_reused(image):
     assert not list(CACHE.glob(".tmp-*"))
 
 
-def _short_multiarch(tmp_path: Path, name: str = "lab-multiarch") -> Path:
-    """scenarios/<name>.yaml with 1 MiB per connection and one measured round, in tmp_path."""
+def _run_short(tmp_path: Path, inventory: Path, name: str):
+    """`invoke run` of scenarios/<name>.yaml shortened to 1 MiB per connection and one measured
+    round, results and report under tmp_path; its RunResult."""
+    from splicebench.cli import commands
+
     doc = yaml.safe_load((REPO / "scenarios" / f"{name}.yaml").read_text())
     doc["workload"]["bytes"] = "1MiB"
     doc["repetitions"] = {"warmup": 0, "measured": 1}
     p = tmp_path / f"{name}.yaml"
     p.write_text(yaml.safe_dump(doc))
-    return p
+    return commands.run(commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports")), str(p),
+                        hosts_file=str(inventory), log=print)
 
 
 @pytest.mark.arm64
@@ -420,13 +424,11 @@ def _short_multiarch(tmp_path: Path, name: str = "lab-multiarch") -> Path:
 @pytest.mark.privileged
 @pytest.mark.e2e
 def test_lab_multiarch_end_to_end(guest, use_cache, no_leftovers, tmp_path):
-    from splicebench.cli import commands
 
     cfg, lg = guest
     assert lg.uname.endswith("aarch64")
     inv = cfg.inventory
-    res = commands.run(commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports")),
-                       str(_short_multiarch(tmp_path)), hosts_file=str(inv), log=print)
+    res = _run_short(tmp_path, inv, "lab-multiarch")
     import pandas as pd
 
     rows = pd.read_csv(res.run_dir / "samples.csv")
@@ -590,14 +592,11 @@ def test_failed_build_leaves_no_partial_cache_and_no_mounts(tmp_path):
 @pytest.mark.privileged
 @pytest.mark.e2e
 def test_acceleration_on_the_guest_is_byte_exact_and_leaves_nothing(guest, use_cache, no_leftovers, tmp_path):
-    from splicebench.cli import commands
     from splicebench.hosts.ssh import SSHHost
     from splicebench.programs import accel
 
     cfg, _ = guest
-    res = commands.run(commands.Paths.of(REPO, str(tmp_path / "results"), str(tmp_path / "reports")),
-                       str(_short_multiarch(tmp_path, "lab-multiarch-accel")), hosts_file=str(cfg.inventory),
-                       log=print)
+    res = _run_short(tmp_path, cfg.inventory, "lab-multiarch-accel")
     import pandas as pd
 
     rows = pd.read_csv(res.run_dir / "samples.csv")
