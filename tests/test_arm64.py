@@ -424,7 +424,6 @@ def _run_short(tmp_path: Path, inventory: Path, name: str):
 @pytest.mark.privileged
 @pytest.mark.e2e
 def test_lab_multiarch_end_to_end(guest, use_cache, no_leftovers, tmp_path):
-
     cfg, lg = guest
     assert lg.uname.endswith("aarch64")
     inv = cfg.inventory
