@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -170,6 +171,9 @@ struct shared {
 		uint32_t conn;
 		uint64_t offset;
 		unsigned expected, got;
+		/* payload_locate(): the stream the wrong bytes belong to, and how many of them do */
+		uint64_t src_at, src_run, src_offset;
+		uint32_t src_conn;
 	} mismatch;
 	/* crr: transactions handed out so far (the next one's payload id). */
 	uint64_t crr_next;
@@ -289,6 +293,79 @@ static size_t payload_check(uint32_t conn, uint64_t off, const uint8_t *src, siz
 		off += n;
 	}
 	return len;
+}
+
+/* Where did wrong bytes come from? Received byte i of a payload stretch that starts at stream offset
+ * q is P[q+i] ^ K[(q+i) & 7] (P the pattern, K the key of q's block), so r[i] ^ r[i+8] =
+ * P[q+i] ^ P[q+i+8] whatever the key: the key-free differences place the stretch in the pattern,
+ * the key then names the connection and block. Searched over the connection ids in *ids (up to
+ * n_ids) and blocks up to max_block; a stretch crossing a block boundary or not from any of them
+ * (zeros, another program's bytes) is not found. Returns the length of the run of bytes that match
+ * the stream found (0: not found), its connection and offset in *conn and *off. Runs only on a
+ * mismatch. */
+#define LOCATE_WINDOW 24u
+static size_t payload_locate(const uint8_t *src, size_t len, const uint32_t *ids, size_t n_ids,
+			     uint64_t max_block, uint32_t *conn, uint64_t *off)
+{
+	const uint8_t *pb = (const uint8_t *)pattern;
+	if (len < LOCATE_WINDOW)
+		return 0;
+	uint8_t d[LOCATE_WINDOW - 8];
+	for (size_t i = 0; i < sizeof(d); i++)
+		d[i] = src[i] ^ src[i + 8];
+	for (size_t p = 0; p + LOCATE_WINDOW <= PAT_BYTES; p++) {
+		if ((pb[p] ^ pb[p + 8]) != d[0])
+			continue;
+		size_t i = 1;
+		while (i < sizeof(d) && (pb[p + i] ^ pb[p + i + 8]) == d[i])
+			i++;
+		if (i < sizeof(d))
+			continue;
+		uint8_t kb[8];
+		for (i = 0; i < 8; i++)
+			kb[(p + i) & 7] = src[i] ^ pb[p + i];
+		uint64_t k;
+		memcpy(&k, kb, 8);
+		for (size_t c = 0; c < n_ids; c++)
+			for (uint64_t b = 0; b <= max_block; b++) {
+				if (block_key(ids[c], b) != k)
+					continue;
+				unsigned unused;
+				*conn = ids[c];
+				*off = b * PAT_BYTES + p;
+				return payload_check(ids[c], *off, src, len, &unused);
+			}
+	}
+	return 0;
+}
+
+/* Fill sh->mismatch.src_* for wrong bytes src[0..len) of connection c: candidates are the
+ * connections with ids near c's (all of them up to LOCATE_IDS), blocks up to the most any
+ * connection has sent. Called with the error lock held. */
+#define LOCATE_IDS 256u
+#define LOCATE_SKIP 64u
+static void locate_mismatch(const struct conn *c, const uint8_t *src, size_t len)
+{
+	uint32_t ids[LOCATE_IDS];
+	size_t n = 0;
+	uint64_t first = c->id > LOCATE_IDS / 2 ? c->id - LOCATE_IDS / 2 : 0;
+	uint64_t last = o.wl == W_CRR ? first + LOCATE_IDS : (o.conns < first + LOCATE_IDS ? o.conns : first + LOCATE_IDS);
+	for (uint64_t id = first; id < last && id <= UINT32_MAX; id++)
+		ids[n++] = (uint32_t)id;
+	uint64_t most = 0;
+	for (uint64_t i = 0; i < o.conns; i++)
+		if (conns[i].sent > most)
+			most = conns[i].sent;
+	/* From the first wrong byte on; if that stretch is nobody's, a few bytes later (a byte or a
+	 * word changed in place, then the stream goes on). */
+	for (size_t skip = 0; skip < LOCATE_SKIP && skip < len; skip++) {
+		sh->mismatch.src_run = payload_locate(src + skip, len - skip, ids, n, most / PAT_BYTES,
+						      &sh->mismatch.src_conn, &sh->mismatch.src_offset);
+		if (sh->mismatch.src_run) {
+			sh->mismatch.src_at = sh->mismatch.offset + skip;
+			return;
+		}
+	}
 }
 
 /* CLOCK_REALTIME in nanoseconds: the clock that the marks share with sb-cpustat's readings. */
@@ -467,6 +544,27 @@ static bool do_send(struct thr *t, struct conn *c)
 	return true;
 }
 
+/* After a mismatch: read more after the n bytes in buf (up to want in all, waiting up to 200 ms
+ * for them) so that payload_locate() has a stretch to place. Returns the bytes in buf now. */
+#define LOCATE_WANT 4096u
+static size_t top_up(int fd, uint8_t *buf, size_t n, size_t want)
+{
+	uint64_t until = net_now_ns() + 200000000ull;
+	if (want > RBUF_BYTES)
+		want = RBUF_BYTES;
+	while (n < want) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		uint64_t now = net_now_ns();
+		if (now >= until || poll(&p, 1, (int)((until - now) / 1000000u) + 1) <= 0)
+			break;
+		ssize_t r = recv(fd, buf + n, want - n, MSG_DONTWAIT);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	return n;
+}
+
 /* One read(): verify, account finished messages/bursts and start the next one. Returns false
  * when the connection ended (passed or failed). */
 static bool do_recv(struct thr *t, struct conn *c)
@@ -512,6 +610,8 @@ static bool do_recv(struct thr *t, struct conn *c)
 			sh->mismatch.offset = at;
 			sh->mismatch.expected = expected;
 			sh->mismatch.got = t->rbuf[ok];
+			size_t have = top_up(c->fd, t->rbuf, n, ok + LOCATE_WANT);
+			locate_mismatch(c, t->rbuf + ok, have - ok);
 		}
 		pthread_mutex_unlock(&sh->err_lock);
 		c->recvd = at;
@@ -1212,11 +1312,18 @@ static void print_result(bool ok, double wall_s, uint64_t mark_end_rt)
 	print_threads();
 	print_tcp_info();
 
-	if (sh->have_mismatch)
-		printf("\"mismatch\":{\"conn\":%u,\"offset\":%llu,\"expected\":%u,\"got\":%u},",
+	if (sh->have_mismatch) {
+		printf("\"mismatch\":{\"conn\":%u,\"offset\":%llu,\"expected\":%u,\"got\":%u,\"source\":",
 		       sh->mismatch.conn, (unsigned long long)sh->mismatch.offset, sh->mismatch.expected,
 		       sh->mismatch.got);
-	else
+		if (sh->mismatch.src_run)
+			printf("{\"at\":%llu,\"conn\":%u,\"offset\":%llu,\"bytes\":%llu}},",
+			       (unsigned long long)sh->mismatch.src_at, sh->mismatch.src_conn,
+			       (unsigned long long)sh->mismatch.src_offset,
+			       (unsigned long long)sh->mismatch.src_run);
+		else
+			printf("null},");
+	} else
 		printf("\"mismatch\":null,");
 	printf("\"errors\":[");
 	for (uint64_t i = 0; i < sh->errors_total && i < MAX_LISTED_ERRORS; i++) {

@@ -9,6 +9,10 @@ of that connection's byte stream:
   --truncate N   echo the first N bytes, then half-close (FIN) and discard the rest
   --reset N      echo the first N bytes, then reset (SO_LINGER 0)
   --extra N      echo everything, then send N more bytes before closing
+  --zero N:L     echo everything, but with the L bytes from offset N on zeroed
+  --drop N:L     echo everything but the L bytes from offset N on (lost bytes)
+  --repeat N:L   echo everything, sending the L bytes before offset N once more at N (repeated
+                 bytes; L <= 65536)
   --stall        read everything, echo nothing, never close
   --stop N       echo the first N bytes, then neither read nor write again, never close
   --dump DIR     plain echo that also stores the first 64 KiB of connection k as DIR/conn-k.bin
@@ -48,6 +52,8 @@ class Stats:
 def serve(conn: socket.socket, k: int, args: argparse.Namespace, stats: Stats) -> None:
     """Echo one connection, misbehaving as args say."""
     off = 0  # bytes echoed so far
+    read = 0  # bytes read so far (--drop)
+    history = b""  # the last bytes echoed (--repeat)
     dump = bytearray()
     cut = next((c for c in (args.truncate, args.reset, args.stop) if c is not None), None)
     try:
@@ -62,6 +68,23 @@ def serve(conn: socket.socket, k: int, args: argparse.Namespace, stats: Stats) -
                 changed = bytearray(data)
                 changed[args.flip - off] ^= 0x01
                 data = bytes(changed)
+            if args.zero is not None:
+                lo, hi = args.zero[0] - off, args.zero[0] + args.zero[1] - off
+                if lo < len(data) and hi > 0:
+                    lo, hi = max(lo, 0), min(hi, len(data))
+                    data = data[:lo] + bytes(hi - lo) + data[hi:]
+            if args.drop is not None:  # offsets count what was read; the echo skips [N, N + L)
+                lo, hi = args.drop[0], args.drop[0] + args.drop[1]
+                start = read
+                read += len(data)
+                data = data[: max(0, lo - start)] + data[max(0, hi - start):]
+            if args.repeat is not None and off <= args.repeat[0] < off + len(data):
+                at = args.repeat[0] - off
+                again = (bytes(history) + data[:at])[-args.repeat[1]:]
+                data = data[:at] + again + data[at:]
+                off -= len(again)  # offsets stay those of the client's stream
+            if args.repeat is not None:
+                history = (history + data)[-65536:]
             if cut is not None and off + len(data) >= cut:
                 conn.sendall(data[: cut - off])
                 stats.add(bytes_out=cut - off)
@@ -101,6 +124,11 @@ def parse_listen(text: str) -> tuple[int, str, int]:
     return socket.AF_INET, host, int(port)
 
 
+def span(text: str) -> tuple[int, int]:
+    offset, _, length = text.partition(":")
+    return int(offset), int(length)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="127.0.0.1:0")
@@ -109,6 +137,9 @@ def main() -> int:
     mode.add_argument("--truncate", type=int, metavar="N")
     mode.add_argument("--reset", type=int, metavar="N")
     mode.add_argument("--extra", type=int, metavar="N")
+    mode.add_argument("--zero", type=span, metavar="N:L")
+    mode.add_argument("--drop", type=span, metavar="N:L")
+    mode.add_argument("--repeat", type=span, metavar="N:L")
     mode.add_argument("--stall", action="store_true")
     mode.add_argument("--stop", type=int, metavar="N")
     mode.add_argument("--dump", metavar="DIR")

@@ -119,13 +119,19 @@ def test_crr_latency_under_load_and_perf_over_ssh(env):
     """The new workloads and perf on SSH hosts: crr and latency-under-load byte-exact from lab2 to a
     server on lab1, perf counts from lab1 in every sample (the CPU sampler mounts tracefs
     for itself in the lab host's fresh sysfs), and the profile round's folded stacks
-    fetched from lab1."""
-    common = ("name: lab-new-workloads\nservers: [naive, sockmap]\nrepetitions: {warmup: 0, measured: 1}\nprofile: true\n"
+    fetched from lab1.
+
+    The loaded part runs naive and splice: a SOCKMAP echo's bulk stream over the lab's veths meets a
+    kernel bug now and then (docs/programs.md, "SOCKMAP over veth: repeated bytes"), which the sample
+    reports as it should, and which is not what this test is about."""
+    common = ("name: lab-new-workloads\nrepetitions: {warmup: 0, measured: 1}\nprofile: true\n"
               "placement: {server: lab1, clients: [lab2]}\ntimeout: 60s\n")
     raws: dict[str, dict] = {}
-    crr = run_scenario(env, common + "workload: {type: crr, msg_size: 64, transactions: 500, conns: 4}\n",
+    crr = run_scenario(env, common + "servers: [naive, sockmap]\n"
+                       "workload: {type: crr, msg_size: 64, transactions: 500, conns: 4}\n",
                        on_sample=lambda s, row, raw: raws.__setitem__(s.id, raw))
-    loaded = run_scenario(env, common + "workload: {type: latency-under-load, round_trips: 100, bulk_conns: 2}\n")
+    loaded = run_scenario(env, common + "servers: [naive, splice]\n"
+                          "workload: {type: latency-under-load, round_trips: 100, bulk_conns: 2}\n")
     assert [r["status"] for r in crr.rows + loaded.rows] == ["ok"] * 8, [r["error"] for r in crr.rows + loaded.rows]
     assert {r["conns_ok"] for r in crr.rows} == {500} and {r["bytes_verified"] for r in crr.rows} == {500 * 64}
     for r in loaded.rows:

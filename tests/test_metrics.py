@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from splicebench.results.metrics import (SAMPLE_COLUMNS, Row, client_failure, client_metrics, hist_percentile,
+from splicebench.results.metrics import (SAMPLE_COLUMNS, Row, byte_balance, client_failure, client_metrics, hist_percentile,
                                  host_cpu_delta, merge_hist, parse_client_output, parse_proc_stat,
                                  server_events, server_metrics)
 
@@ -54,6 +54,21 @@ def test_client_timeout_output_explains_the_failure():
     assert why == ("exit code 1; connection 0: timeout at offset 145408 (+1 more); "
                    "stderr: sb-client: 2 of 2 connections failed (first: conn 0: timeout at offset 145408)")
     assert client_metrics([c])["client_ok"] is False
+
+
+def test_a_repeat_on_the_way_in_is_named():
+    """A SOCKMAP echo server over veth (kernel 6.18) whose verdict program was handed a 45-segment skb
+    twice: the client names the repeated stretch, the server's count shows it came in twice."""
+    c = parse_client_output(text("client-sockmap-repeat.json"))
+    why = client_failure(c, 1, "")
+    assert ("data mismatch on connection 0 at offset 387328536 (expected 76, got 70; its bytes from offset "
+            "387,263,376 again (65,160 bytes repeated), 14,480 bytes matching)") in why
+    server = server_metrics(server_events(text("server-sockmap-repeat.jsonl")))
+    pingpong = 100 * 64  # the ping-pong client that ran beside the bulk streams
+    values = {**server, "bytes_sent": client_metrics([c])["bytes_sent"] + pingpong}
+    assert byte_balance(values) == "the server counted 65,160 bytes in more than the clients sent"
+    assert byte_balance({**values, "bytes_sent": values["server_bytes_in"]}) is None
+    assert byte_balance({**values, "server_bytes_in": None}) is None
 
 
 def test_client_without_output():

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from splicebench.results.metrics import client_failure, mismatch_source
+
 from progs import (
     SERVERS,
     binary,
@@ -412,6 +414,42 @@ def test_client_detects_a_misbehaving_server(
     else:
         assert r["mismatch"] is None
     assert len(res.stderr.splitlines()) == 1 and "2 of 2 connections failed" in res.stderr
+
+
+LOCATED = [
+    # (server options, where the located stretch starts after the first wrong byte, its offset
+    # minus that start (+ lost, - repeated), the clause of the failure line; None: not located)
+    (["--flip", str(FLIP_AT)], 1, 0, "1 wrong byte, then in step again"),
+    (["--drop", f"{FLIP_AT}:5000"], 0, 5000, "its bytes from offset 1,005,003 (5,000 bytes lost)"),
+    (["--repeat", f"{FLIP_AT}:777"], 0, -777, "its bytes from offset 999,226 again (777 bytes repeated)"),
+    (["--zero", f"{FLIP_AT}:100"], None, None, "the bytes are from no connection's stream nearby"),
+]
+
+
+@pytest.mark.parametrize("server_args,skip,shift,clause", LOCATED, ids=[" ".join(m[0]) for m in LOCATED])
+def test_client_names_where_the_wrong_bytes_came_from(server_args: list[str], skip: int | None,
+                                                      shift: int | None, clause: str) -> None:
+    """Lost, repeated, changed or foreign bytes: the first mismatch says which stream the wrong bytes
+    belong to and where (a kernel that drops or repeats a stretch shows as such), and the failure
+    line says it in words."""
+    with running_server("corrupt", *server_args, cmd=corrupt_echo_cmd()) as srv:
+        res = run_client(srv.connect, "stream", conns=2, bytes=4_000_000, timeout=30)
+    m = res.result["mismatch"]
+    assert res.returncode == 1 and m["offset"] == FLIP_AT, res.result
+    if skip is None:
+        assert m["source"] is None
+    else:
+        src = m["source"]
+        assert src["conn"] == m["conn"] and src["at"] - FLIP_AT == skip and src["offset"] - src["at"] == shift
+        assert 24 <= src["bytes"] <= 4_000_000 - src["offset"]
+    line = client_failure(res.result, res.returncode, res.stderr)
+    assert f"at offset {FLIP_AT} (expected {m['expected']}, got {m['got']}; {clause}" in line, line
+
+
+def test_mismatch_from_another_connection_is_named() -> None:
+    mm = {"conn": 3, "offset": 4096, "expected": 1, "got": 2,
+          "source": {"at": 4096, "conn": 5, "offset": 8192, "bytes": 1448}}
+    assert mismatch_source(mm) == "; connection 5's bytes from offset 8,192, 1,448 bytes matching"
 
 
 def test_payload_is_seeded_pseudo_random_and_differs_per_connection(tmp_path: Path) -> None:

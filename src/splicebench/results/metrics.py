@@ -205,6 +205,27 @@ def loaded_metrics(loaded: Sequence[Mapping[str, Any] | None], unloaded: Sequenc
     return out
 
 
+def mismatch_source(mm: Mapping[str, Any]) -> str:
+    """Where the wrong bytes of a mismatch came from (sb-client's `source`), as a clause for its line:
+    the same connection's bytes from further on (lost bytes) or from earlier (repeated ones), in step
+    again after a few changed bytes, another connection's bytes, or nobody's."""
+    src = mm.get("source")
+    if not src:
+        return "; the bytes are from no connection's stream nearby"
+    at, conn, off = src["at"], src["conn"], src["offset"]
+    wrong = at - mm["offset"]
+    here = f"{wrong:,} wrong byte{'s' if wrong != 1 else ''}, then " if wrong else ""
+    if conn != mm["conn"]:
+        what = f"connection {conn}'s bytes from offset {off:,}"
+    elif off > at:
+        what = f"its bytes from offset {off:,} ({off - at:,} bytes lost)"
+    elif off < at:
+        what = f"its bytes from offset {off:,} again ({at - off:,} bytes repeated)"
+    else:
+        what = "in step again"
+    return f"; {here}{what}, {src['bytes']:,} bytes matching"
+
+
 def client_failure(client: Mapping[str, Any] | None, exit_code: int | None, stderr: str) -> str | None:
     """Why a client run failed, in one line, or None if it succeeded."""
     if client is not None and client.get("ok") is True and exit_code == 0:
@@ -222,7 +243,8 @@ def client_failure(client: Mapping[str, Any] | None, exit_code: int | None, stde
         mm = client.get("mismatch")
         if mm:
             reasons.append(f"data mismatch on connection {mm.get('conn')} at offset {mm.get('offset')} "
-                           f"(expected {mm.get('expected')}, got {mm.get('got')})")
+                           f"(expected {mm.get('expected')}, got {mm.get('got')}"
+                           f"{mismatch_source(mm)})")
         errs = client.get("errors") or []
         if errs:
             e = errs[0]
@@ -309,6 +331,16 @@ SAMPLE_COLUMNS = [
     *ACCEL_COLUMNS,
     "raw_files",
 ]
+
+
+def byte_balance(values: Mapping[str, Any]) -> str | None:
+    """For a failed echo sample: an echo server that counted more bytes in than its clients sent was
+    handed some bytes twice (by the kernel: its reads, or a SOCKMAP verdict program's skbs), which
+    tells a repeat on the way in from one on the way out. None when the counts do not show that."""
+    got, sent = values.get("server_bytes_in"), values.get("bytes_sent")
+    if isinstance(got, int) and isinstance(sent, int) and got > sent:
+        return f"the server counted {got - sent:,} bytes in more than the clients sent"
+    return None
 
 
 def server_metrics(events: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

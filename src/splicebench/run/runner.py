@@ -24,7 +24,7 @@ from splicebench.hosts.base import describe_exit, Host, Proc
 from splicebench.run.fleet import start_together
 from splicebench.results import cpu, perf
 from splicebench.run import perf_run
-from splicebench.results.metrics import (Row, client_failure, client_metrics, loaded_metrics, parse_client_output,
+from splicebench.results.metrics import (Row, byte_balance, client_failure, client_metrics, loaded_metrics, parse_client_output,
                                          server_events, server_metrics)
 from splicebench.scenario.model import Cell
 from splicebench.scenario.plan import (LOAD_RAMP_S, MEASURED, PROFILE, READY_TIMEOUT_S, STOP_TIMEOUT_S, WARMUP, Plan,
@@ -199,6 +199,8 @@ class Runner:
         # Collect what the programs printed, whatever happened above.
         raw = self._collect_server(row, procs, errors, interrupted)
         raw.update(self._collect_clients(row, procs, errors, interrupted))
+        if errors and not interrupted and sample.backend is None and (extra := byte_balance(row.values)):
+            errors.append(extra)
         raw.update(_collect_sampler(row, procs, raw))
         raw.update(self.perf.collect(sample.server_host, row, procs.perf, interrupted, procs.watched_pids))
         raw.update(_collect_accel(row, procs, errors, interrupted))
