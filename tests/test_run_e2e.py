@@ -85,16 +85,17 @@ def test_loopback_run_end_to_end(tmp_path, use_cache, no_leftovers):
     assert m["build"]["local"]["built"] is False  # the session already built these sources
     # When each step before the first sample ended, in order, all before the run's start; the report's
     # libraries finished loading during the warm-up round, before the first measured sample started.
+    # Both at millisecond resolution: ISO timestamps truncated, phases rounded, hence 2 ms of slack.
     phases = m["phases"]
     steps = ["run_called", "validated", "preflight_done", "hosts_prepared"]
     assert list(phases) == [*steps, "report_imported", "report_wait_s"]
     started = datetime.fromisoformat(m["started_at"].replace("Z", "+00:00")).timestamp()
-    assert [phases[k] for k in steps] == sorted(phases[k] for k in steps) and phases["hosts_prepared"] <= started + 0.001
-    assert 0 <= phases["report_wait_s"] <= phases["report_imported"] - started + 0.001
+    assert [phases[k] for k in steps] == sorted(phases[k] for k in steps) and phases["hosts_prepared"] <= started + 0.002
+    assert 0 <= phases["report_wait_s"] <= phases["report_imported"] - started + 0.002
 
     df = pd.read_csv(run / "samples.csv")
     first_measured = df[df["phase"] == "measured"]["started_at"].min()
-    assert phases["report_imported"] <= datetime.fromisoformat(first_measured.replace("Z", "+00:00")).timestamp() + 0.001
+    assert phases["report_imported"] <= datetime.fromisoformat(first_measured.replace("Z", "+00:00")).timestamp() + 0.002
     assert len(df) == 9 and set(df["status"]) == {"ok"}
     assert list(df["sample_id"]) == m["plan"]["order"]
     assert list(df["server"]) == ["naive", "splice", "sockmap"] * 3
