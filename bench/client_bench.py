@@ -10,7 +10,10 @@ sb-echo-naive, then interleaves within each repetition:
 
 - 64-byte ping-pong, one connection: the blocking client, sb-client in its default I/O (blocking for a
   thread that owns one ping-pong connection), sb-client --io epoll and --io busy-poll: p50 and p99 of
-  the round trip (medians over the repetitions);
+  the round trip (medians over the repetitions); then the blocking client and sb-client again, each
+  pinned to CPU 1 against a second naive server pinned to CPU 0 (with 2 CPUs or more): unpinned, each
+  run draws where the scheduler puts client and server (same CPU or not, which moves a round trip
+  by more than the clients differ), pinned, every run is the same draw;
 - a 1 GiB stream, one connection: the blocking client, sb-client (epoll, one thread) and sb-client
   --io split (a writing and a reading thread, like the blocking client): goodput, and the client's
   CPU seconds per GiB;
@@ -40,6 +43,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GiB = 1 << 30
+PINNED = ", pinned"
 
 
 def build(build_dir: Path) -> Path:
@@ -85,6 +89,8 @@ def bench(reps: int, round_trips: int, stream_bytes: int, no_c100k: bool = False
     blocking = str(build(build_dir))
     client = str(build_dir / "sb-client")
     server = subprocess.Popen([str(build_dir / "sb-echo-naive")], stdout=subprocess.PIPE, text=True)
+    pinned = (subprocess.Popen(["taskset", "-c", "0", str(build_dir / "sb-echo-naive")], stdout=subprocess.PIPE,
+                               text=True) if (os.cpu_count() or 1) >= 2 else None)
     try:
         ready = json.loads(server.stdout.readline())
         addr, port = ready["addr"], ready["port"]
@@ -106,6 +112,13 @@ def bench(reps: int, round_trips: int, stream_bytes: int, no_c100k: bool = False
             "sb-client --io busy-poll": lambda: sb("--workload", "pingpong", "--round-trips", str(round_trips),
                                                    "--io", "busy-poll"),
         }
+        if pinned is not None:
+            pport = str(json.loads(pinned.stdout.readline())["port"])
+            pingpongs[f"blocking client{PINNED}"] = lambda: run_json(
+                ["taskset", "-c", "1", blocking, "pingpong", addr, pport, "64", str(round_trips)])
+            pingpongs[f"sb-client (auto){PINNED}"] = lambda: run_json(
+                ["taskset", "-c", "1", client, "--connect", f"{addr}:{pport}", "--workload", "pingpong",
+                 "--round-trips", str(round_trips)])
         streams = {
             "blocking client (2 threads)": lambda: run_json([blocking, "stream", addr, str(port), str(stream_bytes)]),
             "sb-client 1 thread, 1 conn": lambda: sb("--workload", "stream", "--bytes", str(stream_bytes)),
@@ -139,8 +152,10 @@ def bench(reps: int, round_trips: int, stream_bytes: int, no_c100k: bool = False
         memory = memory_per_connection(client, str(build_dir / "sb-echo-naive"))
         c100k = None if no_c100k else c100k_memory(client, str(build_dir / "sb-echo-naive"))
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for srv in (server, pinned):
+            if srv is not None:
+                srv.terminate()
+                srv.wait(timeout=30)
     return {"pingpong": pp, "stream": st, "memory": memory, "c100k": c100k, "reps": reps, "round_trips": round_trips,
             "stream_bytes": stream_bytes}
 
@@ -234,14 +249,18 @@ def c100k_memory(client: str, naive: str, conns: int = 100_000, procs: int = 8) 
 def table(res: dict) -> str:
     lines = []
     pp, st = res["pingpong"], res["stream"]
-    base_pp = statistics.median(p for p, _ in pp["blocking client"])
+    base_pp = {pin: statistics.median(p for p, _ in pp[f"blocking client{pin}"])
+               for pin in ("", PINNED) if f"blocking client{pin}" in pp}
     lines.append(f"64 B ping-pong, 1 connection, {res['round_trips']:,} round trips x {res['reps']} "
                  f"(medians over repetitions)")
     lines.append(f"  {'client':34} {'p50 us':>8} {'p99 us':>8} {'p50 vs blocking':>16}")
     for name, vals in pp.items():
         p50 = statistics.median(v[0] for v in vals)
         p99 = statistics.median(v[1] for v in vals)
-        lines.append(f"  {name:34} {p50:8.1f} {p99:8.1f} {p50 / base_pp:15.2f}x")
+        base = base_pp[PINNED if name.endswith(PINNED) else ""]
+        lines.append(f"  {name:34} {p50:8.1f} {p99:8.1f} {p50 / base:15.2f}x")
+    if PINNED in base_pp:
+        lines.append(f"  ({PINNED.strip(', ')}: server on CPU 0, client on CPU 1; compared with the pinned blocking client)")
     base_st = statistics.median(g for g, _ in st["blocking client (2 threads)"])
     lines.append("")
     lines.append(f"Stream, {res['stream_bytes'] / GiB:g} GiB in all x {res['reps']}")
