@@ -184,7 +184,8 @@ def test_interrupt_stops_everything_and_keeps_what_was_done(tmp_path, use_cache,
     p = scenario_file(tmp_path, "servers: [naive, splice]\nworkload: {type: pingpong}\n"
                                 "matrix: {round_trips: [100, 5000000]}\nrepetitions: {warmup: 0, measured: 1}\n"
                                 "timeout: 60s\n")
-    env = {**os.environ, "SPLICEBENCH_CACHE": str(cache_dir)}
+    # faulthandler: should the run hang after the signal, SIGABRT makes it print every thread's stack.
+    env = {**os.environ, "SPLICEBENCH_CACHE": str(cache_dir), "PYTHONFAULTHANDLER": "1"}
     cmd = [sys.executable, "-m", "invoke", "-r", str(REPO), "run", "--scenario", str(p), "--no-provision",
            "--results-dir", str(tmp_path / "results"), "--reports-dir", str(tmp_path / "reports")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -194,7 +195,15 @@ def test_interrupt_stops_everything_and_keeps_what_was_done(tmp_path, use_cache,
         wait_for(lambda: running(cache_dir, "sb-client") and len(list((tmp_path / "results").glob(
             ".tmp-*/raw/*.client.json"))) >= 2)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            tree = subprocess.run(["ps", "-o", "pid,stat,wchan:24,args", "-g", str(proc.pid)],
+                                  capture_output=True, text=True).stdout
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate(timeout=30)
+            pytest.fail(f"the run did not end within 60 s of {signal.Signals(sig).name}; its processes:\n{tree}"
+                        f"its stacks (SIGABRT):\n{err[-8000:]}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
