@@ -89,9 +89,11 @@ def bench(reps: int, round_trips: int, stream_bytes: int, no_c100k: bool = False
     blocking = str(build(build_dir))
     client = str(build_dir / "sb-client")
     server = subprocess.Popen([str(build_dir / "sb-echo-naive")], stdout=subprocess.PIPE, text=True)
-    pinned = (subprocess.Popen(["taskset", "-c", "0", str(build_dir / "sb-echo-naive")], stdout=subprocess.PIPE,
-                               text=True) if (os.cpu_count() or 1) >= 2 else None)
+    pinned = None
     try:
+        if (os.cpu_count() or 1) >= 2:
+            pinned = subprocess.Popen(["taskset", "-c", "0", str(build_dir / "sb-echo-naive")],
+                                      stdout=subprocess.PIPE, text=True)
         ready = json.loads(server.stdout.readline())
         addr, port = ready["addr"], ready["port"]
         connect = f"{addr}:{port}"

@@ -349,7 +349,9 @@ static void locate_mismatch(const struct conn *c, const uint8_t *src, size_t len
 	uint32_t ids[LOCATE_IDS];
 	size_t n = 0;
 	uint64_t first = c->id > LOCATE_IDS / 2 ? c->id - LOCATE_IDS / 2 : 0;
-	uint64_t last = o.wl == W_CRR ? first + LOCATE_IDS : (o.conns < first + LOCATE_IDS ? o.conns : first + LOCATE_IDS);
+	uint64_t last = first + LOCATE_IDS;
+	if (o.wl != W_CRR && o.conns < last) /* crr's ids are transactions, beyond --conns */
+		last = o.conns;
 	for (uint64_t id = first; id < last && id <= UINT32_MAX; id++)
 		ids[n++] = (uint32_t)id;
 	uint64_t most = 0;
@@ -910,13 +912,16 @@ static void run_epoll(struct thr *t)
  * of a 64-byte round trip here, client and server pinned to two CPUs; the periodic timer's expiry
  * stays put. (The epoll loop's timeouts, seconds long, cost nothing measurable.) */
 #define TICK_SIGNAL (SIGRTMIN + 1)
+#ifndef sigev_notify_thread_id /* the kernel's field; glibc names it from 2.41 on */
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
 static void on_tick(int sig) { (void)sig; }
 
 /* A timer that sends TICK_SIGNAL to the calling thread every BLOCKING_TICK_US; false if none. */
 static bool tick_start(timer_t *timer)
 {
 	struct sigevent ev = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = TICK_SIGNAL};
-	ev._sigev_un._tid = gettid(); /* sigev_notify_thread_id, which glibc 2.36 does not name */
+	ev.sigev_notify_thread_id = gettid();
 	struct itimerspec every = {.it_interval = {.tv_nsec = BLOCKING_TICK_US * 1000L},
 				   .it_value = {.tv_nsec = BLOCKING_TICK_US * 1000L}};
 	if (timer_create(CLOCK_MONOTONIC, &ev, timer) < 0)

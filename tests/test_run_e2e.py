@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from progs import descendants
 
 from splicebench.cli import commands
 from splicebench.results import rundir as results
@@ -198,11 +199,10 @@ def test_interrupt_stops_everything_and_keeps_what_was_done(tmp_path, use_cache,
         try:
             out, err = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
-            tree = subprocess.run(["ps", "-o", "pid,stat,wchan:24,args", "-g", str(proc.pid)],
-                                  capture_output=True, text=True).stdout
+            tree = "".join(f"{pid} {comm} {state}\n" for pid, comm, state in descendants(proc.pid))
             proc.send_signal(signal.SIGABRT)
             out, err = proc.communicate(timeout=30)
-            pytest.fail(f"the run did not end within 60 s of {signal.Signals(sig).name}; its processes:\n{tree}"
+            pytest.fail(f"the run did not end within 60 s of {signal.Signals(sig).name}; the processes under it:\n{tree}"
                         f"its stacks (SIGABRT):\n{err[-8000:]}")
     finally:
         if proc.poll() is None:
